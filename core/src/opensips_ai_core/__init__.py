@@ -1,0 +1,1 @@
+"""opensips_ai_core."""

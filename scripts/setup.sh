@@ -1,0 +1,38 @@
+#!/usr/bin/env bash
+# Set up what is missing for development: .venv with every package of the
+# project installed editable, and the test and lint tools.
+#
+# Usage: scripts/setup.sh [--force]
+#   --force   reinstall even when nothing changed since the last set-up
+#
+# Idempotent and quick when nothing changed (a stamp under .venv records the
+# inputs' checksum). Needs Python >= 3.11 with venv; everything else comes from PyPI.
+set -euo pipefail
+source "$(dirname "$0")/lib/common.sh"
+
+force=0
+case "${1:-}" in
+  -h|--help) usage_from_header "$0"; exit 0 ;;
+  --force) force=1 ;;
+  "") ;;
+  *) die "unknown option: $1 (see --help)" ;;
+esac
+
+cd "$ROOT"
+if [ ! -x "$VENV/bin/python" ]; then
+  py="$(find_python)" || die "Python >= 3.11 is required (set PYTHON=/path/to/python3.11)"
+  info "creating $VENV with $py"
+  "$py" -m venv "$VENV" || die "python venv failed (on Debian: apt-get install python3-venv)"
+fi
+
+stamp="$VENV/.voice-setup-stamp"
+inputs_sum="$(cat requirements-dev.txt constraints.txt ./*/pyproject.toml services/*/pyproject.toml shared/proto_generated/pyproject.toml 2>/dev/null | sha256sum | cut -d' ' -f1)"
+if [ "$force" = 0 ] && [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$inputs_sum" ]; then
+  exit 0
+fi
+
+info "installing the project's packages into $VENV (first time: a few minutes)"
+"$VENV/bin/python" -m pip install --quiet --upgrade pip
+"$VENV/bin/python" -m pip install --quiet -r requirements-dev.txt
+echo "$inputs_sum" > "$stamp"
+info "set-up done"

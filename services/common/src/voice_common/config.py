@@ -1,0 +1,106 @@
+"""Configuration from environment variables: typed, defaulted, in one class per service.
+
+Each service subclasses `ServiceSettings` with its own `env_prefix` (``ASR_``,
+``LLM_``, ...). A bad value exits the process with one line naming the variable
+and the problem, and exit code 2::
+
+    asr-service: configuration error: ASR_PORT='abc': Input should be a valid integer
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+from typing import Annotated, Any, Literal, TypeVar
+
+from pydantic import AfterValidator, AliasChoices, BeforeValidator, Field, ValidationError
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+CONFIG_ERROR_EXIT = 2
+
+
+def _level(value: Any) -> Any:
+    """Accept any case; an empty value means "not set"."""
+    if isinstance(value, str):
+        return value.strip().upper() or None
+    return value
+
+
+LogLevel = Annotated[
+    Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"] | None, BeforeValidator(_level)
+]
+
+
+def _existing_path(value: Path | None) -> Path | None:
+    if value is not None and not value.exists():
+        raise ValueError(f"path does not exist: {value}")
+    return value
+
+
+ExistingPath = Annotated[Path, AfterValidator(_existing_path)]
+
+
+class ServiceSettings(BaseSettings):
+    """What every gRPC process reads from its environment."""
+
+    model_config = SettingsConfigDict(env_prefix="SVC_", extra="ignore", frozen=True)
+
+    # Shared, unprefixed variables (names as the seed guide gives them).
+    development_mode: bool = Field(False, validation_alias="DEVELOPMENT_MODE")
+    log_level_global: LogLevel = Field(None, validation_alias="LOG_LEVEL")
+
+    host: str = "127.0.0.1"
+    port: int = Field(0, ge=0, le=65535)
+    log_level: LogLevel = None
+    hot_reload: bool = False
+    grace_period_s: float = Field(5.0, ge=0, le=300)
+    max_workers: int = Field(4, ge=1, le=256)
+
+    @classmethod
+    def service_name(cls) -> str:
+        return cls.model_config.get("title") or cls.__name__
+
+    @classmethod
+    def env_name(cls, field: str) -> str:
+        info = cls.model_fields[field]
+        alias = info.validation_alias
+        if isinstance(alias, str):
+            return alias
+        if isinstance(alias, AliasChoices):
+            return str(alias.choices[0])
+        return f"{cls.model_config.get('env_prefix', '')}{field}".upper()
+
+    def effective_log_level(self) -> str:
+        from voice_common.logs import resolve_level
+
+        return resolve_level(self.development_mode, self.log_level_global, self.log_level)
+
+
+S = TypeVar("S", bound=ServiceSettings)
+
+
+def format_validation_error(cls: type[ServiceSettings], err: ValidationError) -> str:
+    problems = []
+    for item in err.errors(include_url=False):
+        field = str(item["loc"][0]) if item["loc"] else "?"
+        env = cls.env_name(field) if field in cls.model_fields else field.upper()
+        # Show what the user wrote, not what a validator made of it.
+        raw = os.environ.get(env, item.get("input"))
+        shown = f"={raw!r}" if isinstance(raw, str | int | float) else ""
+        msg = item["msg"].removeprefix("Value error, ")
+        problems.append(f"{env}{shown}: {msg}")
+    return "; ".join(problems)
+
+
+def load_settings(cls: type[S], program: str | None = None) -> S:
+    """Read `cls` from the environment; on a bad value print one line and exit 2."""
+    program = program or cls.service_name()
+    try:
+        return cls()
+    except ValidationError as err:
+        print(
+            f"{program}: configuration error: {format_validation_error(cls, err)}",
+            file=sys.stderr,
+        )
+        raise SystemExit(CONFIG_ERROR_EXIT) from None

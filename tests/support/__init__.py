@@ -1,0 +1,1 @@
+"""Helpers the tests share: free ports, process groups, health polling."""

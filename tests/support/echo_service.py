@@ -1,0 +1,56 @@
+"""A service built on the shared runtime, for testing the runtime itself.
+
+It serves the real ASR contract with a trivial engine (each audio chunk is
+answered by a partial naming its byte count) and a warm-up that lasts
+ECHO_WARMUP_S seconds, so tests can watch NOT_SERVING turn into SERVING and
+observe graceful shutdown with a stream open. Run: python -m tests.support.echo_service
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+from collections.abc import AsyncIterator
+
+import grpc
+from pydantic import Field
+from pydantic_settings import SettingsConfigDict
+
+from voice_common.config import ServiceSettings, load_settings
+from voice_common.runtime import ServiceDefinition, run_service
+from voiceai.asr.v1 import asr_pb2, asr_pb2_grpc
+
+
+class EchoSettings(ServiceSettings):
+    model_config = SettingsConfigDict(env_prefix="ECHO_", extra="ignore", frozen=True,
+                                      title="echo-service")
+    warmup_s: float = Field(0.0, ge=0)
+
+
+class EchoRecognizer(asr_pb2_grpc.RecognizerServicer):
+    async def StreamingRecognize(
+        self, request_iterator: AsyncIterator[asr_pb2.RecognizeRequest],
+        context: grpc.aio.ServicerContext,
+    ) -> AsyncIterator[asr_pb2.RecognizeResponse]:
+        async for request in request_iterator:
+            if request.HasField("audio"):
+                text = f"{len(request.audio)} bytes"
+                yield asr_pb2.RecognizeResponse(partial=asr_pb2.Transcript(text=text),
+                                                engine="echo")
+
+
+def main() -> int:
+    settings = load_settings(EchoSettings)
+
+    def register(server: grpc.aio.Server) -> list[str]:
+        asr_pb2_grpc.add_RecognizerServicer_to_server(EchoRecognizer(), server)
+        return ["voiceai.asr.v1.Recognizer"]
+
+    async def warmup() -> None:
+        await asyncio.sleep(settings.warmup_s)
+
+    return run_service(ServiceDefinition("echo-service", settings, register, warmup))
+
+
+if __name__ == "__main__":
+    sys.exit(main())
