@@ -1,0 +1,32 @@
+"""`python -m opensips_ai_core`: run the core (settings from CORE_* and the bot config file)."""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+
+from opensips_ai_core.config import (
+    DEFAULT_BOT_CONFIG,
+    CoreSettings,
+    load_bot_config_or_exit,
+)
+from voice_common.config import load_settings
+from voice_common.runtime import setup_logging
+
+
+def main() -> int:
+    settings = load_settings(CoreSettings, "opensips-ai-core")
+    path = settings.bot_config or (DEFAULT_BOT_CONFIG if DEFAULT_BOT_CONFIG.exists() else None)
+    bot = load_bot_config_or_exit(path)
+    setup_logging(settings, "core")
+    from opensips_ai_core.app import CoreApp
+
+    try:
+        return asyncio.run(CoreApp(settings, bot).run())
+    except OSError as err:
+        print(f"opensips-ai-core: cannot start: {err}", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,89 @@
+"""opensips-ai-core's process: signalling backend + call manager + HTTP, with graceful stop."""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+
+from opensips_ai_core.calls import CallManager
+from opensips_ai_core.config import BotConfig, CoreSettings
+from opensips_ai_core.grpc_clients.asr import AsrClient
+from opensips_ai_core.grpc_clients.llm import LlmClient
+from opensips_ai_core.grpc_clients.tts import TtsClient
+from opensips_ai_core.http import HttpServer
+from opensips_ai_core.media.ports import RtpPortAllocator
+from opensips_ai_core.pipeline.call import Services
+from opensips_ai_core.signalling.base import SignallingBackend
+from voice_common import get_development_logger
+from voice_common.paths import watch_paths
+
+log = get_development_logger("core.app")
+
+
+def make_backend(settings: CoreSettings) -> SignallingBackend:
+    if settings.signalling == "opensips":
+        from opensips_ai_core.signalling.opensips.backend import OpenSipsBackend
+
+        return OpenSipsBackend(settings.opensips_mi_host, settings.opensips_mi_port,
+                               settings.event_host, settings.event_port,
+                               expire=settings.event_expire_s)
+    from opensips_ai_core.signalling.sip.uas import DirectSipBackend
+
+    return DirectSipBackend(settings.sip_host, settings.sip_port,
+                            public_ip=settings.public_ip)
+
+
+class CoreApp:
+    def __init__(self, settings: CoreSettings, bot: BotConfig) -> None:
+        self.settings = settings
+        self.bot = bot
+        self.services = Services(AsrClient(settings.asr_target), LlmClient(settings.llm_target),
+                                 TtsClient(settings.tts_target))
+        self.manager = CallManager(settings, bot, self.services,
+                                   RtpPortAllocator(settings.rtp_port_min, settings.rtp_port_max))
+        self.backend = make_backend(settings)
+        self.manager.backend = self.backend
+        self.http = HttpServer(settings.http_host, settings.http_port, self.health,
+                               self.manager.snapshot)
+        self._stop = asyncio.Event()
+        self.stop_reason = ""
+        self.ready = False
+
+    def health(self) -> tuple[bool, dict[str, object]]:
+        channels = {name: client.channel.get_state(try_to_connect=False).name
+                    for name, client in (("asr", self.services.asr), ("llm", self.services.llm),
+                                         ("tts", self.services.tts))}
+        ok = self.ready and self.manager.accepting
+        return ok, {"signalling": self.backend.name, "calls": len(self.manager.calls),
+                    "services": channels}
+
+    def request_stop(self, reason: str) -> None:
+        if not self._stop.is_set():
+            self.stop_reason = reason
+            self._stop.set()
+
+    async def run(self) -> int:
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, self.request_stop, sig.name)
+        await self.http.start()
+        await self.backend.start(self.manager)
+        self.ready = True
+        log.info("opensips-ai-core ready: %s signalling, HTTP http://%s:%d/health",
+                 self.backend.name, self.settings.http_host, self.http.port)
+        watcher = None
+        if self.settings.development_mode and self.settings.hot_reload:
+            from voice_common.hotreload import watch_and_request_restart
+
+            watcher = asyncio.create_task(
+                watch_and_request_restart(watch_paths("core"), self.request_stop))
+        await self._stop.wait()
+        log.info("opensips-ai-core stopping (%s)", self.stop_reason)
+        if watcher is not None:
+            watcher.cancel()
+        await self.manager.shutdown(self.settings.grace_period_s)
+        await self.backend.stop()
+        await self.http.stop()
+        for client in (self.services.asr, self.services.llm, self.services.tts):
+            await client.close()
+        return 0

@@ -1,0 +1,75 @@
+"""LLM client: stream text deltas for a chat; cancelling the iterator cancels the RPC."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Sequence
+from dataclasses import dataclass, field
+
+from opensips_ai_core.grpc_clients.channel import open_channel
+from voice_common import get_development_logger
+from voiceai.llm.v1 import llm_pb2, llm_pb2_grpc
+
+log = get_development_logger("grpc_clients.llm")
+
+ROLES = {
+    "system": llm_pb2.ChatMessage.SYSTEM,
+    "user": llm_pb2.ChatMessage.USER,
+    "assistant": llm_pb2.ChatMessage.ASSISTANT,
+}
+
+
+@dataclass
+class GenerationResult:
+    """Filled while streaming; `timings` arrives with the last message."""
+
+    text: str = ""
+    timings: llm_pb2.GenerationTimings | None = None
+    deltas: int = 0
+    extra: dict[str, float] = field(default_factory=dict)
+
+
+class LlmClient:
+    def __init__(self, target: str, *, connect_timeout_s: float = 10.0) -> None:
+        self.target = target
+        self.channel = open_channel(target)
+        self.stub = llm_pb2_grpc.LanguageModelStub(self.channel)
+        self.connect_timeout_s = connect_timeout_s
+
+    async def generate(
+        self,
+        messages: Sequence[tuple[str, str]],
+        *,
+        call_id: str = "",
+        max_new_tokens: int = 0,
+        temperature: float = 0.0,
+        result: GenerationResult | None = None,
+        timeout_s: float = 60.0,
+    ) -> AsyncIterator[str]:
+        """Yield text deltas. Closing the generator early cancels the RPC at once."""
+        request = llm_pb2.GenerateRequest(
+            messages=[llm_pb2.ChatMessage(role=ROLES[role], content=content)
+                      for role, content in messages],
+            params=llm_pb2.GenerationParams(max_new_tokens=max_new_tokens,
+                                            temperature=temperature),
+            call_id=call_id,
+        )
+        call = self.stub.Generate(request, wait_for_ready=True, timeout=timeout_s)
+        try:
+            async for response in call:
+                if response.HasField("delta"):
+                    if result is not None:
+                        result.text += response.delta
+                        result.deltas += 1
+                    yield response.delta
+                elif response.HasField("done") and result is not None:
+                    result.timings = response.done
+        finally:
+            if not call.done():
+                call.cancel()
+                log.debug("LLM request of %s cancelled", call_id)
+
+    async def close(self) -> None:
+        await self.channel.close()
+
+
+

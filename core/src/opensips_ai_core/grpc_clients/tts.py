@@ -1,0 +1,36 @@
+"""TTS client: stream PCM16 chunks for a text at the call's sample rate."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+
+from opensips_ai_core.grpc_clients.channel import open_channel
+from voice_common import get_development_logger
+from voiceai.tts.v1 import tts_pb2, tts_pb2_grpc
+
+log = get_development_logger("grpc_clients.tts")
+
+
+class TtsClient:
+    def __init__(self, target: str) -> None:
+        self.target = target
+        self.channel = open_channel(target)
+        self.stub = tts_pb2_grpc.SynthesizerStub(self.channel)
+
+    async def synthesize(self, text: str, *, sample_rate: int = 8000, voice: str = "",
+                         call_id: str = "", timeout_s: float = 30.0) -> AsyncIterator[bytes]:
+        """Yield PCM16 audio at `sample_rate`. Closing the generator cancels the RPC."""
+        request = tts_pb2.SynthesizeRequest(text=text, voice=voice, sample_rate_hz=sample_rate,
+                                            call_id=call_id)
+        call = self.stub.Synthesize(request, wait_for_ready=True, timeout=timeout_s)
+        try:
+            async for chunk in call:
+                if chunk.audio:
+                    yield chunk.audio
+        finally:
+            if not call.done():
+                call.cancel()
+                log.debug("TTS request of %s cancelled", call_id)
+
+    async def close(self) -> None:
+        await self.channel.close()

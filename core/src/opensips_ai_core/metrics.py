@@ -1,0 +1,28 @@
+"""Prometheus metrics of the core (served at /metrics by the HTTP server)."""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+REGISTRY = CollectorRegistry(auto_describe=True)
+
+_LATENCY_BUCKETS = (0.05, 0.1, 0.2, 0.3, 0.5, 0.75, 1.0, 1.5, 2.0, 3.0, 5.0, 10.0)
+
+CALLS = Counter("voice_calls_total", "Calls offered to the core", ["backend", "result"],
+                registry=REGISTRY)
+ACTIVE_CALLS = Gauge("voice_active_calls", "Calls in progress", registry=REGISTRY)
+TURNS = Counter("voice_turns_total", "Bot turns", ["kind", "outcome"], registry=REGISTRY)
+BARGE_INS = Counter("voice_barge_ins_total", "Caller interruptions of the bot", registry=REGISTRY)
+SERVICE_ERRORS = Counter("voice_service_errors_total", "Failed calls to AI services",
+                         ["service", "code"], registry=REGISTRY)
+TURN_LATENCY = Histogram(
+    "voice_turn_latency_seconds", "End of caller speech to the first reply RTP packet",
+    buckets=_LATENCY_BUCKETS, registry=REGISTRY)
+STAGE_LATENCY = Histogram(
+    "voice_turn_stage_seconds", "Per-stage time from the end of caller speech",
+    ["stage"], buckets=_LATENCY_BUCKETS, registry=REGISTRY)
+RTP_PACKETS = Counter("voice_rtp_packets_total", "RTP packets by direction and fate",
+                      ["direction", "fate"], registry=REGISTRY)
+DTMF_DIGITS = Counter("voice_dtmf_digits_total", "DTMF digits received", registry=REGISTRY)
+SIGNALLING_ERRORS = Counter("voice_signalling_rejects_total", "Calls refused with a SIP code",
+                            ["code"], registry=REGISTRY)
