@@ -15,7 +15,7 @@ import numpy as np
 
 from opensips_ai_core import metrics
 from opensips_ai_core.config import BotConfig, CoreSettings
-from opensips_ai_core.media.ports import RtpPortAllocator
+from opensips_ai_core.media.ports import RtpPortAllocator, RtpPortsExhaustedError
 from opensips_ai_core.media.session import RtpSession
 from opensips_ai_core.pipeline.call import Call, Services
 from opensips_ai_core.signalling.base import CallInfo, SignallingBackend, SignallingError
@@ -79,7 +79,7 @@ class CallManager:
             session = await RtpSession.open(
                 self.settings.sdp_address, self.ports, on_audio=on_audio, on_dtmf=on_dtmf,
                 on_talkspurt_start=on_talkspurt)
-        except OSError as err:
+        except (OSError, RtpPortsExhaustedError) as err:
             log.error("No RTP port for %s: %s", info.call_id, err)
             raise SignallingError(503, "Service Unavailable") from None
         try:
