@@ -1,0 +1,341 @@
+"""SDP (RFC 4566) model, parser, serializer and the offer/answer step (RFC 3264) for G.711.
+
+Only what a voice bot needs is modelled as fields (origin, connection, media with
+payload types, rtpmap/fmtp, direction, ptime); every other line is kept verbatim
+so that a parsed description serializes back without losing information.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field, replace
+
+DIRECTIONS = ("sendrecv", "sendonly", "recvonly", "inactive")
+# What the answerer says for each offered direction (RFC 3264 section 6.1).
+ANSWER_DIRECTION = {
+    "sendrecv": "sendrecv",
+    "sendonly": "recvonly",
+    "recvonly": "sendonly",
+    "inactive": "inactive",
+}
+# Static payload types (RFC 3551) that may appear without an rtpmap line.
+STATIC_PAYLOAD_TYPES: dict[int, tuple[str, int]] = {
+    0: ("PCMU", 8000),
+    3: ("GSM", 8000),
+    4: ("G723", 8000),
+    8: ("PCMA", 8000),
+    9: ("G722", 8000),
+    18: ("G729", 8000),
+}
+TELEPHONE_EVENT = "telephone-event"
+MAX_SDP_CHARS = 16384
+
+
+class SdpError(ValueError):
+    """The text is not a usable SDP; the message names the offending line."""
+
+
+@dataclass
+class Origin:
+    username: str = "-"
+    session_id: int = 0
+    session_version: int = 0
+    net_type: str = "IN"
+    addr_type: str = "IP4"
+    address: str = "127.0.0.1"
+
+    def to_line(self) -> str:
+        return (f"o={self.username} {self.session_id} {self.session_version} "
+                f"{self.net_type} {self.addr_type} {self.address}")
+
+
+@dataclass
+class RtpMap:
+    encoding: str
+    clock_rate: int
+    channels: int | None = None
+
+    def to_value(self) -> str:
+        text = f"{self.encoding}/{self.clock_rate}"
+        return f"{text}/{self.channels}" if self.channels else text
+
+
+@dataclass
+class MediaDescription:
+    media: str                      # "audio", "video", ...
+    port: int
+    proto: str                      # "RTP/AVP", ...
+    formats: list[str]              # payload types as written (strings: non-RTP protos use names)
+    connection: str | None = None   # media-level c= address
+    rtpmap: dict[int, RtpMap] = field(default_factory=dict)
+    fmtp: dict[int, str] = field(default_factory=dict)
+    direction: str | None = None    # media-level direction attribute, None when absent
+    ptime: int | None = None
+    attributes: list[str] = field(default_factory=list)  # other a= values, verbatim
+    other_lines: list[str] = field(default_factory=list)  # other lines (i=, b=, k=), verbatim
+
+    @property
+    def payload_types(self) -> list[int]:
+        return [int(f) for f in self.formats if f.isdigit()]
+
+    def codec_of(self, payload_type: int) -> RtpMap | None:
+        """The rtpmap for a payload type, falling back to the static table (PT 0, 8, ...)."""
+        if payload_type in self.rtpmap:
+            return self.rtpmap[payload_type]
+        static = STATIC_PAYLOAD_TYPES.get(payload_type)
+        return RtpMap(static[0], static[1]) if static else None
+
+
+@dataclass
+class SessionDescription:
+    origin: Origin = field(default_factory=Origin)
+    session_name: str = "-"
+    connection: str | None = None   # session-level c= address
+    timing: str = "0 0"
+    direction: str | None = None    # session-level direction attribute
+    media: list[MediaDescription] = field(default_factory=list)
+    attributes: list[str] = field(default_factory=list)
+    other_lines: list[str] = field(default_factory=list)
+
+    def connection_for(self, media: MediaDescription) -> str | None:
+        return media.connection or self.connection
+
+    def direction_for(self, media: MediaDescription) -> str:
+        return media.direction or self.direction or "sendrecv"
+
+    def first_audio(self) -> MediaDescription | None:
+        return next((m for m in self.media if m.media == "audio"), None)
+
+    def to_text(self) -> str:
+        lines = ["v=0", self.origin.to_line(), f"s={self.session_name or '-'}"]
+        lines += self.other_lines
+        if self.connection:
+            lines.append(f"c=IN {_addr_type(self.connection)} {self.connection}")
+        lines.append(f"t={self.timing}")
+        lines += [f"a={a}" for a in self.attributes]
+        if self.direction:
+            lines.append(f"a={self.direction}")
+        for m in self.media:
+            lines.append(f"m={m.media} {m.port} {m.proto} {' '.join(m.formats)}")
+            lines += m.other_lines
+            if m.connection:
+                lines.append(f"c=IN {_addr_type(m.connection)} {m.connection}")
+            for pt in m.payload_types:
+                if pt in m.rtpmap:
+                    lines.append(f"a=rtpmap:{pt} {m.rtpmap[pt].to_value()}")
+                if pt in m.fmtp:
+                    lines.append(f"a=fmtp:{pt} {m.fmtp[pt]}")
+            if m.ptime is not None:
+                lines.append(f"a=ptime:{m.ptime}")
+            lines += [f"a={a}" for a in m.attributes]
+            if m.direction:
+                lines.append(f"a={m.direction}")
+        return "\r\n".join(lines) + "\r\n"
+
+
+@dataclass(frozen=True)
+class NegotiatedMedia:
+    """What the media layer needs after offer/answer."""
+
+    remote_ip: str
+    remote_port: int
+    codec: str                      # "PCMU" or "PCMA"
+    payload_type: int
+    dtmf_payload_type: int | None
+    direction: str                  # the answer's direction, i.e. ours: recvonly = we only receive
+    ptime: int = 20
+
+
+def _addr_type(address: str) -> str:
+    return "IP6" if ":" in address else "IP4"
+
+
+def _parse_connection(value: str, lineno: int) -> str:
+    parts = value.split()
+    if len(parts) != 3 or parts[0] != "IN" or parts[1] not in ("IP4", "IP6"):
+        raise SdpError(f"line {lineno}: malformed c= line {value!r} (expected 'IN IP4 <address>')")
+    # Multicast forms carry /ttl: the address is what we need.
+    return parts[2].split("/")[0]
+
+
+def _parse_int(text: str, what: str, lineno: int) -> int:
+    try:
+        return int(text)
+    except ValueError:
+        raise SdpError(f"line {lineno}: {what} {text!r} is not an integer") from None
+
+
+def parse_sdp(text: str) -> SessionDescription:
+    """Parse SDP text (CRLF or LF line ends); raise SdpError naming the bad line."""
+    if len(text) > MAX_SDP_CHARS:
+        raise SdpError(f"SDP of {len(text)} characters exceeds the {MAX_SDP_CHARS} limit")
+    lines = [line.rstrip("\r") for line in text.split("\n")]
+    while lines and not lines[-1].strip():
+        lines.pop()
+    if not lines:
+        raise SdpError("empty SDP")
+    if lines[0].strip() != "v=0":
+        raise SdpError(f"line 1: SDP must start with 'v=0', got {lines[0][:40]!r}")
+    sdp = SessionDescription()
+    seen_origin = False
+    current: MediaDescription | None = None
+    for lineno, line in enumerate(lines[1:], start=2):
+        if not line:
+            continue
+        if len(line) < 2 or line[1] != "=" or not line[0].isalpha():
+            raise SdpError(f"line {lineno}: not a '<type>=<value>' line: {line[:40]!r}")
+        kind, value = line[0], line[2:]
+        if kind == "o":
+            parts = value.split()
+            if len(parts) != 6:
+                raise SdpError(f"line {lineno}: malformed o= line {value!r} (expected 6 fields)")
+            sdp.origin = Origin(parts[0], _parse_int(parts[1], "session id", lineno),
+                                _parse_int(parts[2], "session version", lineno),
+                                parts[3], parts[4], parts[5])
+            seen_origin = True
+        elif kind == "s" and current is None:
+            sdp.session_name = value
+        elif kind == "t" and current is None:
+            sdp.timing = value
+        elif kind == "c":
+            address = _parse_connection(value, lineno)
+            if current is None:
+                sdp.connection = address
+            else:
+                current.connection = address
+        elif kind == "m":
+            parts = value.split()
+            if len(parts) < 4:
+                raise SdpError(f"line {lineno}: malformed m= line {value!r} "
+                               "(expected '<media> <port> <proto> <fmt> ...')")
+            port_text = parts[1].split("/")[0]  # "<port>/<count>" form
+            port = _parse_int(port_text, "media port", lineno)
+            if not 0 <= port <= 65535:
+                raise SdpError(f"line {lineno}: media port {port} out of range")
+            current = MediaDescription(parts[0], port, parts[2], parts[3:])
+            sdp.media.append(current)
+        elif kind == "a":
+            _parse_attribute(sdp, current, value, lineno)
+        elif current is None:
+            sdp.other_lines.append(line)
+        else:
+            current.other_lines.append(line)
+    if not seen_origin:
+        raise SdpError("missing o= line")
+    return sdp
+
+
+def _parse_attribute(sdp: SessionDescription, current: MediaDescription | None,
+                     value: str, lineno: int) -> None:
+    name, _, arg = value.partition(":")
+    if name in DIRECTIONS and not arg:
+        if current is None:
+            sdp.direction = name
+        else:
+            current.direction = name
+        return
+    if current is None:
+        sdp.attributes.append(value)
+        return
+    if name == "rtpmap":
+        pt_text, _, mapping = arg.partition(" ")
+        pieces = mapping.strip().split("/")
+        if not pt_text.isdigit() or len(pieces) < 2 or not pieces[0]:
+            raise SdpError(f"line {lineno}: malformed rtpmap {value!r} "
+                           "(expected 'rtpmap:<pt> <encoding>/<rate>')")
+        channels = _parse_int(pieces[2], "channel count", lineno) if len(pieces) > 2 else None
+        current.rtpmap[int(pt_text)] = RtpMap(
+            pieces[0], _parse_int(pieces[1], "clock rate", lineno), channels)
+    elif name == "fmtp":
+        pt_text, _, params = arg.partition(" ")
+        if not pt_text.isdigit():
+            # Non-numeric formats (e.g. T.38) keep their fmtp verbatim.
+            current.attributes.append(value)
+            return
+        current.fmtp[int(pt_text)] = params.strip()
+    elif name == "ptime":
+        current.ptime = _parse_int(arg.strip(), "ptime", lineno)
+    else:
+        current.attributes.append(value)
+
+
+def _rejected_copy(media: MediaDescription) -> MediaDescription:
+    # RFC 3264 6: a declined stream is answered with port 0 and at least one format.
+    return MediaDescription(media.media, 0, media.proto, media.formats[:1])
+
+
+def negotiate(
+    offer: SessionDescription,
+    local_ip: str,
+    local_port: int,
+    supported: tuple[str, ...] = ("PCMU", "PCMA"),
+    session_version: int = 1,
+    *,
+    session_id: int | None = None,
+    ptime: int = 20,
+) -> tuple[SessionDescription, NegotiatedMedia]:
+    """Answer an offer: the first supported codec in the offer's order, DTMF echoed.
+
+    Raises SignallingError(488) when there is no usable audio stream or no common
+    codec. The first audio m-line with a non-zero port is accepted; any other
+    m-line is declined with port 0, as RFC 3264 requires.
+    """
+    # Imported here: base.py imports this module for SessionDescription.
+    from opensips_ai_core.signalling.base import SignallingError
+
+    wanted = {name.upper() for name in supported}
+    chosen_index: int | None = None
+    for index, media in enumerate(offer.media):
+        if media.media == "audio" and media.port != 0 and "RTP" in media.proto.upper():
+            chosen_index = index
+            break
+    if chosen_index is None:
+        raise SignallingError(488, "Not Acceptable Here")
+    audio = offer.media[chosen_index]
+    remote_ip = offer.connection_for(audio)
+    if not remote_ip:
+        raise SignallingError(488, "Not Acceptable Here")
+
+    codec_pt: int | None = None
+    codec: RtpMap | None = None
+    dtmf_pt: int | None = None
+    for pt in audio.payload_types:
+        mapping = audio.codec_of(pt)
+        if mapping is None:
+            continue
+        name = mapping.encoding.upper()
+        if codec_pt is None and name in wanted and mapping.clock_rate == 8000:
+            codec_pt, codec = pt, mapping
+        elif (dtmf_pt is None and mapping.encoding.lower() == TELEPHONE_EVENT
+              and mapping.clock_rate == 8000):
+            dtmf_pt = pt
+    if codec_pt is None or codec is None:
+        raise SignallingError(488, "Not Acceptable Here")
+
+    direction = ANSWER_DIRECTION[offer.direction_for(audio)]
+    formats = [str(codec_pt)] + ([str(dtmf_pt)] if dtmf_pt is not None else [])
+    answer_audio = MediaDescription(
+        "audio", local_port, audio.proto, formats,
+        rtpmap={codec_pt: RtpMap(codec.encoding.upper(), 8000)},
+        ptime=ptime, direction=direction,
+    )
+    if dtmf_pt is not None:
+        answer_audio.rtpmap[dtmf_pt] = RtpMap(TELEPHONE_EVENT, 8000)
+        answer_audio.fmtp[dtmf_pt] = audio.fmtp.get(dtmf_pt, "0-15")
+    media = [answer_audio if i == chosen_index else _rejected_copy(m)
+             for i, m in enumerate(offer.media)]
+    answer = SessionDescription(
+        origin=Origin("opensips-ai", session_id if session_id is not None else int(time.time()),
+                      session_version, "IN", _addr_type(local_ip), local_ip),
+        session_name="opensips-ai-voice",
+        connection=local_ip,
+        media=media,
+    )
+    negotiated = NegotiatedMedia(remote_ip, audio.port, codec.encoding.upper(), codec_pt,
+                                 dtmf_pt, direction, ptime)
+    return answer, negotiated
+
+
+def with_version(sdp: SessionDescription, session_version: int) -> SessionDescription:
+    """A copy with a new o= version (a re-offer of the same session must bump it)."""
+    return replace(sdp, origin=replace(sdp.origin, session_version=session_version))

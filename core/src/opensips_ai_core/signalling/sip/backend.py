@@ -1,0 +1,696 @@
+"""`DirectSipBackend`: a small SIP UAS over UDP inside the core (RFC 3261, 3264, 3581).
+
+Hand-written on asyncio's DatagramProtocol because no maintained asyncio SIP UAS
+library fits: the Python SIP stacks that exist are either unmaintained, blocking,
+thread-based, or full B2BUA/PBX frameworks. A voice bot needs only INVITE/ACK/
+BYE/CANCEL/OPTIONS, re-INVITE, retransmissions and offer/answer, which is what
+this module does:
+
+- INVITE → 100 Trying → `CallHandler.new_call` → 200 OK (To-tag, Contact,
+  Record-Route copied, SDP answer), retransmitted T1, 2*T1 … T2 until the ACK;
+  after 64*T1 without ACK the call is ended with a BYE.
+- Retransmitted requests get the last response again (server transactions keyed by
+  Via branch, sent-by and method).
+- CANCEL → 200 + 487 for the INVITE; BYE → 200; OPTIONS → 200 with Allow/Accept;
+  re-INVITE → `update_call` → 200 with the new SDP; unknown dialog → 481; known but
+  unsupported methods → 405 with Allow; unknown method names → 501.
+- Responses go where RFC 3261 18.2.2 / RFC 3581 say (rport → the source address).
+- `hangup(call_id)` sends an in-dialog BYE (route set, next CSeq) and waits for its
+  final response (200, 481) or the 64*T1 timeout.
+- Malformed datagrams are counted per kind in `stats`, logged once per kind,
+  answered 400 (513 when oversized) when enough headers are there, dropped otherwise.
+
+`end_call` is called when the far end ends the call (BYE, CANCEL, no ACK), not
+for calls the bot ends with `hangup`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import ipaddress
+import logging
+import re
+import socket
+from collections.abc import Iterable
+
+from opensips_ai_core.signalling.base import CallHandler, CallInfo, SignallingError
+from opensips_ai_core.signalling.sdp import SdpError, SessionDescription, parse_sdp
+from opensips_ai_core.signalling.sip.message import (
+    MANDATORY_HEADERS,
+    SipMessage,
+    SipParseError,
+    header_uri,
+    parse_message,
+    parse_via,
+    reason_for,
+    tag_of,
+    uri_host_port,
+)
+from opensips_ai_core.signalling.sip.transactions import (
+    Address,
+    Dialog,
+    ServerTransaction,
+    SipStats,
+    SipTimers,
+    backoff_intervals,
+    new_branch,
+    new_tag,
+)
+from voice_common.devlogger import get_development_logger
+
+log = get_development_logger("signalling.sip")
+
+ALLOWED = ("INVITE", "ACK", "BYE", "CANCEL", "OPTIONS")
+ALLOW_HEADER = ", ".join(ALLOWED)
+KNOWN_METHODS = frozenset({
+    *ALLOWED, "REGISTER", "PRACK", "SUBSCRIBE", "NOTIFY", "PUBLISH", "INFO", "REFER",
+    "MESSAGE", "UPDATE",
+})
+USER_AGENT = "opensips-ai-core"
+_RPORT_EMPTY = re.compile(r";\s*rport(?=\s*(;|$))", re.IGNORECASE)
+
+
+class _UdpProtocol(asyncio.DatagramProtocol):
+    def __init__(self, backend: DirectSipBackend) -> None:
+        self.backend = backend
+
+    def datagram_received(self, data: bytes, addr: tuple) -> None:  # type: ignore[override]
+        self.backend._on_datagram(data, (addr[0], addr[1]))
+
+    def error_received(self, exc: Exception) -> None:
+        # ICMP errors (port unreachable) for an earlier send: nothing to do but note it.
+        log.debug("SIP socket error: %s", exc)
+
+
+class DirectSipBackend:
+    """SignallingBackend that is itself the SIP UAS on udp HOST:PORT."""
+
+    name = "sip"
+
+    def __init__(self, host: str, port: int, public_ip: str | None = None, *,
+                 timers: SipTimers | None = None, max_message_size: int = 32 * 1024,
+                 contact_user: str = "ai") -> None:
+        self.host = host
+        self.requested_port = port
+        self.public_ip = public_ip or (host if host not in ("0.0.0.0", "::", "") else "127.0.0.1")
+        self.timers = timers or SipTimers()
+        self.max_message_size = max_message_size
+        self.contact_user = contact_user
+        self.stats = SipStats()
+        self._handler: CallHandler | None = None
+        self._transport: asyncio.DatagramTransport | None = None
+        self._transactions: dict[tuple[str, str, str], ServerTransaction] = {}
+        self._dialogs: dict[str, Dialog] = {}
+        self._client_transactions: dict[str, asyncio.Future[SipMessage]] = {}
+        self._tasks: set[asyncio.Task] = set()
+        self._logged_kinds: set[str] = set()
+
+    # ---- lifecycle ----------------------------------------------------------------------
+
+    async def start(self, handler: CallHandler) -> None:
+        self._handler = handler
+        loop = asyncio.get_running_loop()
+        family = socket.AF_INET6 if ":" in self.host else socket.AF_INET
+        transport, _ = await loop.create_datagram_endpoint(
+            lambda: _UdpProtocol(self), local_addr=(self.host, self.requested_port),
+            family=family)
+        self._transport = transport
+        log.info("direct SIP UAS listening on udp:%s:%d", self.host, self.port)
+
+    @property
+    def port(self) -> int:
+        if self._transport is None:
+            return self.requested_port
+        return self._transport.get_extra_info("sockname")[1]
+
+    @property
+    def contact(self) -> str:
+        return f"<sip:{self.contact_user}@{self._host_in_uri(self.public_ip)}:{self.port}>"
+
+    async def stop(self) -> None:
+        for task in list(self._tasks):
+            task.cancel()
+        for task in list(self._tasks):
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+        for future in self._client_transactions.values():
+            future.cancel()
+        if self._transport is not None:
+            self._transport.close()
+            self._transport = None
+        self._dialogs.clear()
+        self._transactions.clear()
+
+    def active_calls(self) -> list[str]:
+        return [d.call_id for d in self._dialogs.values() if d.state != "terminated"]
+
+    # ---- receiving ----------------------------------------------------------------------
+
+    def _spawn(self, coro) -> asyncio.Task:
+        task = asyncio.get_running_loop().create_task(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._task_done)
+        return task
+
+    def _task_done(self, task: asyncio.Task) -> None:
+        self._tasks.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            log.error("SIP task failed", exc_info=task.exception())
+
+    def _on_datagram(self, data: bytes, source: Address) -> None:
+        self.stats.datagrams += 1
+        if not data.strip(b"\r\n"):
+            return  # CRLF keep-alive (RFC 5626): nothing to answer
+        try:
+            message = parse_message(data, self.max_message_size)
+        except SipParseError as error:
+            self._on_malformed(error, source)
+            return
+        try:
+            if message.is_request:
+                self.stats.requests += 1
+                self._on_request(message, source)
+            else:
+                self.stats.responses_received += 1
+                self._on_response(message)
+        except SipParseError as error:  # e.g. an unparseable Via found while handling
+            self._on_malformed(error, source)
+
+    def _on_malformed(self, error: SipParseError, source: Address) -> None:
+        self.stats.malformed[error.kind] = self.stats.malformed.get(error.kind, 0) + 1
+        level = logging.DEBUG if error.kind in self._logged_kinds else logging.WARNING
+        self._logged_kinds.add(error.kind)
+        log.log(level, "malformed SIP from %s:%d (%s); further ones of this kind at DEBUG",
+                source[0], source[1], error)
+        partial = error.partial
+        answerable = (
+            partial is not None and partial.is_request and partial.method != "ACK"
+            and all(partial.get(name) for name in MANDATORY_HEADERS)
+        )
+        if not answerable or partial is None:
+            self.stats.malformed_dropped += 1
+            return
+        code = 513 if error.kind == "oversized" else 400
+        response = self._response(partial, code, source, extra=[
+            ("Warning", f'399 {self.public_ip} "{error.kind}: {error.detail[:80]}"')])
+        self._send(response.to_bytes(), self._reply_address(partial, source))
+        self.stats.bad_requests_answered += 1
+
+    def _on_request(self, request: SipMessage, source: Address) -> None:
+        method = request.method or ""
+        if method == "ACK":
+            self._on_ack(request)
+            return
+        key = self._transaction_key(request)
+        existing = self._transactions.get(key)
+        if existing is not None:
+            # A retransmission: answer with the last response, if there is one yet.
+            self.stats.retransmissions_absorbed += 1
+            if existing.last_response is not None:
+                self._send(existing.last_response, existing.reply_to)
+            return
+        transaction = ServerTransaction(key, request, self._reply_address(request, source), source)
+        self._transactions[key] = transaction
+        if method != "INVITE":
+            # Timer J: a non-INVITE transaction absorbs retransmissions for 64*T1.
+            asyncio.get_running_loop().call_later(
+                self.timers.transaction_timeout, self._transactions.pop, key, None)
+        if method not in KNOWN_METHODS:
+            self._reply(transaction, 501, extra=[("Allow", ALLOW_HEADER)])
+        elif method not in ALLOWED:
+            self._reply(transaction, 405, extra=[("Allow", ALLOW_HEADER)])
+        elif method == "CANCEL":
+            self._on_cancel(transaction)
+        elif method == "OPTIONS" and not tag_of(request.get("To")):
+            self._reply(transaction, 200, extra=self._capabilities())
+        elif tag_of(request.get("To")):
+            self._on_in_dialog(transaction, source)
+        elif method == "INVITE":
+            self._on_initial_invite(transaction, source)
+        else:  # BYE outside a dialog
+            self._reply(transaction, 481)
+
+    def _capabilities(self) -> list[tuple[str, str]]:
+        return [("Allow", ALLOW_HEADER), ("Accept", "application/sdp"),
+                ("Accept-Encoding", "identity"), ("Accept-Language", "en"),
+                ("Supported", "")]
+
+    # ---- INVITE -------------------------------------------------------------------------
+
+    def _on_initial_invite(self, transaction: ServerTransaction, source: Address) -> None:
+        request = transaction.request
+        call_id = request.call_id
+        if call_id in self._dialogs:
+            # Same Call-ID, new branch, no To-tag: a merged/looped request (RFC 3261 8.2.2.2).
+            self._reply(transaction, 482, reason="Loop Detected")
+            return
+        self._reply(transaction, 100)
+        if request.get("Require"):
+            self._reply(transaction, 420, extra=[("Unsupported", request.get("Require") or "")])
+            return
+        offer = self._offer_of(transaction)
+        if offer is None:
+            return
+        dialog = Dialog(
+            call_id=call_id, local_tag=new_tag(), remote_tag=tag_of(request.get("From")) or "",
+            local_uri="", remote_uri=request.get("From") or "",
+            remote_target=header_uri(request.get("Contact") or request.get("From") or ""),
+            route_set=request.get_all("Record-Route"), remote_cseq=request.cseq[0],
+            invite_key=transaction.key, source=source,
+        )
+        dialog.local_uri = f"{request.get('To')};tag={dialog.local_tag}"
+        self._dialogs[call_id] = dialog
+        self.stats.calls += 1
+        info = CallInfo(call_id=call_id, caller=header_uri(request.get("From") or ""),
+                        callee=header_uri(request.get("To") or ""), backend=self.name,
+                        sip_call_id=call_id)
+        dialog.handler_task = self._spawn(self._answer_call(dialog, transaction, info, offer))
+
+    def _offer_of(self, transaction: ServerTransaction) -> SessionDescription | None:
+        """The SDP offer of an INVITE, or None after answering 415/400."""
+        request = transaction.request
+        content_type = (request.get("Content-Type") or "").split(";")[0].strip().lower()
+        encoding = (request.get("Content-Encoding") or "identity").strip().lower()
+        if not request.body.strip() or content_type != "application/sdp" \
+                or encoding != "identity":
+            self._reply(transaction, 415, extra=[("Accept", "application/sdp"),
+                                                 ("Accept-Encoding", "identity")])
+            return None
+        try:
+            return parse_sdp(request.body.decode("utf-8"))
+        except (SdpError, UnicodeDecodeError) as error:
+            log.warning("bad SDP in INVITE %s: %s", request.call_id, error)
+            self._reply(transaction, 400, reason="Bad Request (malformed SDP)",
+                        extra=[("Warning", f'399 {self.public_ip} "{str(error)[:80]}"')])
+            return None
+
+    async def _answer_call(self, dialog: Dialog, transaction: ServerTransaction,
+                           info: CallInfo, offer: SessionDescription) -> None:
+        assert self._handler is not None
+        try:
+            answer = await self._handler.new_call(info, offer)
+        except SignallingError as error:
+            self._reject(dialog, transaction, error.code, error.reason)
+            return
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            log.exception("new_call failed for %s", dialog.call_id)
+            self._reject(dialog, transaction, 500, reason_for(500))
+            return
+        if dialog.state == "terminated":
+            return  # cancelled while the handler worked
+        dialog.local_sdp = answer
+        dialog.answered = True
+        self._send_2xx(dialog, transaction, answer)
+
+    def _reject(self, dialog: Dialog, transaction: ServerTransaction, code: int,
+                reason: str) -> None:
+        self._dialogs.pop(dialog.call_id, None)
+        dialog.state = "terminated"
+        self._final_non_2xx(transaction, code, reason, dialog.local_tag)
+
+    def _final_non_2xx(self, transaction: ServerTransaction, code: int, reason: str | None,
+                       to_tag: str | None) -> None:
+        """Send a final error response and retransmit it (Timer G) until the ACK (Timer H)."""
+        self._reply(transaction, code, reason=reason, to_tag=to_tag)
+        transaction.retransmitter = self._spawn(self._retransmit(transaction, on_timeout=None))
+
+    def _send_2xx(self, dialog: Dialog, transaction: ServerTransaction,
+                  answer: SessionDescription) -> None:
+        body = answer.to_text().encode()
+        dialog.pending_ack_cseq = transaction.request.cseq[0]
+        self._reply(transaction, 200, to_tag=dialog.local_tag, body=body,
+                    extra=[("Contact", self.contact), ("Content-Type", "application/sdp"),
+                           *self._capabilities()[:2]])
+        transaction.retransmitter = self._spawn(
+            self._retransmit(transaction, on_timeout=dialog))
+
+    async def _retransmit(self, transaction: ServerTransaction, on_timeout: Dialog | None) -> None:
+        """Resend the final response T1, 2*T1 … T2 apart until ACKed or 64*T1 passed."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.timers.transaction_timeout
+        for interval in backoff_intervals(self.timers):
+            wait = min(interval, deadline - loop.time())
+            if wait <= 0:
+                break
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(transaction.acked.wait(), wait)
+            if transaction.acked.is_set():
+                break
+            if loop.time() >= deadline:
+                break
+            if transaction.last_response is not None:
+                self._send(transaction.last_response, transaction.reply_to)
+                self.stats.retransmissions_sent += 1
+        # Keep the transaction a little to absorb late INVITE/ACK retransmissions (Timer I).
+        loop.call_later(self.timers.t2 + self.timers.t1, self._drop_transaction, transaction)
+        if transaction.acked.is_set() or on_timeout is None:
+            return
+        dialog = on_timeout
+        log.warning("no ACK for the 200 of %s after %.1f s: ending the call",
+                    dialog.call_id, self.timers.transaction_timeout)
+        if self._dialogs.get(dialog.call_id) is not dialog:
+            return
+        dialog.pending_ack_cseq = None
+        dialog.state = "confirmed"  # RFC 3261 13.3.1.4: confirmed, then ended with a BYE
+        dialog.confirmed.set()
+        await self._notify_end(dialog, "no ACK")
+        await self._send_bye(dialog)
+
+    def _drop_transaction(self, transaction: ServerTransaction) -> None:
+        if self._transactions.get(transaction.key) is transaction:
+            del self._transactions[transaction.key]
+
+    def _on_ack(self, request: SipMessage) -> None:
+        transaction = self._transactions.get(self._transaction_key(request, "INVITE"))
+        if transaction is not None and transaction.final_code and transaction.final_code >= 300:
+            transaction.acked.set()  # the ACK of a non-2xx final response (same branch)
+            return
+        dialog = self._dialogs.get(request.call_id)
+        if dialog is None or tag_of(request.get("To")) != dialog.local_tag:
+            return  # ACKs are never answered
+        if dialog.pending_ack_cseq is not None and request.cseq[0] == dialog.pending_ack_cseq:
+            dialog.pending_ack_cseq = None
+            if dialog.state == "early":
+                dialog.state = "confirmed"
+            dialog.confirmed.set()
+            for transaction in self._transactions.values():
+                if (transaction.request.call_id == dialog.call_id
+                        and transaction.request.method == "INVITE"
+                        and transaction.request.cseq[0] == request.cseq[0]):
+                    transaction.acked.set()
+        else:
+            self.stats.retransmissions_absorbed += 1  # a retransmitted ACK
+
+    # ---- CANCEL -------------------------------------------------------------------------
+
+    def _on_cancel(self, transaction: ServerTransaction) -> None:
+        invite = self._transactions.get(self._transaction_key(transaction.request, "INVITE"))
+        if invite is None:
+            self._reply(transaction, 481)
+            return
+        self._reply(transaction, 200)
+        if invite.final_code is not None:
+            return  # too late: the INVITE already has its final response
+        dialog = self._dialogs.get(invite.request.call_id)
+        to_tag = dialog.local_tag if dialog is not None else None
+        if dialog is not None:
+            self._dialogs.pop(dialog.call_id, None)
+            dialog.state = "terminated"
+            if dialog.handler_task is not None and not dialog.handler_task.done():
+                dialog.handler_task.cancel()
+        self._final_non_2xx(invite, 487, reason_for(487), to_tag)
+        if dialog is not None:
+            self._spawn(self._notify_end(dialog, "cancelled"))
+
+    # ---- in-dialog requests -------------------------------------------------------------
+
+    def _on_in_dialog(self, transaction: ServerTransaction, source: Address) -> None:
+        request = transaction.request
+        dialog = self._dialogs.get(request.call_id)
+        if (dialog is None or tag_of(request.get("To")) != dialog.local_tag
+                or tag_of(request.get("From")) != dialog.remote_tag):
+            self._reply(transaction, 481)
+            return
+        number = request.cseq[0]
+        if number <= dialog.remote_cseq:
+            self._reply(transaction, 500, reason="Server Internal Error (CSeq out of order)")
+            return
+        dialog.remote_cseq = number
+        if request.method == "BYE":
+            self._reply(transaction, 200)
+            self._end_dialog(dialog)
+            self._spawn(self._notify_end(dialog, "bye"))
+        elif request.method == "OPTIONS":
+            self._reply(transaction, 200, extra=self._capabilities())
+        elif request.method == "INVITE":
+            self._on_reinvite(dialog, transaction)
+        else:
+            self._reply(transaction, 405, extra=[("Allow", ALLOW_HEADER)])
+
+    def _on_reinvite(self, dialog: Dialog, transaction: ServerTransaction) -> None:
+        request = transaction.request
+        if dialog.pending_ack_cseq is not None or (
+                dialog.handler_task is not None and not dialog.handler_task.done()):
+            # The previous INVITE is not finished (RFC 3261 14.2).
+            self._reply(transaction, 500, extra=[("Retry-After", "1")])
+            return
+        self._reply(transaction, 100)
+        contact = request.get("Contact")
+        if contact:
+            dialog.remote_target = header_uri(contact)  # a target refresh (RFC 3261 12.2.2)
+        if not request.body.strip():
+            # An offerless re-INVITE: our current session is the offer (RFC 3261 14.2).
+            if dialog.local_sdp is None:
+                self._final_non_2xx(transaction, 488, reason_for(488), dialog.local_tag)
+                return
+            answer = self._next_version(dialog, dialog.local_sdp)
+            dialog.local_sdp = answer
+            self._send_2xx(dialog, transaction, answer)
+            return
+        offer = self._offer_of(transaction)
+        if offer is None:
+            transaction.retransmitter = self._spawn(
+                self._retransmit(transaction, on_timeout=None))
+            return
+        dialog.handler_task = self._spawn(self._update_call(dialog, transaction, offer))
+
+    async def _update_call(self, dialog: Dialog, transaction: ServerTransaction,
+                           offer: SessionDescription) -> None:
+        assert self._handler is not None
+        try:
+            answer = await self._handler.update_call(dialog.call_id, offer)
+        except SignallingError as error:
+            self._final_non_2xx(transaction, error.code, error.reason, dialog.local_tag)
+            return
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            log.exception("update_call failed for %s", dialog.call_id)
+            self._final_non_2xx(transaction, 500, reason_for(500), dialog.local_tag)
+            return
+        if dialog.state == "terminated":
+            return
+        answer = self._next_version(dialog, answer)
+        dialog.local_sdp = answer
+        self._send_2xx(dialog, transaction, answer)
+
+    @staticmethod
+    def _next_version(dialog: Dialog, answer: SessionDescription) -> SessionDescription:
+        """Keep o= session id/user of the first answer and bump its version (RFC 3264 8)."""
+        previous = dialog.local_sdp
+        if previous is None:
+            return answer
+        answer.origin.username = previous.origin.username
+        answer.origin.session_id = previous.origin.session_id
+        answer.origin.session_version = max(answer.origin.session_version,
+                                            previous.origin.session_version + 1)
+        return answer
+
+    def _end_dialog(self, dialog: Dialog) -> None:
+        dialog.state = "terminated"
+        self._dialogs.pop(dialog.call_id, None)
+        for transaction in self._transactions.values():
+            if transaction.request.call_id == dialog.call_id and transaction.retransmitter:
+                transaction.acked.set()  # stop retransmitting the 200: the call is over
+
+    async def _notify_end(self, dialog: Dialog, reason: str) -> None:
+        assert self._handler is not None
+        try:
+            await self._handler.end_call(dialog.call_id, reason)
+        except Exception:
+            log.exception("end_call failed for %s", dialog.call_id)
+
+    # ---- the bot hangs up ---------------------------------------------------------------
+
+    async def hangup(self, call_id: str) -> None:
+        dialog = self._dialogs.get(call_id)
+        if dialog is None:
+            log.info("hangup for %s: no such call (already ended)", call_id)
+            return
+        if not dialog.answered:
+            # Not answered yet: a BYE is not allowed; reject the INVITE instead.
+            transaction = self._transactions.get(dialog.invite_key)
+            if dialog.handler_task is not None and not dialog.handler_task.done():
+                dialog.handler_task.cancel()
+            self._end_dialog(dialog)
+            if transaction is not None and transaction.final_code is None:
+                self._final_non_2xx(transaction, 480, reason_for(480), dialog.local_tag)
+            return
+        if not dialog.confirmed.is_set():
+            # RFC 3261 15: no BYE before the ACK of our 2xx (or its timeout).
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(dialog.confirmed.wait(), self.timers.transaction_timeout)
+        if self._dialogs.get(call_id) is not dialog:
+            return
+        self._end_dialog(dialog)
+        await self._send_bye(dialog)
+
+    async def _send_bye(self, dialog: Dialog) -> int | None:
+        """Send an in-dialog BYE and wait for its final response; None on timeout."""
+        dialog.state = "terminated"
+        self._dialogs.pop(dialog.call_id, None)
+        dialog.local_cseq += 1
+        branch = new_branch()
+        request = SipMessage(method="BYE", uri=dialog.remote_target)
+        request.add("Via", f"SIP/2.0/UDP {self._host_in_uri(self.public_ip)}:{self.port}"
+                           f";branch={branch};rport")
+        request.add("Max-Forwards", "70")
+        request.add("From", dialog.local_uri)
+        request.add("To", dialog.remote_uri)
+        request.add("Call-ID", dialog.call_id)
+        request.add("CSeq", f"{dialog.local_cseq} BYE")
+        for route in dialog.route_set:
+            request.add("Route", route)
+        request.add("User-Agent", USER_AGENT)
+        destination_uri = header_uri(dialog.route_set[0]) if dialog.route_set \
+            else dialog.remote_target
+        try:
+            destination = await self._resolve(uri_host_port(destination_uri))
+        except (OSError, SipParseError) as error:
+            log.warning("BYE for %s: cannot resolve %s (%s); using the INVITE's source",
+                        dialog.call_id, destination_uri, error)
+            destination = dialog.source
+        response = await self._client_request(branch, request.to_bytes(), destination)
+        code = response.status if response is not None else None
+        if code is None:
+            log.warning("BYE for %s: no response after %.1f s", dialog.call_id,
+                        self.timers.transaction_timeout)
+        elif code == 481:
+            log.info("BYE for %s: 481, the far end had already ended the call", dialog.call_id)
+        elif code >= 300:
+            log.warning("BYE for %s answered %d", dialog.call_id, code)
+        return code
+
+    async def _client_request(self, branch: str, data: bytes,
+                              destination: Address) -> SipMessage | None:
+        """A non-INVITE client transaction: Timer E retransmissions, Timer F timeout."""
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[SipMessage] = loop.create_future()
+        self._client_transactions[branch] = future
+        deadline = loop.time() + self.timers.transaction_timeout
+        try:
+            self._send(data, destination)
+            for interval in backoff_intervals(self.timers):
+                wait = min(interval, deadline - loop.time())
+                if wait <= 0:
+                    return None
+                with contextlib.suppress(TimeoutError):
+                    return await asyncio.wait_for(asyncio.shield(future), wait)
+                self._send(data, destination)
+                self.stats.retransmissions_sent += 1
+            return None
+        finally:
+            self._client_transactions.pop(branch, None)
+
+    def _on_response(self, response: SipMessage) -> None:
+        vias = response.get_all("Via")
+        branch = parse_via(vias[0]).branch if vias else ""
+        future = self._client_transactions.get(branch)
+        if future is None or future.done():
+            self.stats.stray_responses += 1
+            return
+        if response.status is not None and response.status >= 200:
+            future.set_result(response)
+
+    # ---- sending ------------------------------------------------------------------------
+
+    @staticmethod
+    def _host_in_uri(host: str) -> str:
+        return f"[{host}]" if ":" in host else host
+
+    async def _resolve(self, host_port: tuple[str, int]) -> Address:
+        host, port = host_port
+        with contextlib.suppress(ValueError):
+            ipaddress.ip_address(host)
+            return host, port
+        infos = await asyncio.get_running_loop().getaddrinfo(host, port, type=socket.SOCK_DGRAM)
+        return infos[0][4][0], port
+
+    def _transaction_key(self, request: SipMessage, method: str | None = None
+                         ) -> tuple[str, str, str]:
+        via = parse_via(request.get_all("Via")[0])
+        branch = via.branch
+        if not branch.startswith("z9hG4bK"):
+            # RFC 2543 peers: no usable branch; Call-ID, CSeq number and From-tag instead.
+            branch = f"{request.call_id}|{request.cseq[0]}|{tag_of(request.get('From'))}"
+        return branch, f"{via.host}:{via.port or 5060}", method or request.method or ""
+
+    def _reply_address(self, request: SipMessage, source: Address) -> Address:
+        """RFC 3261 18.2.2 with RFC 3581: rport → the source address and port."""
+        try:
+            via = parse_via(request.get_all("Via")[0])
+        except (SipParseError, IndexError):
+            return source
+        if "rport" in via.params:
+            return source
+        host = via.params.get("received") or via.host
+        try:
+            ipaddress.ip_address(host)
+        except ValueError:
+            host = source[0]
+        return host, via.port or 5060
+
+    def _response(self, request: SipMessage, code: int, source: Address | None = None, *,
+                  reason: str | None = None, to_tag: str | None = None,
+                  extra: Iterable[tuple[str, str]] = (), body: bytes = b"") -> SipMessage:
+        response = SipMessage(status=code, reason=reason or reason_for(code))
+        for index, via in enumerate(request.get_all("Via")):
+            stamped = self._stamp_via(via, source) if index == 0 and source else via
+            response.add("Via", stamped)
+        response.add("From", request.get("From") or "")
+        to = request.get("To") or ""
+        if code > 100 and not tag_of(to):
+            to = f"{to};tag={to_tag or new_tag()}"
+        response.add("To", to)
+        response.add("Call-ID", request.call_id)
+        response.add("CSeq", request.get("CSeq") or "")
+        if request.method == "INVITE" and 100 < code < 300:
+            for route in request.get_all("Record-Route"):
+                response.add("Record-Route", route)
+        response.add("Server", USER_AGENT)
+        for name, value in extra:
+            response.add(name, value)
+        response.body = body
+        return response
+
+    @staticmethod
+    def _stamp_via(via: str, source: Address) -> str:
+        """Add received= (and fill rport=) to the top Via (RFC 3261 18.2.1, RFC 3581 4)."""
+        try:
+            parsed = parse_via(via)
+        except SipParseError:
+            return via
+        has_rport = "rport" in parsed.params
+        if (has_rport or parsed.host != source[0]) and "received" not in parsed.params:
+            via = f"{via};received={source[0]}"
+        if has_rport and not parsed.params["rport"]:
+            via = _RPORT_EMPTY.sub(f";rport={source[1]}", via, count=1)
+        return via
+
+    def _reply(self, transaction: ServerTransaction, code: int, *, reason: str | None = None,
+               to_tag: str | None = None, extra: Iterable[tuple[str, str]] = (),
+               body: bytes = b"") -> None:
+        request = transaction.request
+        if to_tag is None and code > 100:
+            dialog = self._dialogs.get(request.call_id)
+            to_tag = dialog.local_tag if dialog is not None else None
+        response = self._response(request, code, transaction.source, reason=reason,
+                                  to_tag=to_tag, extra=extra, body=body)
+        data = response.to_bytes()
+        if code >= 200:
+            transaction.final_code = code
+        transaction.last_response = data
+        self._send(data, transaction.reply_to)
+
+    def _send(self, data: bytes, destination: Address) -> None:
+        if self._transport is None:
+            return
+        self._transport.sendto(data, destination)
+        if data.startswith(b"SIP/2.0 "):
+            self.stats.responses_sent += 1
+        log.debug_data_flow("sip->udp", data.split(b"\r\n", 1)[0].decode(errors="replace"),
+                            len(data))
+

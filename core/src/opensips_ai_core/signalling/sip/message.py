@@ -1,0 +1,344 @@
+"""SIP message parsing and serialization (RFC 3261 section 7), bounded and strict enough.
+
+Tolerated: compact header names, folded (continuation) header lines, several
+values in one Via/Route/Record-Route/Contact line, LF-only line ends, no blank
+line after the headers of a body-less datagram. Refused with a `SipParseError`
+whose `kind` names the problem: oversized datagrams, binary garbage, a bad start
+line or header line, a missing mandatory header, a bad CSeq, and a
+Content-Length that is invalid, over the limit or longer than the datagram
+(RFC 3261 18.3). The error carries whatever headers were parsed so that the
+transport can still answer 400 when enough of them are present.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+
+MAX_MESSAGE_SIZE = 32 * 1024
+SIP_VERSION = "SIP/2.0"
+MANDATORY_HEADERS = ("Via", "From", "To", "Call-ID", "CSeq")
+
+COMPACT_FORMS = {
+    "i": "Call-ID", "m": "Contact", "e": "Content-Encoding", "l": "Content-Length",
+    "c": "Content-Type", "f": "From", "s": "Subject", "k": "Supported", "t": "To",
+    "v": "Via", "o": "Event", "r": "Refer-To", "u": "Allow-Events", "a": "Accept-Contact",
+}
+# Canonical spelling of the headers we read or write; others keep their received spelling.
+CANONICAL = {name.lower(): name for name in (
+    "Call-ID", "Contact", "Content-Encoding", "Content-Length", "Content-Type", "From",
+    "Subject", "Supported", "To", "Via", "CSeq", "Max-Forwards", "Route", "Record-Route",
+    "Allow", "Accept", "User-Agent", "Server", "Require", "Unsupported", "Event",
+    "Refer-To", "Allow-Events", "Accept-Contact", "Reason", "Warning", "Retry-After",
+)}
+# Headers whose comma-separated values are separate entries (RFC 3261 7.3.1).
+MULTI_VALUE = {"Via", "Route", "Record-Route", "Contact"}
+TOKEN = re.compile(r"^[A-Za-z0-9\-.!%*_+`'~]+$")
+
+REASONS = {
+    100: "Trying", 180: "Ringing", 200: "OK", 400: "Bad Request", 404: "Not Found",
+    405: "Method Not Allowed", 408: "Request Timeout", 415: "Unsupported Media Type",
+    420: "Bad Extension", 480: "Temporarily Unavailable",
+    481: "Call/Transaction Does Not Exist", 486: "Busy Here", 487: "Request Terminated",
+    488: "Not Acceptable Here", 491: "Request Pending", 500: "Server Internal Error",
+    501: "Not Implemented", 503: "Service Unavailable", 513: "Message Too Large",
+    603: "Decline",
+}
+
+
+class SipParseError(ValueError):
+    """A datagram that is not a usable SIP message. `partial` holds what could be parsed."""
+
+    def __init__(self, kind: str, detail: str, partial: SipMessage | None = None) -> None:
+        super().__init__(f"{kind}: {detail}")
+        self.kind = kind
+        self.detail = detail
+        self.partial = partial
+
+
+@dataclass
+class SipMessage:
+    """A request (method + uri) or a response (status + reason), headers in order."""
+
+    method: str | None = None
+    uri: str | None = None
+    status: int | None = None
+    reason: str | None = None
+    headers: list[tuple[str, str]] = field(default_factory=list)
+    body: bytes = b""
+
+    @property
+    def is_request(self) -> bool:
+        return self.method is not None
+
+    def get(self, name: str) -> str | None:
+        key = canonical_name(name).lower()
+        return next((v for k, v in self.headers if k.lower() == key), None)
+
+    def get_all(self, name: str) -> list[str]:
+        key = canonical_name(name).lower()
+        return [v for k, v in self.headers if k.lower() == key]
+
+    def set(self, name: str, value: str) -> None:
+        """Replace every occurrence of a header by one value (appended when absent)."""
+        key = canonical_name(name).lower()
+        kept = [(k, v) for k, v in self.headers if k.lower() != key]
+        self.headers = [*kept, (canonical_name(name), value)]
+
+    def add(self, name: str, value: str) -> None:
+        self.headers.append((canonical_name(name), value))
+
+    @property
+    def call_id(self) -> str:
+        return self.get("Call-ID") or ""
+
+    @property
+    def cseq(self) -> tuple[int, str]:
+        number, method = parse_cseq(self.get("CSeq") or "")
+        return number, method
+
+    def to_bytes(self) -> bytes:
+        if self.is_request:
+            start = f"{self.method} {self.uri} {SIP_VERSION}"
+        else:
+            start = f"{SIP_VERSION} {self.status} {self.reason}"
+        lines = [start]
+        lines += [f"{k}: {v}" for k, v in self.headers if k.lower() != "content-length"]
+        lines.append(f"Content-Length: {len(self.body)}")
+        return ("\r\n".join(lines) + "\r\n\r\n").encode() + self.body
+
+
+def canonical_name(name: str) -> str:
+    name = name.strip()
+    if len(name) == 1:
+        name = COMPACT_FORMS.get(name.lower(), name)
+    return CANONICAL.get(name.lower(), name)
+
+
+def split_values(value: str) -> list[str]:
+    """Split a header value on commas outside quotes and <...> (for Via, Route, Contact)."""
+    parts: list[str] = []
+    depth = 0
+    quoted = False
+    current: list[str] = []
+    previous = ""
+    for char in value:
+        if char == '"' and previous != "\\":
+            quoted = not quoted
+        elif not quoted and char == "<":
+            depth += 1
+        elif not quoted and char == ">":
+            depth = max(0, depth - 1)
+        if char == "," and not quoted and depth == 0:
+            parts.append("".join(current).strip())
+            current = []
+        else:
+            current.append(char)
+        previous = char
+    parts.append("".join(current).strip())
+    return [p for p in parts if p]
+
+
+def parse_cseq(value: str) -> tuple[int, str]:
+    parts = value.split()
+    if len(parts) != 2 or not parts[0].isdigit() or not TOKEN.match(parts[1]):
+        raise SipParseError("bad_cseq", f"CSeq {value[:60]!r} is not '<number> <method>'")
+    number = int(parts[0])
+    if number >= 2**31:
+        raise SipParseError("bad_cseq", f"CSeq number {number} is over 2**31")
+    return number, parts[1].upper()
+
+
+def _split_head(data: bytes) -> tuple[bytes, bytes]:
+    for separator in (b"\r\n\r\n", b"\n\n"):
+        index = data.find(separator)
+        if index >= 0:
+            return data[:index], data[index + len(separator):]
+    return data, b""
+
+
+def parse_message(data: bytes, max_size: int = MAX_MESSAGE_SIZE) -> SipMessage:
+    """Parse one datagram; raise SipParseError(kind, ...) when it is unusable."""
+    if len(data) > max_size:
+        # Parse the head anyway (bounded) so that the caller may answer 513.
+        partial = _try_partial(data[: min(len(data), 8192)])
+        raise SipParseError("oversized", f"{len(data)} bytes over the {max_size} limit", partial)
+    head_bytes, rest = _split_head(data)
+    try:
+        head = head_bytes.decode("utf-8")
+    except UnicodeDecodeError:
+        raise SipParseError("binary", "the header section is not UTF-8 text") from None
+    if "\x00" in head:
+        raise SipParseError("binary", "NUL byte in the header section")
+    lines = head.replace("\r\n", "\n").split("\n")
+    while lines and not lines[0].strip():
+        lines.pop(0)  # RFC 3261 7.5: ignore CRLFs before the start line (keep-alives)
+    if not lines:
+        raise SipParseError("empty", "no start line")
+    message = _parse_start_line(lines[0])
+    _parse_headers(message, lines[1:])
+    for name in MANDATORY_HEADERS:
+        if message.get(name) is None:
+            raise SipParseError("missing_header", f"no {name} header", message)
+    _number, cseq_method = _checked_cseq(message)
+    if message.is_request and cseq_method != message.method:
+        raise SipParseError("bad_cseq", f"CSeq method {cseq_method} differs from "
+                                        f"{message.method}", message)
+    length_text = message.get("Content-Length")
+    if length_text is None:
+        message.body = rest  # allowed over UDP: the body is the rest of the datagram
+        return message
+    length_text = length_text.strip()
+    if not length_text.isdigit():
+        raise SipParseError("bad_content_length", f"Content-Length {length_text[:20]!r}",
+                            message)
+    length = int(length_text)
+    if length > max_size:
+        raise SipParseError("content_length_too_large",
+                            f"Content-Length {length} over the {max_size} limit", message)
+    if length > len(rest):
+        raise SipParseError("truncated", f"Content-Length {length} but {len(rest)} body bytes",
+                            message)
+    message.body = rest[:length]  # bytes past Content-Length are discarded (RFC 3261 18.3)
+    return message
+
+
+def _checked_cseq(message: SipMessage) -> tuple[int, str]:
+    try:
+        return parse_cseq(message.get("CSeq") or "")
+    except SipParseError as error:
+        error.partial = message
+        raise
+
+
+def _parse_start_line(line: str) -> SipMessage:
+    if line.startswith(SIP_VERSION + " "):
+        parts = line.split(" ", 2)
+        if len(parts) < 2 or not parts[1].isdigit() or len(parts[1]) != 3:
+            raise SipParseError("bad_start_line", f"status line {line[:60]!r}")
+        return SipMessage(status=int(parts[1]), reason=parts[2] if len(parts) > 2 else "")
+    parts = line.split(" ")
+    if len(parts) != 3 or parts[2] != SIP_VERSION or not TOKEN.match(parts[0]) or not parts[1]:
+        raise SipParseError("bad_start_line", f"request line {line[:60]!r}")
+    return SipMessage(method=parts[0].upper(), uri=parts[1])
+
+
+def _parse_headers(message: SipMessage, lines: list[str]) -> None:
+    for line in lines:
+        if not line:
+            continue
+        if line[0] in " \t":
+            # A folded continuation of the previous header (RFC 3261 7.3.1).
+            if not message.headers:
+                raise SipParseError("bad_header", "continuation line before any header",
+                                    message)
+            name, value = message.headers[-1]
+            message.headers[-1] = (name, f"{value} {line.strip()}")
+            continue
+        name, colon, value = line.partition(":")
+        name = name.strip()
+        if not colon or not name or not TOKEN.match(name):
+            raise SipParseError("bad_header", f"header line {line[:60]!r}", message)
+        message.headers.append((canonical_name(name), value.strip()))
+    # Split multi-value headers only after unfolding.
+    split: list[tuple[str, str]] = []
+    for name, value in message.headers:
+        if name in MULTI_VALUE and value != "*":
+            split += [(name, v) for v in split_values(value)]
+        else:
+            split.append((name, value))
+    message.headers = split
+
+
+def _try_partial(data: bytes) -> SipMessage | None:
+    head, _ = _split_head(data)
+    try:
+        lines = head.decode("utf-8").replace("\r\n", "\n").split("\n")
+        message = _parse_start_line(lines[0])
+        # The last line may be cut in the middle: leave it out.
+        _parse_headers(message, lines[1:-1])
+        return message
+    except (UnicodeDecodeError, SipParseError, IndexError):
+        return None
+
+
+# ---- header parameter helpers -------------------------------------------------------------
+
+def header_params(value: str) -> dict[str, str]:
+    """Parameters after the URI/value: ';tag=x;lr' → {'tag': 'x', 'lr': ''} (outside <>)."""
+    end = value.rfind(">")
+    tail = value[end + 1:] if end >= 0 else value.split(";", 1)[1] if ";" in value else ""
+    params: dict[str, str] = {}
+    for raw in tail.split(";"):
+        piece = raw.strip()
+        if piece:
+            key, _, val = piece.partition("=")
+            params[key.strip().lower()] = val.strip()
+    return params
+
+
+def header_uri(value: str) -> str:
+    """The URI of a name-addr or addr-spec: '"A" <sip:a@h>;tag=1' → 'sip:a@h'."""
+    start = value.find("<")
+    if start >= 0:
+        end = value.find(">", start)
+        return value[start + 1:end if end > 0 else None].strip()
+    return value.split(";", 1)[0].strip()
+
+
+def tag_of(value: str | None) -> str | None:
+    return header_params(value).get("tag") if value else None
+
+
+@dataclass
+class Via:
+    transport: str
+    host: str
+    port: int | None
+    params: dict[str, str]
+
+    @property
+    def branch(self) -> str:
+        return self.params.get("branch", "")
+
+
+def parse_via(value: str) -> Via:
+    protocol, _, rest = value.strip().partition(" ")
+    sent_by, _, params_text = rest.strip().partition(";")
+    params = {}
+    for piece in params_text.split(";"):
+        if piece.strip():
+            key, _, val = piece.strip().partition("=")
+            params[key.strip().lower()] = val.strip()
+    host, port = split_host_port(sent_by.strip())
+    transport = protocol.rsplit("/", 1)[-1].upper() if "/" in protocol else ""
+    if not host or not transport:
+        raise SipParseError("bad_via", f"Via {value[:60]!r}")
+    return Via(transport, host, port, params)
+
+
+def split_host_port(text: str) -> tuple[str, int | None]:
+    if text.startswith("["):
+        end = text.find("]")
+        host, rest = text[1:end], text[end + 1:]
+        port_text = rest[1:] if rest.startswith(":") else ""
+    else:
+        host, _, port_text = text.partition(":")
+    if port_text:
+        if not port_text.isdigit() or not 0 < int(port_text) < 65536:
+            raise SipParseError("bad_via", f"port {port_text[:10]!r}")
+        return host, int(port_text)
+    return host, None
+
+
+def uri_host_port(uri: str) -> tuple[str, int]:
+    """Where to send a request for a SIP URI: 'sip:u@h:p;x' → (h, p), default port 5060."""
+    rest = uri.split(":", 1)[1] if ":" in uri else uri
+    rest = rest.split(";", 1)[0].split("?", 1)[0]
+    hostport = rest.rsplit("@", 1)[-1]
+    host, port = split_host_port(hostport)
+    return host, port or 5060
+
+
+def reason_for(code: int) -> str:
+    return REASONS.get(code, "Unknown")
