@@ -224,16 +224,19 @@ class RtpSession:
         if self._is_late(packet):
             self.stats.late += 1
             return
-        self.stats.packets_in += 1
-        self.stats.bytes_in += len(data)
         if pt == self.payload_type:
+            self._count_in(data)
             pcm = self.codec.decode(packet.payload)
             try:
                 self._on_audio(pcm)
             except Exception:
                 self._log_once_exc("on-audio", "on_audio callback failed")
         else:
-            self._handle_dtmf(packet)
+            self._handle_dtmf(packet, data)
+
+    def _count_in(self, data: bytes) -> None:
+        self.stats.packets_in += 1
+        self.stats.bytes_in += len(data)
 
     def _is_late(self, packet: RtpPacket) -> bool:
         """Duplicates and reordered stragglers are dropped; a new SSRC starts afresh."""
@@ -247,13 +250,14 @@ class RtpSession:
         self._last_seq = packet.sequence_number
         return False
 
-    def _handle_dtmf(self, packet: RtpPacket) -> None:
+    def _handle_dtmf(self, packet: RtpPacket, data: bytes) -> None:
         try:
             digits = self._dtmf.feed(packet.timestamp, packet.payload)
         except DtmfParseError as exc:
             self.stats.malformed += 1
             self._log_once("dtmf", "Dropping malformed telephone-event: %s", exc)
             return
+        self._count_in(data)
         for digit in digits:
             self.stats.dtmf_events += 1
             if self._on_dtmf is not None:

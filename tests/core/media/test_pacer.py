@@ -1,0 +1,205 @@
+"""The outbound pacer over real UDP: rate, markers, silence, barge-in, idle, wrap, resync, hold.
+
+Counts over about a second are given a few packets of slack (a shared CI machine);
+nothing asserts how fast anything is.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import time
+
+import numpy as np
+import pytest
+
+from opensips_ai_core.media.g711 import alaw_encode, ulaw_encode
+from opensips_ai_core.media.rtp import seq_diff, ts_diff
+from tests.core.media.conftest import LOOPBACK, PacketReceiver, tone, wait_until
+
+SILENCE_PCMU = b"\xff" * 160
+
+
+def audio_packets(received: list) -> list:
+    return [r for r in received if r.packet.payload != SILENCE_PCMU]
+
+
+def assert_continuous(received: list) -> None:
+    for prev, cur in itertools.pairwise(received):
+        assert seq_diff(cur.packet.sequence_number, prev.packet.sequence_number) == 1
+        assert ts_diff(cur.packet.timestamp, prev.packet.timestamp) == 160
+
+
+async def test_about_fifty_silence_packets_a_second(session_factory, receiver) -> None:
+    session = await session_factory()
+    session.configure(LOOPBACK, receiver.port, "PCMU", 0, None)
+    loop = asyncio.get_running_loop()
+    await wait_until(lambda: receiver.packets, what="the first packet")
+    start = loop.time()
+    await asyncio.sleep(1.0)
+    window = [r for r in receiver.since(start) if r.at < start + 1.0]
+    assert 45 <= len(window) <= 55, len(window)
+    assert all(r.packet.payload == SILENCE_PCMU and r.packet.payload_type == 0 for r in window)
+    assert all(r.packet.ssrc == session.pacer.ssrc for r in window)
+    assert_continuous(receiver.packets)
+    assert receiver.packets[0].packet.marker  # the stream's first packet
+    assert not any(r.packet.marker for r in receiver.packets[1:])
+    assert session.stats.packets_out >= len(receiver.packets)
+
+
+async def test_pcma_silence_and_negotiated_payload_type(session_factory, receiver) -> None:
+    session = await session_factory()
+    session.configure(LOOPBACK, receiver.port, "PCMA", 8, 101)
+    await wait_until(lambda: len(receiver.packets) >= 3)
+    assert {r.packet.payload for r in receiver.packets} == {b"\xd5" * 160}
+    assert {r.packet.payload_type for r in receiver.packets} == {8}
+
+
+async def test_talkspurt_marker_callback_and_exact_audio(session_factory, receiver) -> None:
+    started: list[float] = []
+    session = await session_factory(
+        on_talkspurt_start=lambda: started.append(asyncio.get_running_loop().time()))
+    session.configure(LOOPBACK, receiver.port, "PCMU", 0, None)
+    await wait_until(lambda: len(receiver.packets) >= 5, what="silence first")
+    speech = tone(0.31)  # 2480 samples: 15.5 frames, the last one padded with silence
+    for utterance in range(2):
+        session.enqueue(speech)
+        assert session.is_speaking and session.queued_samples == speech.size
+        await asyncio.wait_for(session.wait_idle(), 5)
+        assert not session.is_speaking and session.queued_samples == 0
+        assert len(started) == utterance + 1
+        await asyncio.sleep(0.1)  # some silence between the two talkspurts
+    await wait_until(lambda: len(audio_packets(receiver.packets)) >= 32)
+    audio = audio_packets(receiver.packets)
+    assert len(audio) == 32
+    first, second = audio[:16], audio[16:]
+    for spurt in (first, second):
+        assert [r.packet.marker for r in spurt] == [True] + [False] * 15
+        padded = np.concatenate([speech, np.zeros(16 * 160 - speech.size, np.int16)])
+        assert b"".join(r.packet.payload for r in spurt) == ulaw_encode(padded)
+    assert_continuous(receiver.packets)
+
+
+async def test_clear_stops_audio_within_one_frame(session_factory, receiver) -> None:
+    session = await session_factory()
+    session.configure(LOOPBACK, receiver.port, "PCMU", 0, None)
+    session.enqueue(tone(3.0))
+    await wait_until(lambda: len(audio_packets(receiver.packets)) >= 5, what="audio")
+    waiter = asyncio.ensure_future(session.wait_idle())
+    session.clear()
+    next_seq = session.pacer.sequence_number  # the first packet sent after clear()
+    assert not session.is_speaking
+    await asyncio.wait_for(waiter, 5)
+    await wait_until(lambda: any(seq_diff(r.packet.sequence_number, next_seq) >= 5
+                                 for r in receiver.packets), what="packets after clear")
+    after = [r for r in receiver.packets if seq_diff(r.packet.sequence_number, next_seq) >= 0]
+    assert len(audio_packets(after)) <= 1
+    assert after[-1].packet.payload == SILENCE_PCMU
+
+
+async def test_enqueue_before_configure_waits_for_the_remote(session_factory, receiver) -> None:
+    session = await session_factory()
+    session.enqueue(tone(0.1).tobytes())  # bytes are accepted too (little-endian PCM16)
+    await asyncio.sleep(0.1)
+    assert session.queued_samples == 800 and not receiver.packets
+    session.configure(LOOPBACK, receiver.port, "PCMA", 8, None)
+    await asyncio.wait_for(session.wait_idle(), 5)
+    await wait_until(lambda: len(receiver.packets) >= 5)
+    assert b"".join(r.packet.payload for r in receiver.packets[:5]) == alaw_encode(tone(0.1))
+
+
+@pytest.mark.parametrize("codec", ["PCMU", "PCMA"])
+async def test_sequence_and_timestamp_wrap(session_factory, receiver, codec: str) -> None:
+    session = await session_factory()
+    # As if the call had run for hours: both counters a few packets short of their wrap.
+    session.pacer.sequence_number = 65536 - 10
+    session.pacer.timestamp = 2**32 - 160 * 10 + 40
+    session.configure(LOOPBACK, receiver.port, codec, 0 if codec == "PCMU" else 8, None)
+    session.enqueue(tone(0.2))
+    await wait_until(lambda: len(receiver.packets) >= 25, what="25 packets")
+    seqs = [r.packet.sequence_number for r in receiver.packets]
+    stamps = [r.packet.timestamp for r in receiver.packets]
+    assert seqs[:12] == [*range(65526, 65536), 0, 1]
+    assert stamps[10] == 40 and stamps[9] == 2**32 - 120
+    assert all(0 <= s < 65536 for s in seqs) and all(0 <= t < 2**32 for t in stamps)
+    assert_continuous(receiver.packets)
+
+
+async def test_hold_stops_packets_and_resume_continues(session_factory, receiver) -> None:
+    session = await session_factory()
+    session.configure(LOOPBACK, receiver.port, "PCMU", 0, None)
+    await wait_until(lambda: len(receiver.packets) >= 3)
+    session.set_sending(False)
+    session.enqueue(tone(0.1))  # spoken into the hold: consumed, not sent
+    last_before = session.pacer.sequence_number
+    await asyncio.sleep(0.05)
+    count_on_hold = len(receiver.packets)
+    await asyncio.wait_for(session.wait_idle(), 5)
+    await asyncio.sleep(0.3)
+    assert len(receiver.packets) == count_on_hold
+    assert session.pacer.sequence_number == last_before
+    held_ts = receiver.packets[-1].packet.timestamp
+    session.set_sending(True)
+    await wait_until(lambda: len(receiver.packets) >= count_on_hold + 3)
+    resumed = receiver.packets[count_on_hold]
+    assert resumed.packet.marker
+    assert seq_diff(resumed.packet.sequence_number, receiver.packets[count_on_hold - 1]
+                    .packet.sequence_number) == 1
+    assert ts_diff(resumed.packet.timestamp, held_ts) >= 0.3 * 8000  # the clock kept running
+    assert not audio_packets(receiver.packets)
+
+
+async def test_blocked_loop_resyncs_instead_of_bursting(session_factory, receiver) -> None:
+    session = await session_factory()
+    session.configure(LOOPBACK, receiver.port, "PCMU", 0, None)
+    await wait_until(lambda: len(receiver.packets) >= 3)
+    ts_before = session.pacer.timestamp
+    time.sleep(0.4)  # noqa: ASYNC251 - deliberately block the loop: 20 frames missed
+    loop = asyncio.get_running_loop()
+    resumed = loop.time()
+    await asyncio.sleep(0.1)
+    assert session.pacer.resyncs >= 1
+    assert ts_diff(session.pacer.timestamp, ts_before) >= 0.4 * 8000
+    # At most a frame or two right after the block, not the 20 missed ones at once.
+    burst = [r for r in receiver.since(resumed) if r.at < resumed + 0.01]
+    assert len(burst) <= 3
+
+
+class _FftWork:
+    """CPU-heavy work of another call, offloaded to a thread as the core does."""
+
+    def __init__(self) -> None:
+        self.done = 0
+
+    def run(self) -> None:
+        data = np.random.default_rng(0).standard_normal(1 << 18)
+        for _ in range(5):
+            np.fft.irfft(np.fft.rfft(data))
+        self.done += 1
+
+
+async def test_two_sessions_keep_pacing_while_a_third_task_works(
+        session_factory, receiver_factory) -> None:
+    receivers: list[PacketReceiver] = [await receiver_factory(), await receiver_factory()]
+    sessions = [await session_factory(), await session_factory()]
+    for session, rx in zip(sessions, receivers, strict=True):
+        session.configure(LOOPBACK, rx.port, "PCMU", 0, None)
+        session.enqueue(tone(2.0))
+    work = _FftWork()
+
+    async def busy_call() -> None:
+        loop = asyncio.get_running_loop()
+        end = loop.time() + 1.2
+        while loop.time() < end:
+            await asyncio.to_thread(work.run)
+
+    loop = asyncio.get_running_loop()
+    start = loop.time()
+    await busy_call()
+    assert work.done >= 1
+    for rx in receivers:
+        window = [r for r in rx.since(start) if r.at < start + 1.0]
+        assert 40 <= len(window) <= 60, len(window)
+        gaps = np.diff([r.at for r in window])
+        assert gaps.max() < 0.25, gaps.max()  # generous: no call stalls behind the work
+        assert_continuous(window)
