@@ -18,6 +18,7 @@ from watchfiles import Change, DefaultFilter, awatch
 
 log = logging.getLogger("voice_common.hotreload")
 
+TEMP_SUFFIXES = ("~", ".tmp", ".swp", ".swo", ".swx", ".bak", ".orig", ".kate-swp")
 SOURCE_SUFFIXES = (".py", ".pyi", ".proto", ".toml", ".yaml", ".yml", ".json", ".cfg")
 
 
@@ -41,7 +42,8 @@ class SourceFilter(DefaultFilter):
 
     def __call__(self, change: Change, path: str) -> bool:
         name = os.path.basename(path)
-        if name.startswith((".#", "#")) or name.endswith(("~", ".tmp", ".swp", ".swx")):
+        # Editors' lock, swap, backup and probe files (vim writes "4913" to test a directory).
+        if name.startswith((".#", "#")) or name == "4913" or name.endswith(TEMP_SUFFIXES):
             return False
         return super().__call__(change, path) and name.endswith(SOURCE_SUFFIXES)
 

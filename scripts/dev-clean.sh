@@ -1,0 +1,50 @@
+#!/usr/bin/env bash
+# Stop the development stack and remove what running it left: the runtime directory
+# (.dev: state, logs, sockets), Python caches (__pycache__, .pytest_cache, .ruff_cache).
+# Never touches sources.
+#
+# Usage: scripts/dev-clean.sh [--all]
+#   --all   also remove .venv (VENV) and the built demo models
+#           (voice_common.paths.cache_dir(): $VOICE_CACHE_DIR or ~/.cache/opensips-ai)
+#
+# Environment: DEV_STACK_FILE, RUNTIME_DIR, VENV, VOICE_CACHE_DIR.
+set -euo pipefail
+source "$(dirname "$0")/lib/common.sh"
+source "$ROOT/scripts/devstack/stack.sh"
+
+all=0
+case "${1:-}" in
+  -h|--help) usage_from_header "$0"; exit 0 ;;
+  --all) all=1 ;;
+  "") ;;
+  *) die "unknown option: $1 (see --help)" ;;
+esac
+
+cd "$ROOT"
+if [ -d "$RUNTIME_DIR" ] || [ -S "$PC_SOCKET" ]; then
+  "$ROOT/scripts/dev-stop.sh" || warn "stopping the stack failed; removing its state anyway"
+fi
+
+# Ask Python where the model cache is before .venv goes.
+cache=""
+if [ "$all" = 1 ]; then
+  cache="$("$ROOT/scripts/devstack/pyrun" -c \
+    'from voice_common.paths import cache_dir; print(cache_dir())' 2>/dev/null)" || cache=""
+fi
+
+info "removing $RUNTIME_DIR and Python caches"
+rm -rf -- "$RUNTIME_DIR"
+# Only ignored, generated directories; .venv is left to --all.
+find "$ROOT" -path "$VENV" -prune -o -path "$ROOT/.git" -prune -o -type d \
+  \( -name __pycache__ -o -name .pytest_cache -o -name .ruff_cache \) -print0 |
+  xargs -0 rm -rf --
+
+if [ "$all" = 1 ]; then
+  info "removing $VENV"
+  rm -rf -- "$VENV"
+  if [ -n "$cache" ] && [ -d "$cache" ]; then
+    info "removing built models in $cache"
+    rm -rf -- "$cache"
+  fi
+fi
+info "clean"

@@ -1,0 +1,57 @@
+"""Probes as process-compose runs them: an exec command (exit 0 = success) or an HTTP GET."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+from collections.abc import Mapping
+from pathlib import Path
+
+import aiohttp
+
+from devstack.config import Probe
+
+
+async def run_exec(command: str, cwd: Path, env: Mapping[str, str], limit_s: float
+                   ) -> tuple[bool, str]:
+    proc = await asyncio.create_subprocess_exec(
+        "bash", "-c", command, cwd=cwd, env=dict(env), stdin=asyncio.subprocess.DEVNULL,
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
+        start_new_session=True,
+    )
+    try:
+        out, _ = await asyncio.wait_for(proc.communicate(), limit_s)
+    except (TimeoutError, asyncio.CancelledError):
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, 9)
+        await proc.wait()
+        if asyncio.current_task() is not None and asyncio.current_task().cancelling():
+            raise
+        return False, f"timed out after {limit_s:.0f} s"
+    text = out.decode(errors="replace").strip().splitlines()
+    return proc.returncode == 0, text[-1] if text else f"exit {proc.returncode}"
+
+
+async def run_http(probe: Probe, limit_s: float) -> tuple[bool, str]:
+    spec = probe.http_get
+    assert spec is not None
+    url = f"{spec.scheme}://{spec.host}:{spec.port_number()}{spec.path}"
+    try:
+        limits = aiohttp.ClientTimeout(total=limit_s)
+        async with aiohttp.ClientSession(timeout=limits) as session, session.get(url) as reply:
+            expected = spec.status_code
+            ok = reply.status == expected if expected else 200 <= reply.status < 400
+            return ok, f"HTTP {reply.status}"
+    except (aiohttp.ClientError, TimeoutError, OSError) as err:
+        return False, f"{url}: {type(err).__name__}"
+
+
+async def check(probe: Probe, cwd: Path, env: Mapping[str, str]) -> tuple[bool, str]:
+    """One probe attempt: (success, short description)."""
+    if probe.exec is not None:
+        where = cwd / probe.exec.working_dir if probe.exec.working_dir else cwd
+        return await run_exec(probe.exec.command, where, env, probe.timeout_seconds)
+    if probe.http_get is not None:
+        return await run_http(probe, probe.timeout_seconds)
+    return True, "no probe"

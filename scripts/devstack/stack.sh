@@ -1,0 +1,35 @@
+# Shared by scripts/dev-*.sh (after lib/common.sh): which stack file, which runner.
+# shellcheck shell=bash
+#
+# DEV_STACK_FILE  the stack (default: process-compose.yaml at the repository root)
+# RUNTIME_DIR     state, supervisor log (default: .dev; set by lib/common.sh)
+# DEV_RUNNER      "process-compose" or "devstack"; default: process-compose when on PATH
+#
+# With process-compose, its client talks to the server over a Unix socket under
+# RUNTIME_DIR: its default TCP port 8080 is OpenSIPS's MI port in this stack.
+
+STACK_FILE="${DEV_STACK_FILE:-$ROOT/process-compose.yaml}"
+PC_SOCKET="$RUNTIME_DIR/process-compose.sock"
+export DEV_STACK_FILE="$STACK_FILE" RUNTIME_DIR
+
+runner() {
+  if [ -n "${DEV_RUNNER:-}" ]; then
+    echo "$DEV_RUNNER"
+  elif command -v process-compose >/dev/null 2>&1; then
+    echo process-compose
+  else
+    echo devstack
+  fi
+}
+
+# The project's runner (scripts/devstack) with the project's Python.
+devstack() {
+  PYTHONPATH="$ROOT/scripts${PYTHONPATH:+:$PYTHONPATH}" "$ROOT/scripts/devstack/pyrun" \
+    -m devstack "$@"
+}
+
+# process-compose's client, pointed at this stack's server.
+pc() {
+  local sub="$1"; shift
+  process-compose "$sub" "$@" --use-uds --unix-socket "$PC_SOCKET"
+}
