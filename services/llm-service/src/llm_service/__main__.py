@@ -1,0 +1,85 @@
+"""Run the LLM service: python -m llm_service (settings from LLM_* variables)."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import sys
+
+import grpc
+
+from llm_service.engine import Delta, Event, GenerationJob, LanguageModel, Message, SamplingParams
+from llm_service.scheduler import RoundRobinScheduler
+from llm_service.servicer import SERVICE_FULL_NAME, LanguageModelServicer
+from llm_service.settings import SERVICE_NAME, LlmSettings
+from voice_common.config import load_settings
+from voice_common.paths import watch_paths
+from voice_common.runtime import ServiceDefinition, run_service
+from voiceai.llm.v1 import llm_pb2_grpc
+
+log = logging.getLogger("llm_service")
+
+
+def _enable_debug() -> None:
+    """LLM_ENABLE_DEBUG: this service's loggers at DEBUG, development helpers on."""
+    logging.getLogger("llm_service").setLevel(logging.DEBUG)
+    from llm_service import engine, scheduler, servicer
+
+    for module in (engine, scheduler, servicer):
+        module.dlog.development = True
+    # The root handler filters at the process level; let our DEBUG records through.
+    root = logging.getLogger()
+    if root.level > logging.DEBUG:
+        root.setLevel(logging.DEBUG)
+        for other in ("transformers", "torch", "filelock", "urllib3", "asyncio", "grpc"):
+            logging.getLogger(other).setLevel(logging.INFO)
+
+
+def _warm_generation(model: LanguageModel, scheduler: RoundRobinScheduler) -> None:
+    """One short generation so the first caller does not pay for cold kernels."""
+    import threading
+
+    done = threading.Event()
+
+    def emit(event: Event) -> None:
+        if not isinstance(event, Delta):
+            done.set()
+
+    prompt = model.render_prompt([Message("user", "hello")])
+    job = GenerationJob(prompt=prompt, emit=emit,
+                        params=SamplingParams(max_new_tokens=4, temperature=0.0, top_p=0.0,
+                                              seed=0, stop=()),
+                        call_id="warm-up")
+    scheduler.submit(job)
+    done.wait(60)
+
+
+def main() -> int:
+    settings = load_settings(LlmSettings)
+    model = LanguageModel(settings)
+    scheduler = RoundRobinScheduler(model, settings.max_active, settings.max_queue)
+
+    def register(server: grpc.aio.Server) -> list[str]:
+        llm_pb2_grpc.add_LanguageModelServicer_to_server(
+            LanguageModelServicer(settings, model, scheduler), server)
+        return [SERVICE_FULL_NAME]
+
+    async def warmup() -> None:
+        if settings.enable_debug:
+            _enable_debug()
+        # Building the demo model (first start) and loading take seconds: off the loop.
+        await asyncio.to_thread(model.load)
+        scheduler.start()
+        await asyncio.to_thread(_warm_generation, model, scheduler)
+
+    async def close() -> None:
+        await asyncio.to_thread(scheduler.stop)
+
+    return run_service(ServiceDefinition(
+        SERVICE_NAME, settings, register, warmup, close,
+        watch_paths=watch_paths("services/llm-service/src"),
+    ))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

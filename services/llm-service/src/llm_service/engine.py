@@ -1,0 +1,263 @@
+"""The model and one generation's token loop: load, render the prompt, step one token.
+
+Everything here runs on the scheduler's worker thread (or in `asyncio.to_thread`
+for loading and prompt rendering), never on the event loop.
+"""
+
+from __future__ import annotations
+
+import inspect
+import logging
+import os
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from llm_service.detokenize import IncrementalDetokenizer, StopStringFilter
+from llm_service.settings import LlmSettings
+from voice_common.devlogger import get_development_logger
+
+log = logging.getLogger("llm_service.engine")
+dlog = get_development_logger("llm_service.engine")
+
+_TRUE = {"1", "true", "yes", "on"}
+ROLE_NAMES = {"system": "System", "user": "User", "assistant": "Assistant"}
+# Without a chat template the prompt is plain text; the model's next "User:" line
+# would be it talking for the caller, so it ends the reply.
+PLAIN_STOP = "\nUser:"
+
+
+def offline() -> bool:
+    """TRANSFORMERS_OFFLINE / HF_HUB_OFFLINE: load from local files only."""
+    return any(
+        os.environ.get(name, "").strip().lower() in _TRUE
+        for name in ("TRANSFORMERS_OFFLINE", "HF_HUB_OFFLINE")
+    )
+
+
+@dataclass(frozen=True)
+class Message:
+    role: str  # "system" | "user" | "assistant"
+    content: str
+
+
+@dataclass(frozen=True)
+class SamplingParams:
+    max_new_tokens: int
+    temperature: float  # 0: greedy
+    top_p: float  # 0 or 1: no nucleus filtering
+    seed: int
+    stop: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class Prompt:
+    ids: list[int]
+    text: str
+    stop: tuple[str, ...]  # stops the prompt format itself needs
+
+
+@dataclass(frozen=True)
+class Delta:
+    text: str
+
+
+@dataclass(frozen=True)
+class Finished:
+    time_to_first_token_ms: float
+    tokens_per_second: float
+    prompt_tokens: int
+    completion_tokens: int
+    total_ms: float
+    queue_ms: float
+    finish_reason: str  # "stop" | "length" | "cancelled"
+
+
+@dataclass(frozen=True)
+class Failed:
+    message: str
+
+
+Event = Delta | Finished | Failed
+
+
+@dataclass
+class GenerationJob:
+    """One request's state between token steps."""
+
+    prompt: Prompt
+    params: SamplingParams
+    emit: Callable[[Event], None]  # thread-safe: hands an event to the RPC's task
+    call_id: str = ""
+    arrived: float = field(default_factory=time.perf_counter)
+    admitted: float | None = None
+    first_token_at: float | None = None
+    past: Any = None
+    next_input: Any = None
+    generator: Any = None
+    detokenizer: IncrementalDetokenizer | None = None
+    stop_filter: StopStringFilter | None = None
+    completion_tokens: int = 0
+    cancelled: bool = False
+    cancel_reason: str = ""
+    finished: bool = False
+
+    def cancel(self, reason: str) -> None:
+        # A plain attribute write is atomic; the worker reads it before every step.
+        self.cancel_reason = reason
+        self.cancelled = True
+
+    def finish(self, reason: str) -> Finished:
+        now = time.perf_counter()
+        admitted = self.admitted if self.admitted is not None else now
+        first = self.first_token_at
+        gen_s = max(now - admitted, 1e-9)
+        done = Finished(
+            time_to_first_token_ms=(first - self.arrived) * 1000.0 if first else 0.0,
+            tokens_per_second=self.completion_tokens / gen_s if self.completion_tokens else 0.0,
+            prompt_tokens=len(self.prompt.ids),
+            completion_tokens=self.completion_tokens,
+            total_ms=(now - self.arrived) * 1000.0,
+            queue_ms=(admitted - self.arrived) * 1000.0,
+            finish_reason=reason,
+        )
+        self.finished = True
+        self.past = None  # free the KV cache now, not when the RPC object goes
+        return done
+
+
+class LanguageModel:
+    """A transformers causal LM and its tokenizer, with a one-token step function."""
+
+    def __init__(self, settings: LlmSettings) -> None:
+        self.settings = settings
+        self.model: Any = None
+        self.tokenizer: Any = None
+        self.device: Any = None
+        self.model_path = ""
+        self.max_positions: int | None = None
+        self.eos_ids: set[int] = set()
+        # transformers 5.x names the KV cache argument `cache`; 4.x `past_key_values`.
+        self.cache_arg = "past_key_values"
+
+    def load(self) -> None:
+        """Build the demo model if no model is named, then from_pretrained either way."""
+        import torch
+        from transformers import AutoModelForCausalLM, AutoTokenizer
+        from transformers.utils import logging as hf_logging
+
+        hf_logging.disable_progress_bar()
+        started = time.perf_counter()
+        if self.settings.threads:
+            torch.set_num_threads(self.settings.threads)
+        use_cuda = torch.cuda.is_available() and not self.settings.force_cpu
+        self.device = torch.device("cuda" if use_cuda else "cpu")
+        source = self.settings.model
+        if not source:
+            from llm_service.demo_model import ensure_built
+
+            source = str(ensure_built())
+        local_only = offline()
+        self.tokenizer = AutoTokenizer.from_pretrained(source, local_files_only=local_only)
+        # Half precision only where it is fast; CPU matmuls want float32.
+        dtype = "auto" if use_cuda else torch.float32
+        model = AutoModelForCausalLM.from_pretrained(source, local_files_only=local_only,
+                                                     dtype=dtype)
+        self.model = model.to(self.device).eval()
+        if "cache" in inspect.signature(self.model.forward).parameters:
+            self.cache_arg = "cache"
+        self.model_path = source
+        config = self.model.config
+        self.max_positions = getattr(config, "max_position_embeddings", None) or getattr(
+            config, "n_positions", None)
+        eos = self.model.generation_config.eos_token_id
+        eos_list = eos if isinstance(eos, list) else [eos]
+        self.eos_ids = {int(i) for i in eos_list if i is not None}
+        if self.tokenizer.eos_token_id is not None:
+            self.eos_ids.add(int(self.tokenizer.eos_token_id))
+        log.info("model %s loaded on %s (%d threads, %.1f M parameters) in %.0f ms",
+                 source, self.device, torch.get_num_threads(),
+                 sum(p.numel() for p in self.model.parameters()) / 1e6,
+                 (time.perf_counter() - started) * 1000)
+
+    def render_prompt(self, messages: list[Message]) -> Prompt:
+        """The token ids to feed: the tokenizer's chat template, else a plain dialogue."""
+        tokenizer = self.tokenizer
+        chat = [{"role": m.role, "content": m.content} for m in messages]
+        if getattr(tokenizer, "chat_template", None):
+            text = tokenizer.apply_chat_template(chat, tokenize=False,
+                                                 add_generation_prompt=True)
+            # The template writes any BOS itself; adding special tokens would double it.
+            ids = tokenizer.encode(text, add_special_tokens=False)
+            return Prompt(ids=list(ids), text=text, stop=())
+        lines = [f"{ROLE_NAMES[m.role]}: {m.content}" for m in messages]
+        text = "\n".join([*lines, "Assistant:"])
+        ids = tokenizer.encode(text, add_special_tokens=True)
+        return Prompt(ids=list(ids), text=text, stop=(PLAIN_STOP,))
+
+    def start(self, job: GenerationJob) -> None:
+        import torch
+
+        job.admitted = time.perf_counter()
+        job.next_input = torch.tensor([job.prompt.ids], device=self.device)
+        job.detokenizer = IncrementalDetokenizer(self.tokenizer)
+        job.stop_filter = StopStringFilter([*job.params.stop, *job.prompt.stop])
+        if job.params.temperature > 0:
+            job.generator = torch.Generator(device=self.device)
+            job.generator.manual_seed(job.params.seed & 0xFFFF_FFFF_FFFF_FFFF)
+
+    def _choose(self, logits: Any, job: GenerationJob) -> int:
+        import torch
+
+        params = job.params
+        if params.temperature <= 0:
+            return int(torch.argmax(logits))
+        probs = torch.softmax(logits.float() / params.temperature, dim=-1)
+        if 0 < params.top_p < 1:
+            sorted_probs, order = torch.sort(probs, descending=True)
+            # Keep the smallest set of tokens whose mass reaches top_p (at least one).
+            outside = torch.cumsum(sorted_probs, dim=-1) - sorted_probs > params.top_p
+            sorted_probs[outside] = 0.0
+            probs = torch.zeros_like(probs).scatter_(0, order, sorted_probs)
+        return int(torch.multinomial(probs, 1, generator=job.generator))
+
+    def step(self, job: GenerationJob) -> Finished | None:
+        """Produce one token (the first call also runs the prompt); emit text; maybe finish."""
+        import torch
+
+        started = time.perf_counter()
+        with torch.inference_mode():
+            out = self.model(input_ids=job.next_input, use_cache=True,
+                             **{self.cache_arg: job.past})
+        job.past = out[self.cache_arg]
+        token = self._choose(out.logits[0, -1], job)
+        job.next_input = torch.tensor([[token]], device=self.device)
+        job.completion_tokens += 1
+        if job.first_token_at is None:
+            job.first_token_at = time.perf_counter()
+        dlog.debug_performance(f"token {job.completion_tokens} ({job.call_id or '-'})",
+                               started, time.perf_counter())
+        assert job.detokenizer is not None and job.stop_filter is not None
+        if token in self.eos_ids and not self.settings.ignore_eos:
+            job.completion_tokens -= 1  # the end marker is not part of the reply
+            self._emit_text(job, job.detokenizer.flush(), final=True)
+            return job.finish("stop")
+        self._emit_text(job, job.detokenizer.push(token))
+        if job.stop_filter.stopped:
+            return job.finish("stop")
+        limit = job.params.max_new_tokens
+        if self.max_positions:
+            limit = min(limit, self.max_positions - len(job.prompt.ids))
+        if job.completion_tokens >= limit:
+            self._emit_text(job, job.detokenizer.flush(), final=True)
+            return job.finish("stop" if job.stop_filter.stopped else "length")
+        return None
+
+    def _emit_text(self, job: GenerationJob, text: str, final: bool = False) -> None:
+        assert job.stop_filter is not None
+        out = job.stop_filter.feed(text)
+        if final and not job.stop_filter.stopped:
+            out += job.stop_filter.flush()
+        if out:
+            job.emit(Delta(out))

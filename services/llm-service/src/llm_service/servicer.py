@@ -1,0 +1,97 @@
+"""The voiceai.llm.v1.LanguageModel gRPC servicer: validate, queue, stream the deltas."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import AsyncIterator
+
+import grpc
+
+from llm_service.engine import Delta, Event, Failed, Finished, GenerationJob, LanguageModel
+from llm_service.scheduler import QueueFullError, RoundRobinScheduler
+from llm_service.settings import LlmSettings
+from llm_service.validation import InvalidRequestError, validate_messages, validate_params
+from voice_common.devlogger import get_development_logger
+from voiceai.llm.v1 import llm_pb2, llm_pb2_grpc
+
+SERVICE_FULL_NAME = "voiceai.llm.v1.LanguageModel"
+
+log = logging.getLogger("llm_service.servicer")
+dlog = get_development_logger("llm_service.servicer")
+
+
+class LanguageModelServicer(llm_pb2_grpc.LanguageModelServicer):
+    def __init__(self, settings: LlmSettings, model: LanguageModel,
+                 scheduler: RoundRobinScheduler) -> None:
+        self.settings = settings
+        self.model = model
+        self.scheduler = scheduler
+
+    async def Generate(  # noqa: N802 - the contract's name
+        self, request: llm_pb2.GenerateRequest, context: grpc.aio.ServicerContext,
+    ) -> AsyncIterator[llm_pb2.GenerateResponse]:
+        arrived = time.perf_counter()
+        try:
+            messages = validate_messages(request)
+            params = validate_params(request.params, self.settings.max_new_tokens)
+        except InvalidRequestError as err:
+            log.warning("refused request (%s): %s", request.call_id or "-", err)
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(err))
+            return
+        # Rendering and tokenizing a 16000-character prompt is CPU work: off the loop.
+        prompt = await asyncio.to_thread(self.model.render_prompt, messages)
+        limit = self.model.max_positions
+        if limit and len(prompt.ids) >= limit:
+            await context.abort(
+                grpc.StatusCode.INVALID_ARGUMENT,
+                f"the prompt is {len(prompt.ids)} tokens; the model's context is {limit}")
+            return
+        if self.settings.enable_debug:
+            log.debug("prompt (%s, %d tokens): %r", request.call_id or "-", len(prompt.ids),
+                      prompt.text)
+        dlog.debug_function_call("generate", kwargs={"call_id": request.call_id,
+                                                     "params": params})
+
+        loop = asyncio.get_running_loop()
+        events: asyncio.Queue[Event] = asyncio.Queue()
+
+        def emit(event: Event) -> None:  # called on the worker thread
+            try:
+                loop.call_soon_threadsafe(events.put_nowait, event)
+            except RuntimeError:  # the loop is gone (shutdown): nobody is listening
+                job.cancel("event loop closed")
+
+        job = GenerationJob(prompt=prompt, params=params, emit=emit,
+                            call_id=request.call_id, arrived=arrived)
+        try:
+            self.scheduler.submit(job)
+        except QueueFullError as err:
+            log.warning("refused request (%s): %s", request.call_id or "-", err)
+            await context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, str(err))
+            return
+        try:
+            while True:
+                event = await events.get()
+                if isinstance(event, Delta):
+                    yield llm_pb2.GenerateResponse(delta=event.text)
+                elif isinstance(event, Finished):
+                    yield llm_pb2.GenerateResponse(done=llm_pb2.GenerationTimings(
+                        time_to_first_token_ms=event.time_to_first_token_ms,
+                        tokens_per_second=event.tokens_per_second,
+                        prompt_tokens=event.prompt_tokens,
+                        completion_tokens=event.completion_tokens,
+                        total_ms=event.total_ms,
+                        queue_ms=event.queue_ms,
+                        finish_reason=event.finish_reason,
+                    ))
+                    return
+                elif isinstance(event, Failed):
+                    await context.abort(grpc.StatusCode.INTERNAL, event.message)
+                    return
+        finally:
+            # Client cancelled, deadline passed or the server is stopping: the
+            # worker drops the job before its next token step and logs it.
+            if not job.finished:
+                job.cancel("client cancelled" if context.cancelled() else "stream closed")
