@@ -1,0 +1,84 @@
+"""What the servicer needs from an engine: a model loaded once, and one recognizer per stream.
+
+Engines are synchronous and CPU-bound; the servicer calls them from worker threads,
+never from the event loop. One `EngineStream` is only ever used by one thread at a time.
+"""
+
+from __future__ import annotations
+
+import abc
+from dataclasses import dataclass
+from enum import Enum
+
+
+class EventKind(Enum):
+    PARTIAL = "partial"
+    FINAL = "final"
+    SPEECH_START = "speech_start"
+    SPEECH_END = "speech_end"
+
+
+@dataclass(frozen=True)
+class Word:
+    word: str
+    start_s: float
+    end_s: float
+    confidence: float = 0.0
+
+
+@dataclass(frozen=True)
+class RecognitionEvent:
+    """One thing an engine noticed; offsets are seconds from the start of the stream's audio."""
+
+    kind: EventKind
+    text: str = ""
+    confidence: float = 0.0
+    words: tuple[Word, ...] = ()
+    start_s: float = 0.0
+    end_s: float = 0.0
+
+
+@dataclass(frozen=True)
+class StreamOptions:
+    sample_rate_hz: int
+    interim_results: bool
+    phrases: tuple[str, ...] = ()
+    show_words: bool = False
+    language: str = ""
+    call_id: str = ""
+
+
+class EngineStream(abc.ABC):
+    """A recognizer for one audio stream."""
+
+    @abc.abstractmethod
+    def accept(self, pcm: bytes) -> list[RecognitionEvent]:
+        """Feed PCM16 little-endian mono audio; return what it produced, in order."""
+
+    @abc.abstractmethod
+    def finish(self) -> list[RecognitionEvent]:
+        """The stream's audio ended: flush the last utterance (final + SPEECH_END if any)."""
+
+    def close(self) -> None:  # noqa: B027 - optional hook, a no-op by default
+        """Release per-stream resources; called once, after `finish` or on cancellation."""
+
+
+class Engine(abc.ABC):
+    """A loaded model that opens recognizers."""
+
+    name: str = "engine"
+
+    @abc.abstractmethod
+    def describe(self) -> str:
+        """Which model is in use, for the start-up log line."""
+
+    @abc.abstractmethod
+    def load(self) -> None:
+        """Load the model (blocking; called once in a thread at warm-up)."""
+
+    @abc.abstractmethod
+    def open_stream(self, options: StreamOptions) -> EngineStream:
+        """A recognizer for one stream (blocking; called in a worker thread)."""
+
+    def close(self) -> None:  # noqa: B027 - optional hook, a no-op by default
+        """Release the model at shutdown."""

@@ -1,0 +1,233 @@
+"""pocketsphinx 5 engine: the US-English model bundled with the PyPI wheel.
+
+Audio goes through pocketsphinx's own voice-activity endpointer; the frames it
+marks as speech go to a decoder, which gives partial hypotheses while the
+utterance runs and the final one when the endpointer sees it end. The model is
+16 kHz, so 8 kHz input is resampled with soxr (streaming, no edge clicks).
+
+A phrase list becomes a JSGF grammar (any sequence of the phrases). Phrases with
+words missing from the pronunciation dictionary are dropped with a warning; if
+none is left the stream decodes free-form with the language model.
+
+Decoders take ~0.3 s to create, so finished streams return theirs to a pool.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import threading
+from typing import Any
+
+import numpy as np
+
+from asr_service.engines.base import (
+    Engine,
+    EngineStream,
+    EventKind,
+    RecognitionEvent,
+    StreamOptions,
+    Word,
+)
+
+log = logging.getLogger("asr_service.engines.pocketsphinx")
+
+MODEL_RATE = 16000
+FRAMES_PER_SECOND = 100  # pocketsphinx's default -frate
+# Silence that ends an utterance; 0.3 s (the default) splits sentences at commas.
+ENDPOINT_WINDOW_S = 0.5
+PHRASE_SEARCH = "phrases"
+DEFAULT_SEARCH = "_default"
+JSGF_TOKEN = re.compile(r"^[a-z0-9'.\-]+$")
+ALTERNATE_SUFFIX = re.compile(r"\(\d+\)$")
+
+
+class PocketsphinxEngine(Engine):
+    name = "pocketsphinx"
+
+    def __init__(self, pool_size: int = 16) -> None:
+        self.pool_size = pool_size
+        self._idle: list[Any] = []
+        self._lock = threading.Lock()
+        self.model_dir = ""
+        try:
+            import pocketsphinx
+
+            self.model_dir = str(pocketsphinx.get_model_path())
+        except ImportError:
+            pass  # load() reports it
+
+    def describe(self) -> str:
+        return f"pocketsphinx bundled en-us model {self.model_dir}"
+
+    def _new_decoder(self) -> Any:
+        import pocketsphinx
+
+        return pocketsphinx.Decoder(samprate=MODEL_RATE, loglevel="FATAL")
+
+    def load(self) -> None:
+        decoder = self._new_decoder()  # proves the model loads, and is the first pooled one
+        with self._lock:
+            self._idle.append(decoder)
+
+    def acquire(self) -> Any:
+        with self._lock:
+            if self._idle:
+                return self._idle.pop()
+        return self._new_decoder()
+
+    def release(self, decoder: Any) -> None:
+        try:
+            if decoder.current_search() != DEFAULT_SEARCH:
+                decoder.activate_search(DEFAULT_SEARCH)
+            if decoder.get_search(PHRASE_SEARCH) is not None:
+                decoder.remove_search(PHRASE_SEARCH)
+        except (KeyError, RuntimeError):
+            return  # an odd state: drop this decoder rather than reuse it
+        with self._lock:
+            if len(self._idle) < self.pool_size:
+                self._idle.append(decoder)
+
+    def open_stream(self, options: StreamOptions) -> EngineStream:
+        return PocketsphinxStream(self, options)
+
+    def close(self) -> None:
+        with self._lock:
+            self._idle.clear()
+
+
+def phrases_grammar(decoder: Any, phrases: tuple[str, ...]) -> str | None:
+    """A JSGF grammar accepting any sequence of the known phrases, or None if none is known."""
+    usable: list[str] = []
+    dropped: list[str] = []
+    for phrase in phrases:
+        words = phrase.lower().split()
+        if words and all(JSGF_TOKEN.match(w) and decoder.lookup_word(w) for w in words):
+            usable.append(" ".join(words))
+        elif words:
+            dropped.append(phrase)
+    if dropped:
+        log.warning("phrases with words outside the pocketsphinx dictionary ignored: %s",
+                    "; ".join(dropped[:10]))
+    if not usable:
+        return None
+    alternatives = " | ".join(f"( {p} )" for p in dict.fromkeys(usable))
+    return f"#JSGF V1.0;\ngrammar phrases;\npublic <phrases> = ( {alternatives} )+;\n"
+
+
+class PocketsphinxStream(EngineStream):
+    def __init__(self, engine: PocketsphinxEngine, options: StreamOptions) -> None:
+        import pocketsphinx
+        import soxr
+
+        self.engine = engine
+        self.options = options
+        self._decoder: Any = engine.acquire()
+        grammar = phrases_grammar(self._decoder, options.phrases)
+        if grammar is not None:
+            self._decoder.add_jsgf_string(PHRASE_SEARCH, grammar)
+            self._decoder.activate_search(PHRASE_SEARCH)
+        self._endpointer = pocketsphinx.Endpointer(window=ENDPOINT_WINDOW_S,
+                                                   sample_rate=MODEL_RATE)
+        self._frame_bytes: int = self._endpointer.frame_bytes
+        self._resampler = (
+            soxr.ResampleStream(options.sample_rate_hz, MODEL_RATE, 1, dtype="int16")
+            if options.sample_rate_hz != MODEL_RATE else None
+        )
+        self._buffer = b""
+        self._fed_samples = 0  # at the model rate
+        self._in_utterance = False
+        self._last_partial = ""
+
+    def _to_model_rate(self, pcm: bytes, last: bool = False) -> bytes:
+        if self._resampler is None:
+            return pcm
+        samples = np.frombuffer(pcm, dtype="<i2")
+        return self._resampler.resample_chunk(samples, last=last).astype("<i2").tobytes()
+
+    def accept(self, pcm: bytes) -> list[RecognitionEvent]:
+        resampled = self._to_model_rate(pcm)
+        self._fed_samples += len(resampled) // 2
+        self._buffer += resampled
+        events: list[RecognitionEvent] = []
+        size = self._frame_bytes
+        usable = len(self._buffer) - len(self._buffer) % size
+        for offset in range(0, usable, size):
+            self._process_frame(self._buffer[offset:offset + size], events)
+        self._buffer = self._buffer[usable:]
+        if self._in_utterance and self.options.interim_results:
+            hyp = self._decoder.hyp()
+            text = hyp.hypstr.strip() if hyp is not None else ""
+            if text and text != self._last_partial:
+                self._last_partial = text
+                events.append(RecognitionEvent(EventKind.PARTIAL, text=text,
+                                               start_s=self._endpointer.speech_start,
+                                               end_s=self._fed_samples / MODEL_RATE))
+        return events
+
+    def _process_frame(self, frame: bytes, events: list[RecognitionEvent]) -> None:
+        speech = self._endpointer.process(frame)
+        if speech is not None:
+            if not self._in_utterance:
+                self._start_utterance(events)
+            self._decoder.process_raw(speech, False, False)
+        if self._in_utterance and not self._endpointer.in_speech:
+            self._end_utterance(events)
+
+    def _start_utterance(self, events: list[RecognitionEvent]) -> None:
+        self._decoder.start_utt()
+        self._in_utterance = True
+        self._last_partial = ""
+        start = self._endpointer.speech_start
+        events.append(RecognitionEvent(EventKind.SPEECH_START, start_s=start, end_s=start))
+
+    def _end_utterance(self, events: list[RecognitionEvent]) -> None:
+        self._decoder.end_utt()
+        self._in_utterance = False
+        start = self._endpointer.speech_start
+        end = self._endpointer.speech_end
+        hyp = self._decoder.hyp()
+        text = hyp.hypstr.strip() if hyp is not None else ""
+        if text:
+            words = self._words(start) if self.options.show_words else ()
+            # pocketsphinx's posterior is not a usable confidence: report none (0).
+            events.append(RecognitionEvent(EventKind.FINAL, text=text, words=words,
+                                           start_s=start, end_s=end))
+        events.append(RecognitionEvent(EventKind.SPEECH_END, start_s=end, end_s=end))
+
+    def _words(self, utterance_start_s: float) -> tuple[Word, ...]:
+        words = []
+        for seg in self._decoder.seg():
+            if seg.word.startswith(("<", "[")):
+                continue  # silence, sentence marks, noise
+            words.append(Word(
+                ALTERNATE_SUFFIX.sub("", seg.word),
+                utterance_start_s + seg.start_frame / FRAMES_PER_SECOND,
+                utterance_start_s + (seg.end_frame + 1) / FRAMES_PER_SECOND,
+            ))
+        return tuple(words)
+
+    def finish(self) -> list[RecognitionEvent]:
+        events: list[RecognitionEvent] = []
+        if self._resampler is not None:
+            self._buffer += self._to_model_rate(b"", last=True)
+        size = self._frame_bytes
+        while len(self._buffer) >= size:
+            self._process_frame(self._buffer[:size], events)
+            self._buffer = self._buffer[size:]
+        if self._in_utterance:
+            rest = self._endpointer.end_stream(self._buffer)
+            if rest:
+                self._decoder.process_raw(rest, False, False)
+            self._end_utterance(events)
+        self._buffer = b""
+        return events
+
+    def close(self) -> None:
+        decoder, self._decoder = self._decoder, None
+        if decoder is None:
+            return
+        if self._in_utterance:
+            decoder.end_utt()
+            self._in_utterance = False
+        self.engine.release(decoder)

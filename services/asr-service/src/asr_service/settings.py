@@ -1,0 +1,40 @@
+"""Configuration of the ASR service, read from the environment (ASR_* plus a few unprefixed)."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field
+from pydantic_settings import SettingsConfigDict
+
+from voice_common.config import ExistingPath, ServiceSettings
+
+# The contract's limits (shared/proto/voiceai/asr/v1/asr.proto header).
+CONTRACT_MAX_CHUNK_BYTES = 32000
+CONTRACT_MAX_PHRASES = 500
+CONTRACT_MAX_PHRASE_CHARS = 100
+SUPPORTED_SAMPLE_RATES = (8000, 16000)
+
+
+class AsrSettings(ServiceSettings):
+    model_config = SettingsConfigDict(env_prefix="ASR_", extra="ignore", frozen=True,
+                                      title="asr-service")
+
+    port: int = Field(50051, ge=0, le=65535)
+    # auto: Vosk when VOSK_MODEL_PATH is set, else the embedded pocketsphinx US-English model.
+    engine: Literal["auto", "vosk", "pocketsphinx"] = "auto"
+    vosk_model_path: ExistingPath | None = Field(None, validation_alias="VOSK_MODEL_PATH")
+    show_words: bool = Field(False, validation_alias="VOSK_SHOW_WORDS")
+    # Log every partial and final result with its timings (development logger).
+    enable_debug: bool = False
+    max_concurrent_streams: int = Field(16, ge=1, le=1024)
+    # The contract allows at most 32000 bytes; a deployment may only lower the limit.
+    max_chunk_bytes: int = Field(CONTRACT_MAX_CHUNK_BYTES, ge=2, le=CONTRACT_MAX_CHUNK_BYTES)
+    max_phrases: int = Field(CONTRACT_MAX_PHRASES, ge=0, le=CONTRACT_MAX_PHRASES)
+    max_phrase_chars: int = Field(CONTRACT_MAX_PHRASE_CHARS, ge=1, le=CONTRACT_MAX_PHRASE_CHARS)
+
+    def engine_name(self) -> Literal["vosk", "pocketsphinx"]:
+        """The engine `auto` resolves to."""
+        if self.engine == "auto":
+            return "vosk" if self.vosk_model_path is not None else "pocketsphinx"
+        return self.engine
