@@ -53,8 +53,14 @@ def existing(paths: Iterable[str | os.PathLike[str]]) -> list[str]:
 
 
 def describe_changes(changes: set[tuple[Change, str]], root: str | None = None) -> str:
-    root = root or os.getcwd()
-    names = sorted({os.path.relpath(path, root) for _, path in changes})
+    root = os.path.abspath(root or os.getcwd())
+
+    def shown_name(path: str) -> str:
+        # Relative where that is shorter (inside the checkout), absolute elsewhere.
+        inside = os.path.commonpath([root, os.path.abspath(path)]) == root
+        return os.path.relpath(path, root) if inside else path
+
+    names = sorted({shown_name(path) for _, path in changes})
     shown = ", ".join(names[:10])
     if len(names) > 10:
         shown += f" (+{len(names) - 10} more)"

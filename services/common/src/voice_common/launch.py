@@ -32,6 +32,8 @@ from collections.abc import Callable
 from pathlib import Path
 from types import ModuleType
 
+from watchfiles import Change
+
 from voice_common.paths import repo_root
 
 log = logging.getLogger("voice_common.launch")
@@ -100,7 +102,6 @@ def resolve_main(module: str) -> Callable[[], object] | None:
 
 def wait_for_fix(module: str, prefix: str, err: BaseException) -> int:
     """Log the error where a developer sees it, block until a source change, return 0."""
-    from voice_common.hotreload import describe_changes, wait_for_change
     from voice_common.logs import configure_logging
 
     if not logging.getLogger().handlers:
@@ -113,9 +114,32 @@ def wait_for_fix(module: str, prefix: str, err: BaseException) -> int:
     log.debug("import traceback:\n%s", "".join(traceback.format_exception(err)))
     dirs = watch_dirs(module, prefix, filename)
     log.warning("Hot-reload: waiting for a change under %s to try again", ", ".join(dirs))
-    changes = asyncio.run(wait_for_change(dirs))
-    log.info("Hot-reload: %s changed; restarting %s", describe_changes(changes), module)
+    changes = asyncio.run(_wait_for_fix(dirs, filename))
+    log.info("Hot-reload: %s changed; restarting %s", changes, module)
     return 0
+
+
+async def _wait_for_fix(dirs: list[str], broken_file: str) -> str:
+    """The watcher's next batch, or the broken file changing before the watcher was set up
+    (a save right after the failure would otherwise be missed)."""
+    from voice_common.hotreload import describe_changes, wait_for_change
+
+    def snapshot() -> bytes | None:
+        try:
+            return Path(broken_file).read_bytes()
+        except OSError:
+            return None
+
+    before = snapshot()
+    watcher = asyncio.create_task(wait_for_change(dirs))
+    try:
+        while not watcher.done():
+            done, _ = await asyncio.wait({watcher}, timeout=0.5)
+            if not done and snapshot() != before:
+                return describe_changes({(Change.modified, broken_file)}, str(repo_root()))
+        return describe_changes(watcher.result(), str(repo_root()))
+    finally:
+        watcher.cancel()
 
 
 def run(module: str, args: list[str], prefix: str | None = None) -> int:

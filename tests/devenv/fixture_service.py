@@ -1,0 +1,36 @@
+"""The echo service with hot-reload watch paths from $ECHO_WATCH_PATHS, for the dev-stack tests.
+
+Run: python -m tests.devenv.fixture_service (or through voice_common.launch).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import sys
+
+import grpc
+
+from tests.support.echo_service import EchoRecognizer, EchoSettings
+from voice_common.config import load_settings
+from voice_common.runtime import ServiceDefinition, run_service
+from voiceai.asr.v1 import asr_pb2_grpc
+
+
+def main() -> int:
+    settings = load_settings(EchoSettings)
+    watch = [p for p in os.environ.get("ECHO_WATCH_PATHS", "").split(os.pathsep) if p]
+
+    def register(server: grpc.aio.Server) -> list[str]:
+        asr_pb2_grpc.add_RecognizerServicer_to_server(EchoRecognizer(), server)
+        return ["voiceai.asr.v1.Recognizer"]
+
+    async def warmup() -> None:
+        await asyncio.sleep(settings.warmup_s)
+
+    return run_service(ServiceDefinition("echo-service", settings, register, warmup,
+                                         watch_paths=watch))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,132 @@
+"""process-compose.yaml: valid for process-compose's schema, no key it does not define,
+runnable by the devstack runner, and configured as DESIGN.md's development table says."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import jsonschema
+import pytest
+import yaml
+
+from tests.support.procs import ROOT
+
+# process-compose's own JSON Schema (draft 2020-12), from its repository's schemas/
+# (commit of 2026-08-18), kept beside this test so that it runs anywhere.
+SCHEMA = Path(__file__).with_name("process-compose-schema.json")
+STACK = ROOT / "process-compose.yaml"
+SERVICES = {"asr": ("ASR", 50051), "llm": ("LLM", 50052), "tts": ("TTS", 50053)}
+
+
+@pytest.fixture(scope="module")
+def schema() -> dict[str, Any]:
+    return json.loads(SCHEMA.read_text())
+
+
+@pytest.fixture(scope="module")
+def stack() -> dict[str, Any]:
+    return yaml.safe_load(STACK.read_text())
+
+
+def _resolve(schema: dict[str, Any], node: dict[str, Any]) -> dict[str, Any]:
+    while "$ref" in node:
+        node = schema["$defs"][node["$ref"].rsplit("/", 1)[-1]]
+    return node
+
+
+def undefined_keys(schema: dict[str, Any], node: dict[str, Any], value: Any,
+                   where: str = "") -> list[str]:
+    """Every mapping key in `value` that the schema node does not name (the schema itself
+    allows unknown keys, process-compose would silently ignore them)."""
+    node = _resolve(schema, node)
+    found: list[str] = []
+    if isinstance(value, dict):
+        props = node.get("properties")
+        extra = node.get("additionalProperties")
+        for key, item in value.items():
+            path = f"{where}.{key}" if where else key
+            if props is not None:
+                if key not in props:
+                    found.append(path)
+                else:
+                    found += undefined_keys(schema, props[key], item, path)
+            elif isinstance(extra, dict):
+                found += undefined_keys(schema, extra, item, path)
+    elif isinstance(value, list) and isinstance(node.get("items"), dict):
+        for i, item in enumerate(value):
+            found += undefined_keys(schema, node["items"], item, f"{where}[{i}]")
+    return found
+
+
+def test_validates_against_the_process_compose_schema(schema, stack) -> None:
+    jsonschema.Draft202012Validator(schema).validate(stack)
+
+
+def test_uses_only_keys_the_schema_defines(schema, stack) -> None:
+    assert undefined_keys(schema, schema, stack) == []
+
+
+def test_the_strict_walk_catches_an_unknown_key(schema, stack) -> None:
+    # The check above means something only if it can fail.
+    broken = json.loads(json.dumps(stack))
+    broken["processes"]["asr"]["restart_policy"] = "always"
+    broken["processes"]["asr"]["readiness_probe"]["exec"]["cmd"] = "true"
+    jsonschema.Draft202012Validator(schema).validate(broken)  # the schema lets them pass
+    assert undefined_keys(schema, schema, broken) == [
+        "processes.asr.readiness_probe.exec.cmd", "processes.asr.restart_policy"]
+
+
+def test_the_runner_accepts_it_and_orders_core_last() -> None:
+    from devstack import config
+
+    project = config.load(STACK)
+    assert set(project.processes) == {"asr", "llm", "tts", "core", "opensips"}
+    assert config.start_order(project)[-1] == "core"
+
+
+def _env(process: dict[str, Any], stack: dict[str, Any]) -> dict[str, str]:
+    pairs = [*stack.get("environment", []), *process.get("environment", [])]
+    return dict(item.split("=", 1) for item in pairs)
+
+
+@pytest.mark.parametrize("name", ["asr", "llm", "tts", "core", "opensips"])
+def test_each_process_is_configured_for_development(stack, name: str) -> None:
+    process = stack["processes"][name]
+    env = _env(process, stack)
+    for var in ("DEVELOPMENT_MODE", "PYTHONUNBUFFERED", "PYTHONDONTWRITEBYTECODE",
+                "TORCH_FORCE_CPU", "TRANSFORMERS_OFFLINE", "HF_HUB_OFFLINE"):
+        assert env[var] == "1", var
+    assert env["LOG_LEVEL"] == "DEBUG"
+    live = process["liveness_probe"]
+    assert (live["period_seconds"], live["timeout_seconds"], live["failure_threshold"],
+            live["initial_delay_seconds"]) == (15, 5, 2, 20)
+    assert process["readiness_probe"]
+    assert process["shutdown"]["signal"] == 15 and process["shutdown"]["timeout_seconds"] > 0
+    assert process["log_location"] == f".dev/logs/{name}.log"
+    # Hot reload exits 0: only `always` starts such a process again.
+    expected = "on_failure" if name == "opensips" else "always"
+    assert process["availability"]["restart"] == expected
+    if name in SERVICES:
+        prefix, port = SERVICES[name]
+        assert env[f"{prefix}_HOT_RELOAD"] == "1" and env[f"{prefix}_PORT"] == str(port)
+        assert env[f"{prefix}_ENABLE_DEBUG"] == "1"
+        assert f"voice_common.launch {name}_service" in process["command"]
+        assert process["readiness_probe"]["exec"]["command"].endswith(
+            f"voice_common.healthcheck 127.0.0.1:{port}")
+    if name == "asr":
+        assert env["VOSK_SHOW_WORDS"] == "1"
+
+
+def test_core_waits_for_every_service_healthy(stack) -> None:
+    core = stack["processes"]["core"]
+    assert {name: dep["condition"] for name, dep in core["depends_on"].items()} == {
+        "asr": "process_healthy", "llm": "process_healthy", "tts": "process_healthy",
+        "opensips": "process_healthy"}
+    env = _env(core, stack)
+    assert env["CORE_HOT_RELOAD"] == "1"
+    assert (env["CORE_ASR_TARGET"], env["CORE_LLM_TARGET"], env["CORE_TTS_TARGET"]) == (
+        "127.0.0.1:50051", "127.0.0.1:50052", "127.0.0.1:50053")
+    assert core["readiness_probe"]["http_get"]["path"] == "/health"
+    assert "voice_common.launch opensips_ai_core" in core["command"]

@@ -1,0 +1,80 @@
+"""The runner refuses what it does not implement, clearly, before starting anything."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from devstack import config
+
+from tests.support.procs import ROOT
+
+MINIMAL = """
+processes:
+  one:
+    command: sleep 1
+{extra}
+"""
+
+
+def parse(extra: str = "", **env: str) -> config.Project:
+    return config.parse(MINIMAL.format(extra=extra), "t.yaml", env)
+
+
+@pytest.mark.parametrize(("extra", "key", "where"), [
+    ("    restart_policy: always", "restart_policy", "processes.one"),
+    ("    is_daemon: true", "is_daemon", "processes.one"),
+    ("    readiness_probe:\n      exec:\n        cmd: x", "cmd", "processes.one.readiness_probe.exec"),
+    ("    shutdown:\n      command: kill", "command", "processes.one.shutdown"),
+    ("    availability:\n      exit_on_end: true", "exit_on_end", "processes.one.availability"),
+    ("log_level: debug", "log_level", "top level"),
+])
+def test_unsupported_keys_are_refused_naming_key_and_place(extra, key, where) -> None:
+    with pytest.raises(config.ConfigError) as err:
+        parse(extra)
+    message = str(err.value)
+    assert f"unsupported key {key!r} at {where}" in message
+    assert message.startswith("t.yaml: ")
+
+
+def test_bad_values_are_refused() -> None:
+    with pytest.raises(config.ConfigError, match=r"availability\.restart"):
+        parse("    availability:\n      restart: sometimes")
+    with pytest.raises(config.ConfigError, match="not NAME=VALUE"):
+        parse("    environment:\n      - JUSTANAME")
+
+
+def test_dependencies_are_checked() -> None:
+    with pytest.raises(config.ConfigError, match="no process 'ghost'"):
+        parse("    depends_on:\n      ghost:\n        condition: process_started")
+    with pytest.raises(config.ConfigError, match="process_healthy needs a readiness_probe"):
+        config.parse("processes:\n  a:\n    command: 'true'\n  b:\n    command: 'true'\n"
+                     "    depends_on:\n      a:\n        condition: process_healthy\n", "t", {})
+    with pytest.raises(config.ConfigError, match="dependency cycle: a -> b -> a"):
+        config.parse("processes:\n  a:\n    command: 'true'\n    depends_on:\n      b:\n"
+                     "        condition: process_started\n  b:\n    command: 'true'\n"
+                     "    depends_on:\n      a:\n        condition: process_started\n", "t", {})
+
+
+def test_environment_expansion_follows_process_compose() -> None:
+    project = parse("    environment:\n      - A=${HOME_X}\n      - B=${MISSING:-fallback}\n"
+                    "      - C=$$literal\n      - D=$HOME_X/x", HOME_X="/h")
+    assert project.processes["one"].environment == ["A=/h", "B=fallback", "C=$literal",
+                                                     "D=/h/x"]
+
+
+def test_up_refuses_an_unknown_key_and_starts_nothing(tmp_path: Path) -> None:
+    stack = tmp_path / "bad.yaml"
+    stack.write_text(MINIMAL.format(extra="    watch:\n      paths: [src]"))
+    runtime = tmp_path / "rt"
+    result = subprocess.run(
+        [sys.executable, "-m", "devstack", "up", "--detach", "-f", str(stack),
+         "--runtime-dir", str(runtime)],
+        cwd=ROOT, env={"PYTHONPATH": str(ROOT / "scripts"), "PATH": "/usr/bin:/bin"},
+        capture_output=True, text=True, timeout=60, check=False,
+    )
+    assert result.returncode == 2
+    assert "unsupported key 'watch' at processes.one" in result.stderr
+    assert not (runtime / "devstack.json").exists()
