@@ -24,10 +24,17 @@ def audio_packets(received: list) -> list:
     return [r for r in received if r.packet.payload != SILENCE_PCMU]
 
 
-def assert_continuous(received: list) -> None:
+def assert_continuous(received: list, resyncs: int = 0) -> None:
+    """Consecutive sequence numbers; timestamps 160 apart except at `resyncs` clock jumps."""
+    jumps = 0
     for prev, cur in itertools.pairwise(received):
         assert seq_diff(cur.packet.sequence_number, prev.packet.sequence_number) == 1
-        assert ts_diff(cur.packet.timestamp, prev.packet.timestamp) == 160
+        step = ts_diff(cur.packet.timestamp, prev.packet.timestamp)
+        if step != 160:
+            # A resync after a stalled loop skips whole frames of RTP time, never goes back.
+            assert step > 160 and step % 160 == 0, step
+            jumps += 1
+    assert jumps <= resyncs
 
 
 async def test_about_fifty_silence_packets_a_second(session_factory, receiver) -> None:
@@ -41,7 +48,7 @@ async def test_about_fifty_silence_packets_a_second(session_factory, receiver) -
     assert 45 <= len(window) <= 55, len(window)
     assert all(r.packet.payload == SILENCE_PCMU and r.packet.payload_type == 0 for r in window)
     assert all(r.packet.ssrc == session.pacer.ssrc for r in window)
-    assert_continuous(receiver.packets)
+    assert_continuous(receiver.packets, resyncs=session.pacer.resyncs)
     assert receiver.packets[0].packet.marker  # the stream's first packet
     assert not any(r.packet.marker for r in receiver.packets[1:])
     assert session.stats.packets_out >= len(receiver.packets)
@@ -77,7 +84,7 @@ async def test_talkspurt_marker_callback_and_exact_audio(session_factory, receiv
         assert [r.packet.marker for r in spurt] == [True] + [False] * 15
         padded = np.concatenate([speech, np.zeros(16 * 160 - speech.size, np.int16)])
         assert b"".join(r.packet.payload for r in spurt) == ulaw_encode(padded)
-    assert_continuous(receiver.packets)
+    assert_continuous(receiver.packets, resyncs=session.pacer.resyncs)
 
 
 async def test_clear_stops_audio_within_one_frame(session_factory, receiver) -> None:
@@ -114,6 +121,7 @@ async def test_sequence_and_timestamp_wrap(session_factory, receiver, codec: str
     # As if the call had run for hours: both counters a few packets short of their wrap.
     session.pacer.sequence_number = 65536 - 10
     session.pacer.timestamp = 2**32 - 160 * 10 + 40
+    session.pacer.max_late_frames = 10**6  # catch up rather than resync on a loaded machine
     session.configure(LOOPBACK, receiver.port, codec, 0 if codec == "PCMU" else 8, None)
     session.enqueue(tone(0.2))
     await wait_until(lambda: len(receiver.packets) >= 25, what="25 packets")
@@ -122,7 +130,7 @@ async def test_sequence_and_timestamp_wrap(session_factory, receiver, codec: str
     assert seqs[:12] == [*range(65526, 65536), 0, 1]
     assert stamps[10] == 40 and stamps[9] == 2**32 - 120
     assert all(0 <= s < 65536 for s in seqs) and all(0 <= t < 2**32 for t in stamps)
-    assert_continuous(receiver.packets)
+    assert_continuous(receiver.packets, resyncs=session.pacer.resyncs)
 
 
 async def test_hold_stops_packets_and_resume_continues(session_factory, receiver) -> None:
@@ -202,4 +210,6 @@ async def test_two_sessions_keep_pacing_while_a_third_task_works(
         assert 40 <= len(window) <= 60, len(window)
         gaps = np.diff([r.at for r in window])
         assert gaps.max() < 0.25, gaps.max()  # generous: no call stalls behind the work
-        assert_continuous(window)
+    for session, rx in zip(sessions, receivers, strict=True):
+        # A loaded machine may stall the whole process: the pacer then resyncs, by design.
+        assert_continuous(rx.packets, resyncs=session.pacer.resyncs)

@@ -184,7 +184,11 @@ class RtpPacer:
                     missed = int(late / frame)
                     self.timestamp = ts_add(self.timestamp, missed * self.frame_samples)
                     self.resyncs += 1
-                    log.warning("RTP pacer was %.0f ms late; resynced its clock", late * 1000)
+                    # Once per call: a loop that keeps blocking would otherwise flood the log.
+                    if self.resyncs == 1:
+                        log.warning("RTP pacer was %.0f ms late (the event loop was blocked); "
+                                    "resynced its clock (logged once per call, see resyncs)",
+                                    late * 1000)
                     start = loop.time()
                     n = 0
                 elif late < 0:
