@@ -59,8 +59,8 @@ class _Protocol(asyncio.DatagramProtocol):
     def datagram_received(self, data: bytes, addr: tuple) -> None:  # type: ignore[type-arg]
         try:
             self._session._on_datagram(data, (addr[0], addr[1]))
-        except Exception:  # never let a peer's packet kill the endpoint
-            log.exception("RTP inbound handling failed")
+        except Exception:  # never let a peer's packet kill the endpoint (nor flood the log)
+            self._session._log_once_exc("inbound", "RTP inbound handling failed")
 
     def error_received(self, exc: Exception) -> None:
         # ICMP port unreachable and friends: the far end is not listening (yet). Not fatal.
@@ -226,6 +226,8 @@ class RtpSession:
             return
         if pt == self.payload_type:
             self._count_in(data)
+            if not packet.payload:  # a keep-alive or an empty packet: nothing to hear
+                return
             pcm = self.codec.decode(packet.payload)
             try:
                 self._on_audio(pcm)
