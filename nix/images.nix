@@ -91,13 +91,14 @@ let
       prefix,
       port,
       env ? { },
+      extraContents ? [ ],
     }:
     let
       pyEnv = python.envs.${name};
     in
     mkImage {
       inherit name;
-      contents = [ pyEnv ];
+      contents = [ pyEnv ] ++ extraContents;
       entrypoint = [
         "${pyEnv}/bin/python"
         "-m"
@@ -151,6 +152,8 @@ let
       prefix = "TTS";
       port = 50053;
       env.TTS_VOICE = models.paths.piperVoiceJoe;
+      # The service's fallback engine (TTS_ENGINE=espeak-ng) runs the espeak-ng binary.
+      extraContents = [ pkgs.espeak-ng ];
     };
     core = mkImage {
       name = "core";
