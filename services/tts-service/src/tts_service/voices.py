@@ -65,7 +65,7 @@ def plan_voices(settings: TtsSettings) -> VoicePlan:
             if voice and voice not in (bundled, bundled.removeprefix("piper:")):
                 raise VoiceConfigError(
                     f"TTS_VOICE={voice!r}: unknown Piper voice; give the path of a .onnx "
-                    f"voice or {bundled!r}"
+                    f"voice or {bundled!r} (espeak-ng voices need TTS_ENGINE=espeak-ng)"
                 )
         default = piper_voice_name(piper_model)
     else:
