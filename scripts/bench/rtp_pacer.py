@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import multiprocessing as mp
+import os
 import socket
 import sys
 import time
@@ -109,7 +110,9 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=5.0, help="measured seconds per run")
     parser.add_argument("--no-write", action="store_true", help="print only")
     args = parser.parse_args()
+    load_before = os.getloadavg()[0]
     rows = [measure(int(n), args.seconds) for n in args.sessions.split(",")]
+    load = f"1-minute load average {load_before:.1f} before, {os.getloadavg()[0]:.1f} after"
     header = ("| calls | gap error p50 (ms) | p99 (ms) | max (ms) | packets delivered "
               "| core CPU (% of one core) | resyncs |\n|---|---|---|---|---|---|---|")
     lines = [header] + [
@@ -118,12 +121,13 @@ def main() -> None:
     ]
     table = "\n".join(lines)
     print(table)
+    print(load)
     if not args.no_write:
         body = (
             f"Each call plays a tone paced at 20 ms for {args.seconds:g} s to a receiver in a "
             "separate process on 127.0.0.1. Gap error is |arrival gap - 20 ms| over all "
             "packets of all calls; packets delivered is against the ideal 50 per second; CPU "
-            "is the core process (all pacers on one event loop).\n\n" + table
+            f"is the core process (all pacers on one event loop). {load}.\n\n" + table
         )
         print(f"wrote {write_section('rtp_pacer', 'RTP pacer jitter', body)}")
 
