@@ -13,8 +13,9 @@ import time
 import numpy as np
 import pytest
 
-from opensips_ai_core.media.g711 import alaw_encode, ulaw_encode
-from opensips_ai_core.media.rtp import seq_diff, ts_diff
+from opensips_ai_core.media.g711 import alaw_encode, codec_by_name, ulaw_encode
+from opensips_ai_core.media.pacer import RtpPacer
+from opensips_ai_core.media.rtp import RtpPacket, seq_diff, ts_diff
 from tests.core.media.conftest import LOOPBACK, PacketReceiver, tone, wait_until
 
 SILENCE_PCMU = b"\xff" * 160
@@ -39,6 +40,7 @@ def assert_continuous(received: list, resyncs: int = 0) -> None:
 
 async def test_about_fifty_silence_packets_a_second(session_factory, receiver) -> None:
     session = await session_factory()
+    session.pacer.max_late_frames = 10**6  # a stalled test machine: catch up, do not resync
     session.configure(LOOPBACK, receiver.port, "PCMU", 0, None)
     loop = asyncio.get_running_loop()
     await wait_until(lambda: receiver.packets, what="the first packet")
@@ -213,3 +215,34 @@ async def test_two_sessions_keep_pacing_while_a_third_task_works(
     for session, rx in zip(sessions, receivers, strict=True):
         # A loaded machine may stall the whole process: the pacer then resyncs, by design.
         assert_continuous(rx.packets, resyncs=session.pacer.resyncs)
+
+
+async def test_small_chunks_are_joined_into_whole_frames() -> None:
+    sent: list[bytes] = []
+    pacer = RtpPacer(codec_by_name("PCMU"), sent.append, sequence_number=7, timestamp=0)
+    speech = tone(0.05)[:350]  # 7 chunks of 50 samples: 2 whole frames and 30 samples
+    for i in range(0, 350, 50):
+        pacer.enqueue(speech[i:i + 50])
+    assert pacer.queued_samples == 350
+    pacer.start()
+    try:
+        await asyncio.wait_for(pacer.wait_idle(), 5)
+    finally:
+        await pacer.stop()
+    packets = [RtpPacket.parse(d) for d in sent]
+    audio = [p for p in packets if p.payload != SILENCE_PCMU]
+    assert len(audio) == 3 and audio[0].marker
+    padded = np.concatenate([speech, np.zeros(3 * 160 - 350, np.int16)])
+    assert b"".join(p.payload for p in audio) == ulaw_encode(padded)
+    assert [p.sequence_number for p in packets[:3]] == [7, 8, 9]
+    assert pacer.packets_sent == len(sent)
+
+
+async def test_pacer_refuses_bad_audio() -> None:
+    pacer = RtpPacer(codec_by_name("PCMA"), lambda data: None)
+    with pytest.raises(TypeError, match="int16"):
+        pacer.enqueue(np.zeros(160, dtype=np.float32))
+    with pytest.raises(ValueError, match="even length"):
+        pacer.enqueue(b"\x00\x01\x02")
+    pacer.enqueue(np.zeros(0, np.int16))
+    assert not pacer.is_speaking

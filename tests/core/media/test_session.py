@@ -88,9 +88,11 @@ async def test_garbage_short_and_wrong_type_packets_are_counted_and_the_session_
     # The short telephone-event has a negotiated type: it latches, then fails to parse.
     await wait_until(lambda: session.stats.malformed == len(garbage) + 1
                      and session.stats.wrong_payload_type == 1, what="counted drops")
-    peer.sendto(rtp(ulaw_encode(tone(0.02)), seq=3, ts=160), target)
+    peer.sendto(rtp(b"", seq=3, ts=160), target)  # empty payload: counted, nothing to hear
+    peer.sendto(rtp(ulaw_encode(tone(0.02)), seq=4, ts=320), target)
     await wait_until(lambda: frames, what="audio after garbage")
-    assert session.stats.packets_in == 1 and session.stats.dtmf_events == 0
+    assert len(frames) == 1 and frames[0].size == 160
+    assert session.stats.packets_in == 2 and session.stats.dtmf_events == 0
     malformed_logs = [r for r in caplog.records if "malformed RTP" in r.getMessage()]
     assert len(malformed_logs) == 1
     # Pacing goes on, to the peer that latched.
