@@ -25,7 +25,6 @@ let
     "dialog"
     "b2b_entities"
     "uac_auth"
-    "mi_fifo"
     "mi_datagram"
     "event_datagram"
   ];

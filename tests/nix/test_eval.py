@@ -5,6 +5,14 @@ fetching nixpkgs. What the real builders do with these arguments is not tested h
 
 from __future__ import annotations
 
+import json
+import os
+import re
+import socket
+import subprocess
+import sys
+import threading
+
 import pytest
 
 from tests.nix.nixtools import eval_json, run_nix
@@ -125,3 +133,70 @@ def test_opensips_image_uses_the_project_cfg():
     entry = eval_json(expr)
     assert entry[0].endswith("/bin/opensips") and entry[1:3] == ["-F", "-f"]
     assert entry[3].endswith("/etc/opensips/opensips.cfg")
+
+
+def _health_probe_source() -> str:
+    text = project("x86_64-linux", "(builtins.elemAt p.images.opensips.args.contents 1).args.text")
+    shebang, _, body = text.partition("\n")
+    assert shebang.startswith("#!") and shebang.endswith("/bin/python3")
+    return body
+
+
+@pytest.mark.parametrize("answer", [True, False], ids=["mi-answers", "mi-silent"])
+def test_opensips_health_probe_asks_the_mi(tmp_path, answer):
+    """The image's health command against a real UDP peer on 127.0.0.1 playing mi_datagram."""
+    probe = tmp_path / "opensips-health.py"
+    probe.write_text(_health_probe_source())
+    seen: list[dict] = []
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as mi:
+        mi.bind(("127.0.0.1", 0))
+        mi.settimeout(10)
+
+        def serve() -> None:
+            data, peer = mi.recvfrom(65535)
+            seen.append(json.loads(data))
+            if answer:
+                mi.sendto(json.dumps({"jsonrpc": "2.0", "result": {"Up time": "1 s"},
+                                      "id": seen[0]["id"]}).encode(), peer)
+
+        server = threading.Thread(target=serve)
+        server.start()
+        done = subprocess.run([sys.executable, str(probe), str(mi.getsockname()[1])],
+                              capture_output=True, timeout=30)
+        server.join(15)
+    assert seen and seen[0]["method"] == "uptime" and seen[0]["jsonrpc"] == "2.0"
+    assert (done.returncode == 0) is answer
+
+
+def _config_script(tmp_path, cfg_text: str) -> subprocess.CompletedProcess[str]:
+    """Run the production cfg derivation's build script with bash on a given cfg."""
+    script = project("x86_64-linux", "p.opensipsConfig.production.args.script")
+    source = re.search(r"cp (/nix/store/\S+-opensips\.cfg) ", script).group(1)
+    cfg = tmp_path / "opensips.cfg"
+    cfg.write_text(cfg_text)
+    out = tmp_path / "out"
+    return subprocess.run(["bash", "-euo", "pipefail", "-c", script.replace(source, str(cfg))],
+                          env={**os.environ, "out": str(out)}, capture_output=True, text=True,
+                          timeout=60)
+
+
+@pytest.mark.skipif(not CFG_PRESENT, reason="core/opensips/opensips.cfg is not in the checkout")
+def test_production_cfg_listens_everywhere_and_loads_the_built_modules(tmp_path):
+    original = (ROOT / "core" / "opensips" / "opensips.cfg").read_text()
+    done = _config_script(tmp_path, original)
+    assert done.returncode == 0, done.stdout + done.stderr
+    cfg = (tmp_path / "out" / "etc" / "opensips" / "opensips.cfg").read_text()
+    sockets = re.findall(r"^\s*socket\s*=\s*(\S+)", cfg, re.M)
+    assert sockets and all("127.0.0.1" not in s for s in sockets), sockets
+    mpath = re.findall(r'^\s*mpath\s*=\s*"([^"]+)"', cfg, re.M)
+    assert all(p.endswith("-opensips-3.6.8/lib/opensips/modules/") for p in mpath), mpath
+    # The MI stays on loopback: the core shares OpenSIPS's network namespace.
+    assert "udp:0.0.0.0:8080" not in cfg
+
+
+@pytest.mark.skipif(not CFG_PRESENT, reason="core/opensips/opensips.cfg is not in the checkout")
+def test_cfg_loading_an_unbuilt_module_fails_the_build(tmp_path):
+    original = (ROOT / "core" / "opensips" / "opensips.cfg").read_text()
+    done = _config_script(tmp_path, original + '\nloadmodule "db_mysql.so"\n')
+    assert done.returncode != 0
+    assert "db_mysql.so, which nix/opensips.nix does not build" in done.stdout + done.stderr
