@@ -41,7 +41,13 @@ class LanguageModelServicer(llm_pb2_grpc.LanguageModelServicer):
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(err))
             return
         # Rendering and tokenizing a 16000-character prompt is CPU work: off the loop.
-        prompt = await asyncio.to_thread(self.model.render_prompt, messages)
+        try:
+            prompt = await asyncio.to_thread(self.model.render_prompt, messages)
+        except Exception as err:  # e.g. a chat template that refuses a system message
+            log.warning("prompt rendering failed (%s): %s", request.call_id or "-", err)
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT,
+                                f"the model's chat template refused the messages: {err}")
+            return
         limit = self.model.max_positions
         if limit and len(prompt.ids) >= limit:
             await context.abort(
