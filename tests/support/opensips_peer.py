@@ -108,6 +108,7 @@ class OpenSipsPeer:
         if self._transport is not None:
             self._transport.close()
             self._transport = None
+            await asyncio.sleep(0.01)  # the socket closes on the loop's next turn
 
     # ---- MI ------------------------------------------------------------------------------
 

@@ -253,3 +253,34 @@ async def test_events_from_varying_source_ports(backend: OpenSipsBackend,
     for key in keys:
         assert (await peer.wait_reply(key))["code"] == 200
     assert sorted(backend.active_calls()) == sorted(keys)
+
+
+def test_renewal_schedule() -> None:
+    assert OpenSipsBackend(LOOPBACK, 1, LOOPBACK, 0, expire=2).renew_after() == 1.5
+    # A long expire is still refreshed every minute (an OpenSIPS restart forgets it).
+    assert OpenSipsBackend(LOOPBACK, 1, LOOPBACK, 0, expire=3600).renew_after() == 60
+    assert OpenSipsBackend(LOOPBACK, 1, LOOPBACK, 0, expire=3600,
+                           refresh_max=7200).renew_after() == 3540
+    with pytest.raises(ValueError, match="expire"):
+        OpenSipsBackend(LOOPBACK, 1, LOOPBACK, 0, expire=0)
+
+
+async def test_resubscribes_after_opensips_restart(handler: RecordingHandler) -> None:
+    first = await OpenSipsPeer().start()
+    mi_port = first.mi_port
+    engine = OpenSipsBackend(LOOPBACK, mi_port, LOOPBACK, 0, refresh_max=0.5, mi_timeout=0.3,
+                             retry_initial=0.1, retry_max=0.2)
+    await engine.start(handler)
+    try:
+        await asyncio.wait_for(engine.subscribed.wait(), 10)
+        await first.stop()  # OpenSIPS restarts with no subscribers
+        restarted = await OpenSipsPeer(mi_port).start()
+        try:
+            await restarted.wait_for(restarted.live_subscriptions, 10, "a new subscription")
+            key = restarted.new_call()
+            assert (await restarted.wait_reply(key))["code"] == 200
+        finally:
+            await engine.stop()
+            await restarted.stop()
+    finally:
+        await first.stop()

@@ -274,6 +274,7 @@ def _malformed_cases(peer: RawSipPeer) -> list[tuple[str, bytes, int | None]]:
         ("bad_cseq", good.replace("CSeq: 1 OPTIONS", "CSeq: one OPTIONS").encode(), 400),
         ("bad_cseq", good.replace("CSeq: 1 OPTIONS", "CSeq: 1 INVITE").encode(), 400),
         ("bad_header", (head + "this line has no colon\r\n\r\n").encode(), 400),
+        ("bad_via", good.replace("Via: SIP/2.0/UDP 127.0.0.1", "Via: garbage").encode(), 400),
         ("binary", bytes(range(256)) * 4, None),
         ("bad_start_line", b"HELLO WORLD\r\nVia: x\r\n\r\n", None),
         ("oversized", (head + "X-Pad: " + "a" * 40000 + "\r\n\r\n").encode(), 513),

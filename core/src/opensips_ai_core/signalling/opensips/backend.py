@@ -46,12 +46,13 @@ class OpenSipsBackend:
     def __init__(self, mi_host: str, mi_port: int, event_host: str, event_port: int,
                  expire: int = 3600, *, event_socket_host: str | None = None,
                  mi_timeout: float = 2.0, retry_initial: float = 0.5,
-                 retry_max: float = 10.0) -> None:
+                 retry_max: float = 10.0, refresh_max: float = 60.0) -> None:
         if expire <= 0:
             raise ValueError(f"expire must be > 0 seconds (0 unsubscribes), got {expire}")
         self.expire = expire
         self.retry_initial = retry_initial
         self.retry_max = retry_max
+        self.refresh_max = refresh_max
         # The address OpenSIPS sends events to: the listener's, unless it binds a wildcard.
         self.event_socket_host = event_socket_host or (
             event_host if event_host not in ("0.0.0.0", "") else "127.0.0.1")
@@ -99,8 +100,11 @@ class OpenSipsBackend:
     # ---- subscription -------------------------------------------------------------------
 
     def renew_after(self) -> float:
-        """Renew a quarter of the lifetime (at most a minute) before it runs out."""
-        return max(0.5, self.expire - min(60.0, self.expire * 0.25))
+        """Renew a quarter of the lifetime (at most a minute) before it runs out, and at
+        least every `refresh_max` seconds: a restarted OpenSIPS has forgotten every
+        subscriber, and re-subscribing the same socket only refreshes its expiry."""
+        before_expiry = self.expire - min(60.0, self.expire * 0.25)
+        return max(0.5, min(before_expiry, self.refresh_max))
 
     async def _keep_subscribed(self) -> None:
         delay = self.retry_initial

@@ -175,6 +175,8 @@ class DirectSipBackend:
                 self.stats.responses_received += 1
                 self._on_response(message)
         except SipParseError as error:  # e.g. an unparseable Via found while handling
+            if error.partial is None:
+                error.partial = message  # well-formed enough to answer 400 to the source
             self._on_malformed(error, source)
 
     def _on_malformed(self, error: SipParseError, source: Address) -> None:
