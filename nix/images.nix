@@ -63,6 +63,8 @@ let
         mkdir -p tmp
         chmod 1777 tmp
       '';
+      # Store paths named only here (the models in Env, the cfg in Entrypoint) still go
+      # into the image: streamLayeredImage takes the config (baseJson) as a closure root.
       config = {
         User = "${uid}:${uid}";
         WorkingDir = "/tmp";
