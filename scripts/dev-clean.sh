@@ -28,8 +28,10 @@ fi
 # Ask Python where the model cache is before .venv goes.
 cache=""
 if [ "$all" = 1 ]; then
-  cache="$("$ROOT/scripts/devstack/pyrun" -c \
+  # From the source tree, so that it works whatever state .venv is in.
+  cache="$(PYTHONPATH="$ROOT/services/common/src" "$ROOT/scripts/devstack/pyrun" -c \
     'from voice_common.paths import cache_dir; print(cache_dir())' 2>/dev/null)" || cache=""
+  [ -n "$cache" ] || warn "cannot tell where the built models are: left in place"
 fi
 
 info "removing $RUNTIME_DIR and Python caches"

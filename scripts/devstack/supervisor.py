@@ -305,9 +305,15 @@ class Supervisor:
         log.info("stopping the stack: %s", self._stop_reason or "every process ended")
         server.cancel()
         await self.stop_all()
+        # Let each process's task record its end; those still waiting on dependencies
+        # never started and are cancelled.
+        await asyncio.wait(list(tasks.values()), timeout=5)
         for task in tasks.values():
             task.cancel()
         await asyncio.gather(*tasks.values(), return_exceptions=True)
+        for m in self.procs.values():
+            if m.info.state in {"Pending", "Running", "Restarting", "Terminating"}:
+                m.info.state = "Completed" if m.proc is not None else "Skipped"
         stop.cancel()
         all_done.cancel()
         self.state.status = "stopped"
