@@ -10,7 +10,7 @@ otherwise) and measures, as the core would see it, one request at a time:
 for a 10-word and a 40-word text, with each voice given by --voices, median and
 max over --runs requests (after one unmeasured request per text).
 
-    .venv/bin/python scripts/bench/tts.py [--runs 7] [--rate 8000]
+    .venv/bin/python scripts/bench/tts.py [--runs 7] [--rate 8000] [--onnx-threads 1]
         [--voices piper:en_US-joe-medium,espeak-ng:en-us] [--no-write]
 """
 
@@ -84,12 +84,13 @@ def measure(stub: tts_pb2_grpc.SynthesizerStub, text: str, voice: str, rate: int
     return Run(first, total, samples / chunk_rate)
 
 
-def run(runs: int, rate: int, voices: list[str]) -> list[tuple[str, str, list[Run]]]:
+def run(runs: int, rate: int, voices: list[str], onnx_threads: int
+        ) -> list[tuple[str, str, list[Run]]]:
     port = free_port()
     target = f"127.0.0.1:{port}"
     results = []
     with tempfile.TemporaryDirectory() as tmp:
-        env = base_env(TTS_PORT=str(port))
+        env = base_env(TTS_PORT=str(port), TTS_ONNX_THREADS=str(onnx_threads))
         with running(python_module("tts_service"), env, Path(tmp) / "tts.log") as proc:
             wait_serving(target, proc, timeout=120, service=SERVICE)
             with grpc.insecure_channel(target) as channel:
@@ -103,12 +104,14 @@ def run(runs: int, rate: int, voices: list[str]) -> list[tuple[str, str, list[Ru
     return results
 
 
-def render(results: list[tuple[str, str, list[Run]]], runs: int, rate: int,
+def render(results: list[tuple[str, str, list[Run]]], args: argparse.Namespace,
            load: tuple[float, float, float]) -> str:
+    runs, rate = args.runs, args.rate
     lines = [
         f"One request at a time, {runs} runs each after one unmeasured run, output "
-        f"{rate} Hz; first audio = request sent to first AudioChunk received; RTF = time "
-        f"to the last chunk / audio length. Target: first audio <= "
+        f"{rate} Hz, TTS_ONNX_THREADS={args.onnx_threads}; first audio = request sent to "
+        f"first AudioChunk received; RTF = time to the last chunk / audio length. "
+        f"Target: first audio <= "
         f"{TARGET_FIRST_AUDIO_MS:.0f} ms for 10 words (Piper). Load average before/after "
         f"the run: {load[0]:.1f} / {os.getloadavg()[0]:.1f} (the machine is shared; Piper's "
         f"times scale with the CPU it gets).",
@@ -132,11 +135,13 @@ def main() -> int:
     parser.add_argument("--runs", type=int, default=7)
     parser.add_argument("--rate", type=int, default=8000)
     parser.add_argument("--voices", default="piper:en_US-joe-medium,espeak-ng:en-us")
+    parser.add_argument("--onnx-threads", type=int, default=1,
+                        help="TTS_ONNX_THREADS for the service (0: onnxruntime's default)")
     parser.add_argument("--no-write", action="store_true", help="only print the figures")
     args = parser.parse_args()
     voices = [v for v in args.voices.split(",") if v]
     load = os.getloadavg()
-    body = render(run(args.runs, args.rate, voices), args.runs, args.rate, load)
+    body = render(run(args.runs, args.rate, voices, args.onnx_threads), args, load)
     print(body)
     if not args.no_write:
         print(f"written to {write_section('tts', 'TTS', body)}")

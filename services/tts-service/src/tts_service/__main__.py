@@ -1,4 +1,20 @@
-"""Run the TTS service: ``python -m tts_service`` (port 50053 unless TTS_PORT says otherwise)."""
+"""Run the TTS service: ``python -m tts_service``.
+
+Environment (a bad value: one line on stderr, exit code 2):
+
+    TTS_PORT            50053
+    TTS_HOST            127.0.0.1
+    TTS_ENGINE          piper | espeak-ng: the engine of the default voice (piper)
+    TTS_VOICE           empty: the engine's default (the bundled Piper voice
+                        piper:en_US-joe-medium, or espeak-ng:en-us); a path to a Piper
+                        .onnx voice with its .onnx.json beside it; or a voice name
+                        (piper:en_US-joe-medium, en-gb / espeak-ng:en-gb, ...)
+    TTS_MAX_TEXT_CHARS  2000 (the contract's ceiling)
+    TTS_ENABLE_DEBUG    log each sentence's synthesis time and the time to first audio
+    TTS_ONNX_THREADS    onnxruntime threads per Piper synthesis (1; 0: all cores)
+    TTS_ESPEAK_BINARY   espeak-ng
+    TTS_HOT_RELOAD, TTS_LOG_LEVEL, TTS_GRACE_PERIOD_S: as for every service.
+"""
 
 from __future__ import annotations
 

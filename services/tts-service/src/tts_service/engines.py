@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
@@ -53,12 +54,25 @@ def piper_voice_name(model_path: Path) -> str:
 class PiperEngine:
     """One Piper voice, loaded once; sentences are synthesized in worker threads."""
 
-    def __init__(self, model_path: Path) -> None:
+    def __init__(self, model_path: Path, threads: int = 1) -> None:
+        import onnxruntime
         from piper import PiperVoice
+        from piper.config import PiperConfig
 
         self.model_path = model_path
-        self._voice = PiperVoice.load(model_path)
-        config = self._voice.config
+        options = onnxruntime.SessionOptions()
+        if threads > 0:
+            # Few threads per synthesis: on a machine shared with ASR and the LLM (and
+            # with several calls at once) intra-op threads wait on each other and the
+            # first audio gets slower, not faster. 0 leaves onnxruntime's default.
+            options.intra_op_num_threads = threads
+            options.inter_op_num_threads = 1
+        with open(f"{model_path}.json", encoding="utf-8") as config_file:
+            config = PiperConfig.from_dict(json.load(config_file))
+        session = onnxruntime.InferenceSession(
+            str(model_path), sess_options=options, providers=["CPUExecutionProvider"]
+        )
+        self._voice = PiperVoice(session=session, config=config)
         self.voice = VoiceInfo(
             name=piper_voice_name(model_path),
             engine="piper",

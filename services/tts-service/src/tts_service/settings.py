@@ -35,6 +35,8 @@ class TtsSettings(ServiceSettings):
     enable_debug: bool = False
     max_text_chars: int = Field(CONTRACT_MAX_TEXT_CHARS, ge=1, le=CONTRACT_MAX_TEXT_CHARS)
     espeak_binary: str = "espeak-ng"
+    # onnxruntime intra-op threads per Piper synthesis; 0: onnxruntime's default (all cores).
+    onnx_threads: int = Field(1, ge=0, le=64)
 
     @field_validator("voice")
     @classmethod

@@ -42,6 +42,7 @@ class VoicePlan:
     espeak_binary: str | None        # None: espeak-ng is not installed
     espeak_voices: tuple[str, ...]
     default_voice: str
+    onnx_threads: int = 1
 
 
 def _espeak_languages(binary: str) -> set[str]:
@@ -88,7 +89,8 @@ def plan_voices(settings: TtsSettings) -> VoicePlan:
         default = f"espeak-ng:{language}"
     if espeak is None:
         log.warning("%s not found: only Piper voices are offered", settings.espeak_binary)
-    return VoicePlan(piper_model, espeak, tuple(espeak_voices) if espeak else (), default)
+    return VoicePlan(piper_model, espeak, tuple(espeak_voices) if espeak else (), default,
+                     settings.onnx_threads)
 
 
 @dataclass
@@ -111,7 +113,8 @@ class VoiceCatalog:
 
     async def load(self) -> None:
         started = time.perf_counter()
-        piper = await asyncio.to_thread(PiperEngine, self.plan.piper_model)
+        piper = await asyncio.to_thread(PiperEngine, self.plan.piper_model,
+                                        self.plan.onnx_threads)
         # One short synthesis: onnxruntime's first run allocates and optimizes, so the
         # first real request would otherwise pay for it.
         await piper.synthesize(WARMUP_TEXT)
