@@ -146,8 +146,13 @@ async def test_reinvite_hold_answered_recvonly(backend: OpenSipsBackend, peer: O
     peer.reinvite(key, SIPP_OFFER + "a=sendonly\r\n")
     reply = await peer.wait_reply(key, count=2)
     assert (reply["method"], reply["code"], reply["reason"]) == ("INVITE", 200, "OK")
-    assert parse_sdp(reply["body"]).media[0].direction == "recvonly"
+    first = parse_sdp((await peer.wait_reply(key))["body"])
+    held = parse_sdp(reply["body"])
+    assert held.media[0].direction == "recvonly"
     assert [m.direction for _, m in handler.updates] == ["recvonly"]
+    # The same o= session, a higher version (RFC 3264 section 8).
+    assert held.origin.session_id == first.origin.session_id
+    assert held.origin.session_version > first.origin.session_version
 
 
 async def test_reinvite_for_unknown_session_gets_481(backend: OpenSipsBackend,

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from opensips_ai_core.signalling.base import SignallingError
-from opensips_ai_core.signalling.sdp import SdpError, negotiate, parse_sdp
+from opensips_ai_core.signalling.sdp import SdpError, continue_session, negotiate, parse_sdp
 
 # The offer of OPENSIPS-WIRE.md (SIPp through OpenSIPS 3.6.8).
 OPENSIPS_OFFER = (
@@ -128,3 +128,12 @@ def test_unacceptable_offers_are_488(offer: str) -> None:
 def test_malformed_sdp_raises_clear_error(text: str, fragment: str) -> None:
     with pytest.raises(SdpError, match=fragment):
         parse_sdp(text)
+
+
+def test_continue_session_keeps_origin_and_bumps_version() -> None:
+    first, _ = negotiate(parse_sdp(OPENSIPS_OFFER), "127.0.0.1", 1, session_id=10)
+    later, _ = negotiate(parse_sdp(OPENSIPS_OFFER), "127.0.0.1", 1, session_id=99)
+    followed = continue_session(first, later)
+    assert (followed.origin.session_id, followed.origin.session_version) == (10, 2)
+    assert continue_session(None, later) is later
+    assert later.origin.session_id == 99  # the handler's object is not modified

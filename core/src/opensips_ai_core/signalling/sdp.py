@@ -336,6 +336,19 @@ def negotiate(
     return answer, negotiated
 
 
+def continue_session(previous: SessionDescription | None,
+                     answer: SessionDescription) -> SessionDescription:
+    """A later answer in the same dialog: keep the first answer's o= user and session id
+    and make the version grow (RFC 3264 section 8), whatever the handler put there."""
+    if previous is None:
+        return answer
+    origin = replace(answer.origin, username=previous.origin.username,
+                     session_id=previous.origin.session_id,
+                     session_version=max(answer.origin.session_version,
+                                         previous.origin.session_version + 1))
+    return replace(answer, origin=origin)
+
+
 def with_version(sdp: SessionDescription, session_version: int) -> SessionDescription:
     """A copy with a new o= version (a re-offer of the same session must bump it)."""
     return replace(sdp, origin=replace(sdp.origin, session_version=session_version))

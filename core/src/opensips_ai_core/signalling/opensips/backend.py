@@ -24,7 +24,12 @@ from typing import Any
 from opensips_ai_core.signalling.base import CallHandler, CallInfo, SignallingError
 from opensips_ai_core.signalling.opensips.events import EVENT_NAME, EventListener, UaSessionEvent
 from opensips_ai_core.signalling.opensips.mi import MiClient, MiError
-from opensips_ai_core.signalling.sdp import SdpError, SessionDescription, parse_sdp
+from opensips_ai_core.signalling.sdp import (
+    SdpError,
+    SessionDescription,
+    continue_session,
+    parse_sdp,
+)
 from opensips_ai_core.signalling.sip.message import header_uri, reason_for
 
 log = logging.getLogger("signalling.opensips")
@@ -243,6 +248,7 @@ class OpenSipsBackend:
                 log.exception("update_call failed for %s", key)
                 await self._reply(key, event.method, 500, "Internal Server Error")
                 return
+            answer = continue_session(session.local_sdp, answer)
         session.local_sdp = answer
         await self._reply(key, "INVITE", 200, body=answer.to_text())
 

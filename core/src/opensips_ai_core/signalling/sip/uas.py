@@ -35,7 +35,12 @@ import socket
 from collections.abc import Iterable
 
 from opensips_ai_core.signalling.base import CallHandler, CallInfo, SignallingError
-from opensips_ai_core.signalling.sdp import SdpError, SessionDescription, parse_sdp
+from opensips_ai_core.signalling.sdp import (
+    SdpError,
+    SessionDescription,
+    continue_session,
+    parse_sdp,
+)
 from opensips_ai_core.signalling.sip.message import (
     MANDATORY_HEADERS,
     SipMessage,
@@ -448,7 +453,7 @@ class DirectSipBackend:
             if dialog.local_sdp is None:
                 self._final_non_2xx(transaction, 488, reason_for(488), dialog.local_tag)
                 return
-            answer = self._next_version(dialog, dialog.local_sdp)
+            answer = dialog.local_sdp  # unchanged session: same version
             dialog.local_sdp = answer
             self._send_2xx(dialog, transaction, answer)
             return
@@ -475,21 +480,9 @@ class DirectSipBackend:
             return
         if dialog.state == "terminated":
             return
-        answer = self._next_version(dialog, answer)
+        answer = continue_session(dialog.local_sdp, answer)
         dialog.local_sdp = answer
         self._send_2xx(dialog, transaction, answer)
-
-    @staticmethod
-    def _next_version(dialog: Dialog, answer: SessionDescription) -> SessionDescription:
-        """Keep o= session id/user of the first answer and bump its version (RFC 3264 8)."""
-        previous = dialog.local_sdp
-        if previous is None:
-            return answer
-        answer.origin.username = previous.origin.username
-        answer.origin.session_id = previous.origin.session_id
-        answer.origin.session_version = max(answer.origin.session_version,
-                                            previous.origin.session_version + 1)
-        return answer
 
     def _end_dialog(self, dialog: Dialog) -> None:
         dialog.state = "terminated"
