@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import signal
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
@@ -9,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from tests.support.procs import ROOT, base_env, python_module
-from tests.tts.client import list_voices, pcm_rms, pcm_seconds, synthesize
+from tests.tts.client import list_voices, pcm_rms, pcm_seconds, stream, synthesize
 from tests.tts.conftest import TtsProcess, start_tts
 
 
@@ -72,3 +73,17 @@ def test_piper_voice_given_by_path(tmp_path_factory: pytest.TempPathFactory) -> 
         defaults = [v for v in list_voices(service.target) if v.is_default]
         assert [v.name for v in defaults] == ["piper:en_US-joe-medium"]
         assert pcm_rms(synthesize(service.target, "Loaded from a path.", 16000)) > 300.0
+
+
+def test_sigterm_lets_an_open_stream_finish(tmp_path_factory: pytest.TempPathFactory) -> None:
+    text = " ".join(f"This is sentence number {n}." for n in range(6))
+    for service in start_tts(tmp_path_factory.mktemp("tts-drain"), TTS_GRACE_PERIOD_S="60"):
+        chunks = stream(service.target, text, 8000)
+        first = next(chunks)
+        service.proc.signal(signal.SIGTERM)
+        rest = list(chunks)                      # the drain lets the stream run to its end
+        indexes = {first.chunk.sentence_index, *(r.chunk.sentence_index for r in rest)}
+        assert indexes == set(range(6))
+        assert rest[-1].chunk.last_in_sentence
+        assert service.proc.wait(30) == 0
+        assert "draining (SIGTERM)" in service.proc.output()

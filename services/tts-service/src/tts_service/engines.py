@@ -51,13 +51,16 @@ def piper_voice_name(model_path: Path) -> str:
     return f"piper:{model_path.name.removesuffix('.onnx')}"
 
 
+PIPER_VOLUME = 0.9
+
+
 class PiperEngine:
     """One Piper voice, loaded once; sentences are synthesized in worker threads."""
 
     def __init__(self, model_path: Path, threads: int = 1) -> None:
         import onnxruntime
         from piper import PiperVoice
-        from piper.config import PiperConfig
+        from piper.config import PiperConfig, SynthesisConfig
 
         self.model_path = model_path
         options = onnxruntime.SessionOptions()
@@ -73,6 +76,9 @@ class PiperEngine:
             str(model_path), sess_options=options, providers=["CPUExecutionProvider"]
         )
         self._voice = PiperVoice(session=session, config=config)
+        # Piper normalizes each sentence to full scale; a little headroom keeps the
+        # resampler's overshoot from clipping.
+        self._synthesis = SynthesisConfig(volume=PIPER_VOLUME)
         self.voice = VoiceInfo(
             name=piper_voice_name(model_path),
             engine="piper",
@@ -83,7 +89,8 @@ class PiperEngine:
     def synthesize_blocking(self, sentence: str) -> np.ndarray:
         # Piper phonemizes with espeak and may still cut the text into its own sentences:
         # they are joined, since the caller already chose the sentence boundaries.
-        parts = [chunk.audio_float_array for chunk in self._voice.synthesize(sentence)]
+        chunks = self._voice.synthesize(sentence, self._synthesis)
+        parts = [chunk.audio_float_array for chunk in chunks]
         if not parts:
             return np.zeros(0, dtype=np.float32)
         return np.concatenate(parts).astype(np.float32, copy=False)
