@@ -23,7 +23,7 @@ class RecordingHandler:
     """
 
     answer_delay: float = 0.0
-    refuse: SignallingError | None = None
+    refuse: Exception | None = None   # SignallingError(code) or any crash
     calls: dict[str, CallInfo] = field(default_factory=dict)
     media: dict[str, NegotiatedMedia] = field(default_factory=dict)
     offers: list[SessionDescription] = field(default_factory=list)

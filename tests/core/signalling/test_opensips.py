@@ -289,3 +289,13 @@ async def test_resubscribes_after_opensips_restart(handler: RecordingHandler) ->
             await restarted.stop()
     finally:
         await first.stop()
+
+
+async def test_handler_crash_replies_500_and_keeps_serving(
+        backend: OpenSipsBackend, peer: OpenSipsPeer, handler: RecordingHandler) -> None:
+    handler.refuse = RuntimeError("call manager bug")
+    key = peer.new_call()
+    reply = await peer.wait_reply(key)
+    assert (reply["code"], reply["reason"]) == (500, "Server Internal Error")
+    handler.refuse = None
+    await answered_call(peer)

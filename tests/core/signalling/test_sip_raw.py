@@ -304,3 +304,16 @@ async def test_malformed_messages_are_answered_or_dropped_and_counted(
     # The UAS still serves calls.
     await place_call(peer)
     assert len(handler.media) == 1
+
+
+async def test_handler_crash_answers_500_and_keeps_serving(
+        uas: DirectSipBackend, peer: RawSipPeer, handler: RecordingHandler) -> None:
+    handler.refuse = RuntimeError("call manager bug")
+    invite = peer.request("INVITE", body=OFFER)
+    peer.send(invite)
+    failed = await peer.expect(500)
+    peer.send(peer.ack_for(failed, invite))
+    assert uas.active_calls() == []
+    handler.refuse = None
+    await place_call(peer)
+    assert len(handler.media) == 1

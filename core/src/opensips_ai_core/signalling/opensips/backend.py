@@ -195,7 +195,7 @@ class OpenSipsBackend:
             raise
         except Exception:
             log.exception("new_call failed for %s", key)
-            await self._reject(key, event.method, 500, "Internal Server Error")
+            await self._reject(key, event.method, 500, reason_for(500))
             return
         if self._sessions.get(key) is not session:
             return  # terminated meanwhile
@@ -246,7 +246,7 @@ class OpenSipsBackend:
                 raise
             except Exception:
                 log.exception("update_call failed for %s", key)
-                await self._reply(key, event.method, 500, "Internal Server Error")
+                await self._reply(key, event.method, 500, reason_for(500))
                 return
             answer = continue_session(session.local_sdp, answer)
         session.local_sdp = answer
