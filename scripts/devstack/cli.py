@@ -66,6 +66,15 @@ def cmd_up(args: argparse.Namespace) -> int:
             env={**os.environ, "PYTHONPATH": _pythonpath()},
         )
     print(f"devstack: started (supervisor pid {child.pid}; log {rdir / 'devstack.log'})")
+    # Return once the supervisor has written its state, so that status/down work at once.
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline and child.poll() is None:
+        current = state.read(rdir)
+        if current is not None and current.supervisor_pid == child.pid:
+            break
+        time.sleep(0.05)
+    if child.poll() is not None:
+        return fail(f"the supervisor exited with {child.returncode}; see {rdir / 'devstack.log'}")
     if args.wait is None:
         return 0
     return wait_ready(rdir, args.wait, child)
