@@ -21,8 +21,12 @@ def main() -> int:
     setup_logging(settings, "core")
     from opensips_ai_core.app import CoreApp
 
+    async def run() -> int:
+        # gRPC aio channels bind to the running loop: build the app inside it.
+        return await CoreApp(settings, bot).run()
+
     try:
-        return asyncio.run(CoreApp(settings, bot).run())
+        return asyncio.run(run())
     except OSError as err:
         print(f"opensips-ai-core: cannot start: {err}", file=sys.stderr)
         return 1
