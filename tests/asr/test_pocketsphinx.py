@@ -26,8 +26,10 @@ def english(text: str, directory: Path, rate: int, name: str = "speech") -> byte
 @pytest.fixture(scope="module")
 def target(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     logs = tmp_path_factory.mktemp("asr-pocketsphinx")
-    with asr_service(logs / "asr.log", ASR_ENGINE="pocketsphinx") as (address, _proc):
+    with asr_service(logs / "asr.log", ASR_ENGINE="pocketsphinx") as (address, proc):
         yield address
+    # Failures the client never sees (e.g. a recognizer that cannot be reset) are logged.
+    assert '"level": "ERROR"' not in proc.log_path.read_text(errors="replace")
 
 
 def words_of(text: str) -> set[str]:

@@ -30,6 +30,7 @@ def vosk_target(tmp_path_factory: pytest.TempPathFactory, korean_model: Path) ->
         yield address
     output = proc.log_path.read_text(errors="replace")
     assert "engine vosk" in output and str(korean_model) in output
+    assert '"level": "ERROR"' not in output
 
 
 @pytest.mark.parametrize("rate", [8000, 16000])

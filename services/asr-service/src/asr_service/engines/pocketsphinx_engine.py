@@ -36,6 +36,8 @@ MODEL_RATE = 16000
 FRAMES_PER_SECOND = 100  # pocketsphinx's default -frate
 # Silence that ends an utterance; 0.3 s (the default) splits sentences at commas.
 ENDPOINT_WINDOW_S = 0.5
+# A partial hypothesis costs a search backtrace: one per 100 ms of audio is plenty.
+PARTIAL_INTERVAL_S = 0.1
 PHRASE_SEARCH = "phrases"
 DEFAULT_SEARCH = "_default"
 JSGF_TOKEN = re.compile(r"^[a-z0-9'.\-]+$")
@@ -76,14 +78,15 @@ class PocketsphinxEngine(Engine):
                 return self._idle.pop()
         return self._new_decoder()
 
-    def release(self, decoder: Any) -> None:
+    def release(self, decoder: Any, added_phrase_search: bool) -> None:
+        """Back to the pool, with the default (language model) search active again."""
         try:
-            if decoder.current_search() != DEFAULT_SEARCH:
+            if added_phrase_search:
                 decoder.activate_search(DEFAULT_SEARCH)
-            if decoder.get_search(PHRASE_SEARCH) is not None:
                 decoder.remove_search(PHRASE_SEARCH)
         except (KeyError, RuntimeError):
-            return  # an odd state: drop this decoder rather than reuse it
+            log.warning("a pocketsphinx decoder could not be reset; dropping it")
+            return
         with self._lock:
             if len(self._idle) < self.pool_size:
                 self._idle.append(decoder)
@@ -124,9 +127,15 @@ class PocketsphinxStream(EngineStream):
         self.options = options
         self._decoder: Any = engine.acquire()
         grammar = phrases_grammar(self._decoder, options.phrases)
+        self._phrase_search = grammar is not None
         if grammar is not None:
-            self._decoder.add_jsgf_string(PHRASE_SEARCH, grammar)
-            self._decoder.activate_search(PHRASE_SEARCH)
+            try:
+                self._decoder.add_jsgf_string(PHRASE_SEARCH, grammar)
+                self._decoder.activate_search(PHRASE_SEARCH)
+            except (KeyError, RuntimeError, ValueError):
+                # The decoder may hold a half-added search: do not pool it again.
+                self._decoder = None
+                raise
         self._endpointer = pocketsphinx.Endpointer(window=ENDPOINT_WINDOW_S,
                                                    sample_rate=MODEL_RATE)
         self._frame_bytes: int = self._endpointer.frame_bytes
@@ -138,6 +147,7 @@ class PocketsphinxStream(EngineStream):
         self._fed_samples = 0  # at the model rate
         self._in_utterance = False
         self._last_partial = ""
+        self._next_partial_at = 0  # samples at the model rate
 
     def _to_model_rate(self, pcm: bytes, last: bool = False) -> bytes:
         if self._resampler is None:
@@ -155,7 +165,9 @@ class PocketsphinxStream(EngineStream):
         for offset in range(0, usable, size):
             self._process_frame(self._buffer[offset:offset + size], events)
         self._buffer = self._buffer[usable:]
-        if self._in_utterance and self.options.interim_results:
+        if (self._in_utterance and self.options.interim_results
+                and self._fed_samples >= self._next_partial_at):
+            self._next_partial_at = self._fed_samples + int(PARTIAL_INTERVAL_S * MODEL_RATE)
             hyp = self._decoder.hyp()
             text = hyp.hypstr.strip() if hyp is not None else ""
             if text and text != self._last_partial:
@@ -230,4 +242,4 @@ class PocketsphinxStream(EngineStream):
         if self._in_utterance:
             decoder.end_utt()
             self._in_utterance = False
-        self.engine.release(decoder)
+        self.engine.release(decoder, self._phrase_search)
