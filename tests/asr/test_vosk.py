@@ -10,7 +10,7 @@ import pytest
 
 from tests.asr.client import final_text, finals, kinds, transcribe
 from tests.asr.conftest import asr_service, requires_espeak
-from tests.asr.speech import speech_pcm
+from tests.asr.speech import read_pcm16, speech_pcm, synthesize
 
 pytestmark = [requires_espeak, pytest.mark.slow, pytest.mark.timeout(120)]
 
@@ -31,6 +31,8 @@ def vosk_target(tmp_path_factory: pytest.TempPathFactory, korean_model: Path) ->
     output = proc.log_path.read_text(errors="replace")
     assert "engine vosk" in output and str(korean_model) in output
     assert '"level": "ERROR"' not in output
+    # ASR_ENABLE_DEBUG: each partial and final is logged with its timings.
+    assert '"logger": "asr_service.results"' in output and "engine " in output
 
 
 @pytest.mark.parametrize("rate", [8000, 16000])
@@ -73,3 +75,13 @@ def test_eight_concurrent_streams_complete(vosk_target: str, speech_dir: Path) -
             lambda job: transcribe(vosk_target, job[0], job[1], phrases=PHRASES, speed=1.0),
             jobs))
     assert [final_text(r) for r in results] == [SENTENCE] * 8
+
+
+def test_end_of_stream_flushes_the_final(vosk_target: str, speech_dir: Path) -> None:
+    # No trailing silence: Vosk never sees the end of the utterance, the half-close must.
+    pcm = read_pcm16(synthesize(SENTENCE, "ko", speech_dir, "ko-no-tail"), 16000,
+                     tail_silence_s=0.0)
+    responses = transcribe(vosk_target, pcm, 16000, phrases=PHRASES, interim=False)
+    assert final_text(responses) == SENTENCE
+    assert kinds(responses)[-2:] == ["final", "SPEECH_END"]
+    assert "partial" not in kinds(responses)

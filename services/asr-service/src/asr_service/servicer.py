@@ -145,7 +145,16 @@ class RecognizerServicer(asr_pb2_grpc.RecognizerServicer):
             log.debug("stream opened: %d Hz, interim %s, %d phrases", options.sample_rate_hz,
                       options.interim_results, len(options.phrases))
             session = StreamSession(self.engine, options, self.pool)
-            await session.open()
+            try:
+                await session.open()
+            except Exception as err:
+                if not options.phrases:
+                    raise
+                # Only a phrase list differs between streams: it is what the engine refused.
+                log.warning("phrase list refused by %s: %s", self.engine.name, err)
+                await context.abort(grpc.StatusCode.INVALID_ARGUMENT,
+                                    f"the phrase list cannot be compiled by {self.engine.name}: "
+                                    f"{err}")
             async for request in request_iterator:
                 kind = request.WhichOneof("request")
                 try:
