@@ -51,11 +51,14 @@ case "$(runner)" in
     if [ "$wait_ready" = 1 ]; then
       info "waiting for readiness (up to ${timeout}s)"
       deadline=$((SECONDS + ${timeout%.*}))
-      until pc process list -o json | "$ROOT/scripts/devstack/pyrun" -c '
+      until pc process list -o json 2>/dev/null | "$ROOT/scripts/devstack/pyrun" -c '
 import json, sys
 rows = json.load(sys.stdin)
-sys.exit(0 if all(r.get("is_ready") == "Ready" or r.get("status") == "Completed"
-                  for r in rows) else 1)'; do
+def ready(r):
+    # is_ready is "-" for a process without a readiness probe.
+    return (r.get("status") in ("Completed", "Disabled") or r.get("is_ready") == "Ready"
+            or (r.get("status") == "Running" and r.get("is_ready") == "-"))
+sys.exit(0 if rows and all(ready(r) for r in rows) else 1)'; do
         [ "$SECONDS" -lt "$deadline" ] || die "not ready after ${timeout}s (scripts/dev-status.sh)"
         sleep 1
       done

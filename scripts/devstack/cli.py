@@ -13,8 +13,10 @@ import contextlib
 import json
 import logging
 import os
+import re
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -52,6 +54,11 @@ def cmd_up(args: argparse.Namespace) -> int:
     if running is not None:
         return fail(f"a stack is already running from {rdir} (supervisor pid "
                     f"{running.supervisor_pid}): stop it first")
+    busy = busy_probe_ports(project)
+    if busy and not args.allow_busy_ports:
+        # Otherwise the probes would report someone else's server as ours.
+        return fail("already in use: " + ", ".join(busy) + ": another stack or a test "
+                    "listens there; stop it (or pass --allow-busy-ports)")
     rdir.mkdir(parents=True, exist_ok=True)
     if not args.detach:
         logging.basicConfig(level=logging.INFO, format="%(asctime)s devstack %(message)s")
@@ -60,7 +67,8 @@ def cmd_up(args: argparse.Namespace) -> int:
     state.state_path(rdir).unlink(missing_ok=True)
     with open(rdir / "devstack.log", "ab") as out:
         child = subprocess.Popen(
-            [sys.executable, "-m", "devstack", "up", "-f", str(path), "--runtime-dir", str(rdir)],
+            [sys.executable, "-m", "devstack", "up", "-f", str(path), "--runtime-dir", str(rdir),
+             "--allow-busy-ports"],  # checked above, before anything of ours started
             stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
             start_new_session=True, cwd=ROOT,
             env={**os.environ, "PYTHONPATH": _pythonpath()},
@@ -78,6 +86,29 @@ def cmd_up(args: argparse.Namespace) -> int:
     if args.wait is None:
         return 0
     return wait_ready(rdir, args.wait, child)
+
+
+_ADDRESS = re.compile(r"(?:127\.0\.0\.1|localhost):(\d{1,5})\b")
+
+
+def busy_probe_ports(project: config.Project) -> list[str]:
+    """Ports the readiness probes will ask that something already answers on."""
+    busy = []
+    for name, spec in project.processes.items():
+        probe = spec.readiness_probe
+        if spec.disabled or probe is None:
+            continue
+        if probe.http_get is not None:
+            ports = [probe.http_get.port_number()]
+        else:
+            assert probe.exec is not None
+            ports = [int(p) for p in _ADDRESS.findall(probe.exec.command)]
+        for port in ports:
+            with socket.socket() as sock:
+                sock.settimeout(0.5)
+                if sock.connect_ex(("127.0.0.1", port)) == 0:
+                    busy.append(f"127.0.0.1:{port} ({name}'s readiness probe)")
+    return busy
 
 
 def _pythonpath() -> str:
@@ -314,6 +345,8 @@ def parser() -> argparse.ArgumentParser:
     up.add_argument("-d", "--detach", action="store_true", help="run in the background")
     up.add_argument("--wait", type=float, metavar="SECONDS",
                     help="with --detach: wait until every process is ready")
+    up.add_argument("--allow-busy-ports", action="store_true",
+                    help="start even if a readiness probe's port already answers")
     up.set_defaults(func=cmd_up)
     down = sub.add_parser("down", parents=[common], help="stop the stack gracefully")
     down.add_argument("--timeout", type=float, default=120.0)

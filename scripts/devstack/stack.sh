@@ -31,5 +31,5 @@ devstack() {
 # process-compose's client, pointed at this stack's server.
 pc() {
   local sub="$1"; shift
-  process-compose "$sub" "$@" --use-uds --unix-socket "$PC_SOCKET"
+  process-compose "$sub" "$@" --unix-socket "$PC_SOCKET"
 }

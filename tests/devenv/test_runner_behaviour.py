@@ -7,6 +7,7 @@ from __future__ import annotations
 import contextlib
 import os
 import signal
+import socket
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -133,3 +134,23 @@ processes:
         assert not state.pid_alive(leader) and not state.pid_alive(grandchild)
         log = (runtime / "devstack.log").read_text()
         assert "stubborn: still running 1 s after signal 15: SIGKILL" in log
+
+
+def test_up_refuses_when_a_probe_port_already_answers(tmp_path: Path) -> None:
+    with socket.socket() as other:  # someone else's server on the port we would probe
+        other.bind(("127.0.0.1", 0))
+        other.listen()
+        port = other.getsockname()[1]
+        stack = tmp_path / "stack.yaml"
+        stack.write_text(f"""
+processes:
+  svc:
+    command: exec sleep 600
+    readiness_probe:
+      exec:
+        command: python -m voice_common.healthcheck 127.0.0.1:{port}
+""")
+        result = devstack(tmp_path / "rt", stack, "up", "--detach")
+    assert result.returncode == 1
+    assert f"already in use: 127.0.0.1:{port} (svc's readiness probe)" in result.stderr
+    assert not (tmp_path / "rt" / "devstack.json").exists()
