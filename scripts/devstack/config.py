@@ -83,6 +83,18 @@ class Dependency(_Strict):
     ]
 
 
+class LogConfiguration(_Strict):
+    """What process-compose needs to write plain lines to log_location, as this runner does.
+
+    The runner appends the process's raw output: only the values that mean exactly
+    that are accepted (rotation, timestamps and JSON are process-compose's own)."""
+
+    disable_json: Literal[True] = True
+    no_metadata: Literal[True] = True
+    no_color: bool = True  # the process's own colors pass through either way
+    flush_each_line: Literal[True] = True
+
+
 class Process(_Strict):
     name: str = ""
     description: str | None = None
@@ -90,6 +102,7 @@ class Process(_Strict):
     working_dir: str | None = None
     environment: list[str] = Field(default_factory=list)
     log_location: str | None = None
+    log_configuration: LogConfiguration = LogConfiguration()
     disabled: bool = False
     depends_on: dict[str, Dependency] = Field(default_factory=dict)
     readiness_probe: Probe | None = None

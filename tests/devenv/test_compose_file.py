@@ -105,6 +105,9 @@ def test_each_process_is_configured_for_development(stack, name: str) -> None:
     assert process["readiness_probe"]
     assert process["shutdown"]["signal"] == 15 and process["shutdown"]["timeout_seconds"] > 0
     assert process["log_location"] == f".dev/logs/{name}.log"
+    # process-compose then writes the same plain lines as the devstack runner.
+    assert process["log_configuration"] == {"disable_json": True, "no_metadata": True,
+                                            "no_color": True, "flush_each_line": True}
     # Hot reload exits 0: only `always` starts such a process again.
     expected = "on_failure" if name == "opensips" else "always"
     assert process["availability"]["restart"] == expected

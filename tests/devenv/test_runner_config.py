@@ -30,6 +30,8 @@ def parse(extra: str = "", **env: str) -> config.Project:
     ("    shutdown:\n      command: kill", "command", "processes.one.shutdown"),
     ("    availability:\n      exit_on_end: true", "exit_on_end", "processes.one.availability"),
     ("log_level: debug", "log_level", "top level"),
+    ("    log_configuration:\n      rotation:\n        max_size_mb: 1", "rotation",
+     "processes.one.log_configuration"),
 ])
 def test_unsupported_keys_are_refused_naming_key_and_place(extra, key, where) -> None:
     with pytest.raises(config.ConfigError) as err:
@@ -42,6 +44,8 @@ def test_unsupported_keys_are_refused_naming_key_and_place(extra, key, where) ->
 def test_bad_values_are_refused() -> None:
     with pytest.raises(config.ConfigError, match=r"availability\.restart"):
         parse("    availability:\n      restart: sometimes")
+    with pytest.raises(config.ConfigError, match=r"log_configuration\.disable_json"):
+        parse("    log_configuration:\n      disable_json: false")
     with pytest.raises(config.ConfigError, match="not NAME=VALUE"):
         parse("    environment:\n      - JUSTANAME")
 
