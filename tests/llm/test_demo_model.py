@@ -69,6 +69,32 @@ def test_incremental_decoding_is_exact_and_never_shows_half_characters(demo_toke
     assert sum(1 for p in pieces if p) > 1  # it streams, not all at the end
 
 
+def test_prompt_uses_the_chat_template_else_a_plain_dialogue(demo_build, demo_tokenizer):
+    from llm_service.engine import PLAIN_STOP, LanguageModel, Message
+    from llm_service.settings import LlmSettings
+
+    lm = LanguageModel(LlmSettings(_env_file=None))
+    lm.tokenizer = demo_tokenizer
+    messages = [Message("system", "Be brief."), Message("user", "hi"),
+                Message("assistant", "Hello."), Message("user", "What's my balance?")]
+    # The demo template keeps the caller's last turn, normalised like ASR output.
+    templated = lm.render_prompt(messages)
+    assert templated.text == "<|user|>whats my balance<|assistant|>"
+    assert demo_tokenizer.decode(templated.ids) == templated.text
+    assert templated.stop == ()
+    # A tokenizer without a chat template gets the plain format, which stops at "User:".
+    from transformers import AutoTokenizer
+
+    plain_tokenizer = AutoTokenizer.from_pretrained(demo_build.model_dir, local_files_only=True)
+    plain_tokenizer.chat_template = None
+    lm.tokenizer = plain_tokenizer
+    plain = lm.render_prompt(messages)
+    assert plain.text == ("System: Be brief.\nUser: hi\nAssistant: Hello.\n"
+                          "User: What's my balance?\nAssistant:")
+    assert plain_tokenizer.decode(plain.ids) == plain.text
+    assert plain.stop == (PLAIN_STOP,)
+
+
 def test_stop_strings_cut_text_even_across_pieces():
     stops = StopStringFilter(["\nUser:", "END"])
     out = [stops.feed(p) for p in ["Hello", " there\nU", "ser: more", " text"]]

@@ -20,8 +20,10 @@ from voiceai.llm.v1 import llm_pb2
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory, demo_build):
+    # LLM_MODEL names the built directory: the path any local model takes.
     yield from start_server(
-        tmp_path_factory, demo_build, "load", LLM_IGNORE_EOS="1", LLM_MAX_ACTIVE="2",
+        tmp_path_factory, demo_build, "load", LLM_MODEL=str(demo_build.model_dir),
+        LLM_IGNORE_EOS="1", LLM_MAX_ACTIVE="2",
         LLM_MAX_QUEUE="1", LLM_ENABLE_DEBUG="1", DEVELOPMENT_MODE="1", LLM_THREADS="1",
     )
 
