@@ -20,9 +20,27 @@ case "${1:-}" in
   *) die "unknown option: $1 (see --help)" ;;
 esac
 
+# Without a working Python (a broken .venv, say) dev-stop cannot run: stop what the
+# devstack state file names from here, so that no process outlives its state.
+kill_from_state() {
+  local file="$RUNTIME_DIR/devstack.json" sup pid
+  [ -f "$file" ] || return 0
+  sup="$(grep -o '"supervisor_pid": [0-9]*' "$file" | grep -o '[0-9]*$' || true)"
+  if [ -n "$sup" ] && kill -TERM "$sup" 2>/dev/null; then
+    for _ in $(seq 1 100); do kill -0 "$sup" 2>/dev/null || break; sleep 0.2; done
+    kill -KILL "$sup" 2>/dev/null || true
+  fi
+  for pid in $(grep -o '"pid": [0-9]*' "$file" | grep -o '[0-9]*$' || true); do
+    kill -KILL -- "-$pid" 2>/dev/null || true
+  done
+}
+
 cd "$ROOT"
 if [ -d "$RUNTIME_DIR" ] || [ -S "$PC_SOCKET" ]; then
-  "$ROOT/scripts/dev-stop.sh" || warn "stopping the stack failed; removing its state anyway"
+  if ! "$ROOT/scripts/dev-stop.sh"; then
+    warn "dev-stop.sh failed: stopping what $RUNTIME_DIR/devstack.json names directly"
+    kill_from_state
+  fi
 fi
 
 # Ask Python where the model cache is before .venv goes.

@@ -76,17 +76,20 @@ def counts(stack: FixtureStack) -> dict[str, tuple[int, int | None]]:
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[FixtureStack]:
     fixture = write_stack(tmp_path_factory.mktemp("devstack"))
+    supervisor: int | None = None
     try:
         started = script(fixture, "dev-start.sh", "--timeout", "90", timeout=150)
+        info = state.read(fixture.runtime_dir)
+        supervisor = info.supervisor_pid if info else None
         assert started.returncode == 0, started.stdout + started.stderr
         yield fixture
     finally:
         script(fixture, "dev-stop.sh", timeout=60)
         with contextlib.suppress(AssertionError):
             current(fixture)
-        info = state.read(fixture.runtime_dir)
-        if info is not None and state.pid_alive(info.supervisor_pid):
-            os.kill(info.supervisor_pid, signal.SIGKILL)
+        # The supervisor first, or it would start again what is killed below.
+        if supervisor is not None and state.pid_alive(supervisor):
+            os.kill(supervisor, signal.SIGKILL)
         for pid in SEEN_PIDS:
             with contextlib.suppress(ProcessLookupError, PermissionError):
                 os.killpg(pid, signal.SIGKILL)
@@ -266,7 +269,8 @@ def test_stop_leaves_no_process_and_no_bound_port(stack) -> None:
     assert status.returncode == 3 and "not running" in status.stdout
 
 
-def test_clean_removes_runtime_state_and_with_all_the_venv_and_models(stack, tmp_path) -> None:
+def test_clean_stops_and_removes_runtime_state_and_with_all_the_venv_and_models(
+        stack, tmp_path) -> None:
     assert stack.runtime_dir.exists()
     fake_venv = tmp_path / "venv"
     cache = tmp_path / "cache"
@@ -274,8 +278,16 @@ def test_clean_removes_runtime_state_and_with_all_the_venv_and_models(stack, tmp
     (cache / "demo-llm").mkdir(parents=True)
     (cache / "demo-llm" / "model.bin").write_bytes(b"x")
     source = stack.module_dir / "fixture_third.py"
+    if state.supervisor_running(stack.runtime_dir) is None:  # stopped by the test above
+        start = script(stack, "dev-start.sh", "--timeout", "90", timeout=150)
+        assert start.returncode == 0, start.stderr
+    supervisor = current(stack).supervisor_pid
+    service_pids = [p.pid for p in current(stack).processes.values()]
+    # VENV has no Python: dev-stop cannot run, dev-clean must still stop the stack.
     result = script(stack, "dev-clean.sh", "--all", VENV=str(fake_venv),
                     VOICE_CACHE_DIR=str(cache))
+    assert not state.pid_alive(supervisor)
+    assert [pid for pid in service_pids if state.pid_alive(pid)] == []
     assert result.returncode == 0, result.stdout + result.stderr
     assert not stack.runtime_dir.exists()
     assert not fake_venv.exists() and not cache.exists()

@@ -27,6 +27,7 @@ import logging
 import os
 import runpy
 import sys
+import time
 import traceback
 from collections.abc import Callable
 from pathlib import Path
@@ -112,7 +113,13 @@ def wait_for_fix(module: str, prefix: str, err: BaseException) -> int:
     log.error("Hot-reload: %s cannot start: %s at %s: %s", module, type(err).__name__, where,
               detail)
     log.debug("import traceback:\n%s", "".join(traceback.format_exception(err)))
-    dirs = watch_dirs(module, prefix, filename)
+    wanted = watch_dirs(module, prefix, filename)
+    dirs = [d for d in wanted if Path(d).exists()]
+    while not dirs:
+        # Nothing to watch would end the wait at once and crash-loop after all.
+        log.warning("Hot-reload: none of %s exists; checking again in 2 s", ", ".join(wanted))
+        time.sleep(2)
+        dirs = [d for d in wanted if Path(d).exists()]
     log.warning("Hot-reload: waiting for a change under %s to try again", ", ".join(dirs))
     changes = asyncio.run(_wait_for_fix(dirs, filename))
     log.info("Hot-reload: %s changed; restarting %s", changes, module)
