@@ -38,3 +38,12 @@ def test_model_path_that_is_a_file_exits_2(tmp_path) -> None:
     assert result.stderr.strip().splitlines() == [
         f"asr-service: configuration error: VOSK_MODEL_PATH='{not_a_dir}': not a directory"
     ]
+
+
+def test_directory_without_a_vosk_model_exits_2(tmp_path) -> None:
+    result = run_with(VOSK_MODEL_PATH=str(tmp_path))
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines() == [
+        f"asr-service: configuration error: VOSK_MODEL_PATH='{tmp_path}': "
+        "not a Vosk model directory (no am/final.mdl)"
+    ]

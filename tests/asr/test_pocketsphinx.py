@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.asr.client import final_text, finals, kinds, transcribe
+from tests.asr.client import final_text, finals, kinds, transcribe, transcribe_with_progress
 from tests.asr.conftest import asr_service, requires_espeak
 from tests.asr.speech import read_pcm16, speech_pcm, synthesize
 
@@ -93,3 +93,17 @@ def test_eight_concurrent_streams_complete(target: str, speech_dir: Path) -> Non
     assert len(results) == 8
     for responses in results:
         assert final_text(responses)
+
+
+def test_speech_start_comes_while_the_caller_is_still_talking(target: str,
+                                                              speech_dir: Path) -> None:
+    # Barge-in needs SPEECH_START during the utterance, not after it: stream at real time
+    # and check how much audio had been sent when it arrived.
+    pcm = english(SENTENCE, speech_dir, 16000, "barge")
+    progress = transcribe_with_progress(target, pcm, 16000, speed=1.0)
+    starts = [(r, sent) for r, sent in progress if kinds([r]) == ["SPEECH_START"]]
+    first_final_end = finals([r for r, _ in progress])[0].audio_end_s
+    assert starts, kinds([r for r, _ in progress])
+    response, sent_s = starts[0]
+    assert response.speech.audio_offset_s < first_final_end
+    assert sent_s < first_final_end, (sent_s, first_final_end)

@@ -42,6 +42,10 @@ def create_engine(settings: AsrSettings) -> Engine:
             )
         if not path.is_dir():
             raise EngineConfigError(f"VOSK_MODEL_PATH='{path}': not a directory")
+        # Every Vosk model has its acoustic model in am/ (or, in old ones, at the top).
+        if not ((path / "am" / "final.mdl").exists() or (path / "final.mdl").exists()):
+            raise EngineConfigError(
+                f"VOSK_MODEL_PATH='{path}': not a Vosk model directory (no am/final.mdl)")
         return VoskEngine(path)
     from asr_service.engines.pocketsphinx_engine import PocketsphinxEngine
 
