@@ -107,3 +107,16 @@ def test_speech_start_comes_while_the_caller_is_still_talking(target: str,
     response, sent_s = starts[0]
     assert response.speech.audio_offset_s < first_final_end
     assert sent_s < first_final_end, (sent_s, first_final_end)
+
+
+
+def test_stream_ending_on_a_frame_boundary_flushes_cleanly(target: str, speech_dir: Path) -> None:
+    # Regression: 16 kHz speech (no resampler) that stops mid-utterance exactly on an
+    # endpointer frame boundary left an empty remainder, and pocketsphinx's end_stream()
+    # raised IndexError on it, which reached the client as UNKNOWN.
+    wav = synthesize("hello world", "en-us", speech_dir, "boundary", WORDS_PER_MINUTE)
+    pcm = read_pcm16(wav, 16000, tail_silence_s=0.0)
+    cut = 16000 * 2 * 30 // 1000  # 30 ms, the endpointer's frame
+    pcm = pcm[: len(pcm) * 3 // 4 // cut * cut]  # stop in the middle of the speech
+    responses = transcribe(target, pcm, 16000, interim=False)
+    assert kinds(responses)[-1] == "SPEECH_END"

@@ -228,7 +228,9 @@ class PocketsphinxStream(EngineStream):
             self._process_frame(self._buffer[:size], events)
             self._buffer = self._buffer[size:]
         if self._in_utterance:
-            rest = self._endpointer.end_stream(self._buffer)
+            # end_stream() fails on an empty buffer (pocketsphinx indexes its first sample):
+            # one silent sample stands in when the audio ended on a frame boundary.
+            rest = self._endpointer.end_stream(self._buffer or b"\0\0")
             if rest:
                 self._decoder.process_raw(rest, False, False)
             self._end_utterance(events)
