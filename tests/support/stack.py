@@ -47,18 +47,30 @@ def service(name: str, logdir: Path, timeout: float = 180.0, port: int | None = 
     prefix = name.upper()
     environment = base_env(**{f"{prefix}_HOST": LOOPBACK, f"{prefix}_PORT": str(port)}, **env)
     log_path = logdir / f"{name}-{secrets.token_hex(3)}.log"
-    with running(python_module(f"{name}_service"), environment, log_path) as proc:
-        target = f"{LOOPBACK}:{port}"
-        wait_serving(target, proc, timeout=timeout, service=SERVICE_NAMES[name])
-        yield Service(name, target, proc, environment, log_path)
+    svc = Service(name, f"{LOOPBACK}:{port}", Proc(python_module(f"{name}_service"), environment,
+                                                    log_path), environment, log_path)
+    try:
+        wait_serving(svc.target, svc.proc, timeout=timeout, service=SERVICE_NAMES[name])
+        yield svc
+    finally:
+        svc.proc.stop()  # the current process: a test may have restarted the service
+
+def stop(svc: Service) -> None:
+    """SIGTERM the service's process group (it drains), SIGKILL what is left."""
+    svc.proc.stop()
+
+
+def start(svc: Service, timeout: float = 180.0) -> None:
+    """Start a stopped service again on the same port, with the same environment."""
+    log_path = svc.log_path.with_suffix(f".{secrets.token_hex(2)}.log")
+    svc.proc = Proc(python_module(f"{svc.name}_service"), svc.env, log_path)
+    wait_serving(svc.target, svc.proc, timeout=timeout, service=SERVICE_NAMES[svc.name])
 
 
 def restart(svc: Service, timeout: float = 180.0) -> None:
     """Stop the service (SIGTERM, drain) and start it again on the same port."""
-    svc.proc.stop()
-    svc.proc = Proc(python_module(f"{svc.name}_service"), svc.env, svc.log_path.with_suffix(
-        f".{secrets.token_hex(2)}.log"))
-    wait_serving(svc.target, svc.proc, timeout=timeout, service=SERVICE_NAMES[svc.name])
+    stop(svc)
+    start(svc, timeout)
 
 
 def build_demo_llm(cache_dir: Path) -> None:
@@ -130,12 +142,12 @@ def core(logdir: Path, asr: str, llm: str, tts: str, **env: str) -> Iterator[Cor
     sip_port = free_udp_port()
     http_port = free_port()
     rtp = free_rtp_range()
-    environment = base_env(
+    defaults = dict(
         CORE_SIP_HOST=LOOPBACK, CORE_SIP_PORT=str(sip_port), CORE_HTTP_PORT=str(http_port),
         CORE_RTP_PORT_MIN=str(rtp[0]), CORE_RTP_PORT_MAX=str(rtp[1]),
         CORE_ASR_TARGET=asr, CORE_LLM_TARGET=llm, CORE_TTS_TARGET=tts,
-        CORE_EVENT_PORT=str(free_udp_port()), DEVELOPMENT_MODE="1", CORE_LOG_LEVEL="DEBUG",
-        **env)
+        CORE_EVENT_PORT=str(free_udp_port()), DEVELOPMENT_MODE="1", CORE_LOG_LEVEL="DEBUG")
+    environment = base_env(**{**defaults, **env})
     log_path = logdir / f"core-{secrets.token_hex(3)}.log"
     with running(python_module("opensips_ai_core"), environment, log_path) as proc:
         http = f"http://{LOOPBACK}:{http_port}"

@@ -37,8 +37,10 @@ class CoreApp:
     def __init__(self, settings: CoreSettings, bot: BotConfig) -> None:
         self.settings = settings
         self.bot = bot
-        self.services = Services(AsrClient(settings.asr_target), LlmClient(settings.llm_target),
-                                 TtsClient(settings.tts_target))
+        self.services = Services(
+            AsrClient(settings.asr_target),
+            LlmClient(settings.llm_target, timeout_s=settings.llm_timeout_s),
+            TtsClient(settings.tts_target, timeout_s=settings.tts_timeout_s))
         self.manager = CallManager(settings, bot, self.services,
                                    RtpPortAllocator(settings.rtp_port_min, settings.rtp_port_max))
         self.backend = make_backend(settings)

@@ -25,7 +25,9 @@ from voice_common.logs import call_id_var
 
 log = get_development_logger("core.calls")
 
-HOLD_DIRECTIONS = frozenset({"sendonly", "inactive"})
+# Our side of the negotiated direction: the far end holds us with sendonly (we answer
+# recvonly) or inactive, and then we send nothing.
+HOLD_DIRECTIONS = frozenset({"recvonly", "inactive"})
 
 
 class CallManager:

@@ -39,6 +39,10 @@ class CoreSettings(ServiceSettings):
     asr_target: str = "127.0.0.1:50051"
     llm_target: str = "127.0.0.1:50052"
     tts_target: str = "127.0.0.1:50053"
+    # Deadlines of one LLM generation / one TTS sentence, waiting for a restart included;
+    # past them the turn is apologised for instead.
+    llm_timeout_s: float = Field(20.0, gt=0, le=600)
+    tts_timeout_s: float = Field(20.0, gt=0, le=600)
     bot_config: ExistingPath | None = None
     max_calls: int = Field(100, ge=1, le=10000)
     # OpenSIPS B2B backend (CORE_SIGNALLING=opensips).

@@ -66,7 +66,7 @@ class RtpPeer(asyncio.DatagramProtocol):
         self.frames: list[ReceivedFrame] = []
         self.sent = 0
         self._outgoing: list[np.ndarray] = []
-        self._dtmf: list[bytes] = []
+        self._dtmf: list[tuple[bytes, bool]] = []  # (payload type + event, starts an event)
         self._seq = secrets.randbelow(1 << 16)
         self._ts = secrets.randbelow(1 << 32)
         self._ssrc = secrets.randbelow(1 << 32)
@@ -117,7 +117,7 @@ class RtpPeer(asyncio.DatagramProtocol):
         for i, end in ((1, False), (2, False), (3, False), (4, True), (4, True), (4, True)):
             event = TelephoneEvent(event=DTMF_EVENTS.index(digit), end=end, volume=10,
                                    duration=i * FRAME)
-            self._dtmf.append(bytes([payload_type]) + event.serialize())
+            self._dtmf.append((bytes([payload_type]) + event.serialize(), i == 1))
 
     async def wait_played(self) -> float:
         """Until the queued audio has been sent; returns when the last frame went out."""
@@ -134,14 +134,14 @@ class RtpPeer(asyncio.DatagramProtocol):
             if self.transport is None or self.remote is None or not self.sending:
                 continue
             if self._dtmf:
-                raw = self._dtmf.pop(0)
-                if dtmf_ts is None:
+                raw, starts = self._dtmf.pop(0)
+                if starts or dtmf_ts is None:
+                    # Every key press is its own event, with its own RTP timestamp.
                     dtmf_ts = self._ts
+                    self._ts = ts_add(self._ts, 4 * FRAME)
                 packet = RtpPacket(payload_type=raw[0], sequence_number=self._seq,
                                    timestamp=dtmf_ts, ssrc=self._ssrc, payload=raw[1:],
-                                   marker=False)
-                if not self._dtmf:
-                    dtmf_ts = None
+                                   marker=starts)
             else:
                 frame = self._outgoing.pop(0) if self._outgoing else np.zeros(FRAME, np.int16)
                 if not self._outgoing:
@@ -304,8 +304,9 @@ class SipCaller(asyncio.DatagramProtocol):
         if request.method == "BYE":
             self.bye_received.set()
 
-    def _request(self, method: str, cseq: int, body: str = "", to_tag: str = "") -> bytes:
-        uri = self.uri if method == "INVITE" else self.remote_contact
+    def _request(self, method: str, cseq: int, body: str = "", to_tag: str = "",
+                 in_dialog: bool = False) -> bytes:
+        uri = self.uri if method == "INVITE" and not in_dialog else self.remote_contact
         to = f"<{self.uri}>" + (f";tag={to_tag}" if to_tag else "")
         lines = [
             f"{method} {uri} SIP/2.0",
@@ -351,6 +352,19 @@ class SipCaller(asyncio.DatagramProtocol):
                 self.transport.sendto(self._request("ACK", self.cseq, to_tag=self.remote_tag),
                                       self.target)
             return response
+
+    async def reinvite(self, sdp: str, timeout: float = 10.0) -> SipResponse:
+        """A re-INVITE in the dialog (hold/resume); ACKs the final response."""
+        assert self.transport is not None
+        self.cseq += 1
+        self.transport.sendto(self._request("INVITE", self.cseq, sdp, to_tag=self.remote_tag,
+                                            in_dialog=True), self.target)
+        while True:
+            response = await asyncio.wait_for(self.responses.get(), timeout)
+            if response.status >= 200 and response.headers.get("cseq", "").endswith("INVITE"):
+                self.transport.sendto(self._request("ACK", self.cseq, to_tag=self.remote_tag),
+                                      self.target)
+                return response
 
     async def bye(self, timeout: float = 5.0) -> int | None:
         if self.bye_received.is_set():

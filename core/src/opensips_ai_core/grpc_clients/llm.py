@@ -29,11 +29,12 @@ class GenerationResult:
 
 
 class LlmClient:
-    def __init__(self, target: str, *, connect_timeout_s: float = 10.0) -> None:
+    def __init__(self, target: str, *, timeout_s: float = 20.0) -> None:
         self.target = target
         self.channel = open_channel(target)
         self.stub = llm_pb2_grpc.LanguageModelStub(self.channel)
-        self.connect_timeout_s = connect_timeout_s
+        # The whole generation, waiting for a restarting service included.
+        self.timeout_s = timeout_s
 
     async def generate(
         self,
@@ -43,7 +44,6 @@ class LlmClient:
         max_new_tokens: int = 0,
         temperature: float = 0.0,
         result: GenerationResult | None = None,
-        timeout_s: float = 60.0,
     ) -> AsyncIterator[str]:
         """Yield text deltas. Closing the generator early cancels the RPC at once."""
         request = llm_pb2.GenerateRequest(
@@ -53,7 +53,7 @@ class LlmClient:
                                             temperature=temperature),
             call_id=call_id,
         )
-        call = self.stub.Generate(request, wait_for_ready=True, timeout=timeout_s)
+        call = self.stub.Generate(request, wait_for_ready=True, timeout=self.timeout_s)
         try:
             async for response in call:
                 if response.HasField("delta"):

@@ -12,17 +12,19 @@ log = get_development_logger("grpc_clients.tts")
 
 
 class TtsClient:
-    def __init__(self, target: str) -> None:
+    def __init__(self, target: str, *, timeout_s: float = 20.0) -> None:
         self.target = target
+        # One sentence's synthesis, waiting for a restarting service included.
+        self.timeout_s = timeout_s
         self.channel = open_channel(target)
         self.stub = tts_pb2_grpc.SynthesizerStub(self.channel)
 
     async def synthesize(self, text: str, *, sample_rate: int = 8000, voice: str = "",
-                         call_id: str = "", timeout_s: float = 30.0) -> AsyncIterator[bytes]:
+                         call_id: str = "") -> AsyncIterator[bytes]:
         """Yield PCM16 audio at `sample_rate`. Closing the generator cancels the RPC."""
         request = tts_pb2.SynthesizeRequest(text=text, voice=voice, sample_rate_hz=sample_rate,
                                             call_id=call_id)
-        call = self.stub.Synthesize(request, wait_for_ready=True, timeout=timeout_s)
+        call = self.stub.Synthesize(request, wait_for_ready=True, timeout=self.timeout_s)
         try:
             async for chunk in call:
                 if chunk.audio:

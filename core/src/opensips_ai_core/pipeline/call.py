@@ -36,6 +36,12 @@ log = get_development_logger("core.call")
 
 SAMPLE_RATE = 8000
 TRUNCATED = " [interrupted]"
+# Phones with silence suppression send no RTP while the caller is quiet; the recognizer
+# needs to hear that silence to end the utterance. After GAP_S without audio, up to
+# GAP_FILL_S of silence is fed to ASR in GAP_STEP_S steps.
+GAP_S = 0.2
+GAP_STEP_S = 0.1
+GAP_FILL_S = 1.5
 
 
 class MediaPort(Protocol):
@@ -62,6 +68,10 @@ class Turn:
     spoken: list[str] = field(default_factory=list)
     reply: str = ""
     interrupted: bool = False
+    # RPCs in flight, so a barge-in can say what it cancelled.
+    llm_active: bool = False
+    tts_active: bool = False
+    history_index: int | None = None  # where its reply went in the call's history
 
 
 class Call:
@@ -85,6 +95,8 @@ class Call:
         self._dtmf_task: asyncio.Task[None] | None = None
         self._speech_end_hint: float | None = None
         self._audio_started: float | None = None
+        self._last_audio: float | None = None
+        self._gap_filled_s = 0.0
         self._silence_prompted = False
 
     @property
@@ -102,6 +114,7 @@ class Call:
                 language=self.bot.asr_language, phrases=self.bot.asr_phrases)
             self.asr.start()
             self._spawn(self._watch_limits(), "limits")
+            self._spawn(self._fill_audio_gaps(), "gaps")
             self._start_turn(TurnTimer(kind="greeting"), fixed_text=self.bot.greeting)
         finally:
             call_id_var.reset(token)
@@ -136,9 +149,23 @@ class Call:
         """A decoded inbound frame (PCM16, 8 kHz) from the RTP session."""
         if self.asr is None or self.state != "active":
             return
+        now = time.perf_counter()
         if self._audio_started is None:
-            self._audio_started = time.perf_counter()
+            self._audio_started = now
+        self._last_audio = now
+        self._gap_filled_s = 0.0
         self.asr.send(pcm16.astype("<i2", copy=False).tobytes())
+
+    async def _fill_audio_gaps(self) -> None:
+        silence = bytes(int(SAMPLE_RATE * GAP_STEP_S) * 2)
+        while self.state == "active":
+            await asyncio.sleep(GAP_STEP_S)
+            last = self._last_audio
+            if (self.asr is None or last is None or self._gap_filled_s >= GAP_FILL_S
+                    or time.perf_counter() - last < GAP_S):
+                continue
+            self.asr.send(silence)
+            self._gap_filled_s += GAP_STEP_S
 
     def on_dtmf(self, digit: str) -> None:
         metrics.DTMF_DIGITS.inc()
@@ -207,12 +234,22 @@ class Call:
         if not self.bot_is_talking() or self.ending:
             return
         turn = self.turn
+        still_playing = self.media.is_speaking
         self.media.clear()
+        cancelled = []
         if turn is not None and turn.task is not None and not turn.task.done():
             turn.interrupted = True
+            cancelled = [name for name, active in (("LLM", turn.llm_active),
+                                                   ("TTS", turn.tts_active)) if active]
             turn.task.cancel()
+        elif turn is not None and still_playing and turn.history_index is not None:
+            # Fully generated but not fully heard: the history says it was cut off.
+            role, text = self.history[turn.history_index]
+            if not text.endswith(TRUNCATED):
+                self.history[turn.history_index] = (role, text + TRUNCATED)
         metrics.BARGE_INS.inc()
-        log.info("Call %s barge-in (%s): playback cleared, LLM/TTS cancelled", self.call_id, why)
+        log.info("Call %s barge-in (%s): playback cleared; cancelled streams: %s", self.call_id,
+                 why, ", ".join(cancelled) or "none")
 
     def _start_turn(self, timer: TurnTimer, *, user_text: str | None = None,
                     fixed_text: str | None = None) -> None:
@@ -258,6 +295,7 @@ class Call:
             if outcome != "done" and text:
                 text += TRUNCATED
             if text:
+                turn.history_index = len(self.history)
                 self.history.append(("assistant", text))
         self.turns_done.append(turn.timer)
 
@@ -298,8 +336,8 @@ class Call:
         for attempt in (1, 2):
             result = GenerationResult()
             chunker = SentenceChunker()
+            turn.llm_active = True
             try:
-                turn.timer.service_ms["llm_request"] = time.perf_counter()
                 async for delta in self.services.llm.generate(
                         self._messages(), call_id=self.call_id,
                         max_new_tokens=self.bot.max_new_tokens,
@@ -318,6 +356,8 @@ class Call:
                             err.code().name, err.details(), attempt)
                 if result.deltas or attempt == 2 or not is_retryable(err):
                     break
+            finally:
+                turn.llm_active = False
         # The turn is lost: say so rather than stay silent.
         turn.reply = self.bot.apology
         await out.put(self.bot.apology)
@@ -336,6 +376,7 @@ class Call:
         turn.spoken.append(text)
         for attempt in (1, 2):
             got_audio = False
+            turn.tts_active = True
             try:
                 async for pcm in self.services.tts.synthesize(
                         text, sample_rate=SAMPLE_RATE, voice=self.bot.voice,
@@ -350,6 +391,8 @@ class Call:
                             err.code().name, err.details(), attempt)
                 if got_audio or not is_retryable(err):
                     return
+            finally:
+                turn.tts_active = False
 
     def on_first_packet(self) -> None:
         """The pacer sent the first packet of a talkspurt: the turn's audio is on the wire."""

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from opensips_ai_core import metrics
 from voice_common import get_development_logger
@@ -23,7 +23,6 @@ class TurnTimer:
     llm_first_token: float | None = None
     tts_first_audio: float | None = None
     first_rtp: float | None = None
-    service_ms: dict[str, float] = field(default_factory=dict)
 
     def mark(self, stage: str, when: float | None = None) -> None:
         if getattr(self, stage) is None:

@@ -1,0 +1,17 @@
+#!/usr/bin/env bash
+# Place a real test call against the running stack: speak the text as the caller
+# (made by the TTS service), record the bot's reply, print its transcript (by the ASR
+# service) and the turn latency (end of caller speech to the first reply audio).
+#
+# Usage: scripts/dev-call.sh [options] "text" ["more text" ...]
+#   e.g. scripts/dev-call.sh "what is my balance" "thank you goodbye"
+# Options: --sip HOST:PORT (the core's direct SIP, default 127.0.0.1:5080),
+#          --asr / --tts HOST:PORT, --codec PCMU|PCMA, --timeout SECONDS.
+# Start the stack first: scripts/dev-start.sh.
+set -euo pipefail
+source "$(dirname "$0")/lib/common.sh"
+
+case "${1:-}" in
+  -h|--help|"") usage_from_header "$0"; [ -n "${1:-}" ] && exit 0 || exit 2 ;;
+esac
+exec "$ROOT/scripts/devstack/pyrun" -m opensips_ai_core.devtools.call "$@"

@@ -1,0 +1,261 @@
+"""Calls through the real services with the project's scripted caller (SIP UAC + RTP).
+
+Each test dials a fresh core on 127.0.0.1 and talks to it with audio made by the TTS
+service; what the bot says back is recognized by the ASR service.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+
+import numpy as np
+import pytest
+
+from opensips_ai_core.devtools.caller import (
+    SPEECH_RMS,
+    RtpPeer,
+    SipCaller,
+    make_sdp,
+    parse_media_address,
+    rms,
+    speak_and_listen,
+)
+from tests.e2e.audio import speech_of, transcribe_phrases
+from tests.support.opensips_peer import SIPP_OFFER, OpenSipsPeer
+from tests.support.stack import restart, start, stop
+
+pytestmark = [pytest.mark.e2e, pytest.mark.timeout(300)]
+
+
+async def enter(cm):
+    """Enter a blocking context manager (starting a core waits) off the event loop."""
+    return await asyncio.to_thread(cm.__enter__)
+
+
+async def leave(cm) -> None:
+    await asyncio.to_thread(cm.__exit__, None, None, None)
+
+
+@contextlib.asynccontextmanager
+async def direct_call(core):
+    """Dial the core's SIP port; yield (sip, rtp) once the greeting has finished."""
+    rtp = await RtpPeer().open()
+    sip = await SipCaller(("127.0.0.1", core.sip_port)).open()
+    try:
+        answer = await sip.invite(make_sdp("127.0.0.1", rtp.local_port))
+        assert answer.status == 200, answer
+        ip, port, _ = parse_media_address(answer.body)
+        rtp.start((ip, port))
+        yield sip, rtp
+    finally:
+        with contextlib.suppress(Exception):
+            await sip.bye()
+        await rtp.close()
+        sip.close()
+
+
+async def wait_greeting(rtp: RtpPeer, since: float) -> np.ndarray:
+    first = await rtp.wait_for_speech(since, 30)
+    assert first is not None, "no greeting"
+    last = await rtp.wait_for_silence(first, 0.8, 30)
+    return rtp.audio_between(first, last)
+
+
+async def ask(rtp: RtpPeer, ai, text: str) -> str:
+    utterance = await asyncio.to_thread(speech_of, ai.tts.target, text)
+    turn = await speak_and_listen(rtp, utterance)
+    assert turn.first_reply_at is not None, f"no reply to {text!r}"
+    return await transcribe_phrases(ai.asr.target, turn.reply)
+
+
+async def test_opensips_b2b_call_answers_and_the_bot_terminates(ai, start_core):
+    """The OpenSIPS backend against a peer speaking OpenSIPS 3.6.8's wire format.
+
+    OpenSIPS cannot be installed here, so tests/support/opensips_peer.py plays its
+    part exactly as shared/OPENSIPS-WIRE.md documents it (E_UA_SESSION events over
+    UDP, MI JSON-RPC over UDP), with SIPp's SDP offer pointing at our RTP peer.
+    """
+    peer = await OpenSipsPeer().start()
+    cm = start_core(CORE_SIGNALLING="opensips", OPENSIPS_MI_PORT=str(peer.mi_port))
+    core = await enter(cm)
+    rtp = await RtpPeer().open()
+    try:
+        await peer.wait_for(peer.live_subscriptions, 30, "event_subscribe")
+        offer = SIPP_OFFER.replace("m=audio 6000", f"m=audio {rtp.local_port}")
+        started = time.monotonic()
+        key = peer.new_call(offer)
+        reply = await peer.wait_reply(key, timeout=30)
+        assert reply["method"] == "INVITE" and int(reply["code"]) == 200
+        assert reply["reason"] == "OK"
+        ip, port, payload_type = parse_media_address(reply["body"])
+        assert payload_type == 0  # PCMU, the first offered
+        rtp.start((ip, port))
+        greeting = await wait_greeting(rtp, started)
+        assert "how can i help you" in await transcribe_phrases(ai.asr.target, greeting)
+
+        answer = await ask(rtp, ai, "what is my balance")
+        assert "account balance" in answer, answer
+        goodbye = await ask(rtp, ai, "thank you goodbye")
+        assert "goodbye" in goodbye and "calling example bank" in goodbye, goodbye
+        # The bot ends the call itself once its goodbye has played.
+        await peer.wait_for(lambda: key in peer.terminated, 30, "ua_session_terminate")
+        terminate = [p for m, p, _ in peer.mi_log if m == "ua_session_terminate"]
+        assert terminate == [{"key": key}]
+        assert core.calls() == []
+    finally:
+        await rtp.close()
+        await leave(cm)
+        await peer.stop()
+
+
+async def test_barge_in_stops_playback_and_cancels_the_streams(ai, start_core):
+    # About a minute of speech in 20 sentences: TTS is still synthesizing it (one sentence
+    # at a time, a few hundred ms each) when the caller interrupts.
+    menu = ("You can ask about your balance. You can report a lost or stolen card. "
+            "You can ask for our opening hours. You can ask to speak to an adviser. ")
+    long_greeting = ("Hello, this is Example Bank. Please listen carefully. " + menu * 4
+                     + "How can I help you today?")
+    cm = start_core(BOT_GREETING=long_greeting, BOT_BARGE_IN_MIN_WORDS="0")
+    core = await enter(cm)
+    try:
+        async with direct_call(core) as (_sip, rtp):
+            started = time.monotonic()
+            first = await rtp.wait_for_speech(started, 30)
+            assert first is not None
+            # Interrupt one second into the greeting.
+            await asyncio.sleep(1.0)
+            interrupt = await asyncio.to_thread(speech_of, ai.tts.target, "what is my balance")
+            rtp.play(interrupt)
+            spoken_until = await rtp.wait_played()
+            await asyncio.sleep(3.0)
+            calls = core.calls()
+            metrics = core.metrics()
+        log = core.proc.output()
+    finally:
+        await leave(cm)
+
+    history = calls[0]["history"]
+    assert history[0]["role"] == "assistant"
+    assert history[0]["content"].endswith("[interrupted]"), history
+    assert "barge-in" in log
+    assert "voice_barge_ins_total 1.0" in metrics
+    # The greeting (about a minute of speech) stopped: little of it reached the caller.
+    greeting_speech = [f for f in rtp.frames if first <= f.at <= spoken_until
+                       and rms(f.pcm) >= SPEECH_RMS]
+    assert len(greeting_speech) * 0.02 < 10.0
+    # The TTS stream of the greeting was still running (Piper is faster than real time but
+    # a 20 s greeting takes it seconds): the core cancelled it and the service saw it.
+    barge_lines = [line for line in log.splitlines() if "barge-in" in line]
+    assert "TTS" in barge_lines[0], barge_lines
+    tts_log = ai.tts.proc.output()
+    assert "stopped after" in tts_log, tts_log[-2000:]
+
+
+async def test_llm_stream_is_cancelled_by_barge_in(ai, start_core, tmp_path):
+    """A reply that is still being generated when the caller speaks is cut off at the LLM."""
+    from tests.support.stack import service
+
+    # An LLM that writes until its token limit, so the reply is still streaming.
+    with service("llm", tmp_path, VOICE_CACHE_DIR=str(ai.llm_cache), LLM_IGNORE_EOS="1",
+                 LLM_ENABLE_DEBUG="1", DEVELOPMENT_MODE="1") as slow_llm:
+        cm = start_core(CORE_LLM_TARGET=slow_llm.target, BOT_MAX_NEW_TOKENS="512",
+                        BOT_BARGE_IN_MIN_WORDS="0")
+        core = await enter(cm)
+        try:
+            async with direct_call(core) as (_sip, rtp):
+                await wait_greeting(rtp, time.monotonic() - 1)
+                question = await asyncio.to_thread(speech_of, ai.tts.target, "what is my balance")
+                rtp.play(question)
+                end = await rtp.wait_played()
+                first = await rtp.wait_for_speech(end, 30)
+                assert first is not None
+                stop_words = await asyncio.to_thread(speech_of, ai.tts.target, "stop")
+                rtp.play(stop_words)
+                await rtp.wait_played()
+                await asyncio.sleep(2.0)
+            log = core.proc.output()
+        finally:
+            await leave(cm)
+        llm_log = slow_llm.proc.output()
+    barge_lines = [line for line in log.splitlines() if "barge-in" in line]
+    assert barge_lines, log[-3000:]
+    assert "LLM" in barge_lines[-1], barge_lines
+    assert "generation cancelled" in llm_log
+
+
+async def test_dtmf_digits_join_the_dialogue(ai, start_core):
+    cm = start_core()
+    core = await enter(cm)
+    try:
+        async with direct_call(core) as (_sip, rtp):
+            await wait_greeting(rtp, time.monotonic() - 1)
+            for digit in "42#":
+                rtp.send_dtmf(digit)
+            await asyncio.sleep(1.5)
+            history = core.calls()[0]["history"]
+    finally:
+        await leave(cm)
+    assert {"role": "user", "content": "[DTMF 42#]"} in history, history
+
+
+async def test_hold_stops_outbound_rtp_and_resume_restarts_it(ai, start_core):
+    cm = start_core()
+    core = await enter(cm)
+    try:
+        async with direct_call(core) as (sip, rtp):
+            await wait_greeting(rtp, time.monotonic() - 1)
+            hold = await sip.reinvite(make_sdp("127.0.0.1", rtp.local_port, direction="sendonly"))
+            assert hold.status == 200 and "a=recvonly" in hold.body
+            await asyncio.sleep(0.3)
+            before = len(rtp.frames)
+            await asyncio.sleep(1.0)
+            during_hold = len(rtp.frames) - before
+            resume = await sip.reinvite(make_sdp("127.0.0.1", rtp.local_port))
+            assert resume.status == 200 and "a=sendrecv" in resume.body
+            await asyncio.sleep(0.3)
+            before = len(rtp.frames)
+            await asyncio.sleep(1.0)
+            after_resume = len(rtp.frames) - before
+    finally:
+        await leave(cm)
+    assert during_hold == 0
+    assert after_resume >= 25  # ~50 packets/s; generous for a loaded machine
+
+
+async def test_services_restarted_mid_call_do_not_drop_the_call(ai, start_core):
+    cm = start_core()
+    core = await enter(cm)
+    try:
+        async with direct_call(core) as (sip, rtp):
+            await wait_greeting(rtp, time.monotonic() - 1)
+            # The ASR stream is open during the restart: the core must reopen it.
+            for svc in (ai.asr, ai.llm, ai.tts):
+                await asyncio.to_thread(restart, svc)
+            answer = await ask(rtp, ai, "what is my balance")
+            assert "account balance" in answer, answer
+            assert not sip.bye_received.is_set()
+            calls = core.calls()
+    finally:
+        await leave(cm)
+    assert calls[0]["asr_reconnects"] >= 1
+
+
+async def test_llm_down_gets_an_apology_and_the_call_goes_on(ai, start_core):
+    cm = start_core(CORE_LLM_TIMEOUT_S="3")
+    core = await enter(cm)
+    try:
+        async with direct_call(core) as (sip, rtp):
+            await wait_greeting(rtp, time.monotonic() - 1)
+            await asyncio.to_thread(stop, ai.llm)
+            try:
+                apology = await ask(rtp, ai, "what is my balance")
+            finally:
+                await asyncio.to_thread(start, ai.llm)
+            assert "sorry" in apology or "trouble" in apology, apology
+            answer = await ask(rtp, ai, "what is my balance")
+            assert "account balance" in answer, answer
+            assert not sip.bye_received.is_set()
+    finally:
+        await leave(cm)
