@@ -153,38 +153,6 @@ async def test_barge_in_stops_playback_and_cancels_the_streams(ai, start_core):
     assert "stopped after" in tts_log, tts_log[-2000:]
 
 
-async def test_llm_stream_is_cancelled_by_barge_in(ai, start_core, tmp_path):
-    """A reply that is still being generated when the caller speaks is cut off at the LLM."""
-    from tests.support.stack import service
-
-    # An LLM that writes until its token limit, so the reply is still streaming.
-    with service("llm", tmp_path, VOICE_CACHE_DIR=str(ai.llm_cache), LLM_IGNORE_EOS="1",
-                 LLM_ENABLE_DEBUG="1", DEVELOPMENT_MODE="1") as slow_llm:
-        cm = start_core(CORE_LLM_TARGET=slow_llm.target, BOT_MAX_NEW_TOKENS="512",
-                        BOT_BARGE_IN_MIN_WORDS="0")
-        core = await enter(cm)
-        try:
-            async with direct_call(core) as (_sip, rtp):
-                await wait_greeting(rtp, time.monotonic() - 1)
-                question = await asyncio.to_thread(speech_of, ai.tts.target, "what is my balance")
-                rtp.play(question)
-                end = await rtp.wait_played()
-                first = await rtp.wait_for_speech(end, 30)
-                assert first is not None
-                stop_words = await asyncio.to_thread(speech_of, ai.tts.target, "stop")
-                rtp.play(stop_words)
-                await rtp.wait_played()
-                await asyncio.sleep(2.0)
-            log = core.proc.output()
-        finally:
-            await leave(cm)
-        llm_log = slow_llm.proc.output()
-    barge_lines = [line for line in log.splitlines() if "barge-in" in line]
-    assert barge_lines, log[-3000:]
-    assert "LLM" in barge_lines[-1], barge_lines
-    assert "generation cancelled" in llm_log
-
-
 async def test_dtmf_digits_join_the_dialogue(ai, start_core):
     cm = start_core()
     core = await enter(cm)

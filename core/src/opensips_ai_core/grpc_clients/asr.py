@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import logging
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 
 import grpc
@@ -52,13 +53,16 @@ class AsrSession:
         self.on_response = on_response
         bytes_per_s = config.sample_rate_hz * 2
         self.max_buffered = int(max_buffer_s * bytes_per_s)
-        self._pending: collections.deque[bytes] = collections.deque()
+        # (arrival time, audio): the time maps the stream's audio offsets onto the clock.
+        self._pending: collections.deque[tuple[float, bytes]] = collections.deque()
         self._pending_bytes = 0
         self._wakeup = asyncio.Event()
         self._closed = False
         self._task: asyncio.Task[None] | None = None
         self.reconnects = 0
         self.dropped_bytes = 0
+        # time.perf_counter() at which the current stream's audio offset 0 arrived.
+        self.epoch: float | None = None
 
     def start(self) -> None:
         self._task = asyncio.create_task(self._run(), name=f"asr:{self.config.call_id}")
@@ -67,16 +71,17 @@ class AsrSession:
         """Queue audio for recognition (called from the RTP path; never blocks)."""
         if self._closed or not pcm16:
             return
-        self._pending.append(pcm16)
+        self._pending.append((time.perf_counter(), pcm16))
         self._pending_bytes += len(pcm16)
         while self._pending_bytes > self.max_buffered:
-            old = self._pending.popleft()
+            _, old = self._pending.popleft()
             self._pending_bytes -= len(old)
             self.dropped_bytes += len(old)
         self._wakeup.set()
 
     async def _requests(self) -> AsyncIterator[asr_pb2.RecognizeRequest]:
         yield asr_pb2.RecognizeRequest(config=self.config)
+        first = True
         while not self._closed:
             if not self._pending:
                 self._wakeup.clear()
@@ -86,7 +91,9 @@ class AsrSession:
             chunk = bytearray()
             limit = self.config.sample_rate_hz // 5
             while self._pending and len(chunk) < limit:
-                part = self._pending.popleft()
+                arrived, part = self._pending.popleft()
+                if first:
+                    self.epoch, first = arrived, False
                 self._pending_bytes -= len(part)
                 chunk += part
             yield asr_pb2.RecognizeRequest(audio=bytes(chunk))

@@ -94,7 +94,6 @@ class Call:
         self._dtmf: list[str] = []
         self._dtmf_task: asyncio.Task[None] | None = None
         self._speech_end_hint: float | None = None
-        self._audio_started: float | None = None
         self._last_audio: float | None = None
         self._gap_filled_s = 0.0
         self._silence_prompted = False
@@ -149,10 +148,7 @@ class Call:
         """A decoded inbound frame (PCM16, 8 kHz) from the RTP session."""
         if self.asr is None or self.state != "active":
             return
-        now = time.perf_counter()
-        if self._audio_started is None:
-            self._audio_started = now
-        self._last_audio = now
+        self._last_audio = time.perf_counter()
         self._gap_filled_s = 0.0
         self.asr.send(pcm16.astype("<i2", copy=False).tobytes())
 
@@ -181,8 +177,7 @@ class Call:
         await asyncio.sleep(delay)
         digits, self._dtmf = "".join(self._dtmf), []
         if digits:
-            self._barge_in("dtmf")
-            self._start_turn(TurnTimer(), user_text=f"[DTMF {digits}]")
+            self.caller_said(f"[DTMF {digits}]")
 
     async def _on_asr(self, response: asr_pb2.RecognizeResponse) -> None:
         token = call_id_var.set(self.call_id)
@@ -192,7 +187,7 @@ class Call:
                 if response.speech.kind == asr_pb2.SpeechEvent.SPEECH_START:
                     self.last_caller_activity = time.monotonic()
                     if self.bot.barge_in_min_words == 0:
-                        self._barge_in("speech start")
+                        self.barge_in("speech start")
                 elif response.speech.kind == asr_pb2.SpeechEvent.SPEECH_END:
                     self._speech_end_hint = time.perf_counter()
             elif kind == "partial":
@@ -200,7 +195,7 @@ class Call:
                 if words:
                     self.last_caller_activity = time.monotonic()
                 if words and len(words) >= max(1, self.bot.barge_in_min_words):
-                    self._barge_in("caller speech")
+                    self.barge_in("caller speech")
             elif kind == "final":
                 text = response.final.text.strip()
                 if not text:
@@ -210,16 +205,21 @@ class Call:
                 timer = TurnTimer()
                 timer.mark("asr_final")
                 timer.speech_end = self._speech_end(response.final, timer.asr_final)
-                log.info("Call %s caller: %r", self.call_id, text)
-                self._barge_in("new utterance")
-                self._start_turn(timer, user_text=text)
+                self.caller_said(text, timer)
         finally:
             call_id_var.reset(token)
 
+    def caller_said(self, text: str, timer: TurnTimer | None = None) -> None:
+        """A finished caller utterance: interrupt the bot if it talks, then reply."""
+        log.info("Call %s caller: %r", self.call_id, text)
+        self.barge_in("new utterance")
+        self._start_turn(timer or TurnTimer(), user_text=text)
+
     def _speech_end(self, final: asr_pb2.Transcript, fallback: float | None) -> float | None:
         """Wall time of the end of speech: the ASR's audio offset mapped onto arrival time."""
-        if self._audio_started is not None and final.audio_end_s > 0:
-            estimate = self._audio_started + final.audio_end_s
+        epoch = self.asr.epoch if self.asr is not None else None
+        if epoch is not None and final.audio_end_s > 0:
+            estimate = epoch + final.audio_end_s
             if fallback is None or estimate <= fallback:
                 return estimate
         hint, self._speech_end_hint = self._speech_end_hint, None
@@ -230,7 +230,7 @@ class Call:
         running = self.turn is not None and self.turn.task is not None and not self.turn.task.done()
         return running or self.media.is_speaking
 
-    def _barge_in(self, why: str) -> None:
+    def barge_in(self, why: str) -> None:
         if not self.bot_is_talking() or self.ending:
             return
         turn = self.turn
@@ -426,7 +426,7 @@ class Call:
                     return
 
     async def _say_and_hang_up(self, text: str, why: str) -> None:
-        self._barge_in(why)
+        self.barge_in(why)
         if self.turn is not None and self.turn.task is not None:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await self.turn.task
