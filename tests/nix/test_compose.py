@@ -12,7 +12,16 @@ import yaml
 
 from tests.support.procs import ROOT
 
-SCHEMA = Path(os.environ.get("VOICE_SCHEMAS_DIR", "/work/shared/schemas")) / "compose-spec.json"
+
+def _schema() -> Path:
+    """The Compose schema from shared/schemas beside the checkout, else the vendored copy."""
+    for directory in (os.environ.get("VOICE_SCHEMAS_DIR"), ROOT.parent / "shared" / "schemas"):
+        if directory and (Path(directory) / "compose-spec.json").exists():
+            return Path(directory) / "compose-spec.json"
+    return Path(__file__).with_name("compose-spec.json")
+
+
+SCHEMA = _schema()
 COMPOSE = ROOT / "docker" / "compose.yaml"
 SERVICES = {"opensips", "core", "asr", "llm", "tts"}
 GRPC_PORTS = {"asr": 50051, "llm": 50052, "tts": 50053}
