@@ -21,6 +21,9 @@ TURN_LATENCY = Histogram(
 STAGE_LATENCY = Histogram(
     "voice_turn_stage_seconds", "Per-stage time from the end of caller speech",
     ["stage"], buckets=_LATENCY_BUCKETS, registry=REGISTRY)
+CORE_SHARE = Histogram(
+    "voice_turn_core_share_seconds", "The core's own part of a turn's latency (no AI compute)",
+    buckets=(0.001, 0.002, 0.005, 0.01, 0.02, 0.03, 0.05, 0.1, 0.2), registry=REGISTRY)
 RTP_PACKETS = Counter("voice_rtp_packets_total", "RTP packets by direction and fate",
                       ["direction", "fate"], registry=REGISTRY)
 DTMF_DIGITS = Counter("voice_dtmf_digits_total", "DTMF digits received", registry=REGISTRY)

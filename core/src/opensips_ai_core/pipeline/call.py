@@ -349,6 +349,8 @@ class Call:
                 if rest:
                     await out.put(self._strip_marker(rest))
                 turn.reply = result.text.strip()
+                if result.timings is not None:
+                    turn.timer.llm_server_ttft_ms = result.timings.time_to_first_token_ms
                 return
             except grpc.aio.AioRpcError as err:
                 metrics.SERVICE_ERRORS.labels("llm", err.code().name).inc()
@@ -377,6 +379,7 @@ class Call:
         for attempt in (1, 2):
             got_audio = False
             turn.tts_active = True
+            turn.timer.mark("tts_request")
             try:
                 async for pcm in self.services.tts.synthesize(
                         text, sample_rate=SAMPLE_RATE, voice=self.bot.voice,

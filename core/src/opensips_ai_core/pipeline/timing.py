@@ -10,7 +10,7 @@ from voice_common import get_development_logger
 
 log = get_development_logger("core.turn")
 
-STAGES = ("asr_final", "llm_first_token", "tts_first_audio", "first_rtp")
+STAGES = ("asr_final", "llm_first_token", "tts_request", "tts_first_audio", "first_rtp")
 
 
 @dataclass
@@ -21,12 +21,27 @@ class TurnTimer:
     speech_end: float | None = None
     asr_final: float | None = None
     llm_first_token: float | None = None
+    tts_request: float | None = None
     tts_first_audio: float | None = None
     first_rtp: float | None = None
+    llm_server_ttft_ms: float | None = None  # the LLM service's own time to first token
 
     def mark(self, stage: str, when: float | None = None) -> None:
         if getattr(self, stage) is None:
             setattr(self, stage, time.perf_counter() if when is None else when)
+
+    def core_share_ms(self) -> float | None:
+        """The core's own part of the latency: everything but ASR, LLM and TTS compute.
+
+        (ASR final -> first delta, less the LLM service's own time to first token)
+        + (first sentence ready -> TTS request) + (first TTS audio -> first RTP packet).
+        """
+        if None in (self.asr_final, self.llm_first_token, self.tts_request,
+                    self.tts_first_audio, self.first_rtp, self.llm_server_ttft_ms):
+            return None
+        llm_wait = (self.llm_first_token - self.asr_final) * 1000 - self.llm_server_ttft_ms
+        playout = (self.first_rtp - self.tts_first_audio) * 1000
+        return max(0.0, llm_wait) + playout
 
     def breakdown_ms(self) -> dict[str, float]:
         """Milliseconds from the end of speech to each reached stage."""
@@ -46,4 +61,8 @@ class TurnTimer:
             metrics.STAGE_LATENCY.labels(stage).observe(ms / 1000.0)
         metrics.TURN_LATENCY.observe(self.first_rtp - base)
         parts = " ".join(f"{k}={v:.0f}ms" for k, v in self.breakdown_ms().items())
+        share = self.core_share_ms()
+        if share is not None:
+            parts += f" core_share={share:.1f}ms"
+            metrics.CORE_SHARE.observe(share / 1000.0)
         log.info("Turn timing %s: %s", call_id, parts)
