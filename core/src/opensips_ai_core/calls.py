@@ -79,7 +79,7 @@ class CallManager:
 
         try:
             session = await RtpSession.open(
-                self.settings.sdp_address, self.ports, on_audio=on_audio, on_dtmf=on_dtmf,
+                self.settings.rtp_bind_address, self.ports, on_audio=on_audio, on_dtmf=on_dtmf,
                 on_talkspurt_start=on_talkspurt)
         except (OSError, RtpPortsExhaustedError) as err:
             log.error("No RTP port for %s: %s", info.call_id, err)

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 from pydantic_settings import SettingsConfigDict
 
 from voice_common.config import CONFIG_ERROR_EXIT, ExistingPath, ServiceSettings
@@ -31,7 +31,8 @@ class CoreSettings(ServiceSettings):
     signalling: Literal["sip", "opensips"] = "sip"
     sip_host: str = "127.0.0.1"
     sip_port: int = Field(5080, ge=0, le=65535)
-    public_ip: str | None = None  # the address put in SDP; default: sip_host
+    public_ip: str | None = None  # the address put in SDP; default: the RTP bind address
+    rtp_host: str | None = None   # where RTP sockets bind; default: sip_host
     rtp_port_min: int = Field(35000, ge=1024, le=65534)
     rtp_port_max: int = Field(35999, ge=1025, le=65535)
     http_host: str = "127.0.0.1"
@@ -52,9 +53,23 @@ class CoreSettings(ServiceSettings):
     event_port: int = Field(50060, ge=0, le=65535)
     event_expire_s: int = Field(3600, ge=10, le=86400)
 
+    @model_validator(mode="after")
+    def _sdp_address_is_routable(self) -> CoreSettings:
+        if self.sdp_address in ("0.0.0.0", "::"):
+            raise ValueError("CORE_PUBLIC_IP must be set when RTP binds to a wildcard address "
+                             "(the SDP answer needs an address callers can reach)")
+        if self.rtp_port_min > self.rtp_port_max:
+            raise ValueError(f"CORE_RTP_PORT_MIN ({self.rtp_port_min}) is above "
+                             f"CORE_RTP_PORT_MAX ({self.rtp_port_max})")
+        return self
+
+    @property
+    def rtp_bind_address(self) -> str:
+        return self.rtp_host or self.sip_host
+
     @property
     def sdp_address(self) -> str:
-        return self.public_ip or self.sip_host
+        return self.public_ip or self.rtp_bind_address
 
 
 class BotConfig(BaseModel):

@@ -64,3 +64,23 @@ def test_core_refuses_a_missing_bot_file_path():
                             capture_output=True, text=True, timeout=60)
     assert result.returncode == 2
     assert "CORE_BOT_CONFIG='/nonexistent/bot.toml': path does not exist" in result.stderr
+
+
+@pytest.mark.parametrize(
+    ("env", "expected"),
+    [
+        ({"CORE_SIP_PORT": "abc"}, "CORE_SIP_PORT='abc': Input should be a valid integer"),
+        ({"CORE_SIGNALLING": "h323"}, "CORE_SIGNALLING='h323'"),
+        ({"CORE_RTP_HOST": "0.0.0.0"}, "CORE_PUBLIC_IP must be set"),
+        ({"CORE_RTP_PORT_MIN": "40000", "CORE_RTP_PORT_MAX": "39000"},
+         "CORE_RTP_PORT_MIN (40000) is above CORE_RTP_PORT_MAX (39000)"),
+        ({"OPENSIPS_MI_PORT": "0"}, "OPENSIPS_MI_PORT='0'"),
+    ],
+)
+def test_core_bad_environment_is_one_line_exit_2(env, expected):
+    result = subprocess.run(python_module("opensips_ai_core"), env=base_env(**env),
+                            capture_output=True, text=True, timeout=60)
+    assert result.returncode == 2
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("opensips-ai-core: configuration error: ")
+    assert expected in lines[0], lines[0]

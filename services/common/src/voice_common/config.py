@@ -83,12 +83,15 @@ S = TypeVar("S", bound=ServiceSettings)
 def format_validation_error(cls: type[ServiceSettings], err: ValidationError) -> str:
     problems = []
     for item in err.errors(include_url=False):
-        field = str(item["loc"][0]) if item["loc"] else "?"
+        msg = item["msg"].removeprefix("Value error, ")
+        if not item["loc"]:  # a check across variables names them in its message
+            problems.append(msg)
+            continue
+        field = str(item["loc"][0])
         env = cls.env_name(field) if field in cls.model_fields else field.upper()
         # Show what the user wrote, not what a validator made of it.
         raw = os.environ.get(env, item.get("input"))
         shown = f"={raw!r}" if isinstance(raw, str | int | float) else ""
-        msg = item["msg"].removeprefix("Value error, ")
         problems.append(f"{env}{shown}: {msg}")
     return "; ".join(problems)
 
