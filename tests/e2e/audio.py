@@ -19,7 +19,7 @@ FRAME = 160
 # every utterance must be a sequence of whole phrases.
 ANSWER_PHRASES = [
     "hello", "this is example bank", "how can i help you", "how can i help you today",
-    "thank you for calling example bank", "goodbye",
+    "thank you for calling example bank", "thank you for calling", "goodbye",
     "your current account balance is one thousand two hundred fifty dollars and forty cents",
     "i have blocked your card for your safety",
     "a new card will arrive by mail within five working days",

@@ -227,3 +227,36 @@ async def test_llm_down_gets_an_apology_and_the_call_goes_on(ai, start_core):
             assert not sip.bye_received.is_set()
     finally:
         await leave(cm)
+
+
+async def test_caller_silence_gets_a_prompt_then_the_bot_hangs_up(ai, start_core):
+    cm = start_core(BOT_SILENCE_TIMEOUT_S="2")
+    core = await enter(cm)
+    try:
+        async with direct_call(core) as (sip, rtp):
+            await wait_greeting(rtp, time.monotonic() - 1)
+            # Say nothing: first "are you still there?", then the goodbye and a BYE.
+            prompt_at = await rtp.wait_for_speech(time.monotonic(), 15)
+            assert prompt_at is not None
+            end = await rtp.wait_for_silence(prompt_at, 0.8, 15)
+            prompt = await transcribe_phrases(ai.asr.target, rtp.audio_between(prompt_at, end))
+            assert "are you still there" in prompt, prompt
+            await asyncio.wait_for(sip.bye_received.wait(), 20)
+    finally:
+        await leave(cm)
+
+
+async def test_maximum_call_duration_ends_the_call(ai, start_core):
+    cm = start_core(BOT_MAX_CALL_DURATION_S="6")
+    core = await enter(cm)
+    try:
+        async with direct_call(core) as (sip, rtp):
+            started = time.monotonic()
+            await asyncio.wait_for(sip.bye_received.wait(), 30)
+            assert time.monotonic() - started >= 5
+            goodbye = rtp.audio_between(started + 4, time.monotonic())
+            assert "goodbye" in await transcribe_phrases(ai.asr.target, goodbye)
+            await asyncio.sleep(0.5)
+            assert core.calls() == []
+    finally:
+        await leave(cm)

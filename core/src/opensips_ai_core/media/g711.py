@@ -14,7 +14,7 @@ from typing import ClassVar
 import numpy as np
 import numpy.typing as npt
 
-PcmArray = npt.NDArray[np.int16]
+from opensips_ai_core.media.pcm import PcmArray, as_pcm16
 
 _QUANT_MASK = 0x0F
 _SEG_SHIFT = 4
@@ -77,20 +77,11 @@ for _table in (ULAW_ENCODE_TABLE, ULAW_DECODE_TABLE, ALAW_ENCODE_TABLE, ALAW_DEC
     _table.setflags(write=False)
 
 
-def _as_pcm16(pcm: npt.ArrayLike | bytes) -> PcmArray:
-    if isinstance(pcm, bytes | bytearray | memoryview):
-        if len(pcm) % 2:
-            raise ValueError(f"PCM16 bytes must have an even length, got {len(pcm)}")
-        return np.frombuffer(pcm, dtype="<i2").astype(np.int16, copy=False)
-    array = np.asarray(pcm)
-    if array.dtype != np.int16:
-        raise TypeError(f"PCM16 samples must be int16, got {array.dtype}")
-    return array.reshape(-1)
 
 
 def ulaw_encode(pcm: npt.ArrayLike | bytes) -> bytes:
     """PCM16 samples (int16 array, or little-endian bytes) -> mu-law bytes."""
-    return ULAW_ENCODE_TABLE[_as_pcm16(pcm).view(np.uint16)].tobytes()
+    return ULAW_ENCODE_TABLE[as_pcm16(pcm).view(np.uint16)].tobytes()
 
 
 def ulaw_decode(data: bytes | bytearray | memoryview) -> PcmArray:
@@ -100,7 +91,7 @@ def ulaw_decode(data: bytes | bytearray | memoryview) -> PcmArray:
 
 def alaw_encode(pcm: npt.ArrayLike | bytes) -> bytes:
     """PCM16 samples (int16 array, or little-endian bytes) -> A-law bytes."""
-    return ALAW_ENCODE_TABLE[_as_pcm16(pcm).view(np.uint16)].tobytes()
+    return ALAW_ENCODE_TABLE[as_pcm16(pcm).view(np.uint16)].tobytes()
 
 
 def alaw_decode(data: bytes | bytearray | memoryview) -> PcmArray:

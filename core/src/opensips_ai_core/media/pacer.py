@@ -29,6 +29,7 @@ import numpy as np
 import numpy.typing as npt
 
 from opensips_ai_core.media.g711 import Codec
+from opensips_ai_core.media.pcm import PcmArray, as_pcm16
 from opensips_ai_core.media.rtp import RtpPacket, seq_add, ts_add
 
 log = logging.getLogger(__name__)
@@ -37,19 +38,8 @@ FRAME_MS = 20
 # Lateness (in frames) after which the pacer resyncs its clock instead of catching up.
 MAX_LATE_FRAMES = 4
 
-PcmArray = npt.NDArray[np.int16]
 
 
-def as_pcm16(pcm: npt.ArrayLike | bytes) -> PcmArray:
-    """int16 samples, or little-endian PCM16 bytes -> a 1-D int16 array."""
-    if isinstance(pcm, bytes | bytearray | memoryview):
-        if len(pcm) % 2:
-            raise ValueError(f"PCM16 bytes must have an even length, got {len(pcm)}")
-        return np.frombuffer(pcm, dtype="<i2").astype(np.int16)
-    array = np.asarray(pcm)
-    if array.dtype != np.int16:
-        raise TypeError(f"PCM16 samples must be int16, got {array.dtype}")
-    return array.reshape(-1)
 
 
 class RtpPacer:
@@ -125,7 +115,7 @@ class RtpPacer:
 
     def enqueue(self, pcm: npt.ArrayLike | bytes) -> None:
         """Queue PCM16 audio at the codec's clock rate (8 kHz) to be sent after what is queued."""
-        samples = as_pcm16(pcm)
+        samples = as_pcm16(pcm, copy=True)
         if samples.size == 0 or self._closed:
             return
         self._queue.append(samples.copy())

@@ -12,7 +12,7 @@ import numpy as np
 import numpy.typing as npt
 import soxr
 
-PcmArray = npt.NDArray[np.int16]
+from opensips_ai_core.media.pcm import PcmArray, as_pcm16
 
 # "HQ" is soxr's default; plenty for telephone audio and cheap at these rates.
 DEFAULT_QUALITY = "HQ"
@@ -24,22 +24,13 @@ def _check_rates(in_rate: int, out_rate: int) -> None:
             raise ValueError(f"{label} must be a positive integer sample rate, got {rate!r}")
 
 
-def _as_pcm16(pcm: npt.ArrayLike | bytes) -> PcmArray:
-    if isinstance(pcm, bytes | bytearray | memoryview):
-        if len(pcm) % 2:
-            raise ValueError(f"PCM16 bytes must have an even length, got {len(pcm)}")
-        return np.frombuffer(pcm, dtype="<i2").astype(np.int16, copy=False)
-    array = np.asarray(pcm)
-    if array.dtype != np.int16:
-        raise TypeError(f"PCM16 samples must be int16, got {array.dtype}")
-    return array.reshape(-1)
 
 
 def resample(pcm: npt.ArrayLike | bytes, in_rate: int, out_rate: int,
              quality: str = DEFAULT_QUALITY) -> PcmArray:
     """One complete mono PCM16 buffer from `in_rate` to `out_rate` (int16 out)."""
     _check_rates(in_rate, out_rate)
-    samples = _as_pcm16(pcm)
+    samples = as_pcm16(pcm)
     if in_rate == out_rate or samples.size == 0:
         return samples.copy()
     out = soxr.resample(samples, in_rate, out_rate, quality=quality)
@@ -65,7 +56,7 @@ class Resampler:
 
     def process(self, pcm: npt.ArrayLike | bytes) -> PcmArray:
         """Resample one chunk; may return fewer samples than the rate ratio at first."""
-        samples = _as_pcm16(pcm)
+        samples = as_pcm16(pcm)
         if self._stream is None:
             return samples.copy()
         return np.asarray(self._stream.resample_chunk(samples, last=False), dtype=np.int16)

@@ -12,9 +12,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Any, Protocol
 
 import grpc
 import numpy as np
@@ -28,6 +28,7 @@ from opensips_ai_core.grpc_clients.tts import TtsClient
 from opensips_ai_core.pipeline.sentences import SentenceChunker
 from opensips_ai_core.pipeline.timing import TurnTimer
 from opensips_ai_core.signalling.base import CallInfo
+from opensips_ai_core.tasks import TaskSet
 from voice_common import get_development_logger
 from voice_common.logs import call_id_var
 from voiceai.asr.v1 import asr_pb2
@@ -90,7 +91,7 @@ class Call:
         self.last_caller_activity = self.started
         self.state = "new"
         self.ending = False
-        self._tasks: set[asyncio.Task[None]] = set()
+        self._tasks = TaskSet(log, "call")
         self._dtmf: list[str] = []
         self._dtmf_task: asyncio.Task[None] | None = None
         self._speech_end_hint: float | None = None
@@ -118,11 +119,8 @@ class Call:
         finally:
             call_id_var.reset(token)
 
-    def _spawn(self, coro: Awaitable[None], name: str) -> asyncio.Task[None]:
-        task = asyncio.create_task(coro, name=f"{name}:{self.call_id}")  # type: ignore[arg-type]
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
-        return task
+    def _spawn(self, coro: Coroutine[Any, Any, None], name: str) -> asyncio.Task[None]:
+        return self._tasks.spawn(coro, name=f"{name}:{self.call_id}")
 
     async def close(self, reason: str) -> None:
         """The call is over (either side): stop everything, release nothing twice."""
@@ -133,15 +131,14 @@ class Call:
                  time.monotonic() - self.started, len(self.turns_done))
         # Never cancel the task we run in (the bot's own hang-up comes from a call task).
         current = asyncio.current_task()
-        pending = [t for t in self._tasks if t is not current]
-        if self.turn is not None and self.turn.task is not None and self.turn.task is not current:
-            pending.append(self.turn.task)
-        for task in pending:
-            task.cancel()
+        turn_task = self.turn.task if self.turn is not None else None
+        if turn_task is not None and turn_task is not current:
+            turn_task.cancel()
         if self.asr is not None:
             await self.asr.close()
-        if pending:
-            await asyncio.gather(*pending, return_exceptions=True)
+        await self._tasks.cancel_all(keep=current)
+        if turn_task is not None and turn_task is not current:
+            await asyncio.gather(turn_task, return_exceptions=True)
 
     # ----------------------------------------------------------------- inbound
     def on_audio(self, pcm16: np.ndarray) -> None:

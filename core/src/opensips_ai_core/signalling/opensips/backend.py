@@ -31,6 +31,7 @@ from opensips_ai_core.signalling.sdp import (
     parse_sdp,
 )
 from opensips_ai_core.signalling.sip.message import header_uri, reason_for
+from opensips_ai_core.tasks import TaskSet
 
 log = logging.getLogger("signalling.opensips")
 
@@ -67,7 +68,7 @@ class OpenSipsBackend:
         self.subscriptions = 0           # successful event_subscribe calls (renewals included)
         self._handler: CallHandler | None = None
         self._sessions: dict[str, _Session] = {}
-        self._tasks: set[asyncio.Task] = set()
+        self._tasks = TaskSet(log, "OpenSIPS event")
         self._subscriber: asyncio.Task[None] | None = None
 
     @property
@@ -91,11 +92,7 @@ class OpenSipsBackend:
             with contextlib.suppress(MiError):
                 await self.mi.call("event_subscribe", [EVENT_NAME, self.event_socket, 0],
                                    timeout=0.5)  # expire 0 unsubscribes
-        for task in list(self._tasks):
-            task.cancel()
-        for task in list(self._tasks):
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await task
+        await self._tasks.cancel_all()
         await self.events.close()
         await self.mi.close()
 
@@ -137,17 +134,6 @@ class OpenSipsBackend:
 
     # ---- events -------------------------------------------------------------------------
 
-    def _spawn(self, coro) -> asyncio.Task:
-        task = asyncio.get_running_loop().create_task(coro)
-        self._tasks.add(task)
-        task.add_done_callback(self._task_done)
-        return task
-
-    def _task_done(self, task: asyncio.Task) -> None:
-        self._tasks.discard(task)
-        if not task.cancelled() and task.exception() is not None:
-            log.error("OpenSIPS event task failed", exc_info=task.exception())
-
     def _on_event(self, event: UaSessionEvent) -> None:
         session = self._sessions.get(event.key)
         if event.event_type == "NEW":
@@ -160,19 +146,19 @@ class OpenSipsBackend:
                 sip_call_id=event.header("Call-ID") or "")
             session = _Session(info)
             self._sessions[event.key] = session
-            session.task = self._spawn(self._on_new(session, event))
+            session.task = self._tasks.spawn(self._on_new(session, event))
         elif event.event_type == "UPDATED":
             if session is None:
-                self._spawn(self._reply(event.key, event.method, 481))
+                self._tasks.spawn(self._reply(event.key, event.method, 481))
             elif session.task is not None and not session.task.done():
-                self._spawn(self._reply(event.key, event.method, 491))
+                self._tasks.spawn(self._reply(event.key, event.method, 491))
             else:
-                session.task = self._spawn(self._on_updated(session, event))
+                session.task = self._tasks.spawn(self._on_updated(session, event))
         elif event.event_type == "TERMINATED":
             self._sessions.pop(event.key, None)
             if session is not None and session.task is not None and not session.task.done():
                 session.task.cancel()  # new_call/update_call is moot now
-            self._spawn(self._on_terminated(session, event))
+            self._tasks.spawn(self._on_terminated(session, event))
         else:
             log.debug("%s event for %s (%s %s) ignored", event.event_type, event.key,
                       event.status, event.method)

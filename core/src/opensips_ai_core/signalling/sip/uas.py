@@ -62,6 +62,7 @@ from opensips_ai_core.signalling.sip.transactions import (
     new_branch,
     new_tag,
 )
+from opensips_ai_core.tasks import TaskSet
 from voice_common.devlogger import get_development_logger
 
 log = get_development_logger("signalling.sip")
@@ -108,7 +109,7 @@ class DirectSipBackend:
         self._transactions: dict[tuple[str, str, str], ServerTransaction] = {}
         self._dialogs: dict[str, Dialog] = {}
         self._client_transactions: dict[str, asyncio.Future[SipMessage]] = {}
-        self._tasks: set[asyncio.Task] = set()
+        self._tasks = TaskSet(log, "SIP")
         self._logged_kinds: set[str] = set()
 
     # ---- lifecycle ----------------------------------------------------------------------
@@ -134,11 +135,7 @@ class DirectSipBackend:
         return f"<sip:{self.contact_user}@{self._host_in_uri(self.public_ip)}:{self.port}>"
 
     async def stop(self) -> None:
-        for task in list(self._tasks):
-            task.cancel()
-        for task in list(self._tasks):
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await task
+        await self._tasks.cancel_all()
         for future in self._client_transactions.values():
             future.cancel()
         if self._transport is not None:
@@ -151,17 +148,6 @@ class DirectSipBackend:
         return [d.call_id for d in self._dialogs.values() if d.state != "terminated"]
 
     # ---- receiving ----------------------------------------------------------------------
-
-    def _spawn(self, coro) -> asyncio.Task:
-        task = asyncio.get_running_loop().create_task(coro)
-        self._tasks.add(task)
-        task.add_done_callback(self._task_done)
-        return task
-
-    def _task_done(self, task: asyncio.Task) -> None:
-        self._tasks.discard(task)
-        if not task.cancelled() and task.exception() is not None:
-            log.error("SIP task failed", exc_info=task.exception())
 
     def _on_datagram(self, data: bytes, source: Address) -> None:
         self.stats.datagrams += 1
@@ -272,7 +258,7 @@ class DirectSipBackend:
         info = CallInfo(call_id=call_id, caller=header_uri(request.get("From") or ""),
                         callee=header_uri(request.get("To") or ""), backend=self.name,
                         sip_call_id=call_id)
-        dialog.handler_task = self._spawn(self._answer_call(dialog, transaction, info, offer))
+        dialog.handler_task = self._tasks.spawn(self._answer_call(dialog, transaction, info, offer))
 
     def _offer_of(self, transaction: ServerTransaction) -> SessionDescription | None:
         """The SDP offer of an INVITE, or None after answering 415/400."""
@@ -322,7 +308,8 @@ class DirectSipBackend:
                        to_tag: str | None) -> None:
         """Send a final error response and retransmit it (Timer G) until the ACK (Timer H)."""
         self._reply(transaction, code, reason=reason, to_tag=to_tag)
-        transaction.retransmitter = self._spawn(self._retransmit(transaction, on_timeout=None))
+        transaction.retransmitter = self._tasks.spawn(
+            self._retransmit(transaction, on_timeout=None))
 
     def _send_2xx(self, dialog: Dialog, transaction: ServerTransaction,
                   answer: SessionDescription) -> None:
@@ -331,7 +318,7 @@ class DirectSipBackend:
         self._reply(transaction, 200, to_tag=dialog.local_tag, body=body,
                     extra=[("Contact", self.contact), ("Content-Type", "application/sdp"),
                            *self._capabilities()[:2]])
-        transaction.retransmitter = self._spawn(
+        transaction.retransmitter = self._tasks.spawn(
             self._retransmit(transaction, on_timeout=dialog))
 
     async def _retransmit(self, transaction: ServerTransaction, on_timeout: Dialog | None) -> None:
@@ -410,7 +397,7 @@ class DirectSipBackend:
                 dialog.handler_task.cancel()
         self._final_non_2xx(invite, 487, reason_for(487), to_tag)
         if dialog is not None:
-            self._spawn(self._notify_end(dialog, "cancelled"))
+            self._tasks.spawn(self._notify_end(dialog, "cancelled"))
 
     # ---- in-dialog requests -------------------------------------------------------------
 
@@ -429,7 +416,7 @@ class DirectSipBackend:
         if request.method == "BYE":
             self._reply(transaction, 200)
             self._end_dialog(dialog)
-            self._spawn(self._notify_end(dialog, "bye"))
+            self._tasks.spawn(self._notify_end(dialog, "bye"))
         elif request.method == "OPTIONS":
             self._reply(transaction, 200, extra=self._capabilities())
         elif request.method == "INVITE":
@@ -459,10 +446,10 @@ class DirectSipBackend:
             return
         offer = self._offer_of(transaction)
         if offer is None:
-            transaction.retransmitter = self._spawn(
+            transaction.retransmitter = self._tasks.spawn(
                 self._retransmit(transaction, on_timeout=None))
             return
-        dialog.handler_task = self._spawn(self._update_call(dialog, transaction, offer))
+        dialog.handler_task = self._tasks.spawn(self._update_call(dialog, transaction, offer))
 
     async def _update_call(self, dialog: Dialog, transaction: ServerTransaction,
                            offer: SessionDescription) -> None:
