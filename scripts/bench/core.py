@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import itertools
+import json
 import re
 import statistics
 import sys
@@ -116,9 +117,16 @@ async def capacity_level(sip_port: int, pcm: np.ndarray, calls: int) -> dict[str
 
 
 def parse_turns(log: str) -> list[dict[str, float]]:
+    """The core's `Turn timing` lines (JSON lines in production mode)."""
     out = []
-    for line in log.splitlines():
-        match = TURN_LINE.search(re.sub(r"\x1b\[[0-9;]*m", "", line))
+    for raw in log.splitlines():
+        text = raw
+        if raw.startswith("{"):
+            try:
+                text = json.loads(raw).get("message", "")
+            except ValueError:
+                continue
+        match = TURN_LINE.search(re.sub(r"\x1b\[[0-9;]*m", "", text))
         if match:
             out.append({k: float(v.rstrip("ms")) for k, v in
                         (p.split("=") for p in match.group(1).split())})
@@ -141,6 +149,7 @@ def main() -> int:
               core(logs, asr.target, llm.target, tts.target, CORE_MAX_CALLS="200",
                    DEVELOPMENT_MODE="0", CORE_LOG_LEVEL="INFO") as running):
             latencies = asyncio.run(latency_run(running.sip_port, tts.target, args.turns))
+            print(f"turn latencies (ms): {[round(x) for x in latencies]}")
             turns = parse_turns(running.proc.output())
             pcm = np.concatenate([asyncio.run(synthesize(tts.target, "what is my balance")),
                                   np.zeros(4000, np.int16)])
