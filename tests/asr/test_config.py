@@ -47,3 +47,15 @@ def test_directory_without_a_vosk_model_exits_2(tmp_path) -> None:
         f"asr-service: configuration error: VOSK_MODEL_PATH='{tmp_path}': "
         "not a Vosk model directory (no am/final.mdl)"
     ]
+
+
+def test_endpoint_silence_is_validated() -> None:
+    import subprocess
+
+    from tests.support.procs import base_env, python_module
+
+    result = subprocess.run(python_module("asr_service"),
+                            env=base_env(ASR_ENDPOINT_SILENCE_S="0"),
+                            capture_output=True, text=True, timeout=60)
+    assert result.returncode == 2
+    assert "ASR_ENDPOINT_SILENCE_S='0'" in result.stderr

@@ -28,6 +28,9 @@ class AsrSettings(ServiceSettings):
     # Log every partial and final result with its timings (development logger).
     enable_debug: bool = False
     max_concurrent_streams: int = Field(16, ge=1, le=1024)
+    # pocketsphinx: the silence that ends an utterance. Shorter answers sooner but splits
+    # a caller's sentence at a pause; 0.5 s keeps "Hello, ... I lost my card" together.
+    endpoint_silence_s: float = Field(0.5, ge=0.1, le=3.0)
     # The contract allows at most 32000 bytes; a deployment may only lower the limit.
     max_chunk_bytes: int = Field(CONTRACT_MAX_CHUNK_BYTES, ge=2, le=CONTRACT_MAX_CHUNK_BYTES)
     max_phrases: int = Field(CONTRACT_MAX_PHRASES, ge=0, le=CONTRACT_MAX_PHRASES)

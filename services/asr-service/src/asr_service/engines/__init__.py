@@ -49,4 +49,5 @@ def create_engine(settings: AsrSettings) -> Engine:
         return VoskEngine(path)
     from asr_service.engines.pocketsphinx_engine import PocketsphinxEngine
 
-    return PocketsphinxEngine(pool_size=settings.max_concurrent_streams)
+    return PocketsphinxEngine(pool_size=settings.max_concurrent_streams,
+                              endpoint_silence_s=settings.endpoint_silence_s)

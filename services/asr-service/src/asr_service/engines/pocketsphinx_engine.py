@@ -47,8 +47,9 @@ ALTERNATE_SUFFIX = re.compile(r"\(\d+\)$")
 class PocketsphinxEngine(Engine):
     name = "pocketsphinx"
 
-    def __init__(self, pool_size: int = 16) -> None:
+    def __init__(self, pool_size: int = 16, endpoint_silence_s: float = ENDPOINT_WINDOW_S) -> None:
         self.pool_size = pool_size
+        self.endpoint_silence_s = endpoint_silence_s
         self._idle: list[Any] = []
         self._lock = threading.Lock()
         self.model_dir = ""
@@ -136,7 +137,7 @@ class PocketsphinxStream(EngineStream):
                 # The decoder may hold a half-added search: do not pool it again.
                 self._decoder = None
                 raise
-        self._endpointer = pocketsphinx.Endpointer(window=ENDPOINT_WINDOW_S,
+        self._endpointer = pocketsphinx.Endpointer(window=engine.endpoint_silence_s,
                                                    sample_rate=MODEL_RATE)
         self._frame_bytes: int = self._endpointer.frame_bytes
         self._resampler = (
