@@ -22,7 +22,12 @@ from opensips_ai_core.devtools.caller import (
     rms,
     speak_and_listen,
 )
-from tests.e2e.audio import speech_of, transcribe_phrases
+from tests.e2e.audio import (
+    is_balance_answer,
+    is_goodbye_answer,
+    speech_of,
+    transcribe_reply,
+)
 from tests.support.opensips_peer import SIPP_OFFER, OpenSipsPeer
 from tests.support.stack import restart, start, stop
 
@@ -65,9 +70,10 @@ async def wait_greeting(rtp: RtpPeer, since: float) -> np.ndarray:
 
 async def ask(rtp: RtpPeer, ai, text: str) -> str:
     utterance = await asyncio.to_thread(speech_of, ai.tts.target, text)
-    turn = await speak_and_listen(rtp, utterance)
+    # A reply may pause between its parts when the machine is busy: 1.5 s of quiet ends it.
+    turn = await speak_and_listen(rtp, utterance, quiet_s=1.5)
     assert turn.first_reply_at is not None, f"no reply to {text!r}"
-    return await transcribe_phrases(ai.asr.target, turn.reply)
+    return await transcribe_reply(ai.asr.target, turn.reply)
 
 
 async def test_opensips_b2b_call_answers_and_the_bot_terminates(ai, start_core):
@@ -93,12 +99,12 @@ async def test_opensips_b2b_call_answers_and_the_bot_terminates(ai, start_core):
         assert payload_type == 0  # PCMU, the first offered
         rtp.start((ip, port))
         greeting = await wait_greeting(rtp, started)
-        assert "how can i help you" in await transcribe_phrases(ai.asr.target, greeting)
+        assert "help you" in await transcribe_reply(ai.asr.target, greeting)
 
         answer = await ask(rtp, ai, "what is my balance")
-        assert "account balance" in answer, answer
+        assert is_balance_answer(answer), answer
         goodbye = await ask(rtp, ai, "thank you goodbye")
-        assert "goodbye" in goodbye and "calling example bank" in goodbye, goodbye
+        assert is_goodbye_answer(goodbye), goodbye
         # The bot ends the call itself once its goodbye has played.
         await peer.wait_for(lambda: key in peer.terminated, 30, "ua_session_terminate")
         terminate = [p for m, p, _ in peer.mi_log if m == "ua_session_terminate"]
@@ -202,7 +208,7 @@ async def test_services_restarted_mid_call_do_not_drop_the_call(ai, start_core):
             for svc in (ai.asr, ai.llm, ai.tts):
                 await asyncio.to_thread(restart, svc)
             answer = await ask(rtp, ai, "what is my balance")
-            assert "account balance" in answer, answer
+            assert is_balance_answer(answer), answer
             assert not sip.bye_received.is_set()
             calls = core.calls()
     finally:
@@ -223,7 +229,7 @@ async def test_llm_down_gets_an_apology_and_the_call_goes_on(ai, start_core):
                 await asyncio.to_thread(start, ai.llm)
             assert "sorry" in apology or "trouble" in apology, apology
             answer = await ask(rtp, ai, "what is my balance")
-            assert "account balance" in answer, answer
+            assert is_balance_answer(answer), answer
             assert not sip.bye_received.is_set()
     finally:
         await leave(cm)
@@ -239,8 +245,8 @@ async def test_caller_silence_gets_a_prompt_then_the_bot_hangs_up(ai, start_core
             prompt_at = await rtp.wait_for_speech(time.monotonic(), 15)
             assert prompt_at is not None
             end = await rtp.wait_for_silence(prompt_at, 0.8, 15)
-            prompt = await transcribe_phrases(ai.asr.target, rtp.audio_between(prompt_at, end))
-            assert "are you still there" in prompt, prompt
+            prompt = await transcribe_reply(ai.asr.target, rtp.audio_between(prompt_at, end))
+            assert "still there" in prompt, prompt
             await asyncio.wait_for(sip.bye_received.wait(), 20)
     finally:
         await leave(cm)
@@ -255,7 +261,7 @@ async def test_maximum_call_duration_ends_the_call(ai, start_core):
             await asyncio.wait_for(sip.bye_received.wait(), 30)
             assert time.monotonic() - started >= 5
             goodbye = rtp.audio_between(started + 4, time.monotonic())
-            assert "goodbye" in await transcribe_phrases(ai.asr.target, goodbye)
+            assert is_goodbye_answer(await transcribe_reply(ai.asr.target, goodbye))
             await asyncio.sleep(0.5)
             assert core.calls() == []
     finally:
