@@ -183,7 +183,9 @@ def main() -> int:
         "",
         "`core_share` is the core's own time: ASR final to first LLM delta less the LLM "
         "service's own time to first token, plus first TTS audio to first RTP packet "
-        "(target <= 30 ms).",
+        "(target <= 30 ms). Most of the latency is the embedded recognizer's: pocketsphinx "
+        "ends an utterance after 0.5 s of silence (ASR_ENDPOINT_SILENCE_S) and decodes at "
+        "about a quarter of real time on one core.",
         "",
         "Simultaneous calls, each greeted and answering one turn:",
         "",
@@ -193,7 +195,9 @@ def main() -> int:
           for c in capacity),
         "",
         f"Largest level with every reply delivered and jitter p99 < 5 ms: "
-        f"**{max(passing) if passing else 'none'}** (target >= 10).",
+        f"**{max(passing) if passing else 'none'}** (target >= 10). Jitter is measured at "
+        "the callers, which run in one Python process on the same 2 cores as the services; "
+        "the pacer alone is in the RTP pacer section.",
     ])
     print(body)
     if statistics.fmean(latencies or [0]) and not args.no_write:
