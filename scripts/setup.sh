@@ -34,5 +34,12 @@ fi
 info "installing the project's packages into $VENV (first time: a few minutes)"
 "$VENV/bin/python" -m pip install --quiet --upgrade pip
 "$VENV/bin/python" -m pip install --quiet -r requirements-dev.txt
+# PYTHONDONTWRITEBYTECODE (set by the dev stack, and on some machines globally) keeps the
+# sources free of __pycache__, but it also stops pip from byte-compiling the libraries:
+# every process start would then recompile torch and transformers (seconds each). Compile
+# the installed libraries once here; a few vendored files fail to compile on purpose.
+info "byte-compiling the installed libraries"
+site="$("$VENV/bin/python" -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')"
+env -u PYTHONDONTWRITEBYTECODE "$VENV/bin/python" -m compileall -q -j0 "$site" >/dev/null 2>&1 || true
 echo "$inputs_sum" > "$stamp"
 info "set-up done"
