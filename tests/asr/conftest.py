@@ -8,18 +8,10 @@ from pathlib import Path
 
 import pytest
 
-from asr_service import SERVICE_NAME
 from asr_service.engines.vosk_engine import packaged_korean_model
 from tests.asr.speech import espeak_available
-from tests.support.procs import (
-    LOOPBACK,
-    Proc,
-    base_env,
-    free_port,
-    python_module,
-    running,
-    wait_serving,
-)
+from tests.support.procs import Proc
+from tests.support.stack import service
 
 requires_espeak = pytest.mark.skipif(not espeak_available(), reason="espeak-ng is not installed")
 
@@ -27,12 +19,8 @@ requires_espeak = pytest.mark.skipif(not espeak_available(), reason="espeak-ng i
 @contextlib.contextmanager
 def asr_service(log_path: Path, **env: str) -> Iterator[tuple[str, Proc]]:
     """Start `python -m asr_service` with `env`; yield its target once SERVING."""
-    port = free_port()
-    environment = base_env(ASR_HOST=LOOPBACK, ASR_PORT=str(port), **env)
-    with running(python_module("asr_service"), environment, log_path) as proc:
-        target = f"{LOOPBACK}:{port}"
-        wait_serving(target, proc, timeout=60, service=SERVICE_NAME)
-        yield target, proc
+    with service("asr", log_path.parent, timeout=60, **env) as svc:
+        yield svc.target, svc.proc
 
 
 @pytest.fixture(scope="session")

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from opensips_ai_core.grpc_clients.channel import open_channel
 from voice_common import get_development_logger
@@ -25,7 +25,6 @@ class GenerationResult:
     text: str = ""
     timings: llm_pb2.GenerationTimings | None = None
     deltas: int = 0
-    extra: dict[str, float] = field(default_factory=dict)
 
 
 class LlmClient:
