@@ -229,7 +229,8 @@ class Supervisor:
             manual, m.manual_restart = m.manual_restart, False
             m.info.restarts += 1
             self.set_state(m, "Restarting", "on request" if manual else f"exit {code}")
-            if not manual:
+            # backoff_seconds: 0 starts it again at once (process-compose waits at least 1 s).
+            if not manual and m.spec.availability.backoff_seconds > 0:
                 m.restart_now.clear()
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(m.restart_now.wait(),

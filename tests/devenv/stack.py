@@ -62,7 +62,7 @@ def _service(name: str, port: int, watch: Path, module: str, *, warmup: float,
       failure_threshold: 2
     availability:
       restart: always
-      backoff_seconds: 1
+      backoff_seconds: 0
     shutdown:
       signal: 15
       timeout_seconds: 10

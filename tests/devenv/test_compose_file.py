@@ -111,6 +111,8 @@ def test_each_process_is_configured_for_development(stack, name: str) -> None:
     # Hot reload exits 0: only `always` starts such a process again.
     expected = "on_failure" if name == "opensips" else "always"
     assert process["availability"]["restart"] == expected
+    # No pause after a hot reload's clean exit; voice_common.launch throttles crash loops.
+    assert process["availability"]["backoff_seconds"] == (1 if name == "opensips" else 0)
     if name in SERVICES:
         prefix, port = SERVICES[name]
         assert env[f"{prefix}_HOT_RELOAD"] == "1" and env[f"{prefix}_PORT"] == str(port)

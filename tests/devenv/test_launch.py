@@ -1,16 +1,33 @@
 """voice_common.launch: a service that does not import waits for a fix instead of dying,
-in development only; and hot reload's filter ignores what is not source."""
+in development only; one that fails soon after start waits the crash backoff before it
+exits (a clean exit does not); and hot reload's filter ignores what is not source."""
 
 from __future__ import annotations
 
 import os
+import signal
+import time
 from pathlib import Path
 
+import pytest
 from watchfiles import Change
 
-from tests.support.procs import base_env, python_module, running, wait_until
+from tests.support.procs import (
+    base_env,
+    free_port,
+    python_module,
+    running,
+    wait_serving,
+    wait_until,
+)
 from voice_common.hotreload import SourceFilter
-from voice_common.launch import env_prefix
+from voice_common.launch import (
+    CRASH_WINDOW_S,
+    DEFAULT_CRASH_BACKOFF_S,
+    crash_backoff_s,
+    crash_delay,
+    env_prefix,
+)
 
 
 def test_prefix_of_each_service() -> None:
@@ -68,3 +85,100 @@ def test_a_working_module_runs_its_main_with_arguments(tmp_path: Path, logdir: P
                  logdir / "l.log") as proc:
         assert proc.wait(30) == 5
         assert "args ['--x', '1']" in proc.output()
+
+
+# -- crash backoff: the stack restarts at once (backoff_seconds: 0), the launcher throttles --
+
+def test_crash_delay_only_for_a_failure_soon_after_start() -> None:
+    assert crash_delay(1, 0.2, 1.5) == 1.5
+    assert crash_delay(2, CRASH_WINDOW_S - 0.1, 1.5) == 1.5
+    assert crash_delay(1, CRASH_WINDOW_S + 0.1, 1.5) == 0.0  # ran a while: restart at once
+    assert crash_delay(0, 0.2, 1.5) == 0.0  # hot reload, SIGTERM
+
+
+def test_a_bad_crash_backoff_value_falls_back_to_the_default(
+        monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    monkeypatch.setenv("SVC_CRASH_BACKOFF_S", "soon")
+    assert crash_backoff_s("SVC") == DEFAULT_CRASH_BACKOFF_S
+    assert "SVC_CRASH_BACKOFF_S='soon': expected seconds >= 0" in capsys.readouterr().err
+    monkeypatch.setenv("SVC_CRASH_BACKOFF_S", "0.25")
+    assert crash_backoff_s("SVC") == 0.25
+
+
+def _run_timed(args: list[str], env: dict[str, str], log: Path,
+               timeout: float = 60) -> tuple[int, float, str]:
+    """Exit code, seconds from spawn to exit (an upper bound of the launcher's run), output."""
+    began = time.monotonic()
+    with running(args, env, log) as proc:
+        code = proc.wait(timeout)
+        return code, time.monotonic() - began, proc.output()
+
+
+def test_a_crash_right_after_start_waits_the_crash_backoff(tmp_path: Path,
+                                                          logdir: Path) -> None:
+    # main() notes when it ran: from then to the exit the launcher waited the backoff.
+    ran_at = tmp_path / "ran_at"
+    _module(tmp_path, f"import time\n\ndef main() -> int:\n"
+                      f"    open({str(ran_at)!r}, 'w').write(repr(time.time()))\n"
+                      f"    return 3\n")
+    env = base_env(PYTHONPATH=str(tmp_path), BROKEN_CRASH_BACKOFF_S="2")
+    code, _, out = _run_timed(python_module("voice_common.launch", "broken_svc"), env,
+                              logdir / "l.log")
+    exited_by = time.time()
+    assert code == 3
+    assert exited_by - float(ran_at.read_text()) >= 2.0  # a lower bound: it waited
+    assert "broken_svc exited with 3" in out and "waiting 2 s before exiting" in out
+
+
+def test_an_exception_right_after_start_is_shown_then_delayed(tmp_path: Path,
+                                                             logdir: Path) -> None:
+    _module(tmp_path, "def main() -> int:\n    raise RuntimeError('port taken')\n")
+    env = base_env(PYTHONPATH=str(tmp_path), BROKEN_CRASH_BACKOFF_S="1.5")
+    code, took, out = _run_timed(python_module("voice_common.launch", "broken_svc"), env,
+                                 logdir / "l.log")
+    assert code == 1 and took >= 1.5
+    assert "RuntimeError: port taken" in out
+    # The traceback comes first, so the developer reads it while the launcher waits.
+    assert out.index("RuntimeError: port taken") < out.index("waiting 1.5 s")
+
+
+def test_bad_settings_still_exit_2_after_the_backoff(logdir: Path) -> None:
+    env = base_env(ECHO_PORT="not-a-port", ECHO_CRASH_BACKOFF_S="1.5")
+    code, took, out = _run_timed(
+        python_module("voice_common.launch", "--prefix", "ECHO", "tests.devenv.fixture_service"),
+        env, logdir / "l.log")
+    assert code == 2 and took >= 1.5
+    assert "configuration error" in out and "ECHO_PORT" in out
+
+
+def test_a_clean_exit_returns_at_once(tmp_path: Path, logdir: Path) -> None:
+    _module(tmp_path, "def main() -> int:\n    return 0\n")
+    env = base_env(PYTHONPATH=str(tmp_path), BROKEN_CRASH_BACKOFF_S="120")
+    with running(python_module("voice_common.launch", "broken_svc"), env,
+                 logdir / "l.log") as proc:
+        assert proc.wait(30) == 0  # far below the 120 s a crash would wait
+        assert "CRASH_BACKOFF" not in proc.output()
+
+
+def test_a_hot_reload_and_a_sigterm_exit_0_without_the_backoff(tmp_path: Path,
+                                                               logdir: Path) -> None:
+    watched = tmp_path / "src"
+    watched.mkdir()
+    port = free_port()
+    env = base_env(ECHO_PORT=str(port), ECHO_CRASH_BACKOFF_S="120", DEVELOPMENT_MODE="1",
+                   ECHO_HOT_RELOAD="1", ECHO_WATCH_PATHS=str(watched),
+                   HOT_RELOAD_QUIET_MS="100")
+    args = python_module("voice_common.launch", "--prefix", "ECHO",
+                         "tests.devenv.fixture_service")
+    with running(args, env, logdir / "reload.log") as proc:
+        wait_serving(f"127.0.0.1:{port}", proc)
+        time.sleep(0.5)  # the watcher arms just after SERVING
+        (watched / "handler.py").write_text("VALUE = 2\n")
+        assert proc.wait(30) == 0
+        assert f"Hot-reload: {watched / 'handler.py'} changed" in proc.output()
+        assert "CRASH_BACKOFF" not in proc.output()
+    with running(args, env, logdir / "term.log") as proc:
+        wait_serving(f"127.0.0.1:{port}", proc)
+        proc.signal(signal.SIGTERM)
+        assert proc.wait(30) == 0
+        assert "CRASH_BACKOFF" not in proc.output()

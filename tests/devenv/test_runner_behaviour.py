@@ -154,3 +154,31 @@ processes:
     assert result.returncode == 1
     assert f"already in use: 127.0.0.1:{port} (svc's readiness probe)" in result.stderr
     assert not (tmp_path / "rt" / "devstack.json").exists()
+
+
+def test_backoff_0_restarts_a_clean_exit_at_once(tmp_path: Path) -> None:
+    # The services' setting: a hot reload exits 0 and comes back without a pause;
+    # `slow` shows what a backoff is, side by side.
+    body = """
+processes:
+  reloader:
+    command: echo run >> {tmp}/reloader-runs; exec sleep 0.3
+    availability:
+      restart: always
+      backoff_seconds: 0
+  slow:
+    command: exit 0
+    availability:
+      restart: always
+      backoff_seconds: 60
+"""
+    with stack_up(tmp_path, body, wait=False) as runtime:
+        wait_until(lambda: processes(runtime)["reloader"].restarts >= 4, 30,
+                   message="reloader restarted 4 times")
+        runs = (tmp_path / "reloader-runs").read_text().splitlines()
+        assert len(runs) >= 4
+        slow = processes(runtime)["slow"]
+        # 4 runs of the 0.3 s command fit many times in slow's 60 s backoff.
+        assert (slow.state, slow.restarts) == ("Restarting", 1)
+        log = (runtime / "devstack.log").read_text()
+        assert "reloader: Restarting (exit 0)" in log

@@ -15,6 +15,14 @@ opensips_ai_core, otherwise the module's last name up to its first "_" (ECHO for
 echo_service), or --prefix. The watched directories are `<PREFIX>_WATCH_PATHS`
 (os.pathsep-separated) when set, else the service's package, services/common,
 shared/proto_generated and the broken file's directory.
+
+Crash loops are throttled here, not by the supervisor: the stack restarts a
+process at once (`backoff_seconds: 0`, so a hot reload costs no second), and
+when the service exits non-zero or raises within CRASH_WINDOW_S (5 s) of
+starting (bad settings: exit 2; its port taken: exit 1) the launcher waits
+`<PREFIX>_CRASH_BACKOFF_S` seconds (default 1) before exiting with the same
+code. An exit 0 (hot reload, SIGTERM) or a failure after a longer run returns
+at once.
 """
 
 from __future__ import annotations
@@ -41,6 +49,9 @@ log = logging.getLogger("voice_common.launch")
 
 PREFIXES = {"opensips_ai_core": "CORE"}
 TRUE = {"1", "true", "yes", "on"}
+# A failure sooner than this after start (settings, a taken port) would repeat at once.
+CRASH_WINDOW_S = 5.0
+DEFAULT_CRASH_BACKOFF_S = 1.0
 
 
 def env_prefix(module: str) -> str:
@@ -149,8 +160,42 @@ async def _wait_for_fix(dirs: list[str], broken_file: str) -> str:
         watcher.cancel()
 
 
-def run(module: str, args: list[str], prefix: str | None = None) -> int:
-    prefix = prefix or env_prefix(module)
+def crash_backoff_s(prefix: str) -> float:
+    """`<PREFIX>_CRASH_BACKOFF_S` in seconds; a bad value is reported and the default used
+    (refusing to start over it would be one more crash to throttle)."""
+    name = f"{prefix}_CRASH_BACKOFF_S"
+    raw = os.environ.get(name, "").strip()
+    if not raw:
+        return DEFAULT_CRASH_BACKOFF_S
+    try:
+        value = float(raw)
+    except ValueError:
+        value = -1.0
+    if not value >= 0:  # also refuses nan
+        print(f"voice_common.launch: {name}={raw!r}: expected seconds >= 0; using "
+              f"{DEFAULT_CRASH_BACKOFF_S:g}", file=sys.stderr, flush=True)
+        return DEFAULT_CRASH_BACKOFF_S
+    return value
+
+
+def crash_delay(code: int, ran_s: float, backoff_s: float,
+                window_s: float = CRASH_WINDOW_S) -> float:
+    """Seconds to wait before exiting with `code` after running `ran_s` seconds."""
+    return backoff_s if code != 0 and ran_s < window_s else 0.0
+
+
+def exit_code(exc: SystemExit) -> int:
+    """The status `sys.exit(exc.code)` would give, printing a message code as Python does."""
+    if exc.code is None:
+        return 0
+    if isinstance(exc.code, int):
+        return exc.code
+    print(exc.code, file=sys.stderr, flush=True)
+    return 1
+
+
+def run_module(module: str, args: list[str], prefix: str) -> int:
+    """Import and run the service; an import error in development waits for a fix."""
     sys.argv = [module, *args]
     try:
         main = resolve_main(module)
@@ -169,6 +214,29 @@ def run(module: str, args: list[str], prefix: str | None = None) -> int:
             raise
         return wait_for_fix(module, prefix, err)
     return result if isinstance(result, int) else 0
+
+
+def run(module: str, args: list[str], prefix: str | None = None) -> int:
+    """Run the service; return its exit status, after the crash backoff when it failed
+    soon after start."""
+    prefix = prefix or env_prefix(module)
+    started = time.monotonic()
+    try:
+        code = run_module(module, args, prefix)
+    except SystemExit as exc:  # load_settings' exit 2 on bad settings, sys.exit(N)
+        code = exit_code(exc)
+    except Exception:
+        traceback.print_exc()  # what Python prints for an uncaught exception
+        sys.stderr.flush()
+        code = 1
+    ran_s = time.monotonic() - started
+    delay = crash_delay(code, ran_s, crash_backoff_s(prefix))
+    if delay > 0:
+        print(f"voice_common.launch: {module} exited with {code} {ran_s:.1f} s after start; "
+              f"waiting {delay:g} s before exiting ({prefix}_CRASH_BACKOFF_S)",
+              file=sys.stderr, flush=True)
+        time.sleep(delay)
+    return code
 
 
 def main(argv: list[str] | None = None) -> int:
