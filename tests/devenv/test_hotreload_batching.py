@@ -1,0 +1,71 @@
+"""voice_common.hotreload's batching, on real files with the real watcher: a burst of saves
+is one batch, restarted HOT_RELOAD_QUIET_MS after its last save; a burst that never pauses
+is cut HOT_RELOAD_MAX_WAIT_MS after its first save."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import time
+from pathlib import Path
+
+import pytest
+
+from voice_common.hotreload import Batching, wait_for_change
+
+pytestmark = pytest.mark.timeout(60)
+ARM_S = 0.3  # the watcher is set up when its task first runs; give it that moment
+
+
+async def save_every(folder: Path, count: int, gap_s: float, saved_at: list[float]) -> None:
+    """`count` saves `gap_s` apart, to distinct files; note each save's time."""
+    for i in range(count):
+        (folder / f"mod{i}.py").write_text(f"VALUE = {i}\n")
+        saved_at.append(time.monotonic())
+        await asyncio.sleep(gap_s)
+
+
+async def test_env_configures_the_batching(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("HOT_RELOAD_QUIET_MS", "120")
+    monkeypatch.setenv("HOT_RELOAD_MAX_WAIT_MS", "900")
+    assert Batching.from_env() == Batching(0.12, 0.9)
+    monkeypatch.setenv("HOT_RELOAD_QUIET_MS", "-1")
+    with pytest.raises(ValueError, match="HOT_RELOAD_QUIET_MS='-1': must not be negative"):
+        Batching.from_env()
+
+
+async def test_saves_100_ms_apart_are_one_batch_restarted_quiet_ms_after_the_last(
+        tmp_path: Path) -> None:
+    quiet = 0.3
+    waiting = asyncio.create_task(wait_for_change([str(tmp_path)], Batching(quiet, 2.0)))
+    await asyncio.sleep(ARM_S)
+    saved_at: list[float] = []
+    await save_every(tmp_path, 5, 0.1, saved_at)
+    changes = await asyncio.wait_for(waiting, 30)
+    returned = time.monotonic()
+    # One batch holds every save of the burst: one restart.
+    assert sorted(os.path.basename(path) for _, path in changes) == [
+        f"mod{i}.py" for i in range(5)]
+    # Not before the quiet period after the last save (a lower bound: 20 ms for the
+    # file time's resolution).
+    assert returned - saved_at[-1] >= quiet - 0.02
+
+
+async def test_the_max_wait_cuts_a_burst_that_never_pauses(tmp_path: Path) -> None:
+    max_wait = 1.0
+    waiting = asyncio.create_task(wait_for_change([str(tmp_path)], Batching(0.3, max_wait)))
+    await asyncio.sleep(ARM_S)
+    saved_at: list[float] = []
+    saving = asyncio.create_task(save_every(tmp_path, 60, 0.1, saved_at))  # 6 s of saves
+    try:
+        changes = await asyncio.wait_for(waiting, 30)
+        returned = time.monotonic()
+        # The batch ended while the saves went on, so not on a quiet period ...
+        assert not saving.done()
+        assert len(saved_at) < 60
+        # ... and not before the cap: at least max_wait after the first save.
+        assert returned - saved_at[0] >= max_wait - 0.02
+        names = {os.path.basename(path) for _, path in changes}
+        assert "mod0.py" in names and len(names) < 60
+    finally:
+        saving.cancel()
