@@ -38,6 +38,7 @@ def packaged_korean_model() -> Path | None:
 
 class VoskEngine(Engine):
     name = "vosk"
+    holds_gil = False  # Kaldi decodes with the GIL released
 
     def __init__(self, model_path: Path) -> None:
         self.model_path = model_path
