@@ -91,6 +91,8 @@ class BotConfig(BaseModel):
     max_call_duration_s: float = Field(600.0, gt=0)
     silence_timeout_s: float = Field(30.0, gt=0)
     barge_in_min_words: int = Field(1, ge=0, le=20)
+    # Start the reply at the recognizer's PAUSE, play it if the final transcript agrees.
+    prepare_on_pause: bool = True
     max_history_turns: int = Field(10, ge=0, le=100)
     max_new_tokens: int = Field(64, ge=1, le=512)
     temperature: float = Field(0.0, ge=0.0, le=2.0)

@@ -13,6 +13,9 @@ CALLS = Counter("voice_calls_total", "Calls offered to the core", ["backend", "r
 ACTIVE_CALLS = Gauge("voice_active_calls", "Calls in progress", registry=REGISTRY)
 TURNS = Counter("voice_turns_total", "Bot turns", ["kind", "outcome"], registry=REGISTRY)
 BARGE_INS = Counter("voice_barge_ins_total", "Caller interruptions of the bot", registry=REGISTRY)
+PREPARED_REPLIES = Counter("voice_prepared_replies_total",
+                           "Replies prepared at a caller's pause: used, or discarded",
+                           ["outcome"], registry=REGISTRY)
 SERVICE_ERRORS = Counter("voice_service_errors_total", "Failed calls to AI services",
                          ["service", "code"], registry=REGISTRY)
 TURN_LATENCY = Histogram(

@@ -19,6 +19,7 @@ from opensips_ai_core.media.session import RtpSession
 from opensips_ai_core.pipeline.call import TRUNCATED, Call, Services
 from opensips_ai_core.signalling.base import CallInfo
 from tests.support.stack import free_rtp_range, service
+from voiceai.asr.v1 import asr_pb2
 
 pytestmark = [pytest.mark.timeout(180)]
 
@@ -36,7 +37,9 @@ async def open_call(ai, llm_target: str, bot: BotConfig) -> AsyncIterator[tuple[
     phone = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     phone.bind(("127.0.0.1", 0))
     ports = RtpPortAllocator(*free_rtp_range(10))
-    media = await RtpSession.open("127.0.0.1", ports, on_audio=lambda _pcm: None)
+    calls: list[Call] = []
+    media = await RtpSession.open("127.0.0.1", ports, on_audio=lambda _pcm: None,
+                                  on_talkspurt_start=lambda: calls[0].on_first_packet())
     media.configure("127.0.0.1", phone.getsockname()[1], "PCMU", 0, None)
     services = Services(AsrClient(ai.asr.target), LlmClient(llm_target), TtsClient(ai.tts.target))
     hangups: list[str] = []
@@ -46,6 +49,7 @@ async def open_call(ai, llm_target: str, bot: BotConfig) -> AsyncIterator[tuple[
 
     call = Call(CallInfo("pipeline-1", "sip:caller@test", "sip:ai@test", "sip"), media,
                 services, bot, hangup)
+    calls.append(call)
     try:
         yield call, media
     finally:
@@ -99,3 +103,77 @@ async def test_tts_failure_is_survived_and_the_next_turn_is_spoken(ai):
         call.caller_said("what is my balance")
         await wait_for(lambda: media.is_speaking, 30, "the reply's audio")
         assert call.state == "active"
+
+
+def pause(text: str) -> asr_pb2.RecognizeResponse:
+    return asr_pb2.RecognizeResponse(speech=asr_pb2.SpeechEvent(
+        kind=asr_pb2.SpeechEvent.PAUSE, audio_offset_s=1.2, text=text), engine="pocketsphinx")
+
+
+def final(text: str) -> asr_pb2.RecognizeResponse:
+    return asr_pb2.RecognizeResponse(final=asr_pb2.Transcript(
+        text=text, audio_start_s=0.3, audio_end_s=1.0), engine="pocketsphinx")
+
+
+def partial(text: str) -> asr_pb2.RecognizeResponse:
+    return asr_pb2.RecognizeResponse(partial=asr_pb2.Transcript(text=text), engine="pocketsphinx")
+
+
+async def greeted(call: Call) -> None:
+    call.start()
+    greeting = call.turn
+    await wait_for(greeting.task.done, 30, "greeting")
+
+
+async def test_reply_prepared_at_a_pause_is_held_then_played_when_the_final_agrees(ai):
+    async with open_call(ai, ai.llm.target, BotConfig(greeting="Hi.")) as (call, media):
+        await greeted(call)
+        history = list(call.history)
+        await call._on_asr(pause("what is my balance"))
+        prepared = call.prepared
+        assert prepared is not None and prepared.held
+        # LLM and TTS run to the end, but nothing is heard or recorded before the final.
+        await wait_for(prepared.task.done, 30, "the prepared reply")
+        assert prepared.held_audio and not media.is_speaking
+        assert call.history == history
+        await call._on_asr(final("What is my  balance"))
+        assert call.prepared is None and call.turn is prepared and not prepared.held
+        assert media.is_speaking
+        assert call.history[-2:] == [("user", "What is my  balance"),
+                                     ("assistant", prepared.reply)]
+        assert "balance" in prepared.reply.lower()
+        timer = prepared.timer
+        assert timer.llm_first_token < timer.asr_final  # it was ready before the final
+        await wait_for(lambda: timer.first_rtp is not None, 10, "the first RTP packet")
+        assert timer.first_rtp >= timer.asr_final
+
+
+async def test_prepared_reply_is_dropped_when_the_final_differs(ai):
+    async with open_call(ai, ai.llm.target, BotConfig(greeting="Hi.")) as (call, _media):
+        await greeted(call)
+        await call._on_asr(pause("what is my balance"))
+        prepared = call.prepared
+        await call._on_asr(final("i lost my card"))
+        await asyncio.gather(prepared.task, return_exceptions=True)
+        assert prepared.discarded and call.turn is not prepared
+        await wait_for(call.turn.task.done, 30, "the reply to the final")
+        users = [text for role, text in call.history if role == "user"]
+        assert users == ["i lost my card"]
+        assert "balance" not in call.history[-1][1].lower()
+        assert "card" in call.history[-1][1].lower()
+
+
+async def test_prepared_reply_is_dropped_when_the_caller_speaks_on(ai):
+    async with open_call(ai, ai.llm.target, BotConfig(greeting="Hi.")) as (call, media):
+        await greeted(call)
+        await call._on_asr(pause("hello"))
+        first = call.prepared
+        await call._on_asr(partial("hello"))  # the same words again: kept
+        assert call.prepared is first
+        await call._on_asr(partial("hello i need help"))
+        assert call.prepared is None and first.discarded
+        await call._on_asr(pause("hello i need help"))
+        assert call.prepared is not None and call.prepared is not first
+        await asyncio.gather(first.task, return_exceptions=True)
+        assert (not media.is_speaking and first.held_audio == []) or not media.is_speaking
+        assert [role for role, _ in call.history] == ["assistant"]  # the greeting only

@@ -5,6 +5,13 @@ starts a turn: the LLM streams the reply, each finished sentence goes to TTS at
 once, and TTS audio is queued for the RTP pacer. Caller speech while the bot
 talks is a barge-in: the outbound queue is cleared and the turn's LLM and TTS
 RPCs are cancelled; the reply is kept in the history, marked as cut off.
+
+Replies are prepared ahead: when the recognizer reports a PAUSE (a short silence,
+before it has decided that the utterance ended) the turn for the hypothesis so far
+starts at once, held: its LLM and TTS run but its audio waits. If the final
+transcript has the same text the held turn is committed and its audio plays at
+once; if it differs, or the caller speaks on, it is dropped without a trace in the
+history. (LiveKit Agents calls this preemptive generation.)
 """
 
 from __future__ import annotations
@@ -73,6 +80,14 @@ class Turn:
     llm_active: bool = False
     tts_active: bool = False
     history_index: int | None = None  # where its reply went in the call's history
+    # The conversation the LLM is asked to continue, fixed when the turn starts.
+    messages: list[tuple[str, str]] = field(default_factory=list)
+    # A turn prepared on a pause: audio is held and nothing is recorded until committed.
+    held: bool = False
+    user_text: str = ""
+    held_audio: list[np.ndarray | bytes] = field(default_factory=list)
+    finished: str | None = None  # the outcome of a held turn that ended before its commit
+    discarded: bool = False
 
 
 class Call:
@@ -85,6 +100,7 @@ class Call:
         self._hangup = hangup
         self.history: list[tuple[str, str]] = []
         self.turn: Turn | None = None
+        self.prepared: Turn | None = None  # held, waiting for the final transcript
         self.turns_done: list[TurnTimer] = []
         self.asr: AsrSession | None = None
         self.started = time.monotonic()
@@ -134,6 +150,7 @@ class Call:
         turn_task = self.turn.task if self.turn is not None else None
         if turn_task is not None and turn_task is not current:
             turn_task.cancel()
+        self._discard_prepared("call closed")
         if self.asr is not None:
             await self.asr.close()
         await self._tasks.cancel_all(keep=current)
@@ -187,10 +204,16 @@ class Call:
                         self.barge_in("speech start")
                 elif response.speech.kind == asr_pb2.SpeechEvent.SPEECH_END:
                     self._speech_end_hint = time.perf_counter()
+                elif response.speech.kind == asr_pb2.SpeechEvent.PAUSE:
+                    self._prepare(response.speech.text)
             elif kind == "partial":
                 words = response.partial.text.split()
                 if words:
                     self.last_caller_activity = time.monotonic()
+                    prepared = self.prepared
+                    if prepared is not None and not same_utterance(prepared.user_text,
+                                                                   response.partial.text):
+                        self._discard_prepared("the caller spoke on")
                 if words and len(words) >= max(1, self.bot.barge_in_min_words):
                     self.barge_in("caller speech")
             elif kind == "final":
@@ -199,12 +222,70 @@ class Call:
                     return
                 self.last_caller_activity = time.monotonic()
                 self._silence_prompted = False
+                now = time.perf_counter()
+                speech_end = self._speech_end(response.final, now)
+                if self._commit_prepared(text, now, speech_end):
+                    return
                 timer = TurnTimer()
-                timer.mark("asr_final")
-                timer.speech_end = self._speech_end(response.final, timer.asr_final)
+                timer.mark("asr_final", now)
+                timer.speech_end = speech_end
                 self.caller_said(text, timer)
         finally:
             call_id_var.reset(token)
+
+    # ----------------------------------------------------------------- prepared replies
+    def _prepare(self, text: str) -> None:
+        """The caller paused: start the reply to what was heard so far, held."""
+        text = text.strip()
+        if not text or not self.bot.prepare_on_pause or self.state != "active" or self.ending:
+            return
+        if self.prepared is not None and same_utterance(self.prepared.user_text, text):
+            return
+        self._discard_prepared("new hypothesis")
+        turn = Turn(timer=TurnTimer(), held=True, user_text=text,
+                    messages=self._messages(extra_user=text))
+        self.prepared = turn
+        log.debug("Call %s preparing a reply to %r", self.call_id, text)
+        turn.task = asyncio.create_task(self._run_turn(turn, None),
+                                        name=f"prepared-turn:{self.call_id}")
+
+    def _discard_prepared(self, why: str) -> None:
+        turn, self.prepared = self.prepared, None
+        if turn is None:
+            return
+        turn.discarded = True
+        if turn.task is not None and not turn.task.done():
+            turn.task.cancel()
+        metrics.PREPARED_REPLIES.labels("discarded").inc()
+        log.debug("Call %s prepared reply to %r dropped (%s)", self.call_id, turn.user_text,
+                  why)
+
+    def _commit_prepared(self, text: str, asr_final: float, speech_end: float | None) -> bool:
+        """The final transcript matches the prepared reply: make it the turn, play it."""
+        turn = self.prepared
+        if turn is None:
+            return False
+        if not same_utterance(turn.user_text, text):
+            self._discard_prepared("the final transcript differs")
+            return False
+        self.prepared = None
+        log.info("Call %s caller: %r (reply prepared at the pause)", self.call_id, text)
+        self.barge_in("new utterance")
+        self.history.append(("user", text))
+        turn.timer.mark("asr_final", asr_final)
+        turn.timer.speech_end = speech_end
+        turn.held = False
+        self.turn = turn
+        for pcm in turn.held_audio:
+            self.media.enqueue(pcm)
+        turn.held_audio.clear()
+        metrics.PREPARED_REPLIES.labels("used").inc()
+        if turn.finished is not None:
+            outcome = turn.finished
+            self._finish_turn(turn, outcome)
+            if outcome == "done":
+                self._spawn(self._after_turn(turn), "after-turn")
+        return True
 
     def caller_said(self, text: str, timer: TurnTimer | None = None) -> None:
         """A finished caller utterance: interrupt the bot if it talks, then reply."""
@@ -254,14 +335,15 @@ class Call:
             return
         if user_text is not None:
             self.history.append(("user", user_text))
-        turn = Turn(timer=timer)
+        turn = Turn(timer=timer, messages=self._messages())
         self.turn = turn
         turn.task = asyncio.create_task(self._run_turn(turn, fixed_text),
                                         name=f"turn:{self.call_id}")
 
-    def _messages(self) -> list[tuple[str, str]]:
+    def _messages(self, extra_user: str | None = None) -> list[tuple[str, str]]:
+        history = self.history if extra_user is None else [*self.history, ("user", extra_user)]
         keep = self.bot.max_history_turns * 2
-        recent = self.history[-keep:] if keep else self.history[-1:]
+        recent = history[-keep:] if keep else history[-1:]
         return [("system", self.bot.system_prompt), *recent]
 
     async def _run_turn(self, turn: Turn, fixed_text: str | None) -> None:
@@ -280,12 +362,18 @@ class Call:
             outcome = "failed"
             log.exception("Call %s turn failed", self.call_id)
         finally:
-            self._finish_turn(turn, outcome)
+            if turn.held:
+                # Not committed (yet): nothing goes into the history or the metrics now.
+                turn.finished = outcome
+            else:
+                self._finish_turn(turn, outcome)
             call_id_var.reset(token)
-        if outcome == "done":
+        if outcome == "done" and not turn.held:
             await self._after_turn(turn)
 
     def _finish_turn(self, turn: Turn, outcome: str) -> None:
+        if turn.discarded:
+            return
         metrics.TURNS.labels(turn.timer.kind, outcome).inc()
         if turn.timer.kind == "reply" or turn.spoken:
             text = turn.reply if outcome == "done" else " ".join(turn.spoken)
@@ -336,7 +424,7 @@ class Call:
             turn.llm_active = True
             try:
                 async for delta in self.services.llm.generate(
-                        self._messages(), call_id=self.call_id,
+                        turn.messages, call_id=self.call_id,
                         max_new_tokens=self.bot.max_new_tokens,
                         temperature=self.bot.temperature, result=result):
                     turn.timer.mark("llm_first_token")
@@ -383,7 +471,10 @@ class Call:
                         call_id=self.call_id):
                     turn.timer.mark("tts_first_audio")
                     got_audio = True
-                    self.media.enqueue(pcm)
+                    if turn.held:
+                        turn.held_audio.append(pcm)
+                    else:
+                        self.media.enqueue(pcm)
                 return
             except grpc.aio.AioRpcError as err:
                 metrics.SERVICE_ERRORS.labels("tts", err.code().name).inc()
@@ -451,3 +542,7 @@ class Call:
             "last_turn_ms": self.turns_done[-1].breakdown_ms() if self.turns_done else {},
         }
 
+
+def same_utterance(a: str, b: str) -> bool:
+    """Whether two transcripts say the same words (case and spacing aside)."""
+    return a.lower().split() == b.lower().split()

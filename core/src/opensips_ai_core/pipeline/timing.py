@@ -34,13 +34,14 @@ class TurnTimer:
         """The core's own part of the latency: everything but ASR, LLM and TTS compute.
 
         (ASR final -> first delta, less the LLM service's own time to first token)
-        + (first sentence ready -> TTS request) + (first TTS audio -> first RTP packet).
+        + (first TTS audio, or the final if that came later -> first RTP packet).
         """
         if None in (self.asr_final, self.llm_first_token, self.tts_request,
                     self.tts_first_audio, self.first_rtp, self.llm_server_ttft_ms):
             return None
         llm_wait = (self.llm_first_token - self.asr_final) * 1000 - self.llm_server_ttft_ms
-        playout = (self.first_rtp - self.tts_first_audio) * 1000
+        # A reply prepared at a pause has its audio before the final: it may play from then.
+        playout = (self.first_rtp - max(self.tts_first_audio, self.asr_final)) * 1000
         return max(0.0, llm_wait) + playout
 
     def breakdown_ms(self) -> dict[str, float]:

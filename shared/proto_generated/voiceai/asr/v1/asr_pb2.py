@@ -24,7 +24,7 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x18voiceai/asr/v1/asr.proto\x12\x0evoiceai.asr.v1\"v\n\x0fStreamingConfig\x12\x16\n\x0esample_rate_hz\x18\x01 \x01(\x05\x12\x10\n\x08language\x18\x02 \x01(\t\x12\x17\n\x0finterim_results\x18\x03 \x01(\x08\x12\x0f\n\x07phrases\x18\x04 \x03(\t\x12\x0f\n\x07\x63\x61ll_id\x18\x05 \x01(\t\"a\n\x10RecognizeRequest\x12\x31\n\x06\x63onfig\x18\x01 \x01(\x0b\x32\x1f.voiceai.asr.v1.StreamingConfigH\x00\x12\x0f\n\x05\x61udio\x18\x02 \x01(\x0cH\x00\x42\t\n\x07request\"L\n\x08WordInfo\x12\x0c\n\x04word\x18\x01 \x01(\t\x12\x0f\n\x07start_s\x18\x02 \x01(\x01\x12\r\n\x05\x65nd_s\x18\x03 \x01(\x01\x12\x12\n\nconfidence\x18\x04 \x01(\x02\"\x9a\x01\n\nTranscript\x12\x0c\n\x04text\x18\x01 \x01(\t\x12\x12\n\nconfidence\x18\x02 \x01(\x02\x12\'\n\x05words\x18\x03 \x03(\x0b\x32\x18.voiceai.asr.v1.WordInfo\x12\x15\n\raudio_start_s\x18\x04 \x01(\x01\x12\x13\n\x0b\x61udio_end_s\x18\x05 \x01(\x01\x12\x15\n\rprocessing_ms\x18\x06 \x01(\x01\"\x95\x01\n\x0bSpeechEvent\x12.\n\x04kind\x18\x01 \x01(\x0e\x32 .voiceai.asr.v1.SpeechEvent.Kind\x12\x16\n\x0e\x61udio_offset_s\x18\x02 \x01(\x01\">\n\x04Kind\x12\x14\n\x10KIND_UNSPECIFIED\x10\x00\x12\x10\n\x0cSPEECH_START\x10\x01\x12\x0e\n\nSPEECH_END\x10\x02\"\xb8\x01\n\x11RecognizeResponse\x12-\n\x07partial\x18\x01 \x01(\x0b\x32\x1a.voiceai.asr.v1.TranscriptH\x00\x12+\n\x05\x66inal\x18\x02 \x01(\x0b\x32\x1a.voiceai.asr.v1.TranscriptH\x00\x12-\n\x06speech\x18\x03 \x01(\x0b\x32\x1b.voiceai.asr.v1.SpeechEventH\x00\x12\x0e\n\x06\x65ngine\x18\x04 \x01(\tB\x08\n\x06result2k\n\nRecognizer\x12]\n\x12StreamingRecognize\x12 .voiceai.asr.v1.RecognizeRequest\x1a!.voiceai.asr.v1.RecognizeResponse(\x01\x30\x01\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x18voiceai/asr/v1/asr.proto\x12\x0evoiceai.asr.v1\"v\n\x0fStreamingConfig\x12\x16\n\x0esample_rate_hz\x18\x01 \x01(\x05\x12\x10\n\x08language\x18\x02 \x01(\t\x12\x17\n\x0finterim_results\x18\x03 \x01(\x08\x12\x0f\n\x07phrases\x18\x04 \x03(\t\x12\x0f\n\x07\x63\x61ll_id\x18\x05 \x01(\t\"a\n\x10RecognizeRequest\x12\x31\n\x06\x63onfig\x18\x01 \x01(\x0b\x32\x1f.voiceai.asr.v1.StreamingConfigH\x00\x12\x0f\n\x05\x61udio\x18\x02 \x01(\x0cH\x00\x42\t\n\x07request\"L\n\x08WordInfo\x12\x0c\n\x04word\x18\x01 \x01(\t\x12\x0f\n\x07start_s\x18\x02 \x01(\x01\x12\r\n\x05\x65nd_s\x18\x03 \x01(\x01\x12\x12\n\nconfidence\x18\x04 \x01(\x02\"\x9a\x01\n\nTranscript\x12\x0c\n\x04text\x18\x01 \x01(\t\x12\x12\n\nconfidence\x18\x02 \x01(\x02\x12\'\n\x05words\x18\x03 \x03(\x0b\x32\x18.voiceai.asr.v1.WordInfo\x12\x15\n\raudio_start_s\x18\x04 \x01(\x01\x12\x13\n\x0b\x61udio_end_s\x18\x05 \x01(\x01\x12\x15\n\rprocessing_ms\x18\x06 \x01(\x01\"\xae\x01\n\x0bSpeechEvent\x12.\n\x04kind\x18\x01 \x01(\x0e\x32 .voiceai.asr.v1.SpeechEvent.Kind\x12\x16\n\x0e\x61udio_offset_s\x18\x02 \x01(\x01\x12\x0c\n\x04text\x18\x03 \x01(\t\"I\n\x04Kind\x12\x14\n\x10KIND_UNSPECIFIED\x10\x00\x12\x10\n\x0cSPEECH_START\x10\x01\x12\x0e\n\nSPEECH_END\x10\x02\x12\t\n\x05PAUSE\x10\x03\"\xb8\x01\n\x11RecognizeResponse\x12-\n\x07partial\x18\x01 \x01(\x0b\x32\x1a.voiceai.asr.v1.TranscriptH\x00\x12+\n\x05\x66inal\x18\x02 \x01(\x0b\x32\x1a.voiceai.asr.v1.TranscriptH\x00\x12-\n\x06speech\x18\x03 \x01(\x0b\x32\x1b.voiceai.asr.v1.SpeechEventH\x00\x12\x0e\n\x06\x65ngine\x18\x04 \x01(\tB\x08\n\x06result2k\n\nRecognizer\x12]\n\x12StreamingRecognize\x12 .voiceai.asr.v1.RecognizeRequest\x1a!.voiceai.asr.v1.RecognizeResponse(\x01\x30\x01\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -40,11 +40,11 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_TRANSCRIPT']._serialized_start=342
   _globals['_TRANSCRIPT']._serialized_end=496
   _globals['_SPEECHEVENT']._serialized_start=499
-  _globals['_SPEECHEVENT']._serialized_end=648
-  _globals['_SPEECHEVENT_KIND']._serialized_start=586
-  _globals['_SPEECHEVENT_KIND']._serialized_end=648
-  _globals['_RECOGNIZERESPONSE']._serialized_start=651
-  _globals['_RECOGNIZERESPONSE']._serialized_end=835
-  _globals['_RECOGNIZER']._serialized_start=837
-  _globals['_RECOGNIZER']._serialized_end=944
+  _globals['_SPEECHEVENT']._serialized_end=673
+  _globals['_SPEECHEVENT_KIND']._serialized_start=600
+  _globals['_SPEECHEVENT_KIND']._serialized_end=673
+  _globals['_RECOGNIZERESPONSE']._serialized_start=676
+  _globals['_RECOGNIZERESPONSE']._serialized_end=860
+  _globals['_RECOGNIZER']._serialized_start=862
+  _globals['_RECOGNIZER']._serialized_end=969
 # @@protoc_insertion_point(module_scope)

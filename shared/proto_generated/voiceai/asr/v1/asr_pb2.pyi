@@ -58,20 +58,24 @@ class Transcript(_message.Message):
     def __init__(self, text: _Optional[str] = ..., confidence: _Optional[float] = ..., words: _Optional[_Iterable[_Union[WordInfo, _Mapping]]] = ..., audio_start_s: _Optional[float] = ..., audio_end_s: _Optional[float] = ..., processing_ms: _Optional[float] = ...) -> None: ...
 
 class SpeechEvent(_message.Message):
-    __slots__ = ("kind", "audio_offset_s")
+    __slots__ = ("kind", "audio_offset_s", "text")
     class Kind(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
         __slots__ = ()
         KIND_UNSPECIFIED: _ClassVar[SpeechEvent.Kind]
         SPEECH_START: _ClassVar[SpeechEvent.Kind]
         SPEECH_END: _ClassVar[SpeechEvent.Kind]
+        PAUSE: _ClassVar[SpeechEvent.Kind]
     KIND_UNSPECIFIED: SpeechEvent.Kind
     SPEECH_START: SpeechEvent.Kind
     SPEECH_END: SpeechEvent.Kind
+    PAUSE: SpeechEvent.Kind
     KIND_FIELD_NUMBER: _ClassVar[int]
     AUDIO_OFFSET_S_FIELD_NUMBER: _ClassVar[int]
+    TEXT_FIELD_NUMBER: _ClassVar[int]
     kind: SpeechEvent.Kind
     audio_offset_s: float
-    def __init__(self, kind: _Optional[_Union[SpeechEvent.Kind, str]] = ..., audio_offset_s: _Optional[float] = ...) -> None: ...
+    text: str
+    def __init__(self, kind: _Optional[_Union[SpeechEvent.Kind, str]] = ..., audio_offset_s: _Optional[float] = ..., text: _Optional[str] = ...) -> None: ...
 
 class RecognizeResponse(_message.Message):
     __slots__ = ("partial", "final", "speech", "engine")
