@@ -14,7 +14,7 @@ Process mode: each worker is a one-process `ProcessPoolExecutor`, started with
 once in its initializer. A stream is pinned to the worker with the fewest open
 streams when it opens; a one-process executor runs calls in submission order, so a
 stream's calls stay ordered. A worker that dies (segfault, OOM kill) breaks only its
-own executor: its streams fail with `WorkerExitedError` (the servicer answers
+own executor: its streams fail with `WorkerUnavailableError` (the servicer answers
 UNAVAILABLE) and a fresh worker takes its place for new streams.
 """
 
@@ -35,7 +35,13 @@ from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
 from typing import Protocol, TypeVar
 
-from asr_service.engines import Engine, EngineStream, RecognitionEvent, StreamOptions
+from asr_service.engines import (
+    Engine,
+    EngineStream,
+    RecognitionEvent,
+    StreamOptions,
+    create_engine,
+)
 from asr_service.settings import AsrSettings
 from voice_common.devlogger import get_development_logger
 from voice_common.logs import call_id_var, configure_logging
@@ -53,8 +59,8 @@ PARENT_CHECK_INTERVAL_S = 0.5
 WORKER_STOP_TIMEOUT_S = 5.0
 
 
-class WorkerExitedError(RuntimeError):
-    """The worker process running a stream is gone; the stream cannot go on."""
+class WorkerUnavailableError(RuntimeError):
+    """No worker can run the stream: its worker exited (or none has started yet)."""
 
 
 def worker_count(settings: AsrSettings, engine: Engine) -> int:
@@ -220,8 +226,6 @@ def init_worker(settings: AsrSettings, parent_pid: int) -> None:
                       level=settings.effective_log_level())
     threading.Thread(target=_exit_when_parent_dies, args=(parent_pid,),
                      name="parent-watch", daemon=True).start()
-    from asr_service.engines import create_engine
-
     engine = create_engine(settings)
     engine.load()
     _engine = engine
@@ -242,6 +246,7 @@ def _stream_entry(stream_id: str) -> tuple[EngineStream, StreamOptions]:
 def worker_open(stream_id: str, options: StreamOptions) -> None:
     if _engine is None:
         raise RuntimeError("the worker has no engine")
+    call_id_var.set(options.call_id or None)
     _streams[stream_id] = (_engine.open_stream(options), options)
 
 
@@ -295,7 +300,7 @@ class ProcessStream:
         self.worker = self.pool.pin()
         try:
             await self.pool.call(self.worker, worker_open, self.stream_id, self.options)
-        except WorkerExitedError:
+        except WorkerUnavailableError:
             # Nothing was recognised yet, so a fresh worker can take the stream unseen.
             self.pool.unpin(self.worker)
             self.worker = self.pool.pin()
@@ -389,6 +394,9 @@ class ProcessRecognizers:
 
     def pin(self) -> Worker:
         """The worker with the fewest open streams, counting the new one."""
+        if not self.workers:  # an RPC that came before warm-up began
+            raise WorkerUnavailableError("the recognizer workers are still starting; retry "
+                                         "once the service is SERVING")
         worker = min(self.workers, key=lambda w: w.open_streams)
         worker.open_streams += 1
         return worker
@@ -403,7 +411,7 @@ class ProcessRecognizers:
             return await asyncio.wrap_future(worker.executor.submit(function, *args))
         except BrokenProcessPool as err:
             self._replace(worker, err)
-            raise WorkerExitedError(f"the recognizer worker {worker.label()} exited; "
+            raise WorkerUnavailableError(f"the recognizer worker {worker.label()} exited; "
                                     "open a new stream") from None
 
     def _replace(self, worker: Worker, error: BaseException) -> None:
