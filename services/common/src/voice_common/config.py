@@ -41,6 +41,17 @@ def _existing_path(value: Path | None) -> Path | None:
 ExistingPath = Annotated[Path, AfterValidator(_existing_path)]
 
 
+def _empty_is_none(value: Any) -> Any:
+    """`VAR=` (set but empty) means "not set", as for the log levels."""
+    if isinstance(value, str) and not value.strip():
+        return None
+    return value
+
+
+OptionalPort = Annotated[Annotated[int, Field(ge=0, le=65535)] | None,
+                         BeforeValidator(_empty_is_none)]
+
+
 class ServiceSettings(BaseSettings):
     """What every gRPC process reads from its environment."""
 
@@ -56,6 +67,9 @@ class ServiceSettings(BaseSettings):
     hot_reload: bool = False
     grace_period_s: float = Field(5.0, ge=0, le=300)
     max_workers: int = Field(4, ge=1, le=256)
+    # `<PREFIX>_HEALTH_HTTP_PORT`: also answer HTTP GET /health on `host` (200 SERVING,
+    # 503 NOT_SERVING): a probe that costs the supervisor no Python start (0: any free port).
+    health_http_port: OptionalPort = None
 
     @classmethod
     def service_name(cls) -> str:

@@ -6,19 +6,29 @@ Start-up:  bind a `grpc.aio` server, register the standard `grpc.health.v1`
 Shutdown:  on SIGTERM/SIGINT (or a hot-reload request) mark NOT_SERVING, stop
            accepting RPCs, let in-flight streams finish for `grace_period_s`,
            cancel what is left, run the service's close hook, exit 0.
+HTTP:      with `<PREFIX>_HEALTH_HTTP_PORT` set, `GET /health` on the service's host
+           answers 200 `SERVING` or 503 `NOT_SERVING` from the same health servicer
+           (a probe the supervisor runs without starting a Python); from bind to exit.
+Exit:      in development (DEVELOPMENT_MODE=1) a clean shutdown ends with `os._exit(0)`
+           once logs are flushed and child processes are gone: the interpreter's
+           teardown (torch's takes seconds) would only delay the hot-reload restart.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
+import os
 import signal
+import sys
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
 import grpc
+from aiohttp import web
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_health.v1.health import aio as health_aio
 
@@ -50,6 +60,65 @@ class ServiceDefinition:
     watch_paths: Sequence[str] = field(default_factory=tuple)
 
 
+SERVING = health_pb2.HealthCheckResponse.SERVING
+HEALTH_PATH = "/health"
+# A probe is a short request; a connection still open at exit is not waited for longer.
+HEALTH_HTTP_SHUTDOWN_S = 1.0
+# Children (the ASR's worker processes) get this long after `close` to be gone before a
+# development fast exit kills them: os._exit must not leave orphans behind.
+CHILD_EXIT_WAIT_S = 5.0
+
+
+class HealthHttpServer:
+    """`GET /health` -> 200 SERVING / 503 NOT_SERVING (the overall status "" of `health`);
+    any other method or path -> 404."""
+
+    def __init__(self, health: health_aio.HealthServicer, host: str, port: int) -> None:
+        self.health = health
+        self.host = host
+        self.port = port
+        self._runner: web.AppRunner | None = None
+
+    async def status(self) -> int:
+        # The servicer's own Check: what a gRPC probe would be told (the runtime sets ""
+        # before anything serves, so the NOT_FOUND branch that needs a context never runs).
+        reply = await self.health.Check(health_pb2.HealthCheckRequest(service=""), None)
+        return reply.status
+
+    async def _handle(self, request: web.Request) -> web.Response:
+        if request.method not in ("GET", "HEAD") or request.path != HEALTH_PATH:
+            return web.Response(status=404, text="not found\n")
+        if await self.status() == SERVING:
+            return web.Response(status=200, text="SERVING\n")
+        return web.Response(status=503, text="NOT_SERVING\n")
+
+    async def start(self) -> str:
+        """Bind and serve; the URL (with the bound port when 0 was asked for)."""
+        app = web.Application()
+        app.router.add_route("*", "/{tail:.*}", self._handle)
+        # No access log: a probe every second would fill the DEBUG log.
+        runner = web.AppRunner(app, access_log=None, handle_signals=False,
+                               shutdown_timeout=HEALTH_HTTP_SHUTDOWN_S)
+        await runner.setup()
+        try:
+            await web.TCPSite(runner, self.host, self.port).start()
+        except OSError as err:
+            await runner.cleanup()
+            raise OSError(f"cannot serve health on {self.host}:{self.port}: "
+                          f"{err.strerror or err}") from None
+        self._runner = runner
+        host, port = runner.addresses[0][:2]
+        self.port = port
+        shown = f"[{host}]" if ":" in host else host
+        return f"http://{shown}:{port}{HEALTH_PATH}"
+
+    async def stop(self) -> None:
+        """Close the listening socket (the port is free afterwards) and open connections."""
+        if self._runner is not None:
+            runner, self._runner = self._runner, None
+            await runner.cleanup()
+
+
 class GrpcServiceRuntime:
     def __init__(self, definition: ServiceDefinition) -> None:
         self.definition = definition
@@ -57,6 +126,7 @@ class GrpcServiceRuntime:
         self.health = health_aio.HealthServicer()
         self.server: grpc.aio.Server | None = None
         self.port: int | None = None
+        self.health_http: HealthHttpServer | None = None
         self.service_names: list[str] = []
         self._shutdown = asyncio.Event()
         self.shutdown_reason = ""
@@ -87,7 +157,27 @@ class GrpcServiceRuntime:
         self.server = server
         log.info("%s listening on %s:%d (NOT_SERVING until warm-up ends)",
                  self.definition.name, self.settings.host, self.port)
+        if self.settings.health_http_port is not None:
+            await self._start_health_http(self.settings.health_http_port)
         return self.port
+
+    async def _start_health_http(self, port: int) -> None:
+        health_http = HealthHttpServer(self.health, self.settings.host, port)
+        try:
+            url = await health_http.start()
+        except OSError:
+            await self._stop_servers(0)
+            raise
+        self.health_http = health_http
+        log.info("%s health on %s (503 NOT_SERVING until warm-up ends)",
+                 self.definition.name, url)
+
+    async def _stop_servers(self, grace: float | None) -> None:
+        """Stop gRPC (letting streams finish for `grace`), then the HTTP health port."""
+        if self.server is not None:
+            await self.server.stop(grace)
+        if self.health_http is not None:
+            await self.health_http.stop()
 
     async def warm_up(self) -> None:
         started = time.perf_counter()
@@ -114,6 +204,9 @@ class GrpcServiceRuntime:
             await self.server.stop(grace)
         if self.definition.close is not None:
             await self.definition.close()
+        if self.health_http is not None:
+            # Last: a probe during the drain and `close` is told 503, not refused.
+            await self.health_http.stop()
         log.info("%s stopped", self.definition.name)
 
     def install_signal_handlers(self) -> None:
@@ -150,8 +243,7 @@ class GrpcServiceRuntime:
 
     async def _abort(self, exc: BaseException | None) -> None:
         log.error("%s warm-up failed: %s", self.definition.name, exc, exc_info=exc)
-        if self.server is not None:
-            await self.server.stop(0)
+        await self._stop_servers(0)
 
 
 def setup_logging(settings: ServiceSettings, service: str) -> None:
@@ -160,12 +252,50 @@ def setup_logging(settings: ServiceSettings, service: str) -> None:
     )
 
 
+def _wait_for_children(timeout_s: float) -> None:
+    """Join the process's multiprocessing children (the ASR's worker processes, normally
+    joined by `close` already); kill any still running after `timeout_s`."""
+    if "multiprocessing" not in sys.modules:
+        return  # nothing could have started one
+    import multiprocessing
+
+    deadline = time.monotonic() + timeout_s
+    for child in multiprocessing.active_children():
+        child.join(max(0.0, deadline - time.monotonic()))
+        if child.is_alive():
+            log.warning("child process %s (pid %s) still runs %.0f s after close; killing it",
+                        child.name, child.pid, timeout_s)
+            child.kill()
+            child.join(1.0)
+
+
+def fast_exit(code: int) -> None:
+    """End the process now without the interpreter's teardown (atexit handlers, module
+    and thread clean-up: seconds for torch), after what that teardown would keep: the
+    log lines and stdio, and no child process left running."""
+    _wait_for_children(CHILD_EXIT_WAIT_S)
+    log.debug("exit %d without interpreter teardown (DEVELOPMENT_MODE)", code)
+    logging.shutdown()  # flushes (and closes) every handler
+    for stream in (sys.stdout, sys.stderr):
+        # Closed or a broken pipe: nothing left to save.
+        with contextlib.suppress(OSError, ValueError):
+            stream.flush()
+    os._exit(code)
+
+
 def run_service(definition: ServiceDefinition) -> int:
-    """Configure logging and run the service to completion; the process exit code."""
+    """Configure logging and run the service to completion; the process exit code.
+
+    In development a clean shutdown (exit 0: SIGTERM or a hot reload, drained and closed)
+    does not return: the process ends here through `fast_exit`.
+    """
     setup_logging(definition.settings, definition.name)
     runtime = GrpcServiceRuntime(definition)
     try:
-        return asyncio.run(runtime.serve())
+        code = asyncio.run(runtime.serve())
     except OSError as err:
         log.critical("%s cannot start: %s", definition.name, err)
         return 1
+    if code == 0 and definition.settings.development_mode:
+        fast_exit(code)
+    return code
