@@ -147,6 +147,7 @@ def test_auto_picks_processes_for_pocketsphinx_and_threads_for_vosk(tmp_path: Pa
     assert worker_count(auto, VoskEngine(tmp_path)) == 0
     assert worker_count(AsrSettings(workers=3), VoskEngine(tmp_path)) == 3
     assert worker_count(AsrSettings(workers=0), PocketsphinxEngine()) == 0
+    assert AsrSettings(workers="").workers is None  # ASR_WORKERS= means unset
 
 
 def test_four_streams_on_two_workers(tmp_path: Path) -> None:
