@@ -42,9 +42,25 @@ async def run_http(probe: Probe, limit_s: float) -> tuple[bool, str]:
         async with aiohttp.ClientSession(timeout=limits) as session, session.get(url) as reply:
             expected = spec.status_code
             ok = reply.status == expected if expected else 200 <= reply.status < 400
-            return ok, f"HTTP {reply.status}"
+            said = await _said(reply)
+            return ok, f"HTTP {reply.status} {said}" if said else f"HTTP {reply.status}"
     except (aiohttp.ClientError, TimeoutError, OSError) as err:
         return False, f"{url}: {type(err).__name__}"
+
+
+async def _said(reply: aiohttp.ClientResponse) -> str:
+    """What a health body says, for dev-status: a short text body's first line (a gRPC
+    service's `SERVING` / `NOT_SERVING`) or a JSON body's "status" (the core's); else ""."""
+    if reply.content_type == "text/plain":
+        lines = (await reply.text(errors="replace")).strip().splitlines()
+        return lines[0][:40] if lines else ""
+    if reply.content_type == "application/json":
+        try:
+            body = await reply.json()
+        except ValueError:
+            return ""
+        return str(body.get("status", ""))[:40] if isinstance(body, dict) else ""
+    return ""
 
 
 async def check(probe: Probe, cwd: Path, env: Mapping[str, str]) -> tuple[bool, str]:

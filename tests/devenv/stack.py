@@ -16,6 +16,7 @@ class FixtureStack:
     file: Path
     runtime_dir: Path
     ports: dict[str, int]
+    health_ports: dict[str, int]
     watch: dict[str, Path]
     module_dir: Path
 
@@ -29,9 +30,11 @@ class FixtureStack:
         return env
 
 
-def _service(name: str, port: int, watch: Path, module: str, *, warmup: float,
-             depends: str | None, pythonpath: str) -> str:
-    probe = f"{PYRUN} -m voice_common.healthcheck 127.0.0.1:{port}"
+def _service(name: str, port: int, health_port: int, watch: Path, module: str, *,
+             warmup: float, depends: str | None, pythonpath: str) -> str:
+    # As in process-compose.yaml: the runtime's HTTP /health, not an exec probe.
+    probe = (f'http_get:\n        host: 127.0.0.1\n        port: "{health_port}"\n'
+             f"        path: /health\n        scheme: http")
     deps = (f"    depends_on:\n      {depends}:\n        condition: process_healthy\n"
             if depends else "")
     return f"""  {name}:
@@ -39,6 +42,7 @@ def _service(name: str, port: int, watch: Path, module: str, *, warmup: float,
     working_dir: {ROOT}
     environment:
       - ECHO_PORT={port}
+      - ECHO_HEALTH_HTTP_PORT={health_port}
       - ECHO_HOT_RELOAD=1
       - ECHO_WARMUP_S={warmup}
       - ECHO_GRACE_PERIOD_S=1
@@ -46,16 +50,14 @@ def _service(name: str, port: int, watch: Path, module: str, *, warmup: float,
       - PYTHONPATH={pythonpath}
     log_location: {{logs}}/{name}.log
 {deps}    readiness_probe:
-      exec:
-        command: {probe}
+      {probe}
       initial_delay_seconds: 0
       period_seconds: 1
       timeout_seconds: 5
       success_threshold: 1
       failure_threshold: 2
     liveness_probe:
-      exec:
-        command: {probe}
+      {probe}
       initial_delay_seconds: 20
       period_seconds: 15
       timeout_seconds: 5
@@ -82,17 +84,18 @@ def write_stack(base: Path) -> FixtureStack:
     for path in watch.values():
         path.mkdir(parents=True, exist_ok=True)
     ports = {name: free_port() for name in watch}
+    health_ports = {name: free_port() for name in watch}
     pythonpath = f"{ROOT}{os.pathsep}{module_dir}"
     body = "".join([
-        _service("first", ports["first"], watch["first"], "tests.devenv.fixture_service",
+        _service("first", ports["first"], health_ports["first"], watch["first"], "tests.devenv.fixture_service",
                  warmup=1.0, depends=None, pythonpath=str(ROOT)),
-        _service("second", ports["second"], watch["second"], "tests.devenv.fixture_service",
+        _service("second", ports["second"], health_ports["second"], watch["second"], "tests.devenv.fixture_service",
                  warmup=0.0, depends="first", pythonpath=str(ROOT)),
-        _service("third", ports["third"], watch["third"], "fixture_third", warmup=0.0, depends=None,
+        _service("third", ports["third"], health_ports["third"], watch["third"], "fixture_third", warmup=0.0, depends=None,
                  pythonpath=pythonpath),
     ]).replace("{logs}", str(runtime / "logs"))
     file = base / "stack.yaml"
     file.write_text(f'version: "0.5"\nenvironment:\n  - DEVELOPMENT_MODE=1\n'
                     f"  - LOG_LEVEL=DEBUG\n  - PYTHONUNBUFFERED=1\n"
                     f"  - PYTHONDONTWRITEBYTECODE=1\nprocesses:\n{body}")
-    return FixtureStack(file, runtime, ports, watch, module_dir)
+    return FixtureStack(file, runtime, ports, health_ports, watch, module_dir)

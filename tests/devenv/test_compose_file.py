@@ -17,7 +17,9 @@ from tests.support.procs import ROOT
 # (commit of 2026-08-18), kept beside this test so that it runs anywhere.
 SCHEMA = Path(__file__).with_name("process-compose-schema.json")
 STACK = ROOT / "process-compose.yaml"
-SERVICES = {"asr": ("ASR", 50051), "llm": ("LLM", 50052), "tts": ("TTS", 50053)}
+# name: (env prefix, gRPC port, HTTP health port)
+SERVICES = {"asr": ("ASR", 50051, 8051), "llm": ("LLM", 50052, 8052),
+            "tts": ("TTS", 50053, 8053)}
 
 
 @pytest.fixture(scope="module")
@@ -72,10 +74,10 @@ def test_the_strict_walk_catches_an_unknown_key(schema, stack) -> None:
     # The check above means something only if it can fail.
     broken = json.loads(json.dumps(stack))
     broken["processes"]["asr"]["restart_policy"] = "always"
-    broken["processes"]["asr"]["readiness_probe"]["exec"]["cmd"] = "true"
+    broken["processes"]["opensips"]["readiness_probe"]["exec"]["cmd"] = "true"
     jsonschema.Draft202012Validator(schema).validate(broken)  # the schema lets them pass
-    assert undefined_keys(schema, schema, broken) == [
-        "processes.asr.readiness_probe.exec.cmd", "processes.asr.restart_policy"]
+    assert sorted(undefined_keys(schema, schema, broken)) == [
+        "processes.asr.restart_policy", "processes.opensips.readiness_probe.exec.cmd"]
 
 
 def test_the_runner_accepts_it_and_orders_core_last() -> None:
@@ -114,12 +116,16 @@ def test_each_process_is_configured_for_development(stack, name: str) -> None:
     # No pause after a hot reload's clean exit; voice_common.launch throttles crash loops.
     assert process["availability"]["backoff_seconds"] == (1 if name == "opensips" else 0)
     if name in SERVICES:
-        prefix, port = SERVICES[name]
+        prefix, port, health_port = SERVICES[name]
         assert env[f"{prefix}_HOT_RELOAD"] == "1" and env[f"{prefix}_PORT"] == str(port)
         assert env[f"{prefix}_ENABLE_DEBUG"] == "1"
         assert f"voice_common.launch {name}_service" in process["command"]
-        assert process["readiness_probe"]["exec"]["command"].endswith(
-            f"voice_common.healthcheck 127.0.0.1:{port}")
+        # The runtime's HTTP /health: the supervisor probes without starting a Python.
+        assert env[f"{prefix}_HEALTH_HTTP_PORT"] == str(health_port)
+        for kind in ("readiness_probe", "liveness_probe"):
+            assert "exec" not in process[kind], kind
+            assert process[kind]["http_get"] == {"host": "127.0.0.1", "port": str(health_port),
+                                                 "path": "/health", "scheme": "http"}, kind
     if name == "asr":
         assert env["VOSK_SHOW_WORDS"] == "1"
 
@@ -135,3 +141,25 @@ def test_core_waits_for_every_service_healthy(stack) -> None:
         "127.0.0.1:50051", "127.0.0.1:50052", "127.0.0.1:50053")
     assert core["readiness_probe"]["http_get"]["path"] == "/health"
     assert "voice_common.launch opensips_ai_core" in core["command"]
+
+
+def test_no_probe_starts_a_python(stack) -> None:
+    """A Python per probe per second cost 29% of a 2-core machine: every process whose
+    health a Python would check (gRPC services, core) is probed over HTTP."""
+    for name in ("asr", "llm", "tts", "core"):
+        for kind in ("readiness_probe", "liveness_probe"):
+            probe = stack["processes"][name][kind]
+            assert set(probe) & {"exec", "http_get"} == {"http_get"}, (name, kind)
+    ports = [stack["processes"][n]["readiness_probe"]["http_get"]["port"]
+             for n in ("asr", "llm", "tts", "core")]
+    assert len(set(ports)) == len(ports)
+
+
+def test_the_runner_probes_the_services_over_http() -> None:
+    from devstack import config
+
+    project = config.load(STACK)
+    for name, (_prefix, _port, health_port) in SERVICES.items():
+        probe = project.processes[name].readiness_probe
+        assert probe is not None and probe.exec is None and probe.http_get is not None
+        assert probe.http_get.port_number() == health_port

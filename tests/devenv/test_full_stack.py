@@ -1,6 +1,7 @@
 """The real stack as a developer runs it: dev-start, dev-call, dev-status, dev-stop.
 
-It uses process-compose.yaml's own ports (50051-50053, 5080, 8088), so it is skipped
+It uses process-compose.yaml's own ports (50051-50053, their HTTP health 8051-8053,
+5080, 8088), so it is skipped
 when any of them is taken (a developer's stack already running). The demo LLM goes to
 a temporary VOICE_CACHE_DIR, the runtime state to a temporary RUNTIME_DIR.
 """
@@ -16,7 +17,7 @@ from tests.support.procs import ROOT, base_env
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(600)]
 
-TCP_PORTS = (50051, 50052, 50053, 8088)
+TCP_PORTS = (50051, 50052, 50053, 8051, 8052, 8053, 8088)
 UDP_PORTS = (5080,)
 
 
@@ -50,8 +51,11 @@ def test_dev_start_call_status_stop(tmp_path):
 
         status = script("dev-status.sh", env=env, timeout=60)
         assert status.returncode == 0, status.stdout + status.stderr
-        for name in ("asr", "llm", "tts", "core"):
-            assert name in status.stdout
+        rows = {line.split()[0]: line for line in status.stdout.splitlines()[2:] if line}
+        for name in ("asr", "llm", "tts"):
+            # The runner's HTTP probe of the service's /health, run now.
+            assert "HTTP 200 SERVING" in rows[name], status.stdout
+        assert "HTTP 200 ok" in rows["core"], status.stdout
 
         call = script("dev-call.sh", "what is my balance", "thank you goodbye", env=env,
                       timeout=180)

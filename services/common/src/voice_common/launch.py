@@ -22,7 +22,8 @@ when the service exits non-zero or raises within CRASH_WINDOW_S (5 s) of
 starting (bad settings: exit 2; its port taken: exit 1) the launcher waits
 `<PREFIX>_CRASH_BACKOFF_S` seconds (default 1) before exiting with the same
 code. An exit 0 (hot reload, SIGTERM) or a failure after a longer run returns
-at once.
+at once. (A service on voice_common.runtime never returns 0 here in development:
+the runtime ends the process itself with os._exit after a clean shutdown.)
 """
 
 from __future__ import annotations
