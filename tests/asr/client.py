@@ -77,7 +77,7 @@ def final_text(responses: Sequence[asr_pb2.RecognizeResponse]) -> str:
 
 
 def kinds(responses: Sequence[asr_pb2.RecognizeResponse]) -> list[str]:
-    """Each response as "partial", "final", "SPEECH_START" or "SPEECH_END"."""
+    """Each response as "partial", "final", "SPEECH_START", "SPEECH_END" or "PAUSE"."""
     out = []
     for response in responses:
         kind = response.WhichOneof("result")

@@ -19,6 +19,8 @@ def run_with(**env: str) -> subprocess.CompletedProcess[str]:
     ({"ASR_ENGINE": "foo"}, ["ASR_ENGINE", "'foo'"]),
     ({"ASR_MAX_CHUNK_BYTES": "64000"}, ["ASR_MAX_CHUNK_BYTES", "32000"]),
     ({"ASR_MAX_CONCURRENT_STREAMS": "0"}, ["ASR_MAX_CONCURRENT_STREAMS"]),
+    ({"ASR_PAUSE_S": "0.6"}, ["ASR_PAUSE_S=0.6", "ASR_ENDPOINT_SILENCE_S=0.5"]),
+    ({"ASR_VAD_MODE": "4"}, ["ASR_VAD_MODE"]),
 ])
 def test_bad_environment_exits_2_with_one_line(env: dict[str, str], names: list[str]) -> None:
     result = run_with(**env)

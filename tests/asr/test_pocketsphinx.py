@@ -120,3 +120,20 @@ def test_stream_ending_on_a_frame_boundary_flushes_cleanly(target: str, speech_d
     pcm = pcm[: len(pcm) * 3 // 4 // cut * cut]  # stop in the middle of the speech
     responses = transcribe(target, pcm, 16000, interim=False)
     assert kinds(responses)[-1] == "SPEECH_END"
+
+
+def test_pause_carries_the_hypothesis_before_the_final(target: str, speech_dir: Path) -> None:
+    # With a phrase list, as the core streams: the PAUSE (0.2 s of silence) comes before the
+    # final (0.5 s), and its text is what the recognizer had heard by then.
+    phrases = ["hello world", "please", "call my office", "tomorrow", "goodbye", "table"]
+    pcm = english("please call my office", speech_dir, 8000, "pause")
+    responses = transcribe(target, pcm, 8000, phrases=phrases)
+    order = kinds(responses)
+    assert "PAUSE" in order, order
+    assert order.index("PAUSE") < order.index("final"), order
+    pause = next(r.speech for r in responses if kinds([r]) == ["PAUSE"])
+    final = finals(responses)[0]
+    assert "office" in pause.text.split(), pause.text
+    assert set(pause.text.split()) <= {w for p in phrases for w in p.split()}
+    # The pause is reported at the point of the audio where it was noticed.
+    assert final.audio_start_s < pause.audio_offset_s

@@ -1,24 +1,19 @@
 """The Recognizer gRPC servicer: validates the stream, feeds an engine, streams results back.
 
-Engines are CPU-bound and synchronous, so every engine call runs in a thread pool
-with one worker per allowed stream: a stream never waits for another stream's
-work and the event loop never waits for any. Calls for one stream are serialised
-by a per-stream lock, so closing a cancelled stream waits for its last chunk.
+Engines are CPU-bound and synchronous, so every engine call runs off the event loop,
+on a thread or in a worker process (workers.py, ASR_WORKERS): a stream never waits
+for another stream's work and the event loop never waits for any.
 """
 
 from __future__ import annotations
 
-import asyncio
 import logging
-import threading
 import time
-from collections.abc import AsyncIterator, Callable, Iterable
-from concurrent.futures import ThreadPoolExecutor
-from typing import TypeVar
+from collections.abc import AsyncIterator, Iterable
 
 import grpc
 
-from asr_service.engines import Engine, EngineStream, EventKind, RecognitionEvent, StreamOptions
+from asr_service.engines import Engine, EventKind, RecognitionEvent, StreamOptions
 from asr_service.settings import AsrSettings
 from asr_service.validation import (
     InvalidRequestError,
@@ -26,6 +21,7 @@ from asr_service.validation import (
     check_config,
     first_request_config,
 )
+from asr_service.workers import RecognizerStream, WorkerUnavailableError, create_recognizers
 from voice_common.devlogger import get_development_logger
 from voice_common.logs import call_id_var
 from voiceai.asr.v1 import asr_pb2, asr_pb2_grpc
@@ -33,83 +29,31 @@ from voiceai.asr.v1 import asr_pb2, asr_pb2_grpc
 log = logging.getLogger("asr_service.servicer")
 results_log = get_development_logger("asr_service.results")
 
-T = TypeVar("T")
-
-
-class StreamSession:
-    """One client stream's engine recognizer, only ever touched by one thread at a time."""
-
-    def __init__(self, engine: Engine, options: StreamOptions, pool: ThreadPoolExecutor) -> None:
-        self.engine = engine
-        self.options = options
-        self.pool = pool
-        self._lock = threading.Lock()
-        self._stream: EngineStream | None = None
-        self._closed = False
-
-    def _open_locked(self) -> None:
-        with self._lock:
-            if not self._closed:
-                self._stream = self.engine.open_stream(self.options)
-
-    def _timed_locked(self, work: Callable[[EngineStream], T]) -> tuple[T, float]:
-        with self._lock:
-            if self._stream is None:
-                raise RuntimeError("recognizer is closed")
-            started = time.perf_counter()
-            result = work(self._stream)
-            ended = time.perf_counter()
-        results_log.debug_performance(f"asr_engine[{self.options.call_id}]", started, ended)
-        return result, (ended - started) * 1000.0
-
-    def _close_locked(self) -> None:
-        with self._lock:
-            self._closed = True
-            stream, self._stream = self._stream, None
-        if stream is not None:
-            try:
-                stream.close()
-            except Exception:
-                log.exception("closing a %s recognizer failed", self.engine.name)
-
-    async def open(self) -> None:
-        await asyncio.get_running_loop().run_in_executor(self.pool, self._open_locked)
-
-    async def accept(self, chunk: bytes) -> tuple[list[RecognitionEvent], float]:
-        return await asyncio.get_running_loop().run_in_executor(
-            self.pool, self._timed_locked, lambda stream: stream.accept(chunk))
-
-    async def finish(self) -> tuple[list[RecognitionEvent], float]:
-        return await asyncio.get_running_loop().run_in_executor(
-            self.pool, self._timed_locked, lambda stream: stream.finish())
-
-    def close_soon(self) -> None:
-        """Close in the pool without waiting (safe from a cancelled coroutine's finally)."""
-        try:
-            self.pool.submit(self._close_locked)
-        except RuntimeError:  # pool already shut down at process exit
-            self._close_locked()
+SPEECH_EVENTS = {
+    EventKind.SPEECH_START: asr_pb2.SpeechEvent.SPEECH_START,
+    EventKind.SPEECH_END: asr_pb2.SpeechEvent.SPEECH_END,
+    EventKind.PAUSE: asr_pb2.SpeechEvent.PAUSE,
+}
 
 
 class RecognizerServicer(asr_pb2_grpc.RecognizerServicer):
     def __init__(self, engine: Engine, settings: AsrSettings) -> None:
         self.engine = engine
         self.settings = settings
-        self.pool = ThreadPoolExecutor(max_workers=settings.max_concurrent_streams,
-                                       thread_name_prefix="asr-stream")
+        self.recognizers = create_recognizers(engine, settings)
         self.active_streams = 0
 
     async def warm_up(self) -> None:
         """Load the model (health turns SERVING only after this returns)."""
-        log.info("engine %s: %s", self.engine.name, self.engine.describe())
+        log.info("engine %s: %s; streams run in %s", self.engine.name, self.engine.describe(),
+                 self.recognizers.describe())
         started = time.perf_counter()
-        await asyncio.get_running_loop().run_in_executor(self.pool, self.engine.load)
+        await self.recognizers.start()
         log.info("engine %s loaded in %.0f ms: %s", self.engine.name,
                  (time.perf_counter() - started) * 1000, self.engine.describe())
 
     async def close(self) -> None:
-        self.pool.shutdown(wait=False, cancel_futures=True)
-        self.engine.close()
+        await self.recognizers.close()
 
     async def StreamingRecognize(  # noqa: N802 - the gRPC method name
         self,
@@ -123,7 +67,7 @@ class RecognizerServicer(asr_pb2_grpc.RecognizerServicer):
                 f"too many concurrent streams: limit {limit} (ASR_MAX_CONCURRENT_STREAMS)",
             )
         self.active_streams += 1
-        session: StreamSession | None = None
+        session: RecognizerStream | None = None
         try:
             first = await anext(aiter(request_iterator), None)
             if first is None:
@@ -144,9 +88,11 @@ class RecognizerServicer(asr_pb2_grpc.RecognizerServicer):
             )
             log.debug("stream opened: %d Hz, interim %s, %d phrases", options.sample_rate_hz,
                       options.interim_results, len(options.phrases))
-            session = StreamSession(self.engine, options, self.pool)
+            session = self.recognizers.new_stream(options)
             try:
                 await session.open()
+            except WorkerUnavailableError as err:
+                await context.abort(grpc.StatusCode.UNAVAILABLE, str(err))
             except Exception as err:
                 if not options.phrases:
                     raise
@@ -168,11 +114,17 @@ class RecognizerServicer(asr_pb2_grpc.RecognizerServicer):
                     await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(err))
                 if not request.audio:
                     continue
-                events, processing_ms = await session.accept(request.audio)
+                try:
+                    events, processing_ms = await session.accept(request.audio)
+                except WorkerUnavailableError as err:
+                    await context.abort(grpc.StatusCode.UNAVAILABLE, str(err))
                 for response in self._responses(events, processing_ms):
                     yield response
             # The client half-closed: flush the utterance in progress before ending the RPC.
-            events, processing_ms = await session.finish()
+            try:
+                events, processing_ms = await session.finish()
+            except WorkerUnavailableError as err:
+                await context.abort(grpc.StatusCode.UNAVAILABLE, str(err))
             for response in self._responses(events, processing_ms):
                 yield response
         finally:
@@ -184,13 +136,13 @@ class RecognizerServicer(asr_pb2_grpc.RecognizerServicer):
                    processing_ms: float) -> Iterable[asr_pb2.RecognizeResponse]:
         engine = self.engine.name
         for event in events:
-            if event.kind in (EventKind.SPEECH_START, EventKind.SPEECH_END):
-                kind = (asr_pb2.SpeechEvent.SPEECH_START if event.kind is EventKind.SPEECH_START
-                        else asr_pb2.SpeechEvent.SPEECH_END)
+            if event.kind in SPEECH_EVENTS:
+                offset = event.end_s if event.kind is EventKind.PAUSE else event.start_s
                 if self.settings.enable_debug:
-                    results_log.info("%s at %.2f s", event.kind.name, event.start_s)
+                    results_log.info("%s at %.2f s %s", event.kind.name, offset, event.text)
                 yield asr_pb2.RecognizeResponse(
-                    speech=asr_pb2.SpeechEvent(kind=kind, audio_offset_s=event.start_s),
+                    speech=asr_pb2.SpeechEvent(kind=SPEECH_EVENTS[event.kind],
+                                               audio_offset_s=offset, text=event.text),
                     engine=engine)
                 continue
             transcript = asr_pb2.Transcript(

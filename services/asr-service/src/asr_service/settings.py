@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import Field
+from pydantic import Field, field_validator, model_validator
 from pydantic_settings import SettingsConfigDict
 
 from voice_common.config import ExistingPath, ServiceSettings
@@ -28,13 +28,35 @@ class AsrSettings(ServiceSettings):
     # Log every partial and final result with its timings (development logger).
     enable_debug: bool = False
     max_concurrent_streams: int = Field(16, ge=1, le=1024)
+    # Worker processes that run the streams: 0 = threads in the service process, N = N
+    # processes, unset = one per CPU for an engine that holds the GIL (pocketsphinx),
+    # else 0 (Vosk decodes in parallel on threads; each process would load the model).
+    workers: int | None = Field(None, ge=0, le=64)
     # pocketsphinx: the silence that ends an utterance. Shorter answers sooner but splits
     # a caller's sentence at a pause; 0.5 s keeps "Hello, ... I lost my card" together.
     endpoint_silence_s: float = Field(0.5, ge=0.1, le=3.0)
+    # pocketsphinx: the silence after which a PAUSE event carries the hypothesis so far
+    # (the core starts preparing its reply there); must be shorter than the endpoint.
+    pause_s: float = Field(0.2, ge=0.05, le=3.0)
+    # pocketsphinx: WebRTC VAD aggressiveness, 0 (loosest) to 3.
+    vad_mode: int = Field(2, ge=0, le=3)
     # The contract allows at most 32000 bytes; a deployment may only lower the limit.
     max_chunk_bytes: int = Field(CONTRACT_MAX_CHUNK_BYTES, ge=2, le=CONTRACT_MAX_CHUNK_BYTES)
     max_phrases: int = Field(CONTRACT_MAX_PHRASES, ge=0, le=CONTRACT_MAX_PHRASES)
     max_phrase_chars: int = Field(CONTRACT_MAX_PHRASE_CHARS, ge=1, le=CONTRACT_MAX_PHRASE_CHARS)
+
+    @field_validator("workers", mode="before")
+    @classmethod
+    def _empty_workers_is_auto(cls, value: object) -> object:
+        # `ASR_WORKERS=` (set but empty, as env files write it) means unset: auto.
+        return None if isinstance(value, str) and not value.strip() else value
+
+    @model_validator(mode="after")
+    def _pause_before_end(self) -> AsrSettings:
+        if self.pause_s >= self.endpoint_silence_s:
+            raise ValueError(f"ASR_PAUSE_S={self.pause_s} must be shorter than "
+                             f"ASR_ENDPOINT_SILENCE_S={self.endpoint_silence_s}")
+        return self
 
     def engine_name(self) -> Literal["vosk", "pocketsphinx"]:
         """The engine `auto` resolves to."""

@@ -50,4 +50,5 @@ def create_engine(settings: AsrSettings) -> Engine:
     from asr_service.engines.pocketsphinx_engine import PocketsphinxEngine
 
     return PocketsphinxEngine(pool_size=settings.max_concurrent_streams,
-                              endpoint_silence_s=settings.endpoint_silence_s)
+                              endpoint_silence_s=settings.endpoint_silence_s,
+                              pause_s=settings.pause_s, vad_mode=settings.vad_mode)

@@ -1,7 +1,8 @@
 """What the servicer needs from an engine: a model loaded once, and one recognizer per stream.
 
-Engines are synchronous and CPU-bound; the servicer calls them from worker threads,
-never from the event loop. One `EngineStream` is only ever used by one thread at a time.
+Engines are synchronous and CPU-bound; the servicer calls them from worker threads or
+worker processes (workers.py), never from the event loop. One `EngineStream` is only
+ever used by one thread at a time.
 """
 
 from __future__ import annotations
@@ -16,6 +17,8 @@ class EventKind(Enum):
     FINAL = "final"
     SPEECH_START = "speech_start"
     SPEECH_END = "speech_end"
+    # A pause inside an utterance; `text` is the hypothesis so far (see asr.proto).
+    PAUSE = "pause"
 
 
 @dataclass(frozen=True)
@@ -67,6 +70,9 @@ class Engine(abc.ABC):
     """A loaded model that opens recognizers."""
 
     name: str = "engine"
+    # True when decoding holds the GIL, so threads cannot run two streams at once and
+    # ASR_WORKERS (unset) runs streams in worker processes instead.
+    holds_gil: bool = False
 
     @abc.abstractmethod
     def describe(self) -> str:
