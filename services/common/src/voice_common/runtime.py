@@ -25,15 +25,17 @@ import sys
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 import grpc
-from aiohttp import web
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_health.v1.health import aio as health_aio
 
 from voice_common.config import ServiceSettings
 from voice_common.logs import configure_logging
+
+if TYPE_CHECKING:
+    from aiohttp import web
 
 log = logging.getLogger("voice_common.runtime")
 
@@ -86,6 +88,8 @@ class HealthHttpServer:
         return reply.status
 
     async def _handle(self, request: web.Request) -> web.Response:
+        from aiohttp import web  # loaded by start() already
+
         if request.method not in ("GET", "HEAD") or request.path != HEALTH_PATH:
             return web.Response(status=404, text="not found\n")
         if await self.status() == SERVING:
@@ -94,6 +98,9 @@ class HealthHttpServer:
 
     async def start(self) -> str:
         """Bind and serve; the URL (with the bound port when 0 was asked for)."""
+        # Imported here: a service without the HTTP port (production) need not load it.
+        from aiohttp import web
+
         app = web.Application()
         app.router.add_route("*", "/{tail:.*}", self._handle)
         # No access log: a probe every second would fill the DEBUG log.
