@@ -72,8 +72,8 @@ CHILD_EXIT_WAIT_S = 5.0
 
 
 class HealthHttpServer:
-    """`GET /health` -> 200 SERVING / 503 NOT_SERVING (the overall status "" of `health`);
-    any other method or path -> 404."""
+    """`GET /health` (HEAD too, as HTTP wants) -> 200 SERVING / 503 NOT_SERVING: the
+    overall status "" of `health`; any other method or path -> 404."""
 
     def __init__(self, health: health_aio.HealthServicer, host: str, port: int) -> None:
         self.health = health
