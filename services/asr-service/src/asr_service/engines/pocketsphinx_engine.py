@@ -8,8 +8,10 @@ model is 16 kHz, so 8 kHz input is resampled with soxr (streaming, no edge click
 
 Decoder options trade a little free-form accuracy for speed (measured on espeak-ng
 and Piper speech, 16 kHz and telephone band): no second forward pass (`fwdflat`,
-which took ~0.3 s at each utterance's end) and at most 5000 HMMs and 10 words per
-frame, which halve the CPU per second of audio at about the same word error rate.
+~0.3 s at each utterance's end), no lattice best-path search for the final
+hypothesis (`bestpath`: 0.9-1.9 s per final with a phrase grammar, the same words),
+and at most 5000 HMMs and 10 words per frame, which halve the CPU per second of
+audio at about the same word error rate.
 
 A phrase list becomes a JSGF grammar (any sequence of the phrases). Phrases with
 words missing from the pronunciation dictionary are dropped with a warning; if
@@ -52,7 +54,8 @@ VAD_MODE = 2
 # every endpoint by up to 100 ms; the quick (cubic) one returns each chunk at once, and
 # the model hears no difference in telephone-band audio.
 RESAMPLE_QUALITY = "QQ"
-DECODER_OPTIONS: dict[str, Any] = {"fwdflat": False, "maxhmmpf": 5000, "maxwpf": 10}
+DECODER_OPTIONS: dict[str, Any] = {"fwdflat": False, "bestpath": False, "maxhmmpf": 5000,
+                                   "maxwpf": 10}
 # A partial hypothesis costs a search backtrace: one per 100 ms of audio is plenty.
 PARTIAL_INTERVAL_S = 0.1
 PHRASE_SEARCH = "phrases"
