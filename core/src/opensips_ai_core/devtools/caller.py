@@ -12,8 +12,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import fcntl
 import re
 import secrets
+import struct
 import time
 from dataclasses import dataclass, field
 
@@ -26,6 +28,7 @@ from opensips_ai_core.media.rtp import RtpPacket, seq_add, ts_add
 FRAME = 160            # 20 ms at 8 kHz
 FRAME_S = 0.02
 SPEECH_RMS = 300.0     # a frame louder than this is speech, quieter is silence
+SIOCGSTAMPNS = 0x8907  # Linux: the kernel's receive time of a socket's last datagram
 
 
 def rms(pcm: np.ndarray) -> float:
@@ -62,6 +65,7 @@ class RtpPeer(asyncio.DatagramProtocol):
         self.codec = codec_by_name(codec)
         self.payload_type = payload_type
         self.transport: asyncio.DatagramTransport | None = None
+        self._fileno: int | None = None
         self.remote: tuple[str, int] | None = None
         self.frames: list[ReceivedFrame] = []
         self.sent = 0
@@ -87,16 +91,39 @@ class RtpPeer(asyncio.DatagramProtocol):
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]
+        sock = transport.get_extra_info("socket")
+        self._fileno = sock.fileno() if sock is not None else None
+        if self._fileno is not None:
+            # The first SIOCGSTAMPNS turns stamping on (and fails: nothing received yet);
+            # asking now means the first datagram is stamped too.
+            with contextlib.suppress(OSError):
+                fcntl.ioctl(self._fileno, SIOCGSTAMPNS, bytes(16))
+
+    def _arrival_time(self) -> float:
+        """When the kernel received the datagram being handled (time.monotonic's clock).
+
+        asyncio reads one datagram per callback, so SIOCGSTAMPNS names this one. Jitter is
+        then the sender's and the network's, not this process's scheduling (the callers
+        share the CPU with the system they measure). time.monotonic() where unsupported.
+        """
+        if self._fileno is not None:
+            try:
+                raw = fcntl.ioctl(self._fileno, SIOCGSTAMPNS, bytes(16))
+                seconds, nanoseconds = struct.unpack("qq", raw)
+                return seconds + nanoseconds / 1e9 - (time.time() - time.monotonic())
+            except OSError:
+                self._fileno = None
+        return time.monotonic()
 
     def datagram_received(self, data: bytes, addr: tuple[str, int]) -> None:
+        at = self._arrival_time()
         try:
             packet = RtpPacket.parse(data)
         except ValueError:
             return
         if packet.payload_type != self.payload_type:
             return
-        self.frames.append(ReceivedFrame(time.monotonic(), self.codec.decode(packet.payload),
-                                         packet.marker))
+        self.frames.append(ReceivedFrame(at, self.codec.decode(packet.payload), packet.marker))
 
     def start(self, remote: tuple[str, int]) -> None:
         self.remote = remote
