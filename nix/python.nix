@@ -27,6 +27,7 @@ let
       ps.colorlog
       ps.python-json-logger
       ps.watchfiles
+      ps.aiohttp  # the HTTP /health of the services (dev stack probes)
     ];
     asr = [
       ps.numpy
