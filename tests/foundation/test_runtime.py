@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import os
 import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import grpc
 import pytest
@@ -162,3 +164,21 @@ def test_port_in_use_is_a_clear_error(logdir):
     assert result.returncode == 1
     assert f"cannot listen on 127.0.0.1:{port}" in result.stderr
     assert sys.executable  # the interpreter that ran it is the test's own
+
+
+def test_nice_lowers_the_service_priority(logdir):
+    port = free_port()
+    with running(ECHO, echo_env(port, ECHO_NICE="7"), logdir / "echo.log") as proc:
+        wait_serving(f"127.0.0.1:{port}", proc)
+        fields = Path(f"/proc/{proc.pid}/stat").read_text().rsplit(")", 1)[1].split()
+        assert int(fields[16]) == os.nice(0) + 7  # field 19 of proc(5): nice
+        assert "runs at nice" in proc.log_path.read_text()
+
+
+def test_bad_nice_exits_2_with_one_line() -> None:
+    result = subprocess.run(ECHO, env=base_env(ECHO_NICE="20"), capture_output=True, text=True,
+                            timeout=60)
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines() == [
+        "echo-service: configuration error: ECHO_NICE='20': Input should be less than or "
+        "equal to 19"]

@@ -13,6 +13,8 @@ from opensips_ai_core.config import (
 from voice_common.config import load_settings
 from voice_common.runtime import setup_logging
 
+GIL_SWITCH_INTERVAL_S = 0.001
+
 
 def main() -> int:
     settings = load_settings(CoreSettings, "opensips-ai-core")
@@ -20,6 +22,12 @@ def main() -> int:
     bot = load_bot_config_or_exit(path)
     setup_logging(settings, "core")
     from opensips_ai_core.app import CoreApp
+    from opensips_ai_core.media.clock import MediaClock
+
+    # The RTP clock thread (media/clock.py) waits for the GIL at most this long when the
+    # event loop is busy, instead of the default 5 ms.
+    sys.setswitchinterval(GIL_SWITCH_INTERVAL_S)
+    MediaClock.realtime_priority = settings.media_clock_rt_priority
 
     async def run() -> int:
         # gRPC aio channels bind to the running loop: build the app inside it.

@@ -35,6 +35,9 @@ class CoreSettings(ServiceSettings):
     rtp_host: str | None = None   # where RTP sockets bind; default: sip_host
     rtp_port_min: int = Field(35000, ge=1024, le=65534)
     rtp_port_max: int = Field(35999, ge=1025, le=65535)
+    # SCHED_FIFO priority of the RTP clock thread where the process may have it (root or
+    # CAP_SYS_NICE); 0 keeps the normal scheduler.
+    media_clock_rt_priority: int = Field(10, ge=0, le=99)
     http_host: str = "127.0.0.1"
     http_port: int = Field(8088, ge=0, le=65535)
     asr_target: str = "127.0.0.1:50051"

@@ -123,6 +123,7 @@ async def greeted(call: Call) -> None:
     call.start()
     greeting = call.turn
     await wait_for(greeting.task.done, 30, "greeting")
+    await asyncio.wait_for(call.media.wait_idle(), 30)  # and heard to its end
 
 
 async def test_reply_prepared_at_a_pause_is_held_then_played_when_the_final_agrees(ai):

@@ -1,15 +1,17 @@
 """The outbound RTP pacer: one packet every 20 ms, on a clock, for one call.
 
-Deadlines are computed from the start time (`start + n * 20 ms` on the event
-loop's monotonic clock), not by sleeping 20 ms after each packet, so the small
-lateness of every wake-up does not add up into drift. If the loop was blocked
-for more than a few frames the pacer does not burst the missed packets out
-(the far end's jitter buffer would overflow); it advances the RTP timestamp
-by the missed time and restarts its clock from now.
+Deadlines are computed from the start time (`start + n * 20 ms` on the monotonic
+clock), not by sleeping 20 ms after each packet, so the small lateness of every
+wake-up does not add up into drift. If the process was stalled for more than a
+few frames the pacer does not burst the missed packets out (the far end's jitter
+buffer would overflow); it advances the RTP timestamp by the missed time and
+restarts its clock from now.
 
-Each tick does no more than encode one frame (a table lookup) and send one
-datagram, so the pacers of many calls share one event loop without delaying
-each other; anything heavy belongs in a thread.
+Ticks run on the media clock's thread (clock.py), not on the event loop, so no
+call's packets wait for the loop's work. Each tick does no more than encode one
+frame (a table lookup) and send one datagram. The queue is shared with the loop
+under a lock; what the loop waits for (idle, talkspurt start) is handed back to
+it with call_soon_threadsafe.
 
 The RTP clock keeps running while nothing is said (silence frames are sent)
 and on hold (nothing is sent, but the timestamp advances and queued audio is
@@ -20,14 +22,18 @@ come).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import secrets
+import threading
+import time
 from collections import deque
 from collections.abc import Callable
 
 import numpy as np
 import numpy.typing as npt
 
+from opensips_ai_core.media.clock import MediaClock
 from opensips_ai_core.media.g711 import Codec
 from opensips_ai_core.media.pcm import PcmArray, as_pcm16
 from opensips_ai_core.media.rtp import RtpPacket, seq_add, ts_add
@@ -45,8 +51,9 @@ MAX_LATE_FRAMES = 4
 class RtpPacer:
     """Paces one call's outbound audio as RTP.
 
-    `send(datagram)` is called from the event loop for every packet. All
-    methods must be called from the event loop's thread.
+    `send(datagram)` is called from the media clock's thread for every packet, so it
+    must be thread-safe (a plain socket's sendto is). The other methods are called
+    from the event loop's thread; `on_talkspurt_start` runs there too.
     """
 
     def __init__(
@@ -81,7 +88,11 @@ class RtpPacer:
         self._talkspurt_announced = False
         self._marker_next = True        # first packet of the stream, or after a resume
         self._sending = True
-        self._task: asyncio.Task[None] | None = None
+        self._lock = threading.Lock()   # the queue, shared with the clock thread
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._clock: MediaClock | None = None
+        self._start = 0.0
+        self._frames = 0
         self._closed = False
         self._send_error_logged = False
 
@@ -118,16 +129,18 @@ class RtpPacer:
         samples = as_pcm16(pcm, copy=True)
         if samples.size == 0 or self._closed:
             return
-        self._queue.append(samples.copy())
-        self._queued += samples.size
-        self._idle.clear()
+        with self._lock:
+            self._queue.append(samples.copy())
+            self._queued += samples.size
+            self._idle.clear()
 
     def clear(self) -> None:
         """Barge-in: drop everything queued; the next frame sent is silence."""
-        self._queue.clear()
-        self._head_offset = 0
-        self._queued = 0
-        self._idle.set()
+        with self._lock:
+            self._queue.clear()
+            self._head_offset = 0
+            self._queued = 0
+            self._idle.set()
 
     @property
     def queued_samples(self) -> int:
@@ -141,56 +154,66 @@ class RtpPacer:
         """Return once all queued audio has been sent (or cleared, or the pacer stopped)."""
         await self._idle.wait()
 
-    # --- the task ------------------------------------------------------------------------
+    # --- the clock -----------------------------------------------------------------------
 
-    def start(self) -> None:
-        if self._task is None and not self._closed:
-            self._task = asyncio.get_running_loop().create_task(self._run(), name="rtp-pacer")
+    def start(self, clock: MediaClock | None = None) -> None:
+        if self._clock is None and not self._closed:
+            self._loop = asyncio.get_running_loop()
+            self._clock = clock if clock is not None else MediaClock.shared()
+            self._start = time.monotonic()
+            self._frames = 0
+            self._clock.add(self, self._start)
 
     @property
     def running(self) -> bool:
-        return self._task is not None and not self._task.done()
+        return self._clock is not None and not self._closed
 
     async def stop(self) -> None:
         self._closed = True
-        task, self._task = self._task, None
-        if task is not None:
-            task.cancel()
-            # asyncio.wait neither raises the task's CancelledError nor swallows our own.
-            await asyncio.wait([task])
+        clock, self._clock = self._clock, None
+        if clock is not None:
+            clock.remove(self)
+        with self._lock:  # a tick in progress on the clock thread ends first
+            pass
         self.clear()
 
-    async def _run(self) -> None:
-        loop = asyncio.get_running_loop()
+    def on_clock(self, now: float) -> float | None:
+        """The media clock's call: send the frame that is due; the next frame's time."""
+        if self._closed:
+            return None
         frame = self.frame_ms / 1000.0
-        start = loop.time()
-        n = 0
+        late = now - (self._start + self._frames * frame)
+        if late > self.max_late_frames * frame:
+            # The process was stalled: skip the missed frames rather than burst them.
+            missed = int(late / frame + 1e-9)  # 0.38 / 0.02 is 18.999... in floats
+            self.timestamp = ts_add(self.timestamp, missed * self.frame_samples)
+            self.resyncs += 1
+            # Once per call: a machine that keeps stalling would otherwise flood the log.
+            if self.resyncs == 1:
+                log.warning("RTP pacer was %.0f ms late (the process was stalled); "
+                            "resynced its clock (logged once per call, see resyncs)",
+                            late * 1000)
+            self._start = now
+            self._frames = 0
         try:
-            while True:
-                deadline = start + n * frame
-                late = loop.time() - deadline
-                if late > self.max_late_frames * frame:
-                    # The loop was blocked: skip the missed frames rather than burst them.
-                    missed = int(late / frame)
-                    self.timestamp = ts_add(self.timestamp, missed * self.frame_samples)
-                    self.resyncs += 1
-                    # Once per call: a loop that keeps blocking would otherwise flood the log.
-                    if self.resyncs == 1:
-                        log.warning("RTP pacer was %.0f ms late (the event loop was blocked); "
-                                    "resynced its clock (logged once per call, see resyncs)",
-                                    late * 1000)
-                    start = loop.time()
-                    n = 0
-                elif late < 0:
-                    await asyncio.sleep(-late)
+            with self._lock:
+                if self._closed:
+                    return None
                 self._tick()
-                n += 1
-        except asyncio.CancelledError:
-            raise
         except Exception:
             log.exception("RTP pacer stopped by an unexpected error")
-            self._idle.set()
-            raise
+            self._to_loop(self._idle.set)
+            return None
+        self._frames += 1
+        return self._start + self._frames * frame
+
+    def _to_loop(self, callback: Callable[[], None]) -> None:
+        loop = self._loop
+        if loop is None or loop.is_closed():
+            return
+        # RuntimeError: the loop closed meanwhile, nobody waits any more.
+        with contextlib.suppress(RuntimeError):
+            loop.call_soon_threadsafe(callback)
 
     def _take_frame(self) -> PcmArray | None:
         if not self._queued:
@@ -247,9 +270,14 @@ class RtpPacer:
             self.bytes_sent += len(packet)
             if pcm is not None and not self._talkspurt_announced:
                 self._talkspurt_announced = True
-                self._fire_talkspurt_start()
+                self._to_loop(self._fire_talkspurt_start)
         self.timestamp = ts_add(self.timestamp, self.frame_samples)
         if pcm is not None and not self._queued:
+            self._to_loop(self._set_idle_if_empty)
+
+    def _set_idle_if_empty(self) -> None:
+        # On the loop, later: audio queued since the clock thread saw the queue empty wins.
+        if not self._queued:
             self._idle.set()
 
     def _fire_talkspurt_start(self) -> None:

@@ -172,10 +172,13 @@ class RtpSession:
         self.pacer.set_sending(sending)
 
     def _send(self, datagram: bytes) -> None:
+        """The pacer's send, on the media clock's thread: the socket itself, not the
+        transport (asyncio transports are not thread-safe; this is one non-blocking
+        sendto, which the kernel serialises)."""
         target = self.stats.latched_address or self.remote
         if self._transport is None or target is None or self._transport.is_closing():
             return
-        self._transport.sendto(datagram, target)
+        self._sock.sendto(datagram, target)
         self.stats.packets_out += 1
         self.stats.bytes_out += len(datagram)
 

@@ -70,6 +70,9 @@ class ServiceSettings(BaseSettings):
     # `<PREFIX>_HEALTH_HTTP_PORT`: also answer HTTP GET /health on `host` (200 SERVING,
     # 503 NOT_SERVING): a probe that costs the supervisor no Python start (0: any free port).
     health_http_port: OptionalPort = None
+    # `<PREFIX>_NICE`: lower this process's CPU priority by this much (0-19) at start, so
+    # a machine's real-time work (the core's RTP clock) wins the CPU over batch compute.
+    nice: int = Field(0, ge=0, le=19)
 
     @classmethod
     def service_name(cls) -> str:

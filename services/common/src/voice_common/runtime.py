@@ -297,6 +297,10 @@ def run_service(definition: ServiceDefinition) -> int:
     does not return: the process ends here through `fast_exit`.
     """
     setup_logging(definition.settings, definition.name)
+    if definition.settings.nice:
+        # Before any thread or worker process starts: they inherit it.
+        os.nice(definition.settings.nice)
+        log.info("%s runs at nice %d", definition.name, os.nice(0))
     runtime = GrpcServiceRuntime(definition)
     try:
         code = asyncio.run(runtime.serve())
