@@ -45,7 +45,7 @@ from tests.support.stack import build_demo_llm, core, service  # noqa: E402
 QUESTIONS = ["what is my balance", "what are your opening hours", "i lost my card",
              "i want to talk to a person"]
 # As in process-compose.yaml: the AI services yield the CPU to the core's media.
-SERVICE_NICE = 5
+SERVICE_NICE = 10
 TURN_LINE = re.compile(r"Turn timing \S+: (.*)")
 
 
