@@ -135,7 +135,7 @@ def main() -> int:
     parser.add_argument("--runs", type=int, default=7)
     parser.add_argument("--rate", type=int, default=8000)
     parser.add_argument("--voices", default="piper:en_US-joe-medium,espeak-ng:en-us")
-    parser.add_argument("--onnx-threads", type=int, default=1,
+    parser.add_argument("--onnx-threads", type=int, default=2,
                         help="TTS_ONNX_THREADS for the service (0: onnxruntime's default)")
     parser.add_argument("--no-write", action="store_true", help="only print the figures")
     args = parser.parse_args()

@@ -65,11 +65,13 @@ class PiperEngine:
         self.model_path = model_path
         options = onnxruntime.SessionOptions()
         if threads > 0:
-            # Few threads per synthesis: on a machine shared with ASR and the LLM (and
-            # with several calls at once) intra-op threads wait on each other and the
-            # first audio gets slower, not faster. 0 leaves onnxruntime's default.
+            # Few threads per synthesis (0 leaves onnxruntime's default: one per core).
             options.intra_op_num_threads = threads
             options.inter_op_num_threads = 1
+        # Idle intra-op threads sleep instead of spinning: spinning threads of several
+        # syntheses at once (and ASR, and the core's media) took the CPU from each other,
+        # which made more threads slower, not faster.
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
         with open(f"{model_path}.json", encoding="utf-8") as config_file:
             config = PiperConfig.from_dict(json.load(config_file))
         session = onnxruntime.InferenceSession(
