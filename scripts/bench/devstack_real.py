@@ -173,13 +173,29 @@ def probe_costs() -> list[str]:
     idle = ", ".join(f"{n} {(svc1[n] - svc0[n]) / window:.3f}" for n in services)
     return [
         f"Readiness probes with the stack idle ({window:.0f} s window): the supervisor's "
-        f"children (exec probes: asr, llm, tts and opensips every 1 s, liveness every 15 s) "
+        f"children (an exec probe for opensips every 1 s; asr, llm, tts and the core have "
+        f"HTTP probes, run inside the supervisor) "
         f"used **{probes:.2f} CPU-s per second** ({probes / cores:.0%} of the {cores} cores); "
         f"the supervisor itself (the core's HTTP probe, its loop) {(own1 - own0) / window:.3f}. "
         f"One `voice_common.healthcheck` probe: {grpc_probe * 1000:.0f} ms CPU (a bare "
         f"`python -c pass`: {bare_python * 1000:.0f} ms); one `opensips-run --probe`: "
         f"{opensips_probe * 1000:.0f} ms. The idle services' own CPU per second: {idle}.",
     ]
+
+
+def import_context() -> str:
+    """How long the LLM's imports take here now: they are most of its warm-up, and they
+    read ~1 GB of libraries, so the page cache decides (this VM reclaims it eagerly)."""
+    times = []
+    for _ in range(3):
+        began = time.monotonic()
+        subprocess.run([PYRUN, "-c", "import torch, transformers"], check=True, timeout=300)
+        times.append(time.monotonic() - began)
+    cached_mb = next(int(line.split()[1]) // 1024 for line in
+                     Path("/proc/meminfo").read_text().splitlines() if line.startswith("Cached:"))
+    return (f"Context: `import torch, transformers` in a fresh interpreter took "
+            f"{min(times):.1f}-{max(times):.1f} s during this run (page cache {cached_mb} MB): "
+            f"most of the LLM's warm-up is these imports and the model classes they load.")
 
 
 def script(name: str, *args: str) -> subprocess.CompletedProcess[str]:
@@ -227,6 +243,7 @@ def main() -> int:
             results[name] = runs
         time.sleep(2)  # the last restart's probes settle
         probe_lines = probe_costs()
+        context = import_context()
     finally:
         script("dev-stop.sh")
     body = "\n".join([
@@ -242,6 +259,8 @@ def main() -> int:
         "`probe lag` from SERVING until the runner's readiness probe saw it:",
         "",
         *table(results),
+        "",
+        context,
         "",
         *probe_lines,
     ])

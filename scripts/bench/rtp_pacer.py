@@ -1,4 +1,4 @@
-"""Outbound RTP pacing jitter for N concurrent calls on one event loop.
+"""Outbound RTP pacing jitter for N concurrent calls (one media clock thread, clock.py).
 
 Opens N RtpSessions on 127.0.0.1, each playing a tone to one receiver that runs
 in a separate process (so receiving costs the pacers nothing), and reports the
@@ -127,7 +127,8 @@ def main() -> None:
             f"Each call plays a tone paced at 20 ms for {args.seconds:g} s to a receiver in a "
             "separate process on 127.0.0.1. Gap error is |arrival gap - 20 ms| over all "
             "packets of all calls; packets delivered is against the ideal 50 per second; CPU "
-            f"is the core process (all pacers on one event loop). {load}.\n\n" + table
+            "is the core process (every pacer on the media clock thread, which hands idle "
+            f"and talkspurt events to the event loop). {load}.\n\n" + table
         )
         print(f"wrote {write_section('rtp_pacer', 'RTP pacer jitter', body)}")
 
