@@ -25,7 +25,7 @@ async def test_arrival_time_is_the_kernels_even_when_the_loop_is_busy() -> None:
                                payload=bytes(160))
             sent = time.monotonic()
             sender.sendto(packet.serialize(), ("127.0.0.1", peer.local_port))
-            time.sleep(0.2)  # the event loop cannot read the packet for 200 ms
+            time.sleep(0.2)  # noqa: ASYNC251 - the loop cannot read the packet for 200 ms
             await asyncio.sleep(0.05)
             assert len(peer.frames) == seq + 1
             offsets.append(peer.frames[-1].at - sent)

@@ -38,8 +38,12 @@ async def open_call(ai, llm_target: str, bot: BotConfig) -> AsyncIterator[tuple[
     phone.bind(("127.0.0.1", 0))
     ports = RtpPortAllocator(*free_rtp_range(10))
     calls: list[Call] = []
+
+    def first_packet() -> None:  # the call is made after its media session
+        calls[0].on_first_packet()
+
     media = await RtpSession.open("127.0.0.1", ports, on_audio=lambda _pcm: None,
-                                  on_talkspurt_start=lambda: calls[0].on_first_packet())
+                                  on_talkspurt_start=first_packet)
     media.configure("127.0.0.1", phone.getsockname()[1], "PCMU", 0, None)
     services = Services(AsrClient(ai.asr.target), LlmClient(llm_target), TtsClient(ai.tts.target))
     hangups: list[str] = []
