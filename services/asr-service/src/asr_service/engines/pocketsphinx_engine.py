@@ -99,9 +99,14 @@ class PocketsphinxEngine(Engine):
 
     def acquire(self) -> Any:
         with self._lock:
-            if self._idle:
-                return self._idle.pop()
-        return self._new_decoder()
+            decoder = self._idle.pop() if self._idle else None
+        if decoder is None:
+            return self._new_decoder()
+        # A pooled decoder's live cepstral mean has adapted to the last caller's line: a
+        # fresh feature front end (0.1 ms) makes every stream start as a new decoder does,
+        # so one call's line never changes what another's recognizer hears.
+        decoder.reinit_feat()
+        return decoder
 
     def release(self, decoder: Any, added_phrase_search: bool) -> None:
         """Back to the pool, with the default (language model) search active again."""
