@@ -54,9 +54,11 @@ fi
 
 info "removing $RUNTIME_DIR and Python caches"
 rm -rf -- "$RUNTIME_DIR"
-# Only ignored, generated directories; .venv is left to --all.
-find "$ROOT" -path "$VENV" -prune -o -path "$ROOT/.git" -prune -o -type d \
-  \( -name __pycache__ -o -name .pytest_cache -o -name .ruff_cache \) -print0 |
+# Only ignored, generated directories; virtual environments are left to --all (the
+# checkout's .venv too when VENV names another: its libraries' byte-code is set-up's
+# work, and without it every start recompiles torch and transformers).
+find "$ROOT" -path "$VENV" -prune -o -path "$ROOT/.venv" -prune -o -path "$ROOT/.git" -prune \
+  -o -type d \( -name __pycache__ -o -name .pytest_cache -o -name .ruff_cache \) -print0 |
   xargs -0 rm -rf --
 
 if [ "$all" = 1 ]; then

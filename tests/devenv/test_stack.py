@@ -284,6 +284,7 @@ def test_clean_stops_and_removes_runtime_state_and_with_all_the_venv_and_models(
         assert start.returncode == 0, start.stderr
     supervisor = current(stack).supervisor_pid
     service_pids = [p.pid for p in current(stack).processes.values()]
+    venv_caches = sorted((ROOT / ".venv").glob("lib/python3*/site-packages/*/__pycache__"))
     # VENV has no Python: dev-stop cannot run, dev-clean must still stop the stack.
     result = script(stack, "dev-clean.sh", "--all", VENV=str(fake_venv),
                     VOICE_CACHE_DIR=str(cache))
@@ -294,3 +295,5 @@ def test_clean_stops_and_removes_runtime_state_and_with_all_the_venv_and_models(
     assert not fake_venv.exists() and not cache.exists()
     assert source.exists() and (ROOT / "process-compose.yaml").exists()
     assert (ROOT / ".venv" / "bin" / "python").exists()
+    # Not this VENV: the checkout's .venv keeps its libraries' byte-code.
+    assert [p for p in venv_caches if not p.exists()] == []
