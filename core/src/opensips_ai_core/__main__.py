@@ -11,7 +11,7 @@ from opensips_ai_core.config import (
     load_bot_config_or_exit,
 )
 from voice_common.config import load_settings
-from voice_common.runtime import setup_logging
+from voice_common.runtime import apply_nice, setup_logging
 
 GIL_SWITCH_INTERVAL_S = 0.001
 
@@ -21,6 +21,7 @@ def main() -> int:
     path = settings.bot_config or (DEFAULT_BOT_CONFIG if DEFAULT_BOT_CONFIG.exists() else None)
     bot = load_bot_config_or_exit(path)
     setup_logging(settings, "core")
+    apply_nice(settings, "opensips-ai-core")
     from opensips_ai_core.app import CoreApp
     from opensips_ai_core.media.clock import MediaClock
 

@@ -75,6 +75,9 @@ def test_core_refuses_a_missing_bot_file_path():
         ({"CORE_RTP_PORT_MIN": "40000", "CORE_RTP_PORT_MAX": "39000"},
          "CORE_RTP_PORT_MIN (40000) is above CORE_RTP_PORT_MAX (39000)"),
         ({"OPENSIPS_MI_PORT": "0"}, "OPENSIPS_MI_PORT='0'"),
+        ({"CORE_MEDIA_CLOCK_RT_PRIORITY": "100"},
+         "CORE_MEDIA_CLOCK_RT_PRIORITY='100': Input should be less than or equal to 99"),
+        ({"CORE_NICE": "-1"}, "CORE_NICE='-1'"),
     ],
 )
 def test_core_bad_environment_is_one_line_exit_2(env, expected):

@@ -290,6 +290,14 @@ def fast_exit(code: int) -> None:
     os._exit(code)
 
 
+def apply_nice(settings: ServiceSettings, name: str) -> None:
+    """`<PREFIX>_NICE`: lower the process's priority. Call it before any thread or worker
+    process starts: they inherit it."""
+    if settings.nice:
+        os.nice(settings.nice)
+        log.info("%s runs at nice %d", name, os.nice(0))
+
+
 def run_service(definition: ServiceDefinition) -> int:
     """Configure logging and run the service to completion; the process exit code.
 
@@ -297,10 +305,7 @@ def run_service(definition: ServiceDefinition) -> int:
     does not return: the process ends here through `fast_exit`.
     """
     setup_logging(definition.settings, definition.name)
-    if definition.settings.nice:
-        # Before any thread or worker process starts: they inherit it.
-        os.nice(definition.settings.nice)
-        log.info("%s runs at nice %d", definition.name, os.nice(0))
+    apply_nice(definition.settings, definition.name)
     runtime = GrpcServiceRuntime(definition)
     try:
         code = asyncio.run(runtime.serve())
