@@ -94,6 +94,8 @@ class VoskStream(EngineStream):
         # Word timings are needed for utterance start/end even when words are not shown.
         self._rec.SetWords(True)
         self._fed_samples = 0
+        self._piece_bytes = options.sample_rate_hz * 2 * 20 // 1000
+        self._unfed = b""
         self._in_speech = False
         self._speech_start_s = 0.0
         self._last_partial = ""
@@ -103,6 +105,18 @@ class VoskStream(EngineStream):
         return self._fed_samples / self.options.sample_rate_hz
 
     def accept(self, pcm: bytes) -> list[RecognitionEvent]:
+        # Kaldi checks for the end of an utterance once per AcceptWaveform call and
+        # decodes the rest of that call's audio into it: fed in fixed 20 ms pieces, the
+        # result does not depend on how the servicer batched the client's chunks.
+        data = self._unfed + pcm
+        usable = len(data) - len(data) % self._piece_bytes
+        events: list[RecognitionEvent] = []
+        for offset in range(0, usable, self._piece_bytes):
+            events += self._accept_piece(data[offset:offset + self._piece_bytes])
+        self._unfed = data[usable:]
+        return events
+
+    def _accept_piece(self, pcm: bytes) -> list[RecognitionEvent]:
         self._fed_samples += len(pcm) // 2
         if self._rec.AcceptWaveform(pcm):
             return self._end_utterance(json.loads(self._rec.Result()))
@@ -122,7 +136,9 @@ class VoskStream(EngineStream):
         return events
 
     def finish(self) -> list[RecognitionEvent]:
-        return self._end_utterance(json.loads(self._rec.FinalResult()))
+        events = self._accept_piece(self._unfed) if self._unfed else []
+        self._unfed = b""
+        return events + self._end_utterance(json.loads(self._rec.FinalResult()))
 
     def _end_utterance(self, result: dict[str, Any]) -> list[RecognitionEvent]:
         text = str(result.get("text", "")).strip()
