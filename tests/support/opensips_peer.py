@@ -1,23 +1,35 @@
 """A test double of OpenSIPS 3.6.8's B2B UA session interface, on the real wire format.
 
 OpenSIPS cannot be installed here (it is in no reachable registry), so this peer
-is built from the documented wire format in shared/OPENSIPS-WIRE.md, observed on
-a real OpenSIPS 3.6.8. It speaks real UDP on 127.0.0.1:
+plays its part as docs/opensips.md records it (observed on a real OpenSIPS 3.6.8,
+completed from the 3.6.8 source where the wire did not show it). It speaks real
+UDP on 127.0.0.1:
 
 - an MI server like `mi_datagram`: JSON-RPC 2.0 requests in, the reply to the
-  sender's port; `event_subscribe` (positional or named params, expire 0
-  unsubscribes), `ua_session_reply` (reason mandatory → -32602 "Invalid params";
-  unknown key or nothing to answer → 500 "Failed to send reply"),
-  `ua_session_terminate` (not answered → 500 "Failed to terminate session"),
-  `ua_session_update`, `ua_session_list` (404 "Entity not found"), anything else
-  → -32601;
+  sender's port; `uptime` ("Now", "Up since", "Up time": "Up since" names the run),
+  `event_subscribe` (positional or named params, expire 0 unsubscribes),
+  `ua_session_reply` (reason mandatory -> -32602 "Invalid params"; unknown key or
+  no request waiting for that method -> 500 "Failed to send reply"),
+  `ua_session_terminate` (unanswered -> 500 "Failed to terminate session"; a
+  rejected/cancelled session, state 7, is deleted without a BYE),
+  `ua_session_update`, `ua_session_list` (the real fields: the key is `to_tag`;
+  400 "Bad format for b2b key", 404 "Entity not found"), anything else -> -32601;
 - an event sender like `event_datagram`: one JSON-RPC notification per datagram,
   fields in OpenSIPS' order (key, event_type, entity_type, status, reason, method,
   body, headers, extra_params), each from a fresh socket (a new source port), only
-  to subscriptions that have not expired.
+  to subscriptions that have not expired;
+- the SIP reply OpenSIPS builds from `ua_session_reply`, as b2b_entities does: the
+  request's Via/From/To/Call-ID/CSeq, then `content_type` copied as a raw header
+  line (default `Content-Type: application/sdp\\r\\n` when there is a body and no
+  `content_type`), the extra headers, `Contact: <sip:HOST:PORT>\\r\\n`, the body.
+  A bare `application/sdp` therefore yields the broken `application/sdpContact:` line;
+- `restart()`: a new run with a new start time that has forgotten every
+  subscription and session; keys are looked up by their hash and local index only,
+  as in b2b_entities, so an old run's key may name a new run's session;
+- the CANCEL that crosses the engine's 200 OK (`cancel` on an answered session).
 
-Session states follow the document where it names them (5 = established,
-7 = rejected/cancelled); 1 is this double's name for "waiting for the engine".
+Session states are b2b_entities' own: 1 new (waiting for the engine),
+5 established, 7 terminated (rejected or cancelled).
 """
 
 from __future__ import annotations
@@ -25,13 +37,20 @@ from __future__ import annotations
 import asyncio
 import json
 import random
+import re
 import socket
+import time
 from dataclasses import dataclass, field
 from typing import Any
 
 LOOPBACK = "127.0.0.1"
 EVENT = "E_UA_SESSION"
-STATE_WAITING, STATE_ESTABLISHED, STATE_REJECTED = 1, 5, 7
+STATE_NEW, STATE_ESTABLISHED, STATE_TERMINATED = 1, 5, 7
+# For readers of older tests: state 1 was called "waiting", 7 "rejected".
+STATE_WAITING, STATE_REJECTED = STATE_NEW, STATE_TERMINATED
+DEFAULT_SDP_CONTENT_TYPE = "Content-Type: application/sdp\r\n"
+# b2b_parse_key: PREFIX.hash_index.local_index.<anything>; only the two numbers are used.
+KEY_FORMAT = re.compile(r"^B2B\.(\d+)\.(\d+)\.")
 SIPP_OFFER = (
     "v=0\r\no=user1 53655765 2353687637 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\n"
     "t=0 0\r\nm=audio 6000 RTP/AVP 0 8 101\r\na=rtpmap:0 PCMU/8000\r\na=rtpmap:8 PCMA/8000\r\n"
@@ -49,15 +68,22 @@ class RpcError(Exception):
 INVALID_PARAMS = RpcError(-32602, "Invalid params")
 
 
+def slot_of(key: str) -> tuple[int, int] | None:
+    """(hash_index, local_index) of a B2B key, or None when b2b_parse_key refuses it."""
+    match = KEY_FORMAT.match(key)
+    return (int(match.group(1)), int(match.group(2))) if match else None
+
+
 @dataclass
 class PeerSession:
     key: str
     call_id: str
-    headers: str
-    state: int = STATE_WAITING
+    headers: str                        # the headers of the request waiting for a reply
+    state: int = STATE_NEW
     pending: str | None = "INVITE"      # the request waiting for the engine's reply
     cseq: int = 1
     replies: list[dict[str, Any]] = field(default_factory=list)
+    sip_replies: list[str] = field(default_factory=list)  # the SIP replies OpenSIPS sent
 
 
 @dataclass
@@ -75,20 +101,43 @@ class _MiProtocol(asyncio.DatagramProtocol):
         self.transport = transport  # type: ignore[assignment]
 
     def datagram_received(self, data: bytes, addr: tuple) -> None:  # type: ignore[override]
-        reply = self.peer._handle_datagram(data)
-        if reply is not None and self.transport is not None:
+        answer = self.peer._handle_datagram(data)
+        if answer is None or self.transport is None:
+            return
+        method, reply = answer
+        if method in self.peer.lose_answers:
+            return
+        delay = self.peer.answer_delay.get(method, 0.0)
+        if delay:
+            asyncio.get_running_loop().call_later(delay, self._send, reply, addr)
+        else:
+            self._send(reply, addr)
+
+    def _send(self, reply: bytes, addr: tuple) -> None:
+        if self.transport is not None and not self.transport.is_closing():
             self.transport.sendto(reply, addr)
 
 
 class OpenSipsPeer:
-    def __init__(self, mi_port: int = 0, *, answering: bool = True) -> None:
+    def __init__(self, mi_port: int = 0, *, answering: bool = True,
+                 sip_socket: str = "127.0.0.1:5060") -> None:
         self.requested_port = mi_port
         self.answering = answering          # False: bound but silent, like a stuck process
+        self.refuse_subscribe = False       # True: event_subscribe answers an error
+        # MI methods whose requests are carried out but whose answers are lost (UDP).
+        self.lose_answers: set[str] = set()
+        # MI methods whose answers leave this many seconds late (a busy MI process).
+        self.answer_delay: dict[str, float] = {}
+        self.sip_socket = sip_socket        # the address in the Contact of OpenSIPS' replies
         self.subscriptions: dict[str, Subscription] = {}
         self.subscribe_calls: list[tuple[float, Any]] = []
         self.sessions: dict[str, PeerSession] = {}
         self.mi_log: list[tuple[str, Any, dict[str, Any]]] = []  # (method, params, reply)
-        self.terminated: list[str] = []
+        self.terminated: list[str] = []     # ua_session_terminate that sent a BYE
+        self.deleted: list[str] = []        # ua_session_terminate of a state 7 session
+        self.run = 1                        # which OpenSIPS process this is
+        self.started = time.time()          # its start time ("Up since")
+        self._next_local = 0
         self._transport: asyncio.DatagramTransport | None = None
         self._changed = asyncio.Condition()
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -97,6 +146,7 @@ class OpenSipsPeer:
         self._loop = asyncio.get_running_loop()
         self._transport, _ = await self._loop.create_datagram_endpoint(
             lambda: _MiProtocol(self), local_addr=(LOOPBACK, self.requested_port))
+        self.requested_port = self.mi_port  # a restart binds the same port again
         return self
 
     @property
@@ -110,22 +160,39 @@ class OpenSipsPeer:
             self._transport = None
             await asyncio.sleep(0.01)  # the socket closes on the loop's next turn
 
+    async def restart(self, down_for: float = 0.0) -> None:
+        """OpenSIPS restarts: MI is gone for `down_for` s, then a new process answers.
+
+        The new run has a later "Up since" (a real start takes well over a second),
+        no subscriptions and no sessions; its B2B keys start from the same slots.
+        """
+        await self.stop()
+        if down_for:
+            await asyncio.sleep(down_for)
+        self.subscriptions.clear()
+        self.sessions.clear()
+        self.run += 1
+        self.started = max(time.time(), self.started + 1.0)
+        self._next_local = 0
+        await self.start()
+        self._notify()
+
     # ---- MI ------------------------------------------------------------------------------
 
     def _now(self) -> float:
         assert self._loop is not None
         return self._loop.time()
 
-    def _handle_datagram(self, data: bytes) -> bytes | None:
+    def _handle_datagram(self, data: bytes) -> tuple[str, bytes] | None:
         if not self.answering:
             return None
         try:
             request = json.loads(data)
             method, request_id = request["method"], request.get("id")
         except (ValueError, KeyError, TypeError):
-            return json.dumps({"jsonrpc": "2.0", "error": {"code": -32700,
-                                                           "message": "Parse error"},
-                               "id": None}).encode()
+            return "", json.dumps({"jsonrpc": "2.0", "error": {"code": -32700,
+                                                               "message": "Parse error"},
+                                   "id": None}).encode()
         params = request.get("params")
         try:
             reply: dict[str, Any] = {"jsonrpc": "2.0", "result": self._dispatch(method, params),
@@ -135,10 +202,11 @@ class OpenSipsPeer:
                      "id": request_id}
         self.mi_log.append((method, params, reply))
         self._notify()
-        return json.dumps(reply).encode()
+        return method, json.dumps(reply).encode()
 
     def _dispatch(self, method: str, params: Any) -> Any:
         handlers = {
+            "uptime": self._uptime,
             "event_subscribe": self._event_subscribe,
             "ua_session_reply": self._ua_session_reply,
             "ua_session_terminate": self._ua_session_terminate,
@@ -151,7 +219,7 @@ class OpenSipsPeer:
 
     @staticmethod
     def _named(params: Any, names: tuple[str, ...], required: int) -> list[Any]:
-        """Positional or named params → a list in `names` order; -32602 when short."""
+        """Positional or named params -> a list in `names` order; -32602 when short."""
         if isinstance(params, list):
             values = list(params) + [None] * (len(names) - len(params))
         elif isinstance(params, dict):
@@ -164,9 +232,21 @@ class OpenSipsPeer:
             raise INVALID_PARAMS
         return values
 
+    def find(self, key: Any) -> PeerSession | None:
+        """The session b2b_entities finds for a key: by hash and local index only."""
+        slot = slot_of(key) if isinstance(key, str) else None
+        if slot is None:
+            return None
+        return next((s for s in self.sessions.values() if slot_of(s.key) == slot), None)
+
+    def _uptime(self, _params: Any) -> dict[str, str]:
+        now = time.time()
+        return {"Now": time.ctime(now), "Up since": time.ctime(self.started),
+                "Up time": f"{int(now - self.started)} [sec]"}
+
     def _event_subscribe(self, params: Any) -> str:
         event, target, expire = self._named(params, ("event", "socket", "expire"), 2)
-        if event != EVENT or not str(target).startswith("udp:"):
+        if event != EVENT or not str(target).startswith("udp:") or self.refuse_subscribe:
             raise RpcError(500, "Cannot subscribe")
         expire = 3600 if expire is None else int(expire)
         self.subscribe_calls.append((self._now(), params))
@@ -186,44 +266,88 @@ class OpenSipsPeer:
             code = int(code)
         except (TypeError, ValueError):
             raise INVALID_PARAMS from None
-        session = self.sessions.get(key)
-        if session is None or session.pending is None:
+        session = self.find(key)
+        if session is None or session.pending is None or session.pending != method:
+            # No transaction to answer: unknown key, already answered (a CANCEL that
+            # crossed the 200), or a method mismatch.
             raise RpcError(500, "Failed to send reply")
         session.replies.append(dict(params))
+        session.sip_replies.append(self._build_reply(session, code, str(reason), params))
         if code >= 200:
             session.pending = None
             if code < 300:
-                session.state = STATE_ESTABLISHED
+                session.state = STATE_ESTABLISHED  # the caller ACKs at once
             elif session.state != STATE_ESTABLISHED:
-                session.state = STATE_REJECTED  # a refused re-INVITE keeps the call
+                session.state = STATE_TERMINATED   # a refused re-INVITE keeps the call
         return "OK"
+
+    def _build_reply(self, session: PeerSession, code: int, reason: str,
+                     params: dict[str, Any]) -> str:
+        """The SIP reply as b2b_entities + tm build it from ua_session_reply's params."""
+        copied = []
+        for line in session.headers.split("\r\n"):
+            name = line.partition(":")[0].strip().lower()
+            if name in ("via", "from", "call-id", "cseq"):
+                copied.append(line + "\r\n")
+            elif name == "to":
+                copied.append(line + ("" if ";tag=" in line else f";tag={session.key}")
+                              + "\r\n")
+        body = str(params.get("body") or "")
+        extra = ""
+        if body:
+            content_type = params.get("content_type")
+            extra += DEFAULT_SDP_CONTENT_TYPE if content_type is None else str(content_type)
+            extra += str(params.get("extra_headers") or "")
+        extra += f"Contact: <sip:{self.sip_socket}>\r\n"
+        return (f"SIP/2.0 {code} {reason}\r\n" + "".join(copied) + extra
+                + f"Content-Length: {len(body.encode())}\r\n\r\n" + body)
 
     def _ua_session_terminate(self, params: Any) -> str:
         if not isinstance(params, dict) or not params.get("key"):
             raise INVALID_PARAMS
-        session = self.sessions.get(params["key"])
-        if session is None or session.state != STATE_ESTABLISHED:
+        session = self.find(params["key"])
+        if session is None or session.state not in (STATE_ESTABLISHED, STATE_TERMINATED):
             raise RpcError(500, "Failed to terminate session")
-        # OpenSIPS sends the BYE; its 200 raises no event (the entity is already gone).
         del self.sessions[session.key]
-        self.terminated.append(session.key)
+        if session.state == STATE_TERMINATED:
+            self.deleted.append(session.key)      # no BYE in the terminated state
+        else:
+            # OpenSIPS sends the BYE; its 200 raises no event (the entity is already gone).
+            self.terminated.append(session.key)
         return "OK"
 
     def _ua_session_update(self, params: Any) -> str:
         if not isinstance(params, dict) or not params.get("key") or not params.get("method"):
             raise INVALID_PARAMS
-        if params["key"] not in self.sessions:
-            raise RpcError(500, "Failed to send request")
+        if self.find(params["key"]) is None:
+            raise RpcError(500, "Failed to send sequential request")
         return "OK"
+
+    def _entry(self, session: PeerSession) -> dict[str, Any]:
+        """One session as ua_session_list prints it (mi_print_b2be_dlg's fields)."""
+        slot = slot_of(session.key)
+        return {
+            "dlg": slot[1] if slot else 0, "logic_key": "", "mod_name": "b2b_entities",
+            "state": session.state, "last_invite_cseq": 1, "last_method": 1, "db_flag": 0,
+            "ruri": "sip:ai@127.0.0.1:5060", "callid": session.call_id, "from": "sipp",
+            "from_uri": "sip:sipp@127.0.0.1:5070", "from_tag": "9574SIPpTag091",
+            "to": "ai", "to_uri": "sip:ai@127.0.0.1:5060", "to_tag": session.key,
+            "cseq": {"caller": session.cseq, "callee": 0},
+            "contact": {"caller": "sip:sipp@127.0.0.1:5070",
+                        "callee": f"sip:{self.sip_socket}"},
+            "send_sock": f"udp:{self.sip_socket}",
+        }
 
     def _ua_session_list(self, params: Any) -> Any:
         key = params.get("key") if isinstance(params, dict) else None
         if key is None:
-            return [{"key": s.key, "state": s.state} for s in self.sessions.values()]
-        session = self.sessions.get(key)
+            return [self._entry(s) for s in self.sessions.values()]
+        if slot_of(key) is None:
+            raise RpcError(400, "Bad format for b2b key")
+        session = self.find(key)
         if session is None:
             raise RpcError(404, "Entity not found")
-        return {"key": session.key, "state": session.state}
+        return self._entry(session)
 
     # ---- waiting ------------------------------------------------------------------------
 
@@ -247,16 +371,24 @@ class OpenSipsPeer:
         except TimeoutError:
             raise AssertionError(f"peer: timed out after {timeout} s waiting for {what}") from None
 
+    def accepted(self, method: str, key: str | None = None) -> list[dict[str, Any]]:
+        """The params of every `method` call OpenSIPS answered with a result."""
+        return [p for m, p, r in self.mi_log
+                if m == method and "result" in r
+                and (key is None or (isinstance(p, dict) and p.get("key") == key))]
+
+    def refused(self, method: str, key: str | None = None) -> list[dict[str, Any]]:
+        """The error objects OpenSIPS answered to `method` calls (for this key)."""
+        return [r["error"] for m, p, r in self.mi_log
+                if m == method and "error" in r
+                and (key is None or (isinstance(p, dict) and p.get("key") == key))]
+
     async def wait_reply(self, key: str, count: int = 1, timeout: float = 10.0
                          ) -> dict[str, Any]:
         """The `count`-th ua_session_reply accepted for this key (1 = the first)."""
-        def replies() -> list[dict[str, Any]]:
-            return [p for m, p, r in self.mi_log
-                    if m == "ua_session_reply" and isinstance(p, dict) and p.get("key") == key
-                    and "result" in r]
-
-        await self.wait_for(lambda: len(replies()) >= count, timeout, f"reply {count} to {key}")
-        return replies()[count - 1]
+        await self.wait_for(lambda: len(self.accepted("ua_session_reply", key)) >= count,
+                            timeout, f"reply {count} to {key}")
+        return self.accepted("ua_session_reply", key)[count - 1]
 
     def live_subscriptions(self) -> list[str]:
         now = self._now()
@@ -302,24 +434,29 @@ class OpenSipsPeer:
             lines.append("Content-Length: 0")
         return "".join(f"{line}\r\n" for line in lines)
 
-    def new_call(self, body: str = SIPP_OFFER, method: str = "INVITE") -> str:
+    def new_key(self) -> str:
+        """A key as b2b_generate_key makes it; local indexes restart with each run."""
+        self._next_local += 1
+        return (f"B2B.{random.randint(0, 511)}.{self._next_local}."
+                f"{int(self.started)}.{random.randint(10**8, 2 * 10**9)}")
+
+    def new_call(self, body: str = SIPP_OFFER, method: str = "INVITE",
+                 key: str | None = None) -> str:
         """A caller's INVITE reaches ua_session_server_init: NEW. Returns the B2B key."""
-        parts = (random.randint(100, 999), random.randint(100, 999),
-                 random.randint(10**9, 2 * 10**9), random.randint(10**9, 2 * 10**9))
-        key = "B2B." + ".".join(map(str, parts))
+        key = key or self.new_key()
         call_id = f"{random.randint(1, 9999)}-{random.randint(1, 99999)}@127.0.0.1"
-        self.sessions[key] = PeerSession(key, call_id, "", pending=method)
-        self.send_event(key, "NEW", method, body,
-                        self.call_headers(call_id, 1, method, None, len(body)))
+        headers = self.call_headers(call_id, 1, method, None, len(body))
+        self.sessions[key] = PeerSession(key, call_id, headers, pending=method)
+        self.send_event(key, "NEW", method, body, headers)
         return key
 
     def reinvite(self, key: str, body: str) -> None:
         session = self.sessions[key]
         session.cseq += 1
         session.pending = "INVITE"
-        self.send_event(key, "UPDATED", "INVITE", body,
-                        self.call_headers(session.call_id, session.cseq, "INVITE", key,
-                                          len(body)))
+        session.headers = self.call_headers(session.call_id, session.cseq, "INVITE", key,
+                                            len(body))
+        self.send_event(key, "UPDATED", "INVITE", body, session.headers)
 
     def bye(self, key: str) -> None:
         """The caller hangs up; OpenSIPS answers the BYE itself and reports TERMINATED."""
@@ -328,7 +465,14 @@ class OpenSipsPeer:
                         self.call_headers(session.call_id, session.cseq + 1, "BYE", key))
 
     def cancel(self, key: str) -> None:
-        """The caller cancels: OpenSIPS answers "200 canceling" but sends no 487."""
+        """The caller cancels: OpenSIPS answers "200 canceling" but sends no 487.
+
+        The session turns terminated (7). While the INVITE waits for the engine, its
+        transaction stays open for the engine's final reply (a 487, or a 200 that
+        crossed the CANCEL). On an answered session the CANCEL crossed OpenSIPS' 200:
+        the INVITE has its final reply, so a 487 from the engine fails (500).
+        """
         session = self.sessions[key]
+        session.state = STATE_TERMINATED
         self.send_event(key, "TERMINATED", "CANCEL", "",
                         self.call_headers(session.call_id, 1, "CANCEL"))

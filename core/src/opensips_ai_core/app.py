@@ -55,9 +55,12 @@ class CoreApp:
         channels = {name: client.channel.get_state(try_to_connect=False).name
                     for name, client in (("asr", self.services.asr), ("llm", self.services.llm),
                                          ("tts", self.services.tts))}
-        ok = self.ready and self.manager.accepting
-        return ok, {"signalling": self.backend.name, "calls": len(self.manager.calls),
-                    "services": channels}
+        # A backend that can lose its signalling path (OpenSIPS: unsubscribed) says so.
+        readiness = getattr(self.backend, "readiness", None)
+        signalling_ok, signalling_state = readiness() if readiness else (True, "ready")
+        ok = self.ready and self.manager.accepting and signalling_ok
+        return ok, {"signalling": self.backend.name, "signalling_state": signalling_state,
+                    "calls": len(self.manager.calls), "services": channels}
 
     def request_stop(self, reason: str) -> None:
         if not self._stop.is_set():

@@ -1,7 +1,9 @@
 """OpenSipsBackend against the OpenSIPS 3.6.8 wire double (tests/support/opensips_peer.py).
 
-Real UDP on 127.0.0.1 both ways: MI JSON-RPC to the peer, E_UA_SESSION events
-from the peer (each from a new source port) to the backend's listener.
+OpenSIPS cannot be installed here: the double plays it as docs/opensips.md records
+the real 3.6.8 on the wire. Real UDP on 127.0.0.1 both ways: MI JSON-RPC to the
+peer, E_UA_SESSION events from the peer (each from a new source port) to the
+backend's listener.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ import pytest
 from opensips_ai_core.signalling.base import SignallingError
 from opensips_ai_core.signalling.opensips import MiClient, MiError, MiTimeoutError, OpenSipsBackend
 from opensips_ai_core.signalling.sdp import parse_sdp
+from opensips_ai_core.signalling.sip.message import SipParseError, parse_message
 from tests.core.signalling.conftest import RecordingHandler, eventually
 from tests.support.opensips_peer import SIPP_OFFER, OpenSipsPeer, PeerSession
 from tests.support.procs import LOOPBACK, free_port
@@ -52,12 +55,13 @@ async def answered_call(peer: OpenSipsPeer) -> str:
 async def test_subscription_retried_until_opensips_answers(handler: RecordingHandler) -> None:
     mi_port = free_port(socket.SOCK_DGRAM)  # nothing listens there yet
     engine = OpenSipsBackend(LOOPBACK, mi_port, LOOPBACK, 0, mi_timeout=0.2,
-                             retry_initial=0.1, retry_max=0.2)
+                             poll_interval=0.2)
     await engine.start(handler)
     opensips = OpenSipsPeer(mi_port)
     try:
         await asyncio.sleep(1.0)
         assert not engine.subscribed.is_set()
+        assert engine.readiness() == (False, "not subscribed yet: OpenSIPS MI has not answered")
         await opensips.start()
         await asyncio.wait_for(engine.subscribed.wait(), 10)
         assert opensips.live_subscriptions() == [engine.event_socket]
@@ -73,7 +77,7 @@ async def test_subscription_retried_until_opensips_answers(handler: RecordingHan
 async def test_subscription_retried_while_opensips_is_silent(handler: RecordingHandler) -> None:
     opensips = await OpenSipsPeer(answering=False).start()
     engine = OpenSipsBackend(LOOPBACK, opensips.mi_port, LOOPBACK, 0, mi_timeout=0.2,
-                             retry_initial=0.1, retry_max=0.2)
+                             poll_interval=0.2)
     await engine.start(handler)
     try:
         await asyncio.sleep(0.8)
@@ -87,7 +91,7 @@ async def test_subscription_retried_while_opensips_is_silent(handler: RecordingH
 
 async def test_subscription_renewed_before_expiry(peer: OpenSipsPeer,
                                                   handler: RecordingHandler) -> None:
-    engine = OpenSipsBackend(LOOPBACK, peer.mi_port, LOOPBACK, 0, expire=2)
+    engine = OpenSipsBackend(LOOPBACK, peer.mi_port, LOOPBACK, 0, expire=2, poll_interval=0.25)
     await engine.start(handler)
     try:
         await peer.wait_for(lambda: len(peer.subscribe_calls) >= 3, 10, "two renewals")
@@ -105,9 +109,10 @@ async def test_new_call_answered_with_sdp(backend: OpenSipsBackend, peer: OpenSi
                                           handler: RecordingHandler) -> None:
     key = peer.new_call()
     reply = await peer.wait_reply(key)
-    assert {k: reply[k] for k in ("key", "method", "code", "reason", "content_type")} == {
-        "key": key, "method": "INVITE", "code": 200, "reason": "OK",
-        "content_type": "application/sdp"}
+    # No content_type: OpenSIPS would copy it as a raw header line (docs/opensips.md).
+    assert {k: reply[k] for k in ("key", "method", "code", "reason")} == {
+        "key": key, "method": "INVITE", "code": 200, "reason": "OK"}
+    assert "content_type" not in reply
     answer = parse_sdp(reply["body"])
     assert answer.media[0].formats == ["0", "101"]
     info = handler.calls[key]
@@ -116,6 +121,51 @@ async def test_new_call_answered_with_sdp(backend: OpenSipsBackend, peer: OpenSi
     assert info.sip_call_id == peer.sessions[key].call_id
     assert peer.sessions[key].state == 5
     assert backend.active_calls() == [key]
+
+
+async def test_200_ok_on_the_wire_has_content_type_and_contact(
+        backend: OpenSipsBackend, peer: OpenSipsPeer) -> None:
+    """The SIP 200 OK OpenSIPS builds from our ua_session_reply (issue: every captured
+    200 OK read `application/sdpContact: <sip:...>`) parses, with both headers whole."""
+    key = await answered_call(peer)
+    message = parse_message(peer.sessions[key].sip_replies[0].encode())
+    assert (message.status, message.reason) == (200, "OK")
+    assert message.get("Content-Type") == "application/sdp"
+    assert message.get("Contact") == "<sip:127.0.0.1:5060>"
+    assert message.get("To") == f"ai <sip:ai@127.0.0.1:5060>;tag={key}"
+    assert message.body.decode() == (await peer.wait_reply(key))["body"]
+    # A re-INVITE's 200 too.
+    peer.reinvite(key, SIPP_OFFER + "a=sendonly\r\n")
+    await peer.wait_reply(key, count=2)
+    again = parse_message(peer.sessions[key].sip_replies[1].encode())
+    assert (again.get("Content-Type"), again.get("Contact")) == ("application/sdp",
+                                                                 "<sip:127.0.0.1:5060>")
+
+
+@pytest.mark.parametrize(("content_type", "well_formed"), [
+    (None, True), ("Content-Type: application/sdp\r\n", True), ("application/sdp", False)])
+async def test_double_copies_content_type_as_a_raw_header_line(
+        peer: OpenSipsPeer, content_type: str | None, well_formed: bool) -> None:
+    """The double reproduces what OpenSIPS 3.6.8 did with each `content_type` value."""
+    key = "B2B.1.1.1.1"
+    peer.sessions[key] = PeerSession(key, "c@x", peer.call_headers("c@x", 1, "INVITE", None, 9))
+    params = {"key": key, "method": "INVITE", "code": 200, "reason": "OK", "body": SIPP_OFFER}
+    if content_type is not None:
+        params["content_type"] = content_type
+    client = MiClient(LOOPBACK, peer.mi_port, timeout=1.0)
+    try:
+        assert await client.call("ua_session_reply", params) == "OK"
+    finally:
+        await client.close()
+    wire = peer.sessions[key].sip_replies[0]
+    if well_formed:
+        message = parse_message(wire.encode())
+        assert message.get("Content-Type") == "application/sdp"
+        assert message.get("Contact") == "<sip:127.0.0.1:5060>"
+    else:
+        assert "\r\napplication/sdpContact: <sip:127.0.0.1:5060>\r\n" in wire
+        with pytest.raises(SipParseError):
+            parse_message(wire.encode())
 
 
 async def test_cancel_before_answer_replies_487(backend: OpenSipsBackend, peer: OpenSipsPeer,
@@ -129,7 +179,57 @@ async def test_cancel_before_answer_replies_487(backend: OpenSipsBackend, peer: 
                                                                  "Request Terminated")
     await eventually(lambda: handler.ended.get(key) == "cancelled", 5, "end_call")
     assert handler.cancelled_new_calls == [key] and backend.active_calls() == []
-    assert peer.sessions[key].state == 7
+    # Not left in OpenSIPS (state 7) until ua_default_timeout: deleted, without a BYE.
+    await peer.wait_for(lambda: key in peer.deleted, 5, "the cancelled session deleted")
+    assert key not in peer.sessions and peer.terminated == []
+
+
+async def test_cancel_crossing_the_200_ends_the_call_with_bye(
+        backend: OpenSipsBackend, peer: OpenSipsPeer, handler: RecordingHandler) -> None:
+    """The caller's CANCEL reaches OpenSIPS after it sent our 200 OK: no 487 is possible
+    (the INVITE has its final reply) and the caller must ACK the 200, so the call is
+    ended with ua_session_terminate rather than dropped."""
+    key = await answered_call(peer)
+    peer.cancel(key)
+    await eventually(lambda: handler.ended.get(key) == "cancelled", 5, "end_call")
+    await peer.wait_for(lambda: key not in peer.sessions, 5, "the session ended")
+    assert peer.accepted("ua_session_terminate", key) == [{"key": key}]
+    assert backend.active_calls() == []
+
+
+async def test_cancel_while_our_200_is_in_flight(
+        backend: OpenSipsBackend, peer: OpenSipsPeer, handler: RecordingHandler) -> None:
+    """OpenSIPS sent our 200 but its MI answer is slow; the CANCEL event arrives first.
+    The backend learns the 200 went out before deciding: BYE, not 487, call released."""
+    peer.answer_delay["ua_session_reply"] = 0.5
+    key = peer.new_call()
+    await peer.wait_for(lambda: key in peer.sessions and peer.sessions[key].sip_replies,
+                        5, "the 200 OK on the wire")
+    peer.cancel(key)
+    await eventually(lambda: handler.ended.get(key) == "cancelled", 5, "end_call")
+    await peer.wait_for(lambda: key not in peer.sessions, 5, "the session ended")
+    assert [p["code"] for p in peer.accepted("ua_session_reply", key)] == [200]
+    assert not [p for m, p, _ in peer.mi_log
+                if m == "ua_session_reply" and p.get("code") == 487]
+    assert peer.accepted("ua_session_terminate", key) == [{"key": key}]
+
+
+async def test_cancel_after_a_lost_200_answer(
+        backend: OpenSipsBackend, peer: OpenSipsPeer, handler: RecordingHandler) -> None:
+    """The 200's MI answer is lost (UDP): ua_session_list tells the backend the 200 went
+    out, so the call counts as answered; the crossing CANCEL then ends it with a BYE."""
+    peer.lose_answers.add("ua_session_reply")
+    key = peer.new_call()
+    await eventually(lambda: key in handler.calls, 5, "new_call")
+    await eventually(lambda: any(m == "ua_session_list" for m, *_ in peer.mi_log), 5,
+                     "the backend asking for the session's state")
+    await eventually(lambda: backend._sessions[key].answered, 5, "the call counted answered")
+    assert key not in handler.ended and backend.active_calls() == [key]
+    peer.lose_answers.clear()
+    peer.cancel(key)
+    await eventually(lambda: handler.ended.get(key) == "cancelled", 5, "end_call")
+    await peer.wait_for(lambda: key not in peer.sessions, 5, "the session ended")
+    assert peer.accepted("ua_session_terminate", key) == [{"key": key}]
 
 
 async def test_caller_bye_ends_the_call(backend: OpenSipsBackend, peer: OpenSipsPeer,
@@ -181,8 +281,9 @@ async def test_hangup_before_answer_rejects_instead(backend: OpenSipsBackend,
     await backend.hangup(key)
     reply = await peer.wait_reply(key)
     assert reply["code"] >= 300 and reply["reason"]
-    assert not [m for m, *_ in peer.mi_log if m == "ua_session_terminate"]
-    assert peer.sessions[key].state == 7
+    # No BYE (not answered); the rejected session is deleted, not left in state 7.
+    await peer.wait_for(lambda: key in peer.deleted, 5, "the rejected session deleted")
+    assert peer.terminated == []
 
 
 @pytest.mark.parametrize(("body", "code", "reason"), [
@@ -196,6 +297,7 @@ async def test_refused_calls(backend: OpenSipsBackend, peer: OpenSipsPeer, body:
     reply = await peer.wait_reply(key)
     assert (reply["method"], reply["code"], reply["reason"]) == ("INVITE", code, reason)
     assert "body" not in reply and backend.active_calls() == []
+    await peer.wait_for(lambda: key in peer.deleted, 5, "the rejected session deleted")
 
 
 async def test_handler_refusal_and_unsupported_method(
@@ -239,12 +341,18 @@ async def test_mi_client_errors_match_opensips(peer: OpenSipsPeer) -> None:
             await client.call("no_such_command")
         assert unknown.value.code == -32601
         with pytest.raises(MiError) as not_found:
-            await client.call("ua_session_list", {"key": "B2B.none"})
+            await client.call("ua_session_list", {"key": "B2B.7.7.7.7"})
         assert (not_found.value.code, not_found.value.message) == (404, "Entity not found")
+        with pytest.raises(MiError) as bad_key:
+            await client.call("ua_session_list", {"key": "B2B.none"})
+        assert (bad_key.value.code, bad_key.value.message) == (400, "Bad format for b2b key")
+        uptime = await client.call("uptime")
+        assert set(uptime) == {"Now", "Up since", "Up time"}
+        assert uptime["Up time"].endswith(" [sec]")
         # Concurrent calls on one socket are matched by id.
         results = await asyncio.gather(*(client.call("ua_session_list", {"key": key})
                                          for _ in range(20)))
-        assert all(r == {"key": key, "state": 1} for r in results)
+        assert all((r["to_tag"], r["state"], r["callid"]) == (key, 1, "c@x") for r in results)
         peer.answering = False
         with pytest.raises(MiTimeoutError):
             await client.call("ua_session_list", {}, timeout=0.3)
@@ -270,25 +378,93 @@ def test_renewal_schedule() -> None:
         OpenSipsBackend(LOOPBACK, 1, LOOPBACK, 0, expire=0)
 
 
-async def test_resubscribes_after_opensips_restart(handler: RecordingHandler) -> None:
-    first = await OpenSipsPeer().start()
-    mi_port = first.mi_port
-    engine = OpenSipsBackend(LOOPBACK, mi_port, LOOPBACK, 0, refresh_max=0.5, mi_timeout=0.3,
-                             retry_initial=0.1, retry_max=0.2)
+async def test_restart_noticed_resubscribed_and_calls_reconciled(
+        backend: OpenSipsBackend, peer: OpenSipsPeer, handler: RecordingHandler) -> None:
+    """OpenSIPS restarts with two calls up: it forgets our subscription and both
+    sessions. Within 2 s (uptime is polled every second) the backend subscribes again
+    and releases both calls locally, without an MI terminate for their stale keys."""
+    calls = [await answered_call(peer) for _ in range(2)]
+    first_run = backend.run
+    await peer.restart()
+    logged = len(peer.mi_log)
+    await peer.wait_for(peer.live_subscriptions, 2.0, "a new subscription")
+    await eventually(lambda: all(handler.ended.get(k) == "opensips restarted" for k in calls),
+                     2.0, "both calls released")
+    assert backend.restarts == 1 and backend.run != first_run
+    assert backend.active_calls() == [] and backend.ready
+    assert not [m for m, *_ in peer.mi_log[logged:] if m == "ua_session_terminate"]
+    key = await answered_call(peer)  # the new run's calls are served
+    assert backend.active_calls() == [key]
+
+
+async def test_restart_keeps_the_calls_the_new_run_still_holds(
+        backend: OpenSipsBackend, peer: OpenSipsPeer, handler: RecordingHandler) -> None:
+    """Reconciling compares full keys with ua_session_list's to_tag: a session the new
+    run lists under the same key stays; one it does not is released."""
+    kept, lost = await answered_call(peer), await answered_call(peer)
+    held = peer.sessions[kept]
+    await peer.restart()
+    peer.sessions[kept] = held  # e.g. restored from a database by the new run
+    await eventually(lambda: handler.ended.get(lost) == "opensips restarted", 2.0, "release")
+    assert backend.active_calls() == [kept] and kept not in handler.ended
+
+
+async def test_not_ready_while_unsubscribed(peer: OpenSipsPeer,
+                                            handler: RecordingHandler) -> None:
+    """A restarted OpenSIPS that refuses event_subscribe: not ready until it accepts."""
+    engine = OpenSipsBackend(LOOPBACK, peer.mi_port, LOOPBACK, 0, poll_interval=0.2)
     await engine.start(handler)
     try:
         await asyncio.wait_for(engine.subscribed.wait(), 10)
-        await first.stop()  # OpenSIPS restarts with no subscribers
-        restarted = await OpenSipsPeer(mi_port).start()
-        try:
-            await restarted.wait_for(restarted.live_subscriptions, 10, "a new subscription")
-            key = restarted.new_call()
-            assert (await restarted.wait_reply(key))["code"] == 200
-        finally:
-            await engine.stop()
-            await restarted.stop()
+        assert engine.readiness() == (True, f"subscribed to E_UA_SESSION on "
+                                            f"{engine.event_socket}")
+        peer.refuse_subscribe = True
+        await peer.restart()
+        await eventually(lambda: "event_subscribe failed" in engine.readiness()[1], 5,
+                         "the refused subscription reported")
+        assert not engine.ready
+        peer.refuse_subscribe = False
+        await asyncio.wait_for(engine.subscribed.wait(), 5)
+        assert engine.ready and engine.restarts == 1
     finally:
-        await first.stop()
+        await engine.stop()
+
+
+async def test_not_ready_while_opensips_is_silent(peer: OpenSipsPeer,
+                                                  handler: RecordingHandler) -> None:
+    engine = OpenSipsBackend(LOOPBACK, peer.mi_port, LOOPBACK, 0, poll_interval=0.2,
+                             missed_polls=3)
+    await engine.start(handler)
+    try:
+        await asyncio.wait_for(engine.subscribed.wait(), 10)
+        peer.answering = False
+        await eventually(lambda: not engine.ready, 5, "not ready")
+        assert "does not answer" in engine.readiness()[1]
+        peer.answering = True  # the same run comes back (a stall, not a restart)
+        await asyncio.wait_for(engine.subscribed.wait(), 5)
+        assert engine.restarts == 0
+    finally:
+        await engine.stop()
+
+
+async def test_hangup_never_terminates_another_runs_session(
+        peer: OpenSipsPeer, handler: RecordingHandler) -> None:
+    """b2b_entities finds a key by hash and local index only: after a restart an old
+    call's key names a new caller's session. Before the restart is noticed, the bot's
+    hang-up checks the listed to_tag and leaves the stranger's call alone."""
+    engine = OpenSipsBackend(LOOPBACK, peer.mi_port, LOOPBACK, 0, poll_interval=60)
+    await engine.start(handler)
+    try:
+        await asyncio.wait_for(engine.subscribed.wait(), 10)
+        old = await answered_call(peer)
+        await peer.restart()
+        stranger = old.rsplit(".", 2)[0] + ".1799999999.42"  # same slot, another session
+        peer.sessions[stranger] = PeerSession(stranger, "s@x", "", state=5, pending=None)
+        await engine.hangup(old)
+        assert stranger in peer.sessions and peer.terminated == []
+        assert engine.active_calls() == []
+    finally:
+        await engine.stop()
 
 
 async def test_handler_crash_replies_500_and_keeps_serving(

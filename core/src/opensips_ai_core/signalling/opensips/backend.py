@@ -2,15 +2,23 @@
 
 OpenSIPS terminates SIP and raises E_UA_SESSION events (NEW, UPDATED, TERMINATED)
 to our UDP listener; we answer with MI `ua_session_reply` and end calls with
-`ua_session_terminate`. The wire format is OpenSIPS 3.6.8's, as recorded in
-shared/OPENSIPS-WIRE.md:
+`ua_session_terminate`. The wire facts this relies on are in docs/opensips.md:
 
-- `event_subscribe ["E_UA_SESSION", "udp:HOST:PORT", EXPIRE]` is retried with
-  backoff until OpenSIPS answers (until then callers only get "100 Giving it a
-  try") and renewed before it expires.
-- `ua_session_reply` needs `reason`; a CANCEL (TERMINATED, method CANCEL) gets our
-  487 because OpenSIPS does not send one; `ua_session_terminate` fails before the
-  answer, so an unanswered call is rejected with a reply >= 300 instead.
+- One supervisor task asks MI `uptime` every `poll_interval` s. "Up since" tells
+  one OpenSIPS run from the next: a restart forgets every subscription and
+  session, so on a new run we re-subscribe at once and release locally the calls
+  the new run's `ua_session_list` does not hold (no MI terminate: an old key may
+  name a new run's session). `event_subscribe` is also renewed before it expires.
+  `ready` is False (and /health 503) until OpenSIPS holds our subscription.
+- `ua_session_reply` needs `reason`, and a body goes without `content_type`:
+  OpenSIPS copies that parameter as a raw header line and adds
+  `Content-Type: application/sdp` itself when it is absent.
+- A CANCEL (TERMINATED, method CANCEL) gets our 487 because OpenSIPS does not send
+  one, unless our 200 OK crossed it: then the caller holds an answered dialog and
+  we end it with a BYE. `ua_session_terminate` fails before the answer, so an
+  unanswered call is rejected with a reply >= 300 instead; after a final reply
+  >= 300 the terminated (state 7) session is deleted with `ua_session_terminate`
+  rather than left in OpenSIPS until `ua_default_timeout`.
 """
 
 from __future__ import annotations
@@ -22,8 +30,10 @@ from dataclasses import dataclass
 from typing import Any
 
 from opensips_ai_core.signalling.base import CallHandler, CallInfo, SignallingError
+from opensips_ai_core.signalling.opensips import metrics
 from opensips_ai_core.signalling.opensips.events import EVENT_NAME, EventListener, UaSessionEvent
-from opensips_ai_core.signalling.opensips.mi import MiClient, MiError
+from opensips_ai_core.signalling.opensips.liveness import OpenSipsRun
+from opensips_ai_core.signalling.opensips.mi import MiClient, MiError, MiTimeoutError
 from opensips_ai_core.signalling.sdp import (
     SdpError,
     SessionDescription,
@@ -35,7 +45,9 @@ from opensips_ai_core.tasks import TaskSet
 
 log = logging.getLogger("signalling.opensips")
 
-CONTENT_TYPE_SDP = "application/sdp"
+# b2b_entities dialog states (ua_session_list "state"): 4 confirmed (200 sent),
+# 5 established (ACKed), 7 terminated (rejected, cancelled or ended).
+ANSWERED_STATES = (4, 5)
 
 
 @dataclass
@@ -43,6 +55,9 @@ class _Session:
     info: CallInfo
     answered: bool = False
     task: asyncio.Task[None] | None = None
+    # The ua_session_reply 200 in flight: True once OpenSIPS accepted it. A CANCEL or a
+    # hang-up waits for it, since OpenSIPS may have sent the 200 whatever we cancel.
+    answering: asyncio.Task[bool] | None = None
     local_sdp: SessionDescription | None = None
 
 
@@ -51,13 +66,15 @@ class OpenSipsBackend:
 
     def __init__(self, mi_host: str, mi_port: int, event_host: str, event_port: int,
                  expire: int = 3600, *, event_socket_host: str | None = None,
-                 mi_timeout: float = 2.0, retry_initial: float = 0.5,
-                 retry_max: float = 10.0, refresh_max: float = 60.0) -> None:
+                 mi_timeout: float = 2.0, poll_interval: float = 1.0,
+                 missed_polls: int = 3, refresh_max: float = 60.0) -> None:
         if expire <= 0:
             raise ValueError(f"expire must be > 0 seconds (0 unsubscribes), got {expire}")
+        if poll_interval <= 0 or missed_polls < 1:
+            raise ValueError("poll_interval must be > 0 and missed_polls >= 1")
         self.expire = expire
-        self.retry_initial = retry_initial
-        self.retry_max = retry_max
+        self.poll_interval = poll_interval
+        self.missed_polls = missed_polls
         self.refresh_max = refresh_max
         # The address OpenSIPS sends events to: the listener's, unless it binds a wildcard.
         self.event_socket_host = event_socket_host or (
@@ -66,10 +83,15 @@ class OpenSipsBackend:
         self.events = EventListener(event_host, event_port, self._on_event)
         self.subscribed = asyncio.Event()
         self.subscriptions = 0           # successful event_subscribe calls (renewals included)
+        self.restarts = 0                # new OpenSIPS runs noticed
+        self.run: OpenSipsRun | None = None
+        self._state = "not subscribed yet: OpenSIPS MI has not answered"
         self._handler: CallHandler | None = None
         self._sessions: dict[str, _Session] = {}
         self._tasks = TaskSet(log, "OpenSIPS event")
-        self._subscriber: asyncio.Task[None] | None = None
+        self._supervisor: asyncio.Task[None] | None = None
+        self._reconcile: set[str] | None = None  # calls to check against a new run
+        self._set_subscribed(False, self._state)
 
     @property
     def event_socket(self) -> str:
@@ -79,19 +101,20 @@ class OpenSipsBackend:
         self._handler = handler
         await self.events.start()
         await self.mi.start()
-        self._subscriber = asyncio.get_running_loop().create_task(self._keep_subscribed())
+        self._supervisor = asyncio.get_running_loop().create_task(self._supervise())
         log.info("OpenSIPS backend: events on %s, MI udp:%s:%d", self.event_socket,
                  *self.mi.target)
 
     async def stop(self) -> None:
-        if self._subscriber is not None:
-            self._subscriber.cancel()
+        if self._supervisor is not None:
+            self._supervisor.cancel()
             with contextlib.suppress(asyncio.CancelledError):
-                await self._subscriber
+                await self._supervisor
         if self.subscribed.is_set():
             with contextlib.suppress(MiError):
                 await self.mi.call("event_subscribe", [EVENT_NAME, self.event_socket, 0],
                                    timeout=0.5)  # expire 0 unsubscribes
+        self._set_subscribed(False, "stopped")
         await self._tasks.cancel_all()
         await self.events.close()
         await self.mi.close()
@@ -99,38 +122,120 @@ class OpenSipsBackend:
     def active_calls(self) -> list[str]:
         return list(self._sessions)
 
-    # ---- subscription -------------------------------------------------------------------
+    # ---- readiness ----------------------------------------------------------------------
+
+    @property
+    def ready(self) -> bool:
+        """True while the running OpenSIPS holds our E_UA_SESSION subscription."""
+        return self.subscribed.is_set()
+
+    def readiness(self) -> tuple[bool, str]:
+        """(ready, why): what /health reports for the signalling path."""
+        return self.ready, self._state
+
+    def _set_subscribed(self, subscribed: bool, state: str) -> None:
+        if subscribed:
+            self.subscribed.set()
+        else:
+            self.subscribed.clear()
+        self._state = state
+        metrics.SUBSCRIBED.set(1 if subscribed else 0)
+
+    # ---- supervision: liveness, restarts, subscription -----------------------------------
 
     def renew_after(self) -> float:
         """Renew a quarter of the lifetime (at most a minute) before it runs out, and at
-        least every `refresh_max` seconds: a restarted OpenSIPS has forgotten every
-        subscriber, and re-subscribing the same socket only refreshes its expiry."""
+        least every `refresh_max` seconds (a safety net: restarts are noticed by `uptime`)."""
         before_expiry = self.expire - min(60.0, self.expire * 0.25)
         return max(0.5, min(before_expiry, self.refresh_max))
 
-    async def _keep_subscribed(self) -> None:
-        delay = self.retry_initial
-        failures = 0
+    async def _supervise(self) -> None:
+        loop = asyncio.get_running_loop()
+        misses = 0
+        renew_at = 0.0
         while True:
-            try:
-                await self.mi.call("event_subscribe",
-                                   [EVENT_NAME, self.event_socket, self.expire])
-            except MiError as error:
-                failures += 1
-                level = logging.WARNING if failures in (1, 10) else logging.DEBUG
-                log.log(level, "event_subscribe failed (try %d, next in %.1f s): %s",
-                        failures, delay, error)
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, self.retry_max)
-                continue
-            if failures or not self.subscribed.is_set():
-                log.info("subscribed to %s on %s for %d s", EVENT_NAME, self.event_socket,
-                         self.expire)
-            failures = 0
-            delay = self.retry_initial
-            self.subscriptions += 1
-            self.subscribed.set()
-            await asyncio.sleep(self.renew_after())
+            began = loop.time()
+            run = await self._poll()
+            if run is False:
+                misses += 1
+                if misses == self.missed_polls:
+                    log.warning("OpenSIPS MI udp:%s:%d does not answer (%d polls): "
+                                "not ready", *self.mi.target, misses)
+                if misses >= self.missed_polls and self.subscribed.is_set():
+                    self._set_subscribed(False, f"OpenSIPS MI udp:{self.mi.target[0]}:"
+                                                f"{self.mi.target[1]} does not answer")
+            else:
+                misses = 0
+                if isinstance(run, OpenSipsRun):
+                    self._note_run(run)
+                due = not self.subscribed.is_set() or loop.time() >= renew_at
+                if due and await self._subscribe():
+                    renew_at = loop.time() + self.renew_after()
+                if self._reconcile is not None:
+                    await self._reconcile_calls()
+            await asyncio.sleep(max(0.0, self.poll_interval - (loop.time() - began)))
+
+    async def _poll(self) -> OpenSipsRun | bool:
+        """Ask `uptime`: the run that answered, True for an answer without one, False
+        for no answer within the poll interval."""
+        loop = asyncio.get_running_loop()
+        try:
+            result = await self.mi.call("uptime", timeout=min(self.mi.timeout,
+                                                              self.poll_interval))
+        except MiTimeoutError:
+            return False
+        except MiError as error:
+            log.debug("uptime refused (%s): OpenSIPS is up, its run unknown", error)
+            return True
+        return OpenSipsRun.from_uptime(result, loop.time()) or True
+
+    def _note_run(self, run: OpenSipsRun) -> None:
+        previous, self.run = self.run, run
+        if previous is None or not run.is_new_run_since(previous):
+            return
+        self.restarts += 1
+        metrics.RESTARTS.inc()
+        log.warning("OpenSIPS restarted (up since %s, was %s): it forgot our subscription "
+                    "and its sessions; re-subscribing, checking %d call(s)", run.up_since,
+                    previous.up_since, len(self._sessions))
+        self._set_subscribed(False, "OpenSIPS restarted: re-subscribing")
+        self._reconcile = (self._reconcile or set()) | set(self._sessions)
+
+    async def _subscribe(self) -> bool:
+        try:
+            await self.mi.call("event_subscribe", [EVENT_NAME, self.event_socket, self.expire])
+        except MiError as error:
+            if self.subscribed.is_set() or "failed" not in self._state:
+                log.warning("event_subscribe failed: %s", error)
+            self._set_subscribed(False, f"event_subscribe failed: {error}")
+            return False
+        if not self.subscribed.is_set():
+            log.info("subscribed to %s on %s for %d s", EVENT_NAME, self.event_socket,
+                     self.expire)
+        self.subscriptions += 1
+        self._set_subscribed(True, f"subscribed to {EVENT_NAME} on {self.event_socket}")
+        return True
+
+    async def _reconcile_calls(self) -> None:
+        """Release the calls a new OpenSIPS run does not hold (compared by full key)."""
+        try:
+            listing = await self.mi.call("ua_session_list", {})
+        except MiError as error:
+            log.warning("ua_session_list failed (%s): calls checked at the next poll", error)
+            return
+        known, self._reconcile = self._reconcile or set(), None
+        # The key of a UAS session is its To-tag; the list carries no other copy of it.
+        alive = {entry.get("to_tag") for entry in listing or [] if isinstance(entry, dict)}
+        gone = [key for key in known if key in self._sessions and key not in alive]
+        for key in gone:
+            session = self._sessions.pop(key)
+            if session.task is not None and not session.task.done():
+                session.task.cancel()
+            metrics.RECONCILED_CALLS.inc()
+            await self._notify_end(key, "opensips restarted")
+        if gone:
+            log.warning("released %d call(s) the restarted OpenSIPS no longer knows: %s",
+                        len(gone), ", ".join(gone))
 
     # ---- events -------------------------------------------------------------------------
 
@@ -157,7 +262,8 @@ class OpenSipsBackend:
         elif event.event_type == "TERMINATED":
             self._sessions.pop(event.key, None)
             if session is not None and session.task is not None and not session.task.done():
-                session.task.cancel()  # new_call/update_call is moot now
+                # new_call/update_call is moot now; a 200 already in flight is its own task.
+                session.task.cancel()
             self._tasks.spawn(self._on_terminated(session, event))
         else:
             log.debug("%s event for %s (%s %s) ignored", event.event_type, event.key,
@@ -186,9 +292,10 @@ class OpenSipsBackend:
         if self._sessions.get(key) is not session:
             return  # terminated meanwhile
         session.local_sdp = answer
-        if await self._reply(key, "INVITE", 200, body=answer.to_text()):
+        session.answering = self._tasks.spawn(self._answer(key, answer.to_text()))
+        if await asyncio.shield(session.answering):
             session.answered = True
-        else:
+        elif self._sessions.get(key) is session:
             self._sessions.pop(key, None)
             await self._notify_end(key, "reply failed")
 
@@ -240,11 +347,36 @@ class OpenSipsBackend:
 
     async def _on_terminated(self, session: _Session | None, event: UaSessionEvent) -> None:
         if event.method == "CANCEL":
-            # OpenSIPS answers the CANCEL itself but leaves the INVITE to us.
-            await self._reply(event.key, "INVITE", 487, "Request Terminated")
+            await self._on_cancel(session, event.key)
         if session is not None:
             await self._notify_end(event.key, "cancelled" if event.method == "CANCEL"
                                    else event.method.lower() or "terminated")
+
+    async def _on_cancel(self, session: _Session | None, key: str) -> None:
+        """OpenSIPS answered the CANCEL itself and left the INVITE to us."""
+        answered = session is not None and (
+            session.answered or (session.answering is not None
+                                 and await asyncio.shield(session.answering)))
+        if not answered:
+            try:
+                await self._send_reply(key, "INVITE", 487, "Request Terminated")
+            except MiError as error:
+                # 500: the INVITE already has its final reply, so our 200 went out after
+                # all (its MI answer was lost); anything else: nothing more to do.
+                log.warning("ua_session_reply 487 for %s failed: %s", key, error)
+                answered = (session is not None and session.answering is not None
+                            and error.code == 500)
+            else:
+                await self._delete_terminated(key)
+                return
+        if not answered:
+            return
+        # The CANCEL crossed our 200 OK: the INVITE has its final reply (a 487 fails with
+        # MI error 500) and the caller must ACK the 200. End the dialog it holds with a
+        # BYE instead of leaving it to OpenSIPS' session timeout.
+        metrics.CANCEL_AFTER_ANSWER.inc()
+        log.info("CANCEL for %s crossed our 200 OK: ending the call with a BYE", key)
+        await self._terminate(key)
 
     async def _notify_end(self, key: str, reason: str) -> None:
         assert self._handler is not None
@@ -257,34 +389,99 @@ class OpenSipsBackend:
 
     async def _reject(self, key: str, method: str, code: int, reason: str | None = None) -> None:
         self._sessions.pop(key, None)
-        await self._reply(key, method or "INVITE", code, reason)
+        if await self._reply(key, method or "INVITE", code, reason) and method == "INVITE":
+            await self._delete_terminated(key)
 
-    async def _reply(self, key: str, method: str, code: int, reason: str | None = None,
-                     body: str | None = None) -> bool:
+    async def _send_reply(self, key: str, method: str, code: int, reason: str | None = None,
+                          body: str | None = None) -> None:
         params: dict[str, Any] = {"key": key, "method": method, "code": code,
                                   "reason": reason or reason_for(code)}
         if body is not None:
+            # No content_type: OpenSIPS copies it verbatim as a header line, and adds
+            # "Content-Type: application/sdp" itself for a body without one.
             params["body"] = body
-            params["content_type"] = CONTENT_TYPE_SDP
+        await self.mi.call("ua_session_reply", params)
+
+    async def _reply(self, key: str, method: str, code: int, reason: str | None = None,
+                     body: str | None = None) -> bool:
         try:
-            await self.mi.call("ua_session_reply", params)
+            await self._send_reply(key, method, code, reason, body)
         except MiError as error:
             log.warning("ua_session_reply %d for %s failed: %s", code, key, error)
             return False
         return True
+
+    async def _answer(self, key: str, body: str) -> bool:
+        """Send the 200 OK; True when OpenSIPS sent it (the caller will ACK)."""
+        try:
+            await self._send_reply(key, "INVITE", 200, body=body)
+        except MiTimeoutError as error:
+            # The request or its answer was lost: OpenSIPS may have sent the 200 anyway.
+            state = await self._session_state(key)
+            log.warning("ua_session_reply 200 for %s: %s; OpenSIPS lists it in state %s",
+                        key, error, state)
+            return state in ANSWERED_STATES
+        except MiError as error:
+            log.warning("ua_session_reply 200 for %s failed: %s", key, error)
+            return False
+        return True
+
+    async def _session_state(self, key: str) -> int | None:
+        """The b2b_entities state of this very session, None when it is not listed."""
+        try:
+            entry = await self.mi.call("ua_session_list", {"key": key})
+        except MiError:
+            return None
+        if not isinstance(entry, dict) or entry.get("to_tag") not in (None, key):
+            return None
+        state = entry.get("state")
+        return state if isinstance(state, int) else None
+
+    async def _delete_terminated(self, key: str) -> None:
+        """Delete a rejected or cancelled session (state 7) from OpenSIPS now.
+
+        b2b_entities would keep it listed until `ua_default_timeout`; in the terminated
+        state `ua_session_terminate` sends no BYE and deletes the entity.
+        """
+        try:
+            await self.mi.call("ua_session_terminate", {"key": key})
+        except MiError as error:
+            log.debug("deleting terminated session %s failed: %s", key, error)
+
+    async def _terminate(self, key: str) -> None:
+        try:
+            await self.mi.call("ua_session_terminate", {"key": key})
+        except MiError as error:
+            log.warning("ua_session_terminate for %s failed: %s", key, error)
+
+    async def _held_by_this_run(self, key: str) -> bool:
+        """Does the running OpenSIPS hold this very session? b2b_entities finds a key by
+        its hash and local index only, so after a restart an old key can name another
+        caller's session; its To-tag (the full key) tells."""
+        try:
+            entry = await self.mi.call("ua_session_list", {"key": key})
+        except MiTimeoutError:
+            return True  # cannot tell: let ua_session_terminate try
+        except MiError:
+            return False  # 404 Entity not found (or a key it cannot parse)
+        return not isinstance(entry, dict) or entry.get("to_tag") in (None, key)
 
     async def hangup(self, call_id: str) -> None:
         session = self._sessions.pop(call_id, None)
         if session is None:
             log.info("hangup for %s: no such session (already ended)", call_id)
             return
-        if not session.answered:
+        if session.task is not None and not session.task.done():
+            session.task.cancel()
+        answered = session.answered or (session.answering is not None
+                                        and await asyncio.shield(session.answering))
+        if not answered:
             # ua_session_terminate fails before the answer: reject the INVITE instead.
-            if session.task is not None and not session.task.done():
-                session.task.cancel()
-            await self._reply(call_id, "INVITE", 480, "Temporarily Unavailable")
+            if await self._reply(call_id, "INVITE", 480, "Temporarily Unavailable"):
+                await self._delete_terminated(call_id)
             return
-        try:
-            await self.mi.call("ua_session_terminate", {"key": call_id})
-        except MiError as error:
-            log.warning("ua_session_terminate for %s failed: %s", call_id, error)
+        if not await self._held_by_this_run(call_id):
+            log.warning("hangup for %s: OpenSIPS no longer holds this session (restarted?): "
+                        "released locally", call_id)
+            return
+        await self._terminate(call_id)
