@@ -1,6 +1,6 @@
 # OpenSIPS 3.6.8 from the upstream source (nixpkgs has no OpenSIPS), with only the
 # modules the project's core/opensips/opensips.cfg loads: the B2B UA session path
-# (see /work/shared/OPENSIPS-WIRE.md). None of them needs an external library.
+# (see docs/opensips.md). None of them needs an external library.
 # The source hash is the unpacked tree's hash as published in the project's issue 6.
 {
   lib,
@@ -57,8 +57,10 @@ stdenv.mkDerivation {
     sed -i '/-DCC_O0/d' Makefile.conf.template
   '';
 
-  # PREFIX is compiled in: the default module path becomes $out/lib*/opensips/modules/,
-  # so `loadmodule "tm.so"` works without an mpath in the cfg.
+  # Modules install under $out/lib*/opensips/modules/. OpenSIPS compiles in no module
+  # directory (a bare `loadmodule "tm.so"` goes to dlopen as is), so the cfg needs an
+  # mpath: opensips-config.nix writes this package's, and the cfg's -p preprocessor
+  # (core/opensips/opensips-cfg-env) derives it from the running binary.
   makeFlags = [ "PREFIX=${placeholder "out"}" ];
   # `modules` holds spaces, which makeFlags would split: the array keeps it one word.
   preConfigure = ''
