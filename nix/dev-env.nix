@@ -4,7 +4,7 @@
 #   PYTHONPATH, so edits take effect without a rebuild, as hot reload needs) and the
 #   gRPC stubs generated for nixpkgs' grpcio/protobuf under .dev/nix/;
 # - `script`: `paths` plus the tools, the store paths of the models and the OpenSIPS
-#   config, and the seed guide's development variables (each only when unset).
+#   config, and the development variables of docs/architecture.md (each only when unset).
 {
   pkgs,
   python,
@@ -56,7 +56,7 @@ let
     # shellcheck source=/dev/null
     source ${paths}
 
-    # The seed guide's development settings; anything already set wins.
+    # The development settings (docs/architecture.md); anything already set wins.
     voice_default() { if [ -z "''${!1+x}" ]; then export "$1=$2"; fi; }
     voice_default DEVELOPMENT_MODE 1
     voice_default LOG_LEVEL DEBUG

@@ -2,7 +2,7 @@
 # each holds only its service's closure (its own Python environment, model, binary),
 # the code copied in (the project's packages are built into the store, nothing is
 # mounted), a non-root user, the production environment (no hot reload, INFO logs),
-# an entrypoint and the health check the guide gives for production.
+# an entrypoint and the production health check (the same as docker/compose.yaml's).
 # `all` gathers the tarballs in one derivation so that `nix build .#images` works.
 {
   pkgs,
@@ -25,7 +25,7 @@ let
   '';
 
   seconds = s: s * 1000000000; # the image config counts durations in nanoseconds
-  # The guide's production health check: 30 s interval, 10 s timeout, 3 retries, 40 s start.
+  # The production health check: 30 s interval, 10 s timeout, 3 retries, 40 s start.
   healthcheck = test: {
     Test = [ "CMD" ] ++ test;
     Interval = seconds 30;

@@ -80,7 +80,7 @@ async def test_opensips_b2b_call_answers_and_the_bot_terminates(ai, start_core):
     """The OpenSIPS backend against a peer speaking OpenSIPS 3.6.8's wire format.
 
     OpenSIPS cannot be installed here, so tests/support/opensips_peer.py plays its
-    part exactly as shared/OPENSIPS-WIRE.md documents it (E_UA_SESSION events over
+    part exactly as docs/opensips.md documents it (E_UA_SESSION events over
     UDP, MI JSON-RPC over UDP), with SIPp's SDP offer pointing at our RTP peer.
     """
     peer = await OpenSipsPeer().start()

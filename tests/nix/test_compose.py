@@ -1,4 +1,4 @@
-"""docker/compose.yaml is a valid Compose file with the guide's production settings."""
+"""docker/compose.yaml is a valid Compose file with the project's production settings."""
 
 from __future__ import annotations
 

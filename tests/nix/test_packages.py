@@ -50,7 +50,7 @@ def _built_modules() -> set[str]:
 
 def test_opensips_builds_the_b2b_modules():
     built = _built_modules()
-    # The B2B UA session path (OPENSIPS-WIRE.md): engine, MI and events over UDP.
+    # The B2B UA session path (docs/opensips.md): engine, MI and events over UDP.
     assert {"b2b_entities", "tm", "dialog", "mi_datagram", "event_datagram"} <= built
 
 

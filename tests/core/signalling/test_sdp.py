@@ -7,7 +7,7 @@ import pytest
 from opensips_ai_core.signalling.base import SignallingError
 from opensips_ai_core.signalling.sdp import SdpError, continue_session, negotiate, parse_sdp
 
-# The offer of OPENSIPS-WIRE.md (SIPp through OpenSIPS 3.6.8).
+# The offer in docs/opensips.md's events (SIPp through OpenSIPS 3.6.8).
 OPENSIPS_OFFER = (
     "v=0\r\no=user1 53655765 2353687637 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\n"
     "t=0 0\r\nm=audio 6000 RTP/AVP 0 8 101\r\na=rtpmap:0 PCMU/8000\r\na=rtpmap:8 PCMA/8000\r\n"

@@ -57,7 +57,7 @@ class ServiceSettings(BaseSettings):
 
     model_config = SettingsConfigDict(env_prefix="SVC_", extra="ignore", frozen=True)
 
-    # Shared, unprefixed variables (names as the seed guide gives them).
+    # Shared, unprefixed variables (names as docs/architecture.md lists them).
     development_mode: bool = Field(False, validation_alias="DEVELOPMENT_MODE")
     log_level_global: LogLevel = Field(None, validation_alias="LOG_LEVEL")
 

@@ -1,4 +1,4 @@
-"""`get_development_logger(name)`: a logger with the seed guide's debug helpers.
+"""`get_development_logger(name)`: a logger with the development debug helpers.
 
     log = get_development_logger("grpc_clients.asr")
     log.debug_state(session, "asr-session")

@@ -1,6 +1,6 @@
 """Logging for every process: colored and detailed in development, JSON lines in production.
 
-Development (DEVELOPMENT_MODE=1) writes the seed guide's format with colorlog::
+Development (DEVELOPMENT_MODE=1) writes this format with colorlog::
 
     2024-01-15 10:30:45,123 | DEBUG    | grpc_clients.asr   | connect_to_service:42   | message
 
@@ -73,7 +73,7 @@ def format_exception_with_locals(exc: BaseException) -> str:
 
 
 class DevelopmentFormatter(colorlog.ColoredFormatter):
-    """The guide's colored format; tracebacks carry local variables."""
+    """The development format above, colored; tracebacks carry local variables."""
 
     def __init__(self, *, color: bool = True) -> None:
         super().__init__(DEV_FORMAT, log_colors=LOG_COLORS, no_color=not color, reset=True)

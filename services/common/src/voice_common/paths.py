@@ -19,7 +19,7 @@ def repo_root() -> Path:
 
 
 def watch_paths(service_dir: str) -> list[str]:
-    """The directories the guide lists for one service: its own source, common, stubs."""
+    """The directories that hold one service's code: its own source, common, stubs."""
     root = repo_root()
     return [
         str(root / service_dir),

@@ -21,7 +21,7 @@ class LlmSettings(ServiceSettings):
     port: int = Field(50052, ge=0, le=65535)
     # A local directory or a hub id; empty: the embedded demo model (built on first start).
     model: str = ""
-    # Unprefixed, as the seed guide names it. CUDA is used only when present and not forced off.
+    # Unprefixed (docs/architecture.md). CUDA is used only when present and not forced off.
     force_cpu: bool = Field(False, validation_alias="TORCH_FORCE_CPU")
     # torch intra-op threads; 0 keeps torch's default.
     threads: int = Field(0, ge=0, le=256)
