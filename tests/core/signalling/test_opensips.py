@@ -17,6 +17,7 @@ import pytest
 
 from opensips_ai_core.signalling.base import SignallingError
 from opensips_ai_core.signalling.opensips import MiClient, MiError, MiTimeoutError, OpenSipsBackend
+from opensips_ai_core.signalling.opensips.liveness import OpenSipsRun
 from opensips_ai_core.signalling.sdp import parse_sdp
 from opensips_ai_core.signalling.sip.message import SipParseError, parse_message
 from tests.core.signalling.conftest import RecordingHandler, eventually
@@ -475,3 +476,21 @@ async def test_handler_crash_replies_500_and_keeps_serving(
     assert (reply["code"], reply["reason"]) == (500, "Server Internal Error")
     handler.refuse = None
     await answered_call(peer)
+
+
+def test_run_identity_from_uptime() -> None:
+    """`uptime` as OpenSIPS 3.x answers it; a new "Up since", or an "Up time" that went
+    backwards (two starts within one second), is a new run."""
+    answer = {"Now": "Sun Nov 29 17:00:10 2026", "Up since": "Sun Nov 29 17:00:00 2026",
+              "Up time": "10 [sec]"}
+    first = OpenSipsRun.from_uptime(answer, seen_at=100.0)
+    assert first == OpenSipsRun("Sun Nov 29 17:00:00 2026", 10, 100.0)
+    later = OpenSipsRun.from_uptime({**answer, "Up time": "15 [sec]"}, seen_at=105.0)
+    assert later is not None and not later.is_new_run_since(first)
+    restarted = OpenSipsRun.from_uptime({**answer, "Up since": "Sun Nov 29 17:00:14 2026",
+                                         "Up time": "1 [sec]"}, seen_at=105.0)
+    assert restarted is not None and restarted.is_new_run_since(first)
+    same_second = OpenSipsRun.from_uptime({**answer, "Up time": "0 [sec]"}, seen_at=105.0)
+    assert same_second is not None and same_second.is_new_run_since(first)
+    assert OpenSipsRun.from_uptime({"Now": "x"}, 1.0) is None
+    assert OpenSipsRun.from_uptime("OK", 1.0) is None

@@ -155,25 +155,36 @@ class OpenSipsBackend:
         renew_at = 0.0
         while True:
             began = loop.time()
-            run = await self._poll()
-            if run is False:
-                misses += 1
-                if misses == self.missed_polls:
-                    log.warning("OpenSIPS MI udp:%s:%d does not answer (%d polls): "
-                                "not ready", *self.mi.target, misses)
-                if misses >= self.missed_polls and self.subscribed.is_set():
-                    self._set_subscribed(False, f"OpenSIPS MI udp:{self.mi.target[0]}:"
-                                                f"{self.mi.target[1]} does not answer")
-            else:
-                misses = 0
-                if isinstance(run, OpenSipsRun):
-                    self._note_run(run)
-                due = not self.subscribed.is_set() or loop.time() >= renew_at
-                if due and await self._subscribe():
-                    renew_at = loop.time() + self.renew_after()
-                if self._reconcile is not None:
-                    await self._reconcile_calls()
+            try:
+                renew_at, misses = await self._supervise_once(renew_at, misses)
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("OpenSIPS supervision failed; trying again")
             await asyncio.sleep(max(0.0, self.poll_interval - (loop.time() - began)))
+
+    async def _supervise_once(self, renew_at: float, misses: int) -> tuple[float, int]:
+        """One poll: notice a silent MI or a new run, (re)subscribe, reconcile.
+        Returns when to renew the subscription and how many polls went unanswered."""
+        loop = asyncio.get_running_loop()
+        run = await self._poll()
+        if run is False:
+            misses += 1
+            if misses == self.missed_polls:
+                log.warning("OpenSIPS MI udp:%s:%d does not answer (%d polls): not ready",
+                            *self.mi.target, misses)
+            if misses >= self.missed_polls and self.subscribed.is_set():
+                self._set_subscribed(False, f"OpenSIPS MI udp:{self.mi.target[0]}:"
+                                            f"{self.mi.target[1]} does not answer")
+            return renew_at, misses
+        if isinstance(run, OpenSipsRun):
+            self._note_run(run)
+        due = not self.subscribed.is_set() or loop.time() >= renew_at
+        if due and await self._subscribe():
+            renew_at = loop.time() + self.renew_after()
+        if self._reconcile is not None:
+            await self._reconcile_calls()
+        return renew_at, 0
 
     async def _poll(self) -> OpenSipsRun | bool:
         """Ask `uptime`: the run that answered, True for an answer without one, False
@@ -223,9 +234,13 @@ class OpenSipsBackend:
         except MiError as error:
             log.warning("ua_session_list failed (%s): calls checked at the next poll", error)
             return
+        if not isinstance(listing, list):
+            log.warning("ua_session_list answered %r, not a list: calls checked at the next "
+                        "poll", type(listing).__name__)
+            return
         known, self._reconcile = self._reconcile or set(), None
         # The key of a UAS session is its To-tag; the list carries no other copy of it.
-        alive = {entry.get("to_tag") for entry in listing or [] if isinstance(entry, dict)}
+        alive = {entry.get("to_tag") for entry in listing if isinstance(entry, dict)}
         gone = [key for key in known if key in self._sessions and key not in alive]
         for key in gone:
             session = self._sessions.pop(key)
