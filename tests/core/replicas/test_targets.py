@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import subprocess
 
 import pytest
 from pydantic import ValidationError
@@ -14,6 +15,7 @@ from opensips_ai_core.grpc_clients.channel import (
     grpc_target,
     service_config,
 )
+from tests.support.procs import base_env, python_module
 
 
 @pytest.mark.parametrize(("value", "target"), [
@@ -62,3 +64,15 @@ def test_service_config_balances_round_robin_and_checks_health() -> None:
     config = json.loads(service_config())
     assert config["loadBalancingConfig"] == [{"round_robin": {}}]
     assert config["healthCheckConfig"] == {"serviceName": HEALTH_SERVICE}
+
+
+def test_core_with_a_list_of_names_stops_at_start_with_one_clear_line() -> None:
+    """The real entry point: exit 2 and the variable named, nothing started."""
+    env = base_env(CORE_ASR_TARGET="asr-a:50051,asr-b:50051", CORE_HTTP_PORT="0",
+                   CORE_SIP_PORT="0")
+    result = subprocess.run(python_module("opensips_ai_core"), env=env, capture_output=True,
+                            text=True, timeout=60)
+    assert result.returncode == 2, result.stderr
+    [line] = result.stderr.strip().splitlines()
+    assert "CORE_ASR_TARGET='asr-a:50051,asr-b:50051'" in line
+    assert "a list takes IP addresses only" in line
