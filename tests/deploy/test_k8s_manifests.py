@@ -15,7 +15,6 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import kubernetes_validate
 import pytest
 import yaml
 
@@ -31,7 +30,7 @@ K8S = ROOT / "deploy" / "k8s"
 NAMESPACE = "voice-ai"
 # The oldest Kubernetes the manifests claim (native gRPC probes are GA from 1.27, mixed
 # UDP/TCP LoadBalancers from 1.26) and the newest schemas kubernetes-validate carries.
-KUBERNETES_VERSIONS = ("1.29.0", kubernetes_validate.latest_version())
+KUBERNETES_VERSIONS = ("1.29.0", "latest")
 # What the core needs after its drain timeout: closing lines, BYEs, exit.
 DRAIN_MARGIN_S = 30
 # Settings the manifests set ahead of the code: the drain (issue 13, ask 1) lands separately.
@@ -86,9 +85,13 @@ def test_manifests_exist() -> None:
 @pytest.mark.parametrize("version", KUBERNETES_VERSIONS)
 @pytest.mark.parametrize(("where", "doc"), DOCS, ids=[where for where, _ in DOCS])
 def test_document_is_valid_kubernetes(where: str, doc: dict[str, Any], version: str) -> None:
+    # From requirements-dev.txt (CI); the Nix dev environment does not carry it yet.
+    validator = pytest.importorskip("kubernetes_validate")
+    if version == "latest":
+        version = validator.latest_version()
     try:
-        kubernetes_validate.validate(doc, version, strict=True)
-    except kubernetes_validate.ValidationError as err:
+        validator.validate(doc, version, strict=True)
+    except validator.ValidationError as err:
         path = "/".join(str(p) for p in err.path)
         pytest.fail(f"{where} ({doc['kind']}) at {path}: {err.message}")
 
