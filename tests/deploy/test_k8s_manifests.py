@@ -279,6 +279,8 @@ def test_dispatcher_sync_follows_the_headless_core_service() -> None:
             assert env["CORE_SIP_PORT"] == str(sip_port)
     cfg = opensips_config()["opensips.cfg"]
     mi = env_of(next(c for c in containers(deploy) if c["name"] == "dispatcher-sync"))
+    opensips = next(c for c in containers(deploy) if c["name"] == "opensips")
+    assert opensips["command"] == ["opensips", "-F", "-f", mi["OPENSIPS_CFG"]]
     assert f'"socket_name", "udp:{mi["MI_ADDRESS"]}"' in cfg
     assert f'"db_url", "text://{mi["DB_DIR"]}"' in cfg
     for module in re.findall(r'loadmodule "(\w+)\.so"', cfg):
@@ -300,12 +302,20 @@ def dispatcher_sync(tmp_path: Path):
 def test_dispatcher_sync_writes_the_db_text_table(dispatcher_sync, tmp_path: Path) -> None:
     script, _ = dispatcher_sync
     db = tmp_path / "db"
+    template = tmp_path / "template.cfg"
+    template.write_text(opensips_config()["opensips.cfg"])
+    rendered = tmp_path / "run" / "opensips.cfg"
     result = subprocess.run(
         [sys.executable, str(script), "--once"], capture_output=True, text=True, timeout=30,
         env={"CORE_SERVICE": "localhost", "CORE_SIP_PORT": "5080", "DB_DIR": str(db),
-             "PATH": "/usr/bin:/bin"})
+             "OPENSIPS_CFG_TEMPLATE": str(template), "OPENSIPS_CFG": str(rendered),
+             "SIP_PUBLIC_ADDRESS": "198.51.100.7", "PATH": "/usr/bin:/bin"})
     assert result.returncode == 0, result.stderr
     assert "1 cores: 127.0.0.1" in result.stdout
+    # The init container's other job: the script with the public address in its sockets.
+    sockets = [line for line in rendered.read_text().splitlines() if line.startswith("socket=")]
+    assert sockets == ["socket=udp:eth0:5060 as 198.51.100.7:5060",
+                       "socket=tcp:eth0:5060 as 198.51.100.7:5060"]
     # OpenSIPS's db_text format: a typed header line, ':'-separated rows, '\:' escaped.
     lines = (db / "dispatcher").read_text().splitlines()
     assert lines[0].split() == ["id(int,auto)", "setid(int)", "destination(string)",

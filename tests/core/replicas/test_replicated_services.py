@@ -47,7 +47,8 @@ def replicas(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Replicas]:
     cache = tmp_path_factory.mktemp("llm-cache")
     build_demo_llm(cache)
     # Production logging (JSON lines with the call's id): which replica served a call.
-    asr_env = dict(ASR_ENGINE="pocketsphinx", ASR_LOG_LEVEL="DEBUG", ASR_WORKERS="1")
+    asr_env = dict(ASR_ENGINE="pocketsphinx", ASR_LOG_LEVEL="DEBUG", ASR_ENABLE_DEBUG="1",
+                   ASR_WORKERS="1")
     with contextlib.ExitStack() as stack:
         asr = [stack.enter_context(service("asr", logdir, **asr_env)) for _ in range(2)]
         tts = [stack.enter_context(service("tts", logdir, TTS_ENABLE_DEBUG="1"))
