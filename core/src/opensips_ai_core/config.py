@@ -16,9 +16,10 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 from pydantic_settings import SettingsConfigDict
 
+from opensips_ai_core.grpc_clients.channel import TargetError, grpc_target
 from voice_common.config import CONFIG_ERROR_EXIT, ExistingPath, ServiceSettings
 
 DEFAULT_BOT_CONFIG = Path(__file__).resolve().parents[2] / "bot.toml"
@@ -40,6 +41,8 @@ class CoreSettings(ServiceSettings):
     media_clock_rt_priority: int = Field(10, ge=0, le=99)
     http_host: str = "127.0.0.1"
     http_port: int = Field(8088, ge=0, le=65535)
+    # Each service: host:port, a comma-separated list of IP:port (replicas), or a gRPC
+    # target such as dns:///asr.example:50051; stored as the gRPC target.
     asr_target: str = "127.0.0.1:50051"
     llm_target: str = "127.0.0.1:50052"
     tts_target: str = "127.0.0.1:50053"
@@ -55,6 +58,14 @@ class CoreSettings(ServiceSettings):
     event_host: str = "127.0.0.1"
     event_port: int = Field(50060, ge=0, le=65535)
     event_expire_s: int = Field(3600, ge=10, le=86400)
+
+    @field_validator("asr_target", "llm_target", "tts_target")
+    @classmethod
+    def _grpc_target(cls, value: str) -> str:
+        try:
+            return grpc_target(value)
+        except TargetError as err:
+            raise ValueError(str(err)) from None
 
     @model_validator(mode="after")
     def _sdp_address_is_routable(self) -> CoreSettings:
