@@ -176,15 +176,48 @@ async def test_cancel_sends_487_and_absorbs_its_ack(
     await peer.expect(481)
 
 
-async def test_invite_without_body_415_and_bad_sdp_400(peer: RawSipPeer,
-                                                       handler: RecordingHandler) -> None:
-    peer.send(peer.request("INVITE"))
+async def test_non_sdp_body_415_and_bad_sdp_400(peer: RawSipPeer,
+                                                 handler: RecordingHandler) -> None:
+    invite = peer.request("INVITE", extra="Content-Type: text/plain", body="")
+    peer.send(invite.replace("Content-Length: 0", "Content-Length: 5") + "hello")
     refused = await peer.expect(415)
     assert refused.get("Accept") == "application/sdp"
     peer.send(peer.request("INVITE", body="v=0\r\nm=audio x RTP/AVP 0\r\n"))
     bad = await peer.expect(400)
     assert "SDP" in (bad.reason or "")
     assert handler.calls == {}
+
+
+async def test_late_offer_offer_in_200_answer_in_ack(
+        uas: DirectSipBackend, peer: RawSipPeer, handler: RecordingHandler) -> None:
+    """RFC 3261 13.2.1: an INVITE without SDP gets our offer in the 200; the ACK answers."""
+    invite = peer.request("INVITE")
+    peer.send(invite)
+    ok = await peer.expect(200)
+    offer = parse_sdp(ok.body.decode())
+    assert offer.media[0].formats == ["0", "8", "101"] and offer.media[0].port > 0
+    answer = OFFER.replace("RTP/AVP 8 0 101", "RTP/AVP 0 101")
+    ack = peer.ack_for(ok, invite).replace("Content-Length: 0\r\n",
+                                           "Content-Type: application/sdp\r\n"
+                                           f"Content-Length: {len(answer)}\r\n") + answer
+    peer.send(ack)
+    (call_id,) = handler.calls
+    media = await eventually(lambda: handler.completed.get(call_id))
+    assert media.codec == "PCMU" and media.remote_port == 40000
+    assert uas.active_calls() == [call_id]
+
+
+async def test_late_offer_without_answer_in_ack_ends_with_bye(
+        uas: DirectSipBackend, peer: RawSipPeer, handler: RecordingHandler) -> None:
+    invite = peer.request("INVITE")
+    peer.send(invite)
+    ok = await peer.expect(200)
+    peer.send(peer.ack_for(ok, invite))  # no SDP: no answer to our offer
+    bye = await peer.expect(method="BYE")
+    assert bye.call_id == ok.call_id
+    (call_id,) = handler.calls
+    await eventually(lambda: handler.ended.get(call_id) == "no usable SDP answer")
+    assert uas.active_calls() == []
 
 
 async def test_reinvite_hold_and_resume(
