@@ -45,19 +45,28 @@ class CoreApp:
                                    RtpPortAllocator(settings.rtp_port_min, settings.rtp_port_max))
         self.backend = make_backend(settings)
         self.manager.backend = self.backend
-        self.http = HttpServer(settings.http_host, settings.http_port, self.health,
+        self.http = HttpServer(settings.http_host, settings.http_port, self.health_details,
                                self.manager.snapshot)
+        self.http.add_check("started", self._started_check)
+        self.http.add_check("capacity", self._capacity_check)
         self._stop = asyncio.Event()
         self.stop_reason = ""
         self.ready = False
 
-    def health(self) -> tuple[bool, dict[str, object]]:
+    def _started_check(self) -> str | None:
+        return None if self.ready else "starting"
+
+    def _capacity_check(self) -> str | None:
+        """Ready only while a new call would be taken (slots, ASR streams, RTP ports)."""
+        refusal = self.manager.refusal()
+        return None if refusal is None else f"{refusal.code} {refusal.reason}"
+
+    def health_details(self) -> dict[str, object]:
         channels = {name: client.channel.get_state(try_to_connect=False).name
                     for name, client in (("asr", self.services.asr), ("llm", self.services.llm),
                                          ("tts", self.services.tts))}
-        ok = self.ready and self.manager.accepting
-        return ok, {"signalling": self.backend.name, "calls": len(self.manager.calls),
-                    "services": channels}
+        return {"signalling": self.backend.name, "calls": len(self.manager.calls),
+                "capacity": self.manager.capacity(), "services": channels}
 
     def request_stop(self, reason: str) -> None:
         if not self._stop.is_set():
