@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import socket
 import urllib.error
 import urllib.request
 from collections.abc import AsyncIterator
@@ -110,6 +111,17 @@ def _get_health(core: Core) -> tuple[int, dict]:
         return err.code, json.loads(err.read())
 
 
+def every_rtp_port_is_free(ports: RtpPortAllocator) -> bool:
+    """Bind each even port of the range: any socket still open on one would refuse it."""
+    for port in range(ports.start + ports.start % 2, ports.end + 1, 2):
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
+            try:
+                probe.bind((LOOPBACK, port))
+            except OSError:
+                return False
+    return True
+
+
 BAD_OFFERS = {
     # The reported leak: payload type 300 (RTP's is 7 bits) got 500 and kept its socket.
     "pt300": (OFFER.replace("RTP/AVP 8 0 101", "RTP/AVP 300")
@@ -136,6 +148,7 @@ async def test_failed_setups_leak_no_rtp_port_and_a_call_still_works(
         assert refused.status == code, (kind, refused.status, refused.reason)
         core.peer.send(core.peer.ack_for(refused, invite))
     assert core.ports.in_use == frozenset() and core.manager.held_slots == 0
+    assert every_rtp_port_is_free(core.ports)  # no socket left open behind the allocator
     assert not [r for r in caplog.records if r.exc_info]  # no traceback for bad input
     call_id, tag = await answer_call(core.peer)
     assert len(core.ports.in_use) == 1 and list(core.manager.calls) == [call_id]
@@ -181,3 +194,29 @@ async def test_bot_hangup_on_a_vanished_caller_releases_everything_at_once(
     bye = await core.peer.expect(method="BYE")
     assert bye.call_id == call_id
     assert (await health(core))[0] == 200
+
+
+async def test_a_crash_after_the_rtp_session_opened_closes_it(
+        core: Core, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The reported leak's shape: `configure` raised after the session was open and the
+    socket stayed. Fault injection: configure fails once; the INVITE gets 500, the port
+    comes back, and the next call works."""
+    from opensips_ai_core.media.session import RtpSession
+
+    original = RtpSession.configure
+
+    def fail_once(self: RtpSession, *args: object, **kwargs: object) -> None:
+        monkeypatch.setattr(RtpSession, "configure", original)
+        raise ValueError("payload_type must be 0..127, got 300")
+
+    monkeypatch.setattr(RtpSession, "configure", fail_once)
+    invite = core.peer.request("INVITE", body=OFFER)
+    call_id = invite.split("Call-ID: ")[1].split("\r\n")[0]
+    core.peer.send(invite)
+    failed = await response_to(core.peer, call_id)
+    assert failed.status == 500
+    core.peer.send(core.peer.ack_for(failed, invite))
+    assert not core.ports.in_use and core.manager.held_slots == 0
+    assert every_rtp_port_is_free(core.ports)
+    await answer_call(core.peer)
+    assert len(core.ports.in_use) == 1
