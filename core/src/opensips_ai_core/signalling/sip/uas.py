@@ -257,7 +257,7 @@ class DirectSipBackend:
             self._reply(transaction, 420, extra=[("Unsupported", request.get("Require") or "")])
             return
         offer: SessionDescription | None = None
-        if request.body.strip() or request.get("Content-Type"):
+        if request.body.strip():
             offer = self._offer_of(transaction)
             if offer is None:
                 return
