@@ -45,22 +45,38 @@ class CoreApp:
                                    RtpPortAllocator(settings.rtp_port_min, settings.rtp_port_max))
         self.backend = make_backend(settings)
         self.manager.backend = self.backend
-        self.http = HttpServer(settings.http_host, settings.http_port, self.health,
+        self.http = HttpServer(settings.http_host, settings.http_port, self.health_details,
                                self.manager.snapshot)
+        self.http.add_check("started", self._started_check)
+        self.http.add_check("capacity", self._capacity_check)
+        if hasattr(self.backend, "readiness"):
+            self.http.add_check("signalling", self._signalling_check)
         self._stop = asyncio.Event()
         self.stop_reason = ""
         self.ready = False
 
-    def health(self) -> tuple[bool, dict[str, object]]:
+    def _started_check(self) -> str | None:
+        return None if self.ready else "starting"
+
+    def _capacity_check(self) -> str | None:
+        """Ready only while a new call would be taken (slots, ASR streams, RTP ports)."""
+        refusal = self.manager.refusal()
+        return None if refusal is None else f"{refusal.code} {refusal.reason}"
+
+    def _signalling_check(self) -> str | None:
+        """A backend that can lose its signalling path (OpenSIPS: unsubscribed) says so."""
+        ok, state = self.backend.readiness()  # type: ignore[attr-defined]
+        return None if ok else f"signalling {state}"
+
+    def health_details(self) -> dict[str, object]:
         channels = {name: client.channel.get_state(try_to_connect=False).name
                     for name, client in (("asr", self.services.asr), ("llm", self.services.llm),
                                          ("tts", self.services.tts))}
-        # A backend that can lose its signalling path (OpenSIPS: unsubscribed) says so.
         readiness = getattr(self.backend, "readiness", None)
-        signalling_ok, signalling_state = readiness() if readiness else (True, "ready")
-        ok = self.ready and self.manager.accepting and signalling_ok
-        return ok, {"signalling": self.backend.name, "signalling_state": signalling_state,
-                    "calls": len(self.manager.calls), "services": channels}
+        signalling_state = readiness()[1] if readiness else "ready"
+        return {"signalling": self.backend.name, "signalling_state": signalling_state,
+                "calls": len(self.manager.calls), "capacity": self.manager.capacity(),
+                "services": channels}
 
     def request_stop(self, reason: str) -> None:
         if not self._stop.is_set():

@@ -1,8 +1,16 @@
 """The call manager: the `CallHandler` both signalling backends drive.
 
-It negotiates the SDP, opens the call's RTP session on a port from the range,
-starts the conversation, follows re-INVITEs (hold/resume) and ends calls from
-either side. Both backends share everything from here on.
+It admits calls, negotiates the SDP, opens the call's RTP session on a port from
+the range, starts the conversation, follows re-INVITEs (hold/resume) and ends
+calls from either side. Both backends share everything from here on.
+
+Admission follows what the call needs: a call slot (CORE_MAX_CALLS, else 486), a
+speech-recognition stream (CORE_ASR_MAX_STREAMS, which must match the ASR
+service's ASR_MAX_CONCURRENT_STREAMS, else 503 with Retry-After: a call the
+recognizer refuses would be answered and never heard) and an RTP port (else 503).
+A slot is held from the INVITE until the call's RTP session and ASR stream are
+closed, and released on every failure of the set-up. When the bot hangs up, the
+slot, port and stream are released at once; the BYE transaction goes on by itself.
 """
 
 from __future__ import annotations
@@ -19,7 +27,12 @@ from opensips_ai_core.media.ports import RtpPortAllocator, RtpPortsExhaustedErro
 from opensips_ai_core.media.session import RtpSession
 from opensips_ai_core.pipeline.call import Call, Services
 from opensips_ai_core.signalling.base import CallInfo, SignallingBackend, SignallingError
-from opensips_ai_core.signalling.sdp import SessionDescription, negotiate
+from opensips_ai_core.signalling.sdp import (
+    NegotiatedMedia,
+    SessionDescription,
+    make_offer,
+    negotiate,
+)
 from voice_common import get_development_logger
 from voice_common.logs import call_id_var
 
@@ -28,6 +41,8 @@ log = get_development_logger("core.calls")
 # Our side of the negotiated direction: the far end holds us with sendonly (we answer
 # recvonly) or inactive, and then we send nothing.
 HOLD_DIRECTIONS = frozenset({"recvonly", "inactive"})
+# Retry-After (seconds) of a 503 at capacity: about one short call's turn.
+RETRY_AFTER_S = 5
 
 
 class CallManager:
@@ -41,10 +56,43 @@ class CallManager:
         self.calls: dict[str, Call] = {}
         self.sessions: dict[str, RtpSession] = {}
         self._versions: dict[str, int] = {}
+        # Late offers: our offer is out, the answer (the ACK's SDP) not yet in.
+        self._awaiting_answer: dict[str, tuple[CallInfo, _Callbacks]] = {}
+        # Calls holding a slot: from admission until their media and ASR stream are closed.
+        self._admitted: set[str] = set()
+        self._byes: set[asyncio.Task[None]] = set()
         self.accepting = True
 
+    # ------------------------------------------------------------ capacity
+    @property
+    def held_slots(self) -> int:
+        return len(self._admitted)
+
+    def refusal(self) -> SignallingError | None:
+        """Why a new call would be refused now, or None when one can be taken."""
+        if not self.accepting:
+            return SignallingError(503, "Service Unavailable (shutting down)")
+        if self.held_slots >= self.settings.max_calls:
+            return SignallingError(486, "Busy Here")
+        if self.held_slots >= self.settings.asr_max_streams:
+            return SignallingError(503, "Service Unavailable (speech recognition at capacity)",
+                                   retry_after=RETRY_AFTER_S)
+        if len(self.ports.in_use) >= self.ports.capacity:
+            return SignallingError(503, "Service Unavailable (no free RTP port)",
+                                   retry_after=RETRY_AFTER_S)
+        return None
+
+    def capacity(self) -> dict[str, object]:
+        """For /health: what is held against which limit."""
+        return {"calls": len(self.calls), "slots_held": self.held_slots,
+                "max_calls": self.settings.max_calls,
+                "asr_max_streams": self.settings.asr_max_streams,
+                "rtp_ports_in_use": len(self.ports.in_use),
+                "rtp_ports": self.ports.capacity}
+
     # ------------------------------------------------------------ CallHandler
-    async def new_call(self, info: CallInfo, offer: SessionDescription) -> SessionDescription:
+    async def new_call(self, info: CallInfo,
+                       offer: SessionDescription | None) -> SessionDescription:
         token = call_id_var.set(info.call_id)
         try:
             return await self._new_call(info, offer)
@@ -56,50 +104,65 @@ class CallManager:
         finally:
             call_id_var.reset(token)
 
-    async def _new_call(self, info: CallInfo, offer: SessionDescription) -> SessionDescription:
-        if not self.accepting:
-            raise SignallingError(503, "Service Unavailable")
-        if info.call_id in self.calls:
+    async def _new_call(self, info: CallInfo,
+                        offer: SessionDescription | None) -> SessionDescription:
+        if info.call_id in self._admitted:
             raise SignallingError(482, "Loop Detected")
-        if len(self.calls) >= self.settings.max_calls:
-            raise SignallingError(486, "Busy Here")
-        holder: dict[str, Call] = {}
-
-        def on_audio(pcm: np.ndarray) -> None:
-            if (call := holder.get("call")) is not None:
-                call.on_audio(pcm)
-
-        def on_dtmf(digit: str) -> None:
-            if (call := holder.get("call")) is not None:
-                call.on_dtmf(digit)
-
-        def on_talkspurt() -> None:
-            if (call := holder.get("call")) is not None:
-                call.on_first_packet()
-
+        if (refused := self.refusal()) is not None:
+            raise refused
+        self._admitted.add(info.call_id)
+        session: RtpSession | None = None
         try:
-            session = await RtpSession.open(
-                self.settings.rtp_bind_address, self.ports, on_audio=on_audio, on_dtmf=on_dtmf,
-                on_talkspurt_start=on_talkspurt)
-        except (OSError, RtpPortsExhaustedError) as err:
-            log.error("No RTP port for %s: %s", info.call_id, err)
-            raise SignallingError(503, "Service Unavailable") from None
-        try:
+            callbacks = _Callbacks()
+            try:
+                session = await RtpSession.open(
+                    self.settings.rtp_bind_address, self.ports, on_audio=callbacks.on_audio,
+                    on_dtmf=callbacks.on_dtmf, on_talkspurt_start=callbacks.on_talkspurt)
+            except (OSError, RtpPortsExhaustedError) as err:
+                log.error("No RTP port for %s: %s", info.call_id, err)
+                raise SignallingError(503, "Service Unavailable (no free RTP port)",
+                                      retry_after=RETRY_AFTER_S) from None
             version = secrets.randbelow(2**31)
-            answer, media = negotiate(offer, self.settings.sdp_address, session.local_port,
-                                      session_version=version)
+            if offer is None:
+                ours = make_offer(self.settings.sdp_address, session.local_port, version)
+                self.sessions[info.call_id] = session
+                self._versions[info.call_id] = version
+                self._awaiting_answer[info.call_id] = (info, callbacks)
+                log.info("Call %s from %s: no SDP in the INVITE, offering ours on RTP %s:%d",
+                         info.call_id, info.caller, self.settings.sdp_address,
+                         session.local_port)
+                return ours
+            answer, media = self._negotiate(info.call_id, offer, session.local_port, version)
+            self._start(info, session, callbacks, media, version)
+            return answer
+        except BaseException:
+            # Whatever failed (a refusal, a bug, a CANCEL): nothing of the call may stay.
+            self._awaiting_answer.pop(info.call_id, None)
+            self.sessions.pop(info.call_id, None)
+            self._versions.pop(info.call_id, None)
+            if session is not None:
+                await session.close()
+            self._admitted.discard(info.call_id)
+            raise
+
+    def _negotiate(self, call_id: str, offer: SessionDescription, local_port: int,
+                   version: int) -> tuple[SessionDescription, NegotiatedMedia]:
+        try:
+            return negotiate(offer, self.settings.sdp_address, local_port,
+                             session_version=version)
         except SignallingError:
-            await session.close()
             raise
         except Exception as err:  # a parser corner case must not take the process down
-            await session.close()
-            log.exception("SDP negotiation of %s failed", info.call_id)
+            log.exception("SDP negotiation of %s failed", call_id)
             raise SignallingError(488, "Not Acceptable Here") from err
+
+    def _start(self, info: CallInfo, session: RtpSession, callbacks: _Callbacks,
+               media: NegotiatedMedia, version: int) -> None:
         session.configure(media.remote_ip, media.remote_port, media.codec, media.payload_type,
                           media.dtmf_payload_type)
         session.set_sending(media.direction not in HOLD_DIRECTIONS)
         call = Call(info, session, self.services, self.bot, self.hangup)
-        holder["call"] = call
+        callbacks.call = call
         self.calls[info.call_id] = call
         self.sessions[info.call_id] = session
         self._versions[info.call_id] = version
@@ -109,15 +172,28 @@ class CallManager:
                  info.caller, media.codec, media.payload_type, self.settings.sdp_address,
                  session.local_port, media.remote_ip, media.remote_port)
         call.start()
-        return answer
+
+    async def complete_call(self, call_id: str, answer: SessionDescription) -> None:
+        pending = self._awaiting_answer.pop(call_id, None)
+        session = self.sessions.get(call_id)
+        if pending is None or session is None:
+            raise SignallingError(481, "Call/Transaction Does Not Exist")
+        info, callbacks = pending
+        token = call_id_var.set(call_id)
+        try:
+            version = self._versions.get(call_id, 0)
+            _ours, media = self._negotiate(call_id, answer, session.local_port, version)
+            self._start(info, session, callbacks, media, version)
+        finally:
+            call_id_var.reset(token)
 
     async def update_call(self, call_id: str, offer: SessionDescription) -> SessionDescription:
         session = self.sessions.get(call_id)
-        if session is None:
+        if session is None or call_id not in self.calls:
             raise SignallingError(481, "Call/Transaction Does Not Exist")
         self._versions[call_id] = self._versions.get(call_id, 0) + 1
-        answer, media = negotiate(offer, self.settings.sdp_address, session.local_port,
-                                  session_version=self._versions[call_id])
+        answer, media = self._negotiate(call_id, offer, session.local_port,
+                                        self._versions[call_id])
         session.configure(media.remote_ip, media.remote_port, media.codec, media.payload_type,
                           media.dtmf_payload_type)
         on_hold = media.direction in HOLD_DIRECTIONS
@@ -129,38 +205,75 @@ class CallManager:
         call = self.calls.pop(call_id, None)
         session = self.sessions.pop(call_id, None)
         self._versions.pop(call_id, None)
-        if call is not None:
-            await call.close(reason)
-        if session is not None:
-            stats = session.stats
-            metrics.RTP_PACKETS.labels("in", "ok").inc(stats.packets_in)
-            metrics.RTP_PACKETS.labels("out", "ok").inc(stats.packets_out)
-            metrics.RTP_PACKETS.labels("in", "stranger").inc(stats.dropped_strangers)
-            metrics.RTP_PACKETS.labels("in", "malformed").inc(stats.malformed)
-            await session.close()
-        metrics.ACTIVE_CALLS.set(len(self.calls))
+        self._awaiting_answer.pop(call_id, None)
+        try:
+            if call is not None:
+                await call.close(reason)
+            if session is not None:
+                stats = session.stats
+                metrics.RTP_PACKETS.labels("in", "ok").inc(stats.packets_in)
+                metrics.RTP_PACKETS.labels("out", "ok").inc(stats.packets_out)
+                metrics.RTP_PACKETS.labels("in", "stranger").inc(stats.dropped_strangers)
+                metrics.RTP_PACKETS.labels("in", "malformed").inc(stats.malformed)
+                await session.close()
+        finally:
+            if call is not None or session is not None:
+                self._admitted.discard(call_id)
+            metrics.ACTIVE_CALLS.set(len(self.calls))
 
     # ------------------------------------------------------------ the bot's side
     async def hangup(self, call_id: str) -> None:
-        """The bot ends the call: signalling first (BYE), then local clean-up."""
+        """The bot ends the call: the BYE goes out, and the call's resources are released
+        at once; the BYE transaction (up to 64*T1 of retransmissions to a caller who may
+        have vanished) runs on by itself."""
         if self.backend is not None and call_id in self.calls:
-            try:
-                await self.backend.hangup(call_id)
-            except Exception:
-                log.exception("Hang-up of %s failed in signalling", call_id)
+            task = asyncio.get_running_loop().create_task(
+                self._signal_hangup(call_id), name=f"hangup:{call_id}")
+            self._byes.add(task)
+            task.add_done_callback(self._byes.discard)
+            await asyncio.sleep(0)  # let the BYE go out before the local clean-up
         await self.end_call(call_id, "bot hung up")
 
+    async def _signal_hangup(self, call_id: str) -> None:
+        assert self.backend is not None
+        try:
+            await self.backend.hangup(call_id)
+        except Exception:
+            log.exception("Hang-up of %s failed in signalling", call_id)
+
     async def shutdown(self, timeout_s: float = 5.0) -> None:
-        """Refuse new calls and end the current ones."""
+        """Refuse new calls, end the current ones, give their BYEs a moment to be answered."""
         self.accepting = False
         ids = list(self.calls)
         if ids:
             log.info("Ending %d calls for shutdown", len(ids))
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(
-                    asyncio.gather(*(self.hangup(i) for i in ids), return_exceptions=True),
-                    timeout_s)
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(
+                asyncio.gather(*(self.hangup(i) for i in ids), return_exceptions=True),
+                timeout_s)
+        if self._byes:
+            _done, pending = await asyncio.wait(set(self._byes), timeout=timeout_s)
+            for task in pending:
+                task.cancel()
 
     def snapshot(self) -> list[dict[str, object]]:
         return [call.snapshot() for call in self.calls.values()]
 
+
+class _Callbacks:
+    """The RTP session's callbacks, bound to the call once it exists (after the answer)."""
+
+    def __init__(self) -> None:
+        self.call: Call | None = None
+
+    def on_audio(self, pcm: np.ndarray) -> None:
+        if self.call is not None:
+            self.call.on_audio(pcm)
+
+    def on_dtmf(self, digit: str) -> None:
+        if self.call is not None:
+            self.call.on_dtmf(digit)
+
+    def on_talkspurt(self) -> None:
+        if self.call is not None:
+            self.call.on_first_packet()

@@ -52,6 +52,9 @@ class CoreSettings(ServiceSettings):
     tts_timeout_s: float = Field(20.0, gt=0, le=600)
     bot_config: ExistingPath | None = None
     max_calls: int = Field(100, ge=1, le=10000)
+    # Streams the ASR service takes at once (its ASR_MAX_CONCURRENT_STREAMS): every call
+    # holds one, so calls beyond it are refused with 503 instead of answered unheard.
+    asr_max_streams: int = Field(16, ge=1, le=1024)
     # OpenSIPS B2B backend (CORE_SIGNALLING=opensips).
     opensips_mi_host: str = Field("127.0.0.1", validation_alias="OPENSIPS_MI_HOST")
     opensips_mi_port: int = Field(8080, ge=1, le=65535, validation_alias="OPENSIPS_MI_PORT")

@@ -1,4 +1,16 @@
-"""The core's HTTP endpoint: /health (readiness), /metrics (Prometheus), /calls (debug)."""
+"""The core's HTTP endpoint: /health (readiness), /live (liveness), /metrics, /calls (debug).
+
+/health is 200 only when the core can take a call now: every registered readiness
+check passes (`add_check(name, check)`, a check returns None when ready or the
+reason it is not). The body names each check's result, e.g.
+`{"status": "unavailable", "checks": {"capacity": "speech recognition at capacity"}}`.
+/live is 200 while the process serves HTTP at all: a liveness probe must not restart
+a core that is merely full.
+
+Slow or oversized clients are cut off: a connection that has not sent a complete
+request within `idle_timeout_s` is closed, and request headers are bounded
+(MAX_HEADERS lines of at most MAX_FIELD_SIZE bytes; more gets 400/431).
+"""
 
 from __future__ import annotations
 
@@ -10,24 +22,54 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from opensips_ai_core import metrics
 
-HealthFn = Callable[[], tuple[bool, dict[str, object]]]
+# None when ready, else why not (one short line).
+ReadinessCheck = Callable[[], str | None]
+DetailsFn = Callable[[], dict[str, object]]
+
+IDLE_TIMEOUT_S = 5.0
+MAX_LINE_SIZE = 2048
+MAX_FIELD_SIZE = 2048
+MAX_HEADERS = 32
 
 
 class HttpServer:
-    def __init__(self, host: str, port: int, health: HealthFn,
-                 calls: Callable[[], list[dict[str, object]]]) -> None:
+    def __init__(self, host: str, port: int, details: DetailsFn,
+                 calls: Callable[[], list[dict[str, object]]], *,
+                 idle_timeout_s: float = IDLE_TIMEOUT_S) -> None:
         self.host = host
         self.port = port
-        self._health = health
+        self._details = details
         self._calls = calls
+        self._checks: dict[str, ReadinessCheck] = {}
+        self._idle_timeout_s = idle_timeout_s
         self._runner: web.AppRunner | None = None
         self.started = time.monotonic()
 
+    def add_check(self, name: str, check: ReadinessCheck) -> None:
+        """Another condition of readiness (several combine: all must pass)."""
+        self._checks[name] = check
+
+    def readiness(self) -> dict[str, str]:
+        """Each check's result: "ok" or the reason it fails."""
+        results: dict[str, str] = {}
+        for name, check in self._checks.items():
+            try:
+                problem = check()
+            except Exception as err:  # a broken check says so rather than 500
+                problem = f"check failed: {type(err).__name__}: {err}"
+            results[name] = "ok" if problem is None else problem
+        return results
+
     async def _get_health(self, _: web.Request) -> web.Response:
-        ok, body = self._health()
+        checks = self.readiness()
+        ok = all(result == "ok" for result in checks.values())
         body = {"status": "ok" if ok else "unavailable",
-                "uptime_s": round(time.monotonic() - self.started, 1), **body}
+                "uptime_s": round(time.monotonic() - self.started, 1), "checks": checks,
+                **self._details()}
         return web.json_response(body, status=200 if ok else 503)
+
+    async def _get_live(self, _: web.Request) -> web.Response:
+        return web.json_response({"status": "alive"})
 
     async def _get_metrics(self, _: web.Request) -> web.Response:
         data = generate_latest(metrics.REGISTRY)
@@ -37,11 +79,17 @@ class HttpServer:
         return web.json_response({"calls": self._calls()})
 
     async def start(self) -> int:
-        app = web.Application()
+        app = web.Application(client_max_size=4096)  # no endpoint takes a body
         app.router.add_get("/health", self._get_health)
+        app.router.add_get("/live", self._get_live)
         app.router.add_get("/metrics", self._get_metrics)
         app.router.add_get("/calls", self._get_calls)
-        self._runner = web.AppRunner(app, access_log=None)
+        # aiohttp's keep-alive timer also runs while a request's headers trickle in:
+        # it bounds slow clients as well as idle connections.
+        self._runner = web.AppRunner(
+            app, access_log=None, keepalive_timeout=self._idle_timeout_s,
+            max_line_size=MAX_LINE_SIZE, max_field_size=MAX_FIELD_SIZE,
+            max_headers=MAX_HEADERS)
         await self._runner.setup()
         site = web.TCPSite(self._runner, self.host, self.port)
         await site.start()

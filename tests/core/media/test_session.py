@@ -11,6 +11,7 @@ import pytest
 
 from opensips_ai_core.media.dtmf import TelephoneEvent
 from opensips_ai_core.media.g711 import alaw_encode, ulaw_decode, ulaw_encode
+from opensips_ai_core.media.session import NAT_PROBATION_PACKETS
 from tests.core.media.conftest import LOOPBACK, rtp, tone, wait_until
 
 
@@ -37,7 +38,7 @@ async def test_inbound_audio_is_decoded_by_the_negotiated_codec(session_factory,
     assert session.stats.latched_address == address(caller)
 
 
-async def test_latching_first_sender_wins_and_strangers_are_dropped(
+async def test_nat_source_latches_after_probation_and_strangers_are_dropped(
         session_factory, peer_factory, receiver, caplog) -> None:
     frames: list[np.ndarray] = []
     session = await session_factory(on_audio=frames.append)
@@ -46,12 +47,19 @@ async def test_latching_first_sender_wins_and_strangers_are_dropped(
     caller, stranger = peer_factory(), peer_factory()
     target = (LOOPBACK, session.local_port)
     await wait_until(lambda: receiver.packets, what="packets to the SDP address first")
-    caller.sendto(rtp(ulaw_encode(tone(0.02)), seq=1, ts=0), target)
+    for i in range(NAT_PROBATION_PACKETS - 1):
+        caller.sendto(rtp(ulaw_encode(tone(0.02)), seq=1 + i, ts=160 * i), target)
+    await wait_until(lambda: session.stats.dropped_strangers == NAT_PROBATION_PACKETS - 1,
+                     what="packets on probation")
+    assert session.stats.latched_address is None and frames == []
+    last = NAT_PROBATION_PACKETS
+    caller.sendto(rtp(ulaw_encode(tone(0.02)), seq=last, ts=160 * last), target)
     await wait_until(lambda: session.stats.latched_address == address(caller))
     caplog.set_level(logging.WARNING, logger="opensips_ai_core.media.session")
     for i in range(5):
         stranger.sendto(rtp(b"\x00" * 160, seq=500 + i, ts=0, ssrc=99), target)
-    await wait_until(lambda: session.stats.dropped_strangers == 5, what="5 strangers dropped")
+    await wait_until(lambda: session.stats.dropped_strangers == NAT_PROBATION_PACKETS + 4,
+                     what="5 strangers dropped")
     assert len(frames) == 1
     assert sum("Dropping RTP from" in r.getMessage() for r in caplog.records) == 1
     # Replies now go to the latched address, not to the SDP one.
@@ -61,6 +69,45 @@ async def test_latching_first_sender_wins_and_strangers_are_dropped(
     count = len(receiver.packets)
     await asyncio.sleep(0.1)
     assert len(receiver.packets) <= count + 1  # at most one was already on its way
+
+
+async def test_a_stranger_first_cannot_take_the_call_from_the_sdp_address(
+        session_factory, peer_factory) -> None:
+    """The reported attack: 3 packets from a stranger before the caller's first one."""
+    frames: list[np.ndarray] = []
+    session = await session_factory(on_audio=frames.append)
+    caller, stranger = peer_factory(), peer_factory()
+    session.configure(*address(caller), "PCMU", 0, None)
+    target = (LOOPBACK, session.local_port)
+    for i in range(3):
+        stranger.sendto(rtp(b"\x00" * 160, seq=10 + i, ts=160 * i, ssrc=0x1234), target)
+    await wait_until(lambda: session.stats.dropped_strangers == 3, what="stranger on probation")
+    assert session.stats.latched_address is None
+    for i in range(3):
+        caller.sendto(rtp(ulaw_encode(tone(0.02)), seq=100 + i, ts=160 * i), target)
+    await wait_until(lambda: len(frames) == 3, what="the caller is heard")
+    assert session.stats.latched_address == address(caller)
+    # Now latched to the SDP address: the stranger gets nothing in, however long it tries.
+    for i in range(3, 3 + 2 * NAT_PROBATION_PACKETS):
+        stranger.sendto(rtp(b"\x00" * 160, seq=10 + i, ts=160 * i, ssrc=0x1234), target)
+    await wait_until(lambda: session.stats.dropped_strangers == 3 + 2 * NAT_PROBATION_PACKETS,
+                     what="stranger dropped")
+    assert len(frames) == 3 and session.stats.latched_address == address(caller)
+    await wait_until(lambda: _readable(caller), what="the bot's audio goes to the caller")
+    assert not _readable(stranger)
+
+
+async def test_out_of_sequence_or_changing_ssrc_never_passes_probation(
+        session_factory, peer_factory, receiver) -> None:
+    session = await session_factory()
+    session.configure(LOOPBACK, receiver.port, "PCMU", 0, None)
+    stranger = peer_factory()
+    target = (LOOPBACK, session.local_port)
+    sent = 4 * NAT_PROBATION_PACKETS
+    for i in range(sent):  # every other packet a new SSRC, sequence numbers jumping
+        stranger.sendto(rtp(b"\x00" * 160, seq=7 * i, ts=0, ssrc=i % 2), target)
+    await wait_until(lambda: session.stats.dropped_strangers == sent, what="all dropped")
+    assert session.stats.latched_address is None and session.stats.packets_in == 0
 
 
 def _readable(sock: socket.socket) -> bool:
@@ -76,8 +123,8 @@ async def test_garbage_short_and_wrong_type_packets_are_counted_and_the_session_
     caplog.set_level(logging.WARNING, logger="opensips_ai_core.media.session")
     frames: list[np.ndarray] = []
     session = await session_factory(on_audio=frames.append)
-    session.configure(LOOPBACK, receiver.port, "PCMU", 0, 101)
     peer = peer_factory()
+    session.configure(*address(peer), "PCMU", 0, 101)
     target = (LOOPBACK, session.local_port)
     garbage = [b"", b"\x80\x00", b"OPTIONS sip:x SIP/2.0\r\n\r\n", b"\x00" * 40,
                bytes.fromhex("82 00 0001 00000000 00000001 AAAAAAAA")]  # CC=2, one CSRC

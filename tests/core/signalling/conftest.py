@@ -11,7 +11,12 @@ from pathlib import Path
 import pytest
 
 from opensips_ai_core.signalling.base import CallInfo, SignallingError
-from opensips_ai_core.signalling.sdp import NegotiatedMedia, SessionDescription, negotiate
+from opensips_ai_core.signalling.sdp import (
+    NegotiatedMedia,
+    SessionDescription,
+    make_offer,
+    negotiate,
+)
 from tests.support.procs import LOOPBACK
 
 
@@ -33,8 +38,16 @@ class RecordingHandler:
     _ports: itertools.count = field(default_factory=lambda: itertools.count(35000, 2))
     _versions: dict[str, int] = field(default_factory=dict)
 
-    async def new_call(self, info: CallInfo, offer: SessionDescription) -> SessionDescription:
+    late_offers: dict[str, SessionDescription] = field(default_factory=dict)
+    completed: dict[str, NegotiatedMedia] = field(default_factory=dict)
+
+    async def new_call(self, info: CallInfo,
+                       offer: SessionDescription | None) -> SessionDescription:
         self.calls[info.call_id] = info
+        if offer is None:  # a late offer: ours, answered in the ACK
+            ours = make_offer(LOOPBACK, next(self._ports), session_id=4242)
+            self.late_offers[info.call_id] = ours
+            return ours
         self.offers.append(offer)
         try:
             if self.answer_delay:
@@ -48,6 +61,13 @@ class RecordingHandler:
         self.media[info.call_id] = media
         self._versions[info.call_id] = 1
         return answer
+
+    async def complete_call(self, call_id: str, answer: SessionDescription) -> None:
+        ours = self.late_offers[call_id]
+        _, media = negotiate(answer, LOOPBACK, ours.media[0].port)
+        self.completed[call_id] = media
+        self.media[call_id] = media
+        self._versions[call_id] = 1
 
     async def update_call(self, call_id: str, offer: SessionDescription) -> SessionDescription:
         if call_id not in self.media:

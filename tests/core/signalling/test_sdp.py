@@ -5,7 +5,13 @@ from __future__ import annotations
 import pytest
 
 from opensips_ai_core.signalling.base import SignallingError
-from opensips_ai_core.signalling.sdp import SdpError, continue_session, negotiate, parse_sdp
+from opensips_ai_core.signalling.sdp import (
+    SdpError,
+    continue_session,
+    make_offer,
+    negotiate,
+    parse_sdp,
+)
 
 # The offer in docs/opensips.md's events (SIPp through OpenSIPS 3.6.8).
 OPENSIPS_OFFER = (
@@ -137,3 +143,53 @@ def test_continue_session_keeps_origin_and_bumps_version() -> None:
     assert (followed.origin.session_id, followed.origin.session_version) == (10, 2)
     assert continue_session(None, later) is later
     assert later.origin.session_id == 99  # the handler's object is not modified
+
+
+# ---- issue 16: inputs that broke the parser or got a wrong answer -------------------------
+
+@pytest.mark.parametrize("bad_line", [
+    "m=audio 6000 RTP/AVP 300",                          # payload types are 7 bits
+    "m=audio 6000 RTP/AVP 0\r\na=rtpmap:300 PCMU/8000",
+    "m=audio 6000 RTP/AVP 0\r\na=rtpmap:\u00b2 PCMU/8000",  # isdigit() but not int()
+    "m=audio 6000 RTP/AVP \u00b2",
+    "m=audio 6000 RTP/AVP 0\r\na=fmtp:200 0-15",
+    "m=audio \u0661\u0662 RTP/AVP 0",                     # Arabic-Indic digits: int() takes them
+    "m=audio 6000 RTP/AVP 0\r\na=ptime:" + "9" * 5000,   # over int()'s 4300 digits
+    "m=audio 6000 RTP/AVP 0\r\na=rtpmap:0 PCMU/" + "8" * 5000,
+])
+def test_bad_numbers_are_sdp_errors(bad_line: str) -> None:
+    text = OPENSIPS_OFFER.split("m=audio", maxsplit=1)[0] + bad_line + "\r\n"
+    with pytest.raises(SdpError):
+        parse_sdp(text)
+
+
+def test_origin_with_5000_digits_is_an_sdp_error() -> None:
+    with pytest.raises(SdpError, match="session id"):
+        parse_sdp(OPENSIPS_OFFER.replace("53655765", "1" * 5000))
+
+
+@pytest.mark.parametrize(("change", "reason"), [
+    (("RTP/AVP", "RTP/SAVP"), "SRTP"),
+    (("c=IN IP4 127.0.0.1", "c=IN IP6 ::1"), "connection address"),
+    (("c=IN IP4 127.0.0.1", "c=IN IP4 media.example.com"), "connection address"),
+])
+def test_offers_the_core_cannot_carry_get_488(change: tuple[str, str], reason: str) -> None:
+    offer = parse_sdp(OPENSIPS_OFFER.replace(*change)
+                      + "a=crypto:1 AES_CM_128_HMAC_SHA1_80 inline:abcd\r\n")
+    with pytest.raises(SignallingError) as refused:
+        negotiate(offer, "127.0.0.1", 35000)
+    assert refused.value.code == 488 and reason in refused.value.reason
+
+
+def test_plain_rtp_beside_srtp_is_taken() -> None:
+    text = OPENSIPS_OFFER + "m=audio 6002 RTP/SAVP 0\r\na=crypto:1 AES_CM_128_HMAC_SHA1_80 x\r\n"
+    answer, media = negotiate(parse_sdp(text), "127.0.0.1", 35000)
+    assert media.remote_port == 6000 and [m.port for m in answer.media] == [35000, 0]
+
+
+def test_make_offer_is_answerable_by_negotiate() -> None:
+    offer = make_offer("127.0.0.1", 35002, session_id=7)
+    again = parse_sdp(offer.to_text())
+    assert again.media[0].formats == ["0", "8", "101"] and again.media[0].port == 35002
+    _answer, media = negotiate(again, "127.0.0.1", 6000)
+    assert (media.codec, media.dtmf_payload_type, media.remote_port) == ("PCMU", 101, 35002)

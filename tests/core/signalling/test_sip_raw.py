@@ -176,15 +176,48 @@ async def test_cancel_sends_487_and_absorbs_its_ack(
     await peer.expect(481)
 
 
-async def test_invite_without_body_415_and_bad_sdp_400(peer: RawSipPeer,
-                                                       handler: RecordingHandler) -> None:
-    peer.send(peer.request("INVITE"))
+async def test_non_sdp_body_415_and_bad_sdp_400(peer: RawSipPeer,
+                                                 handler: RecordingHandler) -> None:
+    invite = peer.request("INVITE", extra="Content-Type: text/plain", body="")
+    peer.send(invite.replace("Content-Length: 0", "Content-Length: 5") + "hello")
     refused = await peer.expect(415)
     assert refused.get("Accept") == "application/sdp"
     peer.send(peer.request("INVITE", body="v=0\r\nm=audio x RTP/AVP 0\r\n"))
     bad = await peer.expect(400)
     assert "SDP" in (bad.reason or "")
     assert handler.calls == {}
+
+
+async def test_late_offer_offer_in_200_answer_in_ack(
+        uas: DirectSipBackend, peer: RawSipPeer, handler: RecordingHandler) -> None:
+    """RFC 3261 13.2.1: an INVITE without SDP gets our offer in the 200; the ACK answers."""
+    invite = peer.request("INVITE")
+    peer.send(invite)
+    ok = await peer.expect(200)
+    offer = parse_sdp(ok.body.decode())
+    assert offer.media[0].formats == ["0", "8", "101"] and offer.media[0].port > 0
+    answer = OFFER.replace("RTP/AVP 8 0 101", "RTP/AVP 0 101")
+    ack = peer.ack_for(ok, invite).replace("Content-Length: 0\r\n",
+                                           "Content-Type: application/sdp\r\n"
+                                           f"Content-Length: {len(answer)}\r\n") + answer
+    peer.send(ack)
+    (call_id,) = handler.calls
+    media = await eventually(lambda: handler.completed.get(call_id))
+    assert media.codec == "PCMU" and media.remote_port == 40000
+    assert uas.active_calls() == [call_id]
+
+
+async def test_late_offer_without_answer_in_ack_ends_with_bye(
+        uas: DirectSipBackend, peer: RawSipPeer, handler: RecordingHandler) -> None:
+    invite = peer.request("INVITE")
+    peer.send(invite)
+    ok = await peer.expect(200)
+    peer.send(peer.ack_for(ok, invite))  # no SDP: no answer to our offer
+    bye = await peer.expect(method="BYE")
+    assert bye.call_id == ok.call_id
+    (call_id,) = handler.calls
+    await eventually(lambda: handler.ended.get(call_id) == "no usable SDP answer")
+    assert uas.active_calls() == []
 
 
 async def test_reinvite_hold_and_resume(
@@ -317,3 +350,106 @@ async def test_handler_crash_answers_500_and_keeps_serving(
     handler.refuse = None
     await place_call(peer)
     assert len(handler.media) == 1
+
+
+# ---- issue 16: inputs that broke the parser or got a wrong answer -------------------------
+
+def _with_header(request: str, name: str, value: str) -> str:
+    return "\r\n".join(f"{name}: {value}" if line.startswith(name + ":") else line
+                       for line in request.split("\r\n"))
+
+
+async def test_unicode_and_huge_numbers_get_400_without_traceback(
+        uas: DirectSipBackend, peer: RawSipPeer, handler: RecordingHandler,
+        caplog: pytest.LogCaptureFixture) -> None:
+    good = peer.request("OPTIONS")
+    cases = [
+        ("bad_cseq", _with_header(good, "CSeq", "\u00b2 OPTIONS")),
+        ("bad_cseq", _with_header(good, "CSeq", "9" * 5000 + " OPTIONS")),
+        ("bad_content_length", _with_header(good, "Content-Length", "\u00b2")),
+        ("bad_content_length", _with_header(good, "Content-Length", "7" * 5000)),
+        ("bad_via", good.replace(f"{LOOPBACK}:{peer.port};branch", f"{LOOPBACK}:\u00b2;branch")),
+    ]
+    with caplog.at_level(logging.DEBUG, logger="signalling.sip"):
+        for kind, datagram in cases:
+            peer.send(datagram)
+            answer = await peer.expect(400)
+            assert kind in (answer.get("Warning") or ""), kind
+        # A response with a Unicode-digit status code cannot be answered: dropped, counted.
+        peer.send(good.replace("OPTIONS sip:", "X sip:", 1).replace(
+            f"X sip:ai@{LOOPBACK}:{uas.port} SIP/2.0", "SIP/2.0 2\u00b20 OK"))
+        await eventually(lambda: uas.stats.malformed.get("bad_start_line") == 1)
+        # An INVITE whose rtpmap has such a number gets a final answer, not just 100.
+        peer.send(peer.request("INVITE", body=OFFER + "a=rtpmap:\u00b2 PCMU/8000\r\n"))
+        await peer.expect(400)
+    assert not [r for r in caplog.records if r.exc_info], "no traceback for bad input"
+    assert handler.calls == {}
+
+
+async def test_sip_3_gets_505_and_methods_are_case_sensitive(peer: RawSipPeer) -> None:
+    peer.send(peer.request("OPTIONS").replace(" SIP/2.0\r\n", " SIP/3.0\r\n", 1))
+    refused = await peer.expect(505)
+    assert "unsupported_version" in (refused.get("Warning") or "")
+    peer.send(peer.request("options"))
+    unknown = await peer.expect(501)  # not OPTIONS (RFC 3261 7.1: case-sensitive)
+    assert unknown.cseq == (1, "options")
+    peer.send(peer.request("OPTIONS"))
+    await peer.expect(200)
+
+
+async def test_srtp_ipv6_and_hostname_offers_get_488(peer: RawSipPeer,
+                                                     handler: RecordingHandler) -> None:
+    for body in (OFFER.replace("RTP/AVP", "RTP/SAVP") + "a=crypto:1 AES_CM_128_HMAC_SHA1_80 "
+                 "inline:WVNfX19zZW1jdGwgKCkgewkyMjA7fQp9CnVubGVz\r\n",
+                 OFFER.replace("c=IN IP4 127.0.0.1", "c=IN IP6 ::1"),
+                 OFFER.replace("c=IN IP4 127.0.0.1", "c=IN IP4 media.example.com")):
+        invite = peer.request("INVITE", body=body)
+        peer.send(invite)
+        refused = await peer.expect(488)
+        peer.send(peer.ack_for(refused, invite))
+    assert handler.media == {}
+
+
+async def test_failed_invite_transactions_are_retransmitted_then_freed(
+        uas: DirectSipBackend, peer: RawSipPeer, handler: RecordingHandler) -> None:
+    """Timer G/H (RFC 3261 17.2.1): every non-2xx final answer to an INVITE is resent until
+    its ACK or 64*T1, then the transaction goes; nothing stays after many failed INVITEs."""
+    bad_sdp = "v=0\r\nm=audio x RTP/AVP 0\r\n"
+    kinds = [
+        (415, lambda: peer.request("INVITE", extra="Content-Type: text/plain").replace(
+            "Content-Length: 0", "Content-Length: 2") + "hi"),
+        (420, lambda: peer.request("INVITE", body=OFFER, extra="Require: 100rel")),
+        (481, lambda: peer.request("INVITE", body=OFFER, to_tag="nobody")),
+        (400, lambda: peer.request("INVITE", body=bad_sdp)),
+        (488, lambda: peer.request("INVITE", body=OFFER.replace("8 0 101", "18"))),
+    ]
+    # The first of each kind is never ACKed: its answer must be retransmitted (Timer G).
+    for code, make in kinds:
+        peer.send(make())
+        first = await peer.expect(code)
+        again = await peer.expect(code, timeout=3)
+        assert again.call_id == first.call_id
+    for _ in range(40):
+        for code, make in kinds:
+            invite = make()
+            peer.send(invite)
+            refused = await peer.expect(code)
+            if code != 481:  # half of them ACKed, half left to Timer H
+                peer.send(peer.ack_for(refused, invite))
+    assert uas.stats.retransmissions_sent >= len(kinds)
+    await eventually(lambda: not uas._transactions, timeout=30,
+                     message="every INVITE transaction freed")
+    assert len(uas._tasks) == 0 and handler.media == {}
+
+
+async def test_bye_with_a_bad_contact_port_goes_to_the_invite_source(
+        uas: DirectSipBackend, peer: RawSipPeer) -> None:
+    invite = peer.request("INVITE", body=OFFER)
+    invite = _with_header(invite, "Contact", f"<sip:raw@{LOOPBACK}:\u00b2>")
+    peer.send(invite)
+    ok = await peer.expect(200)
+    peer.send(peer.ack_for(ok, invite))
+    hangup = asyncio.create_task(uas.hangup(ok.call_id))
+    bye = await peer.expect(method="BYE")
+    assert bye.call_id == ok.call_id
+    hangup.cancel()

@@ -6,10 +6,14 @@
     await session.wait_idle()
     await session.close()
 
-Inbound packets go through NAT latching: the first address that sends valid
-RTP with a negotiated payload type is where the caller really is (behind NAT
-it is rarely the SDP address), so replies go there and packets from any other
-address are dropped. Nothing a peer sends can raise out of the protocol:
+Inbound packets go through latching, which prefers the SDP address: RTP from
+the address the SDP named is always accepted and latched to (replies go there).
+Behind NAT the caller's packets come from another address (symmetric RTP); such
+a source is latched to only while the SDP address has sent nothing, and only
+after it proved itself: NAT_PROBATION_PACKETS packets in sequence, of one SSRC,
+with a negotiated payload type. Once latched, packets from any other address are
+dropped (a re-INVITE with a new address starts over). A stranger's few packets
+cannot take the call's audio. Nothing a peer sends can raise out of the protocol:
 malformed packets, strangers, unknown payload types and late duplicates are
 counted in `stats` and logged once per call.
 """
@@ -36,6 +40,11 @@ log = logging.getLogger(__name__)
 Address = tuple[str, int]
 # A packet this far behind the newest one is a late duplicate; further back is a restart.
 _LATE_WINDOW = 100
+# In-sequence packets of one SSRC a source other than the SDP address must send before
+# the call latches to it (80 ms of audio at 20 ms packets, lost to ASR once per NAT call).
+NAT_PROBATION_PACKETS = 4
+# Sources on probation at once; more (a spray of strangers) start the count afresh.
+_MAX_CANDIDATES = 8
 
 
 @dataclass
@@ -92,6 +101,8 @@ class RtpSession:
         self._dtmf = DtmfDetector()
         self._last_seq: int | None = None
         self._last_ssrc: int | None = None
+        # Sources on NAT probation: address → (SSRC, last sequence number, packets in a row).
+        self._candidates: dict[Address, tuple[int, int, int]] = {}
         self._logged: set[str] = set()
         self._closed = False
         # The pacer's codec is replaced by configure(); until then it only queues.
@@ -141,6 +152,7 @@ class RtpSession:
         if remote != self.remote:
             self.stats.latched_address = None
             self._last_seq = None
+            self._candidates.clear()
         self.remote = remote
         self.codec = codec_obj
         self.payload_type = payload_type
@@ -215,14 +227,12 @@ class RtpSession:
                            "(negotiated %s, DTMF %s)", pt, addr[0], addr[1],
                            self.payload_type, self.dtmf_payload_type)
             return
-        latched = self.stats.latched_address
-        if latched is None:
-            self.stats.latched_address = addr
-            log.info("RTP latched to %s:%d (SDP said %s)", addr[0], addr[1], self.remote)
-        elif addr != latched:
+        if not self._accept_source(packet, addr):
             self.stats.dropped_strangers += 1
-            self._log_once("stranger", "Dropping RTP from %s:%d: latched to %s:%d",
-                           addr[0], addr[1], latched[0], latched[1])
+            latched = self.stats.latched_address
+            self._log_once("stranger", "Dropping RTP from %s:%d: %s", addr[0], addr[1],
+                           f"latched to {latched[0]}:{latched[1]}" if latched
+                           else "not the SDP address (on NAT probation)")
             return
         if self._is_late(packet):
             self.stats.late += 1
@@ -238,6 +248,37 @@ class RtpSession:
                 self._log_once_exc("on-audio", "on_audio callback failed")
         else:
             self._handle_dtmf(packet, data)
+
+    def _accept_source(self, packet: RtpPacket, addr: Address) -> bool:
+        """Latching (see the module docstring): may this source's packet be used?"""
+        latched = self.stats.latched_address
+        if addr == latched:
+            return True
+        if addr == self.remote:
+            self.stats.latched_address = addr
+            self._candidates.clear()
+            if latched is not None:
+                log.info("RTP re-latched to the SDP address %s:%d (was %s:%d)",
+                         addr[0], addr[1], latched[0], latched[1])
+            return True
+        if latched is not None:
+            return False
+        previous = self._candidates.get(addr)
+        in_row = 1
+        if previous is not None:
+            ssrc, last_seq, count = previous
+            if packet.ssrc == ssrc and seq_diff(packet.sequence_number, last_seq) == 1:
+                in_row = count + 1
+        elif len(self._candidates) >= _MAX_CANDIDATES:
+            self._candidates.clear()
+        if in_row < NAT_PROBATION_PACKETS:
+            self._candidates[addr] = (packet.ssrc, packet.sequence_number, in_row)
+            return False
+        self._candidates.clear()
+        self.stats.latched_address = addr
+        log.info("RTP latched to %s:%d behind NAT after %d packets in sequence (SDP said %s)",
+                 addr[0], addr[1], in_row, self.remote)
+        return True
 
     def _count_in(self, data: bytes) -> None:
         self.stats.packets_in += 1

@@ -14,12 +14,16 @@ from opensips_ai_core.signalling.sdp import SessionDescription
 
 
 class SignallingError(Exception):
-    """A call is refused with a SIP status (e.g. 488 no common codec, 415 no body)."""
+    """A call is refused with a SIP status (e.g. 488 no common codec, 503 at capacity).
 
-    def __init__(self, code: int, reason: str) -> None:
+    `retry_after` (seconds) becomes a Retry-After header where the backend can send one.
+    """
+
+    def __init__(self, code: int, reason: str, *, retry_after: int | None = None) -> None:
         super().__init__(f"{code} {reason}")
         self.code = code
         self.reason = reason
+        self.retry_after = retry_after
 
 
 @dataclass(frozen=True)
@@ -36,8 +40,20 @@ class CallInfo:
 class CallHandler(Protocol):
     """Implemented by the core's call manager."""
 
-    async def new_call(self, info: CallInfo, offer: SessionDescription) -> SessionDescription:
-        """Accept a call: return the SDP answer, or raise SignallingError(code, reason)."""
+    async def new_call(self, info: CallInfo,
+                       offer: SessionDescription | None) -> SessionDescription:
+        """Accept a call: return the SDP answer, or raise SignallingError(code, reason).
+
+        `offer` None is an INVITE without SDP (a late offer): the return value is then
+        the core's offer, and the answer comes to `complete_call` (from the ACK).
+        """
+        ...
+
+    async def complete_call(self, call_id: str, answer: SessionDescription) -> None:
+        """The answer to the offer `new_call` made for a late-offer INVITE (from its ACK).
+
+        Raises SignallingError when the answer is unusable: the backend ends the call.
+        """
         ...
 
     async def update_call(self, call_id: str, offer: SessionDescription) -> SessionDescription:

@@ -3,10 +3,21 @@
 Only what a voice bot needs is modelled as fields (origin, connection, media with
 payload types, rtpmap/fmtp, direction, ptime); every other line is kept verbatim
 so that a parsed description serializes back without losing information.
+
+`SdpError` (a ValueError) is the only exception `parse_sdp` raises for any text:
+numbers are ASCII decimals of bounded length (never `int()` on `²` or on 5000
+digits), RTP payload types are 0..127 (RFC 3550 5.1: 7 bits).
+
+`negotiate` refuses with 488 what the core cannot carry: no plain RTP/AVP(F) audio
+(SRTP, RTP/SAVP with a=crypto, is not supported), a connection address that is a
+hostname (never resolved: a DNS lookup has no place on the media path) or of the
+other IP family than the core's RTP address.
 """
 
 from __future__ import annotations
 
+import ipaddress
+import re
 import time
 from dataclasses import dataclass, field, replace
 
@@ -29,6 +40,11 @@ STATIC_PAYLOAD_TYPES: dict[int, tuple[str, int]] = {
 }
 TELEPHONE_EVENT = "telephone-event"
 MAX_SDP_CHARS = 16384
+MAX_PAYLOAD_TYPE = 127
+# The media transports the core speaks: plain RTP (AVPF is AVP plus feedback it may ignore).
+PLAIN_RTP = ("RTP/AVP", "RTP/AVPF")
+DTMF_PAYLOAD_TYPE = 101  # what the core offers for telephone-event (a late offer)
+_DECIMAL = re.compile(r"[0-9]{1,20}")
 
 
 class SdpError(ValueError):
@@ -76,7 +92,8 @@ class MediaDescription:
 
     @property
     def payload_types(self) -> list[int]:
-        return [int(f) for f in self.formats if f.isdigit()]
+        return [pt for f in self.formats
+                if (pt := _decimal(f)) is not None and pt <= MAX_PAYLOAD_TYPE]
 
     def codec_of(self, payload_type: int) -> RtpMap | None:
         """The rtpmap for a payload type, falling back to the static table (PT 0, 8, ...)."""
@@ -158,11 +175,23 @@ def _parse_connection(value: str, lineno: int) -> str:
     return parts[2].split("/")[0]
 
 
+def _decimal(text: str) -> int | None:
+    """ASCII digits only (at most 20): `str.isdigit()` and `int()` accept more than SDP does."""
+    return int(text) if _DECIMAL.fullmatch(text) else None
+
+
 def _parse_int(text: str, what: str, lineno: int) -> int:
-    try:
-        return int(text)
-    except ValueError:
-        raise SdpError(f"line {lineno}: {what} {text!r} is not an integer") from None
+    value = _decimal(text)
+    if value is None:
+        raise SdpError(f"line {lineno}: {what} {text[:30]!r} is not a decimal number")
+    return value
+
+
+def _parse_payload_type(text: str, lineno: int) -> int:
+    value = _parse_int(text, "payload type", lineno)
+    if value > MAX_PAYLOAD_TYPE:
+        raise SdpError(f"line {lineno}: payload type {value} is over {MAX_PAYLOAD_TYPE}")
+    return value
 
 
 def parse_sdp(text: str) -> SessionDescription:
@@ -212,6 +241,9 @@ def parse_sdp(text: str) -> SessionDescription:
             port = _parse_int(port_text, "media port", lineno)
             if not 0 <= port <= 65535:
                 raise SdpError(f"line {lineno}: media port {port} out of range")
+            if parts[2].upper().startswith("RTP/"):
+                for fmt in parts[3:]:
+                    _parse_payload_type(fmt, lineno)
             current = MediaDescription(parts[0], port, parts[2], parts[3:])
             sdp.media.append(current)
         elif kind == "a":
@@ -240,19 +272,20 @@ def _parse_attribute(sdp: SessionDescription, current: MediaDescription | None,
     if name == "rtpmap":
         pt_text, _, mapping = arg.partition(" ")
         pieces = mapping.strip().split("/")
-        if not pt_text.isdigit() or len(pieces) < 2 or not pieces[0]:
-            raise SdpError(f"line {lineno}: malformed rtpmap {value!r} "
+        if len(pieces) < 2 or not pieces[0]:
+            raise SdpError(f"line {lineno}: malformed rtpmap {value[:60]!r} "
                            "(expected 'rtpmap:<pt> <encoding>/<rate>')")
+        payload_type = _parse_payload_type(pt_text, lineno)
         channels = _parse_int(pieces[2], "channel count", lineno) if len(pieces) > 2 else None
-        current.rtpmap[int(pt_text)] = RtpMap(
+        current.rtpmap[payload_type] = RtpMap(
             pieces[0], _parse_int(pieces[1], "clock rate", lineno), channels)
     elif name == "fmtp":
         pt_text, _, params = arg.partition(" ")
-        if not pt_text.isdigit():
+        if _decimal(pt_text) is None:
             # Non-numeric formats (e.g. T.38) keep their fmtp verbatim.
             current.attributes.append(value)
             return
-        current.fmtp[int(pt_text)] = params.strip()
+        current.fmtp[_parse_payload_type(pt_text, lineno)] = params.strip()
     elif name == "ptime":
         current.ptime = _parse_int(arg.strip(), "ptime", lineno)
     else:
@@ -276,9 +309,10 @@ def negotiate(
 ) -> tuple[SessionDescription, NegotiatedMedia]:
     """Answer an offer: the first supported codec in the offer's order, DTMF echoed.
 
-    Raises SignallingError(488) when there is no usable audio stream or no common
-    codec. The first audio m-line with a non-zero port is accepted; any other
-    m-line is declined with port 0, as RFC 3264 requires.
+    Raises SignallingError(488) when there is no usable audio stream (plain RTP:
+    RTP/SAVP is refused), no usable address (see the module docstring) or no
+    common codec. The first such audio m-line is accepted; any other m-line is
+    declined with port 0, as RFC 3264 requires.
     """
     # Imported here: base.py imports this module for SessionDescription.
     from opensips_ai_core.signalling.base import SignallingError
@@ -286,15 +320,17 @@ def negotiate(
     wanted = {name.upper() for name in supported}
     chosen_index: int | None = None
     for index, media in enumerate(offer.media):
-        if media.media == "audio" and media.port != 0 and "RTP" in media.proto.upper():
+        if media.media == "audio" and media.port != 0 and media.proto.upper() in PLAIN_RTP:
             chosen_index = index
             break
     if chosen_index is None:
-        raise SignallingError(488, "Not Acceptable Here")
+        secure = any(m.media == "audio" and "SAVP" in m.proto.upper() for m in offer.media)
+        raise SignallingError(488, "Not Acceptable Here (SRTP is not supported)" if secure
+                              else "Not Acceptable Here")
     audio = offer.media[chosen_index]
     remote_ip = offer.connection_for(audio)
-    if not remote_ip:
-        raise SignallingError(488, "Not Acceptable Here")
+    if not remote_ip or not _same_family_address(remote_ip, local_ip):
+        raise SignallingError(488, "Not Acceptable Here (connection address)")
 
     codec_pt: int | None = None
     codec: RtpMap | None = None
@@ -334,6 +370,35 @@ def negotiate(
     negotiated = NegotiatedMedia(remote_ip, audio.port, codec.encoding.upper(), codec_pt,
                                  dtmf_pt, direction, ptime)
     return answer, negotiated
+
+
+def _same_family_address(address: str, local_ip: str) -> bool:
+    """An IP literal (not a hostname) of the local address's family."""
+    try:
+        remote = ipaddress.ip_address(address)
+    except ValueError:
+        return False
+    try:
+        return remote.version == ipaddress.ip_address(local_ip).version
+    except ValueError:
+        return True  # a local hostname cannot be checked: do not refuse for it
+
+
+def make_offer(local_ip: str, local_port: int, session_version: int = 1,
+               supported: tuple[str, ...] = ("PCMU", "PCMA"), *,
+               session_id: int | None = None, ptime: int = 20) -> SessionDescription:
+    """The core's own offer (for an INVITE without SDP, RFC 3261 13.2.1): G.711 and DTMF."""
+    static = {name: pt for pt, (name, _rate) in STATIC_PAYLOAD_TYPES.items()}
+    pts = [static[name.upper()] for name in supported]
+    audio = MediaDescription(
+        "audio", local_port, "RTP/AVP", [*map(str, pts), str(DTMF_PAYLOAD_TYPE)],
+        rtpmap={**{pt: RtpMap(STATIC_PAYLOAD_TYPES[pt][0], 8000) for pt in pts},
+                DTMF_PAYLOAD_TYPE: RtpMap(TELEPHONE_EVENT, 8000)},
+        fmtp={DTMF_PAYLOAD_TYPE: "0-15"}, ptime=ptime, direction="sendrecv")
+    return SessionDescription(
+        origin=Origin("opensips-ai", session_id if session_id is not None else int(time.time()),
+                      session_version, "IN", _addr_type(local_ip), local_ip),
+        session_name="opensips-ai-voice", connection=local_ip, media=[audio])
 
 
 def continue_session(previous: SessionDescription | None,

@@ -4,10 +4,16 @@ Tolerated: compact header names, folded (continuation) header lines, several
 values in one Via/Route/Record-Route/Contact line, LF-only line ends, no blank
 line after the headers of a body-less datagram. Refused with a `SipParseError`
 whose `kind` names the problem: oversized datagrams, binary garbage, a bad start
-line or header line, a missing mandatory header, a bad CSeq, and a
+line or header line, a SIP version other than 2.0 (`unsupported_version`, the
+transport answers 505), a missing mandatory header, a bad CSeq, and a
 Content-Length that is invalid, over the limit or longer than the datagram
 (RFC 3261 18.3). The error carries whatever headers were parsed so that the
 transport can still answer 400 when enough of them are present.
+
+`SipParseError` (a ValueError) is the only exception these functions raise for
+any input: numbers are read with `decimal`, which takes ASCII digits only (so
+neither `²` nor a 5000-digit string reaches `int()`). Method names are
+case-sensitive (RFC 3261 7.1): `options` is not OPTIONS.
 """
 
 from __future__ import annotations
@@ -34,6 +40,8 @@ CANONICAL = {name.lower(): name for name in (
 # Headers whose comma-separated values are separate entries (RFC 3261 7.3.1).
 MULTI_VALUE = {"Via", "Route", "Record-Route", "Contact"}
 TOKEN = re.compile(r"^[A-Za-z0-9\-.!%*_+`'~]+$")
+_VERSION = re.compile(r"SIP/[0-9]{1,3}\.[0-9]{1,3}", re.IGNORECASE)  # RFC 3261 7.1
+_DECIMAL = re.compile(r"[0-9]{1,10}")
 
 REASONS = {
     100: "Trying", 180: "Ringing", 200: "OK", 400: "Bad Request", 404: "Not Found",
@@ -41,7 +49,8 @@ REASONS = {
     420: "Bad Extension", 480: "Temporarily Unavailable",
     481: "Call/Transaction Does Not Exist", 486: "Busy Here", 487: "Request Terminated",
     488: "Not Acceptable Here", 491: "Request Pending", 500: "Server Internal Error",
-    501: "Not Implemented", 503: "Service Unavailable", 513: "Message Too Large",
+    501: "Not Implemented", 503: "Service Unavailable", 505: "Version Not Supported",
+    513: "Message Too Large",
     603: "Decline",
 }
 
@@ -139,14 +148,23 @@ def split_values(value: str) -> list[str]:
     return [p for p in parts if p]
 
 
+def decimal(text: str) -> int | None:
+    """A non-negative decimal of ASCII digits (at most 10 of them), else None.
+
+    `str.isdigit()` accepts `²` and other Unicode digits that `int()` refuses, and
+    `int()` refuses more than 4300 digits: neither may turn into an exception here.
+    """
+    return int(text) if _DECIMAL.fullmatch(text) else None
+
+
 def parse_cseq(value: str) -> tuple[int, str]:
     parts = value.split()
-    if len(parts) != 2 or not parts[0].isdigit() or not TOKEN.match(parts[1]):
+    number = decimal(parts[0]) if len(parts) == 2 else None
+    if number is None or not TOKEN.match(parts[1]):
         raise SipParseError("bad_cseq", f"CSeq {value[:60]!r} is not '<number> <method>'")
-    number = int(parts[0])
     if number >= 2**31:
         raise SipParseError("bad_cseq", f"CSeq number {number} is over 2**31")
-    return number, parts[1].upper()
+    return number, parts[1]
 
 
 def _split_head(data: bytes) -> tuple[bytes, bytes]:
@@ -175,8 +193,12 @@ def parse_message(data: bytes, max_size: int = MAX_MESSAGE_SIZE) -> SipMessage:
         lines.pop(0)  # RFC 3261 7.5: ignore CRLFs before the start line (keep-alives)
     if not lines:
         raise SipParseError("empty", "no start line")
-    message = _parse_start_line(lines[0])
+    message, version = _parse_start_line(lines[0])
     _parse_headers(message, lines[1:])
+    if version.upper() != SIP_VERSION:
+        # Parsed on so that the transport can answer 505 (RFC 3261 8.2.6 / 21.5.7).
+        raise SipParseError("unsupported_version", f"{version[:20]} is not {SIP_VERSION}",
+                            message)
     for name in MANDATORY_HEADERS:
         if message.get(name) is None:
             raise SipParseError("missing_header", f"no {name} header", message)
@@ -188,11 +210,10 @@ def parse_message(data: bytes, max_size: int = MAX_MESSAGE_SIZE) -> SipMessage:
     if length_text is None:
         message.body = rest  # allowed over UDP: the body is the rest of the datagram
         return message
-    length_text = length_text.strip()
-    if not length_text.isdigit():
+    length = decimal(length_text.strip())
+    if length is None:
         raise SipParseError("bad_content_length", f"Content-Length {length_text[:20]!r}",
                             message)
-    length = int(length_text)
     if length > max_size:
         raise SipParseError("content_length_too_large",
                             f"Content-Length {length} over the {max_size} limit", message)
@@ -211,16 +232,19 @@ def _checked_cseq(message: SipMessage) -> tuple[int, str]:
         raise
 
 
-def _parse_start_line(line: str) -> SipMessage:
+def _parse_start_line(line: str) -> tuple[SipMessage, str]:
+    """The message with its start line filled in, and the request's SIP version."""
     if line.startswith(SIP_VERSION + " "):
         parts = line.split(" ", 2)
-        if len(parts) < 2 or not parts[1].isdigit() or len(parts[1]) != 3:
+        status = decimal(parts[1]) if len(parts) >= 2 and len(parts[1]) == 3 else None
+        if status is None or status < 100:
             raise SipParseError("bad_start_line", f"status line {line[:60]!r}")
-        return SipMessage(status=int(parts[1]), reason=parts[2] if len(parts) > 2 else "")
+        return SipMessage(status=status, reason=parts[2] if len(parts) > 2 else ""), SIP_VERSION
     parts = line.split(" ")
-    if len(parts) != 3 or parts[2] != SIP_VERSION or not TOKEN.match(parts[0]) or not parts[1]:
+    if len(parts) != 3 or not _VERSION.fullmatch(parts[2]) or not TOKEN.match(parts[0]) \
+            or not parts[1]:
         raise SipParseError("bad_start_line", f"request line {line[:60]!r}")
-    return SipMessage(method=parts[0].upper(), uri=parts[1])
+    return SipMessage(method=parts[0], uri=parts[1]), parts[2]
 
 
 def _parse_headers(message: SipMessage, lines: list[str]) -> None:
@@ -254,7 +278,7 @@ def _try_partial(data: bytes) -> SipMessage | None:
     head, _ = _split_head(data)
     try:
         lines = head.decode("utf-8").replace("\r\n", "\n").split("\n")
-        message = _parse_start_line(lines[0])
+        message, _version = _parse_start_line(lines[0])
         # The last line may be cut in the middle: leave it out.
         _parse_headers(message, lines[1:-1])
         return message
@@ -325,9 +349,10 @@ def split_host_port(text: str) -> tuple[str, int | None]:
     else:
         host, _, port_text = text.partition(":")
     if port_text:
-        if not port_text.isdigit() or not 0 < int(port_text) < 65536:
+        port = decimal(port_text)
+        if port is None or not 0 < port < 65536:
             raise SipParseError("bad_via", f"port {port_text[:10]!r}")
-        return host, int(port_text)
+        return host, port
     return host, None
 
 

@@ -77,6 +77,7 @@ class Dialog:
     confirmed: asyncio.Event = field(default_factory=asyncio.Event)
     handler_task: asyncio.Task[None] | None = None
     local_sdp: SessionDescription | None = None
+    awaiting_answer: bool = False    # a late offer: our offer went in the 200, the ACK answers
 
 
 def new_tag() -> str:

@@ -8,17 +8,23 @@ this module does:
 
 - INVITE → 100 Trying → `CallHandler.new_call` → 200 OK (To-tag, Contact,
   Record-Route copied, SDP answer), retransmitted T1, 2*T1 … T2 until the ACK;
-  after 64*T1 without ACK the call is ended with a BYE.
+  after 64*T1 without ACK the call is ended with a BYE. An INVITE without a body
+  is a late offer: the 200 carries the core's offer and the ACK the answer
+  (`complete_call`); an ACK without a usable answer ends the call with a BYE.
+- A final non-2xx response to an INVITE is retransmitted (Timer G) until its ACK
+  or 64*T1 (Timer H); the transaction is then freed (after Timer I).
 - Retransmitted requests get the last response again (server transactions keyed by
   Via branch, sent-by and method).
 - CANCEL → 200 + 487 for the INVITE; BYE → 200; OPTIONS → 200 with Allow/Accept;
   re-INVITE → `update_call` → 200 with the new SDP; unknown dialog → 481; known but
-  unsupported methods → 405 with Allow; unknown method names → 501.
+  unsupported methods → 405 with Allow; unknown method names → 501 (names are
+  case-sensitive: `options` is unknown); a SIP version other than 2.0 → 505.
 - Responses go where RFC 3261 18.2.2 / RFC 3581 say (rport → the source address).
 - `hangup(call_id)` sends an in-dialog BYE (route set, next CSeq) and waits for its
   final response (200, 481) or the 64*T1 timeout.
-- Malformed datagrams are counted per kind in `stats`, logged once per kind,
-  answered 400 (513 when oversized) when enough headers are there, dropped otherwise.
+- Malformed datagrams are counted per kind in `stats`, logged once per kind (one
+  line, no traceback), answered 400 (513 when oversized, 505 for another SIP
+  version) when enough headers are there, dropped otherwise.
 
 `end_call` is called when the far end ends the call (BYE, CANCEL, no ACK), not
 for calls the bot ends with `hangup`.
@@ -169,6 +175,14 @@ class DirectSipBackend:
             if error.partial is None:
                 error.partial = message  # well-formed enough to answer 400 to the source
             self._on_malformed(error, source)
+        except Exception as error:  # a bug must cost one datagram, not the socket or a log flood
+            kind = f"handler:{type(error).__name__}"
+            self.stats.malformed[kind] = self.stats.malformed.get(kind, 0) + 1
+            first = kind not in self._logged_kinds
+            self._logged_kinds.add(kind)
+            log.log(logging.ERROR if first else logging.DEBUG,
+                    "SIP from %s:%d not handled: %s: %s", source[0], source[1],
+                    type(error).__name__, str(error)[:200], exc_info=not first)
 
     def _on_malformed(self, error: SipParseError, source: Address) -> None:
         self.stats.malformed[error.kind] = self.stats.malformed.get(error.kind, 0) + 1
@@ -184,7 +198,7 @@ class DirectSipBackend:
         if not answerable or partial is None:
             self.stats.malformed_dropped += 1
             return
-        code = 513 if error.kind == "oversized" else 400
+        code = {"oversized": 513, "unsupported_version": 505}.get(error.kind, 400)
         response = self._response(partial, code, source, extra=[
             ("Warning", f'399 {self.public_ip} "{error.kind}: {error.detail[:80]}"')])
         self._send(response.to_bytes(), self._reply_address(partial, source))
@@ -242,15 +256,18 @@ class DirectSipBackend:
         if request.get("Require"):
             self._reply(transaction, 420, extra=[("Unsupported", request.get("Require") or "")])
             return
-        offer = self._offer_of(transaction)
-        if offer is None:
-            return
+        offer: SessionDescription | None = None
+        if request.body.strip():
+            offer = self._offer_of(transaction)
+            if offer is None:
+                return
+        # else: no body at all, a late offer (RFC 3261 13.2.1): ours goes in the 200.
         dialog = Dialog(
             call_id=call_id, local_tag=new_tag(), remote_tag=tag_of(request.get("From")) or "",
             local_uri="", remote_uri=request.get("From") or "",
             remote_target=header_uri(request.get("Contact") or request.get("From") or ""),
             route_set=request.get_all("Record-Route"), remote_cseq=request.cseq[0],
-            invite_key=transaction.key, source=source,
+            invite_key=transaction.key, source=source, awaiting_answer=offer is None,
         )
         dialog.local_uri = f"{request.get('To')};tag={dialog.local_tag}"
         self._dialogs[call_id] = dialog
@@ -279,12 +296,14 @@ class DirectSipBackend:
             return None
 
     async def _answer_call(self, dialog: Dialog, transaction: ServerTransaction,
-                           info: CallInfo, offer: SessionDescription) -> None:
+                           info: CallInfo, offer: SessionDescription | None) -> None:
         assert self._handler is not None
         try:
             answer = await self._handler.new_call(info, offer)
         except SignallingError as error:
-            self._reject(dialog, transaction, error.code, error.reason)
+            extra = [("Retry-After", str(error.retry_after))] \
+                if error.retry_after is not None else []
+            self._reject(dialog, transaction, error.code, error.reason, extra)
             return
         except asyncio.CancelledError:
             raise
@@ -299,17 +318,15 @@ class DirectSipBackend:
         self._send_2xx(dialog, transaction, answer)
 
     def _reject(self, dialog: Dialog, transaction: ServerTransaction, code: int,
-                reason: str) -> None:
+                reason: str, extra: Iterable[tuple[str, str]] = ()) -> None:
         self._dialogs.pop(dialog.call_id, None)
         dialog.state = "terminated"
-        self._final_non_2xx(transaction, code, reason, dialog.local_tag)
+        self._reply(transaction, code, reason=reason, to_tag=dialog.local_tag, extra=extra)
 
     def _final_non_2xx(self, transaction: ServerTransaction, code: int, reason: str | None,
                        to_tag: str | None) -> None:
-        """Send a final error response and retransmit it (Timer G) until the ACK (Timer H)."""
+        """Send a final error response; `_reply` retransmits it (Timer G) until the ACK."""
         self._reply(transaction, code, reason=reason, to_tag=to_tag)
-        transaction.retransmitter = self._tasks.spawn(
-            self._retransmit(transaction, on_timeout=None))
 
     def _send_2xx(self, dialog: Dialog, transaction: ServerTransaction,
                   answer: SessionDescription) -> None:
@@ -375,8 +392,32 @@ class DirectSipBackend:
                         and transaction.request.method == "INVITE"
                         and transaction.request.cseq[0] == request.cseq[0]):
                     transaction.acked.set()
+            if dialog.awaiting_answer:
+                dialog.awaiting_answer = False
+                self._tasks.spawn(self._complete_call(dialog, request))
         else:
             self.stats.retransmissions_absorbed += 1  # a retransmitted ACK
+
+    async def _complete_call(self, dialog: Dialog, ack: SipMessage) -> None:
+        """A late offer's answer, from the ACK; without a usable one the call ends (BYE)."""
+        assert self._handler is not None
+        try:
+            if not ack.body.strip():
+                raise SignallingError(488, "no SDP answer in the ACK")
+            answer = parse_sdp(ack.body.decode("utf-8"))
+            await self._handler.complete_call(dialog.call_id, answer)
+            return
+        except (SdpError, UnicodeDecodeError, SignallingError) as error:
+            log.warning("late offer of %s: unusable answer in the ACK (%s): ending the call",
+                        dialog.call_id, error)
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            log.exception("complete_call failed for %s", dialog.call_id)
+        if self._dialogs.get(dialog.call_id) is not dialog:
+            return
+        await self._notify_end(dialog, "no usable SDP answer")
+        await self._send_bye(dialog)
 
     # ---- CANCEL -------------------------------------------------------------------------
 
@@ -446,8 +487,6 @@ class DirectSipBackend:
             return
         offer = self._offer_of(transaction)
         if offer is None:
-            transaction.retransmitter = self._tasks.spawn(
-                self._retransmit(transaction, on_timeout=None))
             return
         dialog.handler_task = self._tasks.spawn(self._update_call(dialog, transaction, offer))
 
@@ -531,7 +570,7 @@ class DirectSipBackend:
             else dialog.remote_target
         try:
             destination = await self._resolve(uri_host_port(destination_uri))
-        except (OSError, SipParseError) as error:
+        except (OSError, ValueError) as error:  # SipParseError and UnicodeError are ValueErrors
             log.warning("BYE for %s: cannot resolve %s (%s); using the INVITE's source",
                         dialog.call_id, destination_uri, error)
             destination = dialog.source
@@ -666,6 +705,10 @@ class DirectSipBackend:
             transaction.final_code = code
         transaction.last_response = data
         self._send(data, transaction.reply_to)
+        if code >= 300 and request.method == "INVITE" and transaction.retransmitter is None:
+            # Timer G until the ACK, Timer H gives up; then the transaction is freed.
+            transaction.retransmitter = self._tasks.spawn(
+                self._retransmit(transaction, on_timeout=None))
 
     def _send(self, data: bytes, destination: Address) -> None:
         if self._transport is None:
