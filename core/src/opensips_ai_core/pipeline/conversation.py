@@ -62,8 +62,7 @@ class Call:
         self.dialogue = History(bot.system_prompt, bot.max_history_turns)
         self.generation = Generation(info.call_id, services.llm, services.tts, bot)
         self.replies = Replies(info.call_id, media, self.dialogue, self.generation, bot,
-                               on_goodbye=lambda: self._spawn(self.end_by_bot("goodbye"),
-                                                              "hangup"))
+                               on_goodbye=self._goodbye)
         self.recognition = Recognition(info.call_id, services.asr, bot, self)
         self.dtmf = DtmfCollector(info.call_id, bot.dtmf_flush_s, self._dtmf_entry)
         self.limits = CallLimits(info.call_id, bot, bot_is_talking=self.bot_is_talking,
@@ -123,6 +122,9 @@ class Call:
         await self.recognition.close()
         # Never cancel the task we run in (the bot's own hang-up comes from a call task).
         await self._tasks.cancel_all(keep=asyncio.current_task())
+
+    def _goodbye(self) -> None:
+        self._spawn(self.end_by_bot("goodbye"), "hangup")
 
     async def end_by_bot(self, why: str) -> None:
         """Hang up once the last queued audio has played."""

@@ -11,6 +11,7 @@ trace in the history. (LiveKit Agents calls this preemptive generation.)
 from __future__ import annotations
 
 import asyncio
+import functools
 from collections.abc import Callable
 
 from opensips_ai_core import metrics
@@ -57,7 +58,7 @@ class Replies:
         turn = Turn(self.call_id, self.media, timer, messages=self.history.for_llm())
         self.current = turn
         if fixed_text is not None:
-            turn.start(lambda t: self.generation.say(t, fixed_text), self._ended)
+            turn.start(functools.partial(self.generation.say, text=fixed_text), self._ended)
         else:
             turn.start(self.generation.reply, self._ended)
         return turn
