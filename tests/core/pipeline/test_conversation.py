@@ -31,6 +31,7 @@ from tests.core.pipeline.fakes import (
     fake_services,
     rpc_error,
 )
+from voiceai.asr.v1 import asr_pb2
 
 pytestmark = [pytest.mark.timeout(20)]
 
@@ -451,3 +452,18 @@ async def test_snapshot_describes_the_call(make_call) -> None:
     assert snap["turns"] == 2 and snap["bot_talking"] is True
     assert snap["history"][-1] == {"role": "assistant",
                                    "content": "You said what is my balance. Anything else?"}
+
+
+async def test_speech_end_is_the_asrs_audio_offset_on_the_arrival_clock(make_call) -> None:
+    h = make_call()
+    await h.greeted()
+    h.asr.stream.epoch = time.perf_counter() - 2.0  # the stream's audio began 2 s ago
+    await h.asr.stream.on_response(asr_pb2.RecognizeResponse(final=asr_pb2.Transcript(
+        text="what is my balance", audio_end_s=1.5)))
+    timer = h.call.turn.timer
+    assert timer.speech_end == pytest.approx(h.asr.stream.epoch + 1.5)
+    assert timer.speech_end < timer.asr_final
+    await h.call.turn.wait_for_work()
+    h.call.on_first_packet()
+    assert timer.first_rtp is not None
+    assert set(timer.breakdown_ms()) >= {"asr_final", "tts_first_audio", "first_rtp"}
