@@ -14,4 +14,4 @@ source "$(dirname "$0")/lib/common.sh"
 case "${1:-}" in
   -h|--help|"") usage_from_header "$0"; [ -n "${1:-}" ] && exit 0 || exit 2 ;;
 esac
-exec "$ROOT/scripts/devstack/pyrun" -m opensips_ai_core.devtools.call "$@"
+exec "$ROOT/scripts/devstack/pyrun" -m opensips_ai_core.devtools.dial "$@"

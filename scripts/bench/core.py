@@ -31,11 +31,9 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 
-from opensips_ai_core.devtools.caller import (  # noqa: E402
+from opensips_ai_core.devtools.sip_uac import SipCaller, make_sdp, parse_media_address  # noqa: E402
+from opensips_ai_core.devtools.softphone import (  # noqa: E402
     RtpPeer,
-    SipCaller,
-    make_sdp,
-    parse_media_address,
     speak_and_listen,
     synthesize,
 )

@@ -13,12 +13,10 @@ import time
 import numpy as np
 import pytest
 
-from opensips_ai_core.devtools.caller import (
+from opensips_ai_core.devtools.sip_uac import SipCaller, make_sdp, parse_media_address
+from opensips_ai_core.devtools.softphone import (
     SPEECH_RMS,
     RtpPeer,
-    SipCaller,
-    make_sdp,
-    parse_media_address,
     rms,
     speak_and_listen,
 )

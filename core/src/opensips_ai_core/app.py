@@ -12,7 +12,7 @@ from opensips_ai_core.grpc_clients.llm import LlmClient
 from opensips_ai_core.grpc_clients.tts import TtsClient
 from opensips_ai_core.http import HttpServer
 from opensips_ai_core.media.ports import RtpPortAllocator
-from opensips_ai_core.pipeline.call import Services
+from opensips_ai_core.pipeline.protocols import Services
 from opensips_ai_core.signalling.base import SignallingBackend
 from voice_common import get_development_logger
 from voice_common.paths import watch_paths

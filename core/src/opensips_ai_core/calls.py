@@ -25,7 +25,7 @@ from opensips_ai_core import metrics
 from opensips_ai_core.config import BotConfig, CoreSettings
 from opensips_ai_core.media.ports import RtpPortAllocator, RtpPortsExhaustedError
 from opensips_ai_core.media.session import RtpSession
-from opensips_ai_core.pipeline.call import Call, Services
+from opensips_ai_core.pipeline.conversation import Call, Services
 from opensips_ai_core.signalling.base import CallInfo, SignallingBackend, SignallingError
 from opensips_ai_core.signalling.sdp import (
     NegotiatedMedia,

@@ -9,7 +9,7 @@ import time
 
 import pytest
 
-from opensips_ai_core.devtools.caller import RtpPeer
+from opensips_ai_core.devtools.softphone import RtpPeer
 from opensips_ai_core.media.rtp import RtpPacket
 
 pytestmark = pytest.mark.skipif(sys.platform != "linux", reason="SIOCGSTAMPNS is Linux's")

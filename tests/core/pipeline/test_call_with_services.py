@@ -16,7 +16,9 @@ from opensips_ai_core.grpc_clients.llm import LlmClient
 from opensips_ai_core.grpc_clients.tts import TtsClient
 from opensips_ai_core.media.ports import RtpPortAllocator
 from opensips_ai_core.media.session import RtpSession
-from opensips_ai_core.pipeline.call import TRUNCATED, Call, Services
+from opensips_ai_core.pipeline.conversation import Call
+from opensips_ai_core.pipeline.history import TRUNCATED
+from opensips_ai_core.pipeline.protocols import Services
 from opensips_ai_core.signalling.base import CallInfo
 from tests.support.stack import free_rtp_range, service
 from voiceai.asr.v1 import asr_pb2
@@ -134,14 +136,14 @@ async def test_reply_prepared_at_a_pause_is_held_then_played_when_the_final_agre
     async with open_call(ai, ai.llm.target, BotConfig(greeting="Hi.")) as (call, media):
         await greeted(call)
         history = list(call.history)
-        await call._on_asr(pause("what is my balance"))
+        await call.recognition.on_response(pause("what is my balance"))
         prepared = call.prepared
         assert prepared is not None and prepared.held
         # LLM and TTS run to the end, but nothing is heard or recorded before the final.
         await wait_for(prepared.task.done, 30, "the prepared reply")
         assert prepared.held_audio and not media.is_speaking
         assert call.history == history
-        await call._on_asr(final("What is my  balance"))
+        await call.recognition.on_response(final("What is my  balance"))
         assert call.prepared is None and call.turn is prepared and not prepared.held
         assert media.is_speaking
         assert call.history[-2:] == [("user", "What is my  balance"),
@@ -156,9 +158,9 @@ async def test_reply_prepared_at_a_pause_is_held_then_played_when_the_final_agre
 async def test_prepared_reply_is_dropped_when_the_final_differs(ai):
     async with open_call(ai, ai.llm.target, BotConfig(greeting="Hi.")) as (call, _media):
         await greeted(call)
-        await call._on_asr(pause("what is my balance"))
+        await call.recognition.on_response(pause("what is my balance"))
         prepared = call.prepared
-        await call._on_asr(final("i lost my card"))
+        await call.recognition.on_response(final("i lost my card"))
         await asyncio.gather(prepared.task, return_exceptions=True)
         assert prepared.discarded and call.turn is not prepared
         await wait_for(call.turn.task.done, 30, "the reply to the final")
@@ -171,13 +173,13 @@ async def test_prepared_reply_is_dropped_when_the_final_differs(ai):
 async def test_prepared_reply_is_dropped_when_the_caller_speaks_on(ai):
     async with open_call(ai, ai.llm.target, BotConfig(greeting="Hi.")) as (call, media):
         await greeted(call)
-        await call._on_asr(pause("hello"))
+        await call.recognition.on_response(pause("hello"))
         first = call.prepared
-        await call._on_asr(partial("hello"))  # the same words again: kept
+        await call.recognition.on_response(partial("hello"))  # the same words again: kept
         assert call.prepared is first
-        await call._on_asr(partial("hello i need help"))
+        await call.recognition.on_response(partial("hello i need help"))
         assert call.prepared is None and first.discarded
-        await call._on_asr(pause("hello i need help"))
+        await call.recognition.on_response(pause("hello i need help"))
         assert call.prepared is not None and call.prepared is not first
         await asyncio.gather(first.task, return_exceptions=True)
         assert (not media.is_speaking and first.held_audio == []) or not media.is_speaking

@@ -36,12 +36,14 @@ class TurnTimer:
         (ASR final -> first delta, less the LLM service's own time to first token)
         + (first TTS audio, or the final if that came later -> first RTP packet).
         """
-        if None in (self.asr_final, self.llm_first_token, self.tts_request,
-                    self.tts_first_audio, self.first_rtp, self.llm_server_ttft_ms):
+        final, first_token, audio = self.asr_final, self.llm_first_token, self.tts_first_audio
+        first_rtp, server_ttft = self.first_rtp, self.llm_server_ttft_ms
+        if (final is None or first_token is None or self.tts_request is None or audio is None
+                or first_rtp is None or server_ttft is None):
             return None
-        llm_wait = (self.llm_first_token - self.asr_final) * 1000 - self.llm_server_ttft_ms
+        llm_wait = (first_token - final) * 1000 - server_ttft
         # A reply prepared at a pause has its audio before the final: it may play from then.
-        playout = (self.first_rtp - max(self.tts_first_audio, self.asr_final)) * 1000
+        playout = (first_rtp - max(audio, final)) * 1000
         return max(0.0, llm_wait) + playout
 
     def breakdown_ms(self) -> dict[str, float]:

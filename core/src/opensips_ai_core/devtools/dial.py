@@ -1,4 +1,4 @@
-"""`python -m opensips_ai_core.devtools.call "what is my balance"`: one real test call.
+"""`python -m opensips_ai_core.devtools.dial "what is my balance"`: one real test call.
 
 Speaks the text as the caller (made by the TTS service), records the bot's reply,
 prints its transcript (by the ASR service) and the turn latency. Used by
@@ -13,11 +13,9 @@ import os
 import sys
 import time
 
-from opensips_ai_core.devtools.caller import (
+from opensips_ai_core.devtools.sip_uac import SipCaller, make_sdp, parse_media_address
+from opensips_ai_core.devtools.softphone import (
     RtpPeer,
-    SipCaller,
-    make_sdp,
-    parse_media_address,
     speak_and_listen,
     synthesize,
     transcribe,
