@@ -261,10 +261,15 @@ class PocketsphinxStream(EngineStream):
         events.append(RecognitionEvent(EventKind.SPEECH_END, start_s=end, end_s=end))
 
     def _words(self, utterance_start_s: float) -> tuple[Word, ...]:
+        """The final's word timings; none when the decoder has no segmentation (a grammar
+        that did not reach its end state: the final is then the last partial hypothesis)."""
+        segments = self._decoder.seg()
+        if segments is None:
+            return ()
         words = []
-        for seg in self._decoder.seg():
-            if seg.word.startswith(("<", "[")):
-                continue  # silence, sentence marks, noise
+        for seg in segments:
+            if seg.word.startswith(("<", "[", "(")):
+                continue  # silence, sentence marks, noise, a grammar's (NULL) transitions
             words.append(Word(
                 ALTERNATE_SUFFIX.sub("", seg.word),
                 utterance_start_s + seg.start_frame / FRAMES_PER_SECOND,
