@@ -9,6 +9,11 @@ from __future__ import annotations
 
 import grpc
 
+from opensips_ai_core.grpc_clients import status_fix
+
+# Every channel of the core opens here: the services' own status, never grpcio's INTERNAL.
+status_fix.install()
+
 RETRYABLE = frozenset({grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED,
                        grpc.StatusCode.ABORTED})
 
