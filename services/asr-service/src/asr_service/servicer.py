@@ -42,6 +42,10 @@ SPEECH_EVENTS = {
 }
 
 
+class IdleStreamError(Exception):
+    """A stream sent nothing for ASR_IDLE_TIMEOUT_S (answered DEADLINE_EXCEEDED)."""
+
+
 class RecognizerServicer(asr_pb2_grpc.RecognizerServicer):
     def __init__(self, engine: Engine, settings: AsrSettings) -> None:
         self.engine = engine
@@ -75,7 +79,11 @@ class RecognizerServicer(asr_pb2_grpc.RecognizerServicer):
         self.active_streams += 1
         session: RecognizerStream | None = None
         try:
-            first = await anext(aiter(request_iterator), None)
+            requests = aiter(request_iterator)
+            try:
+                first = await self._next_request(requests)
+            except IdleStreamError as err:
+                await context.abort(grpc.StatusCode.DEADLINE_EXCEEDED, str(err))
             if first is None:
                 return
             try:
@@ -107,7 +115,7 @@ class RecognizerServicer(asr_pb2_grpc.RecognizerServicer):
                 await context.abort(grpc.StatusCode.INVALID_ARGUMENT,
                                     f"the phrase list cannot be compiled by {self.engine.name}: "
                                     f"{err}")
-            async for audio in self._audio_batches(request_iterator, context, options):
+            async for audio in self._audio_batches(requests, context, options):
                 try:
                     events, processing_ms = await session.accept(audio)
                 except WorkerUnavailableError as err:
@@ -138,7 +146,7 @@ class RecognizerServicer(asr_pb2_grpc.RecognizerServicer):
 
         async def read() -> None:
             try:
-                async for request in requests:
+                while (request := await self._next_request(requests)) is not None:
                     kind = request.WhichOneof("request")
                     if kind == "config":
                         raise InvalidRequestError("a second StreamingConfig was sent: only "
@@ -159,6 +167,8 @@ class RecognizerServicer(asr_pb2_grpc.RecognizerServicer):
             while item is not None:
                 if isinstance(item, InvalidRequestError):
                     await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(item))
+                if isinstance(item, IdleStreamError):
+                    await context.abort(grpc.StatusCode.DEADLINE_EXCEEDED, str(item))
                 if isinstance(item, BaseException):
                     raise item
                 batch = bytearray(item)
@@ -176,6 +186,21 @@ class RecognizerServicer(asr_pb2_grpc.RecognizerServicer):
                     item = await queue.get()
         finally:
             reader.cancel()
+
+    async def _next_request(self, requests: AsyncIterator[asr_pb2.RecognizeRequest]
+                            ) -> asr_pb2.RecognizeRequest | None:
+        """The stream's next request, None at its end; IdleStreamError when none comes
+        within ASR_IDLE_TIMEOUT_S."""
+        idle = self.settings.idle_timeout_s
+        try:
+            async with asyncio.timeout(idle or None):
+                return await anext(requests)
+        except StopAsyncIteration:
+            return None
+        except TimeoutError:
+            raise IdleStreamError(
+                f"nothing received for {idle:g} s (ASR_IDLE_TIMEOUT_S): the stream is closed "
+                f"so that it does not hold a stream slot; open a new one") from None
 
     def _responses(self, events: Iterable[RecognitionEvent],
                    processing_ms: float) -> Iterable[asr_pb2.RecognizeResponse]:
