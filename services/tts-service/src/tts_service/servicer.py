@@ -13,10 +13,10 @@ import numpy as np
 
 from tts_service.audio import split_chunks, to_pcm16
 from tts_service.engines import Engine, SynthesisError
-from tts_service.sentences import has_speakable, split_first_clause, split_sentences
 from tts_service.voices import VoiceCatalog
 from voice_common.devlogger import DevelopmentLogger
 from voice_common.logs import call_id_var
+from voice_common.sentences import has_speakable, split_first_clause, split_sentences
 from voiceai.tts.v1 import tts_pb2, tts_pb2_grpc
 
 log = logging.getLogger("tts_service.servicer")
