@@ -43,9 +43,11 @@ class AsrClient:
         await self.channel.close()
 
 
-# Audio goes to ASR in chunks of at least 40 ms (two RTP frames): each gRPC message
-# holds the GIL for a while, and at one message per frame they were the core's largest
-# cost with ten calls (profiled). The recognizer hears it at most 20 ms later.
+# The core owns the size of the chunks on the wire, and only that (the ASR engines frame
+# the audio for their decoders whatever its chunking): at least 40 ms (two RTP frames),
+# since each gRPC message holds the GIL for a while, and at one message per frame they
+# were the core's largest cost with ten calls (profiled). The recognizer hears it at
+# most 20 ms later.
 MIN_CHUNK_S = 0.04
 # ... and of at most 100 ms: joined small frames, split large parts. 100 ms is 3200 bytes
 # at 16 kHz, far under the contract's 32000-byte limit whatever the RTP packet size.

@@ -31,7 +31,7 @@ log = logging.getLogger("asr_service.servicer")
 results_log = get_development_logger("asr_service.results")
 
 # Audio chunks read ahead of the engine (flow control stays with gRPC beyond that), and
-# the most audio handed to the engine at once.
+# the most audio handed to the engine at once when a backlog is joined.
 QUEUED_CHUNKS = 64
 MAX_BATCH_S = 0.5
 
@@ -137,11 +137,12 @@ class RecognizerServicer(asr_pb2_grpc.RecognizerServicer):
     async def _audio_batches(self, requests: AsyncIterator[asr_pb2.RecognizeRequest],
                              context: grpc.aio.ServicerContext,
                              options: StreamOptions) -> AsyncIterator[bytes]:
-        """The stream's audio, each request validated. Chunks that arrived while the
-        engine was busy come out as one batch (up to MAX_BATCH_S): one engine call and one
-        worker round trip instead of one per 20 ms chunk, which cost as much CPU as the
-        decoding itself for a client sending faster than real time. A live call's chunks
-        arrive one at a time and pass through unchanged."""
+        """The stream's audio, each request validated, in arrival order and never cut:
+        framing is the engine's job (engines/base.py). Chunks that arrived while the
+        engine was busy are joined into one engine call (up to MAX_BATCH_S): one worker
+        round trip instead of one per chunk, which cost as much CPU as the decoding
+        itself for a client sending faster than real time. A live call's chunks arrive
+        one at a time and pass through unchanged."""
         queue: asyncio.Queue[bytes | BaseException | None] = asyncio.Queue(QUEUED_CHUNKS)
 
         async def read() -> None:
