@@ -19,12 +19,12 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 from pydantic_settings import SettingsConfigDict
 
-from voice_common.config import CONFIG_ERROR_EXIT, ExistingPath, ServiceSettings
+from voice_common.config import CONFIG_ERROR_EXIT, ExistingPath, ProcessSettings
 
 DEFAULT_BOT_CONFIG = Path(__file__).resolve().parents[2] / "bot.toml"
 
 
-class CoreSettings(ServiceSettings):
+class CoreSettings(ProcessSettings):
     model_config = SettingsConfigDict(env_prefix="CORE_", extra="ignore", frozen=True,
                                       title="opensips-ai-core")
 

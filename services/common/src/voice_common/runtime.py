@@ -33,7 +33,7 @@ import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_health.v1.health import aio as health_aio
 
-from voice_common.config import ServiceSettings
+from voice_common.config import ProcessSettings, ServiceSettings
 from voice_common.logs import configure_logging
 
 if TYPE_CHECKING:
@@ -301,7 +301,7 @@ class GrpcServiceRuntime:
         await self._stop_servers(0)
 
 
-def setup_logging(settings: ServiceSettings, service: str) -> None:
+def setup_logging(settings: ProcessSettings, service: str) -> None:
     configure_logging(
         service, development=settings.development_mode, level=settings.effective_log_level()
     )
@@ -338,7 +338,7 @@ def fast_exit(code: int) -> None:
     os._exit(code)
 
 
-def apply_nice(settings: ServiceSettings, name: str) -> None:
+def apply_nice(settings: ProcessSettings, name: str) -> None:
     """`<PREFIX>_NICE`: lower the process's priority. Call it before any thread or worker
     process starts: they inherit it."""
     if settings.nice:
