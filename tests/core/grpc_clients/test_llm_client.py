@@ -46,7 +46,7 @@ def test_a_request_during_warm_up_waits_for_the_answer(tmp_path: Path,
         finally:
             await client.close()
 
-    caplog.set_level(logging.INFO, logger="grpc_clients.channel")
+    caplog.set_level(logging.INFO, logger="opensips_ai_core.grpc_clients.channel")
     with running(python_module("llm_service"), env, tmp_path / "llm.log") as proc:
         # Sent as soon as the port answers, while the model is still loading.
         seen = wait_until(lambda: (s := health_status(target)) in ("NOT_SERVING", "SERVING")

@@ -37,7 +37,7 @@ def test_a_sentence_sent_while_voices_load_is_spoken(tmp_path: Path,
         finally:
             await client.close()
 
-    caplog.set_level(logging.INFO, logger="grpc_clients.channel")
+    caplog.set_level(logging.INFO, logger="opensips_ai_core.grpc_clients.channel")
     with running(python_module("tts_service"), env, tmp_path / "tts.log") as proc:
         seen = wait_until(lambda: (s := health_status(target)) in ("NOT_SERVING", "SERVING")
                           and s, 60, message="the port answers")

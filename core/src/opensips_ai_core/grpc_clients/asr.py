@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import collections
-import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 
@@ -20,7 +19,7 @@ from opensips_ai_core.grpc_clients.channel import is_retryable, open_channel
 from voice_common import get_development_logger
 from voiceai.asr.v1 import asr_pb2, asr_pb2_grpc
 
-log = get_development_logger("grpc_clients.asr")
+log = get_development_logger(__name__)
 
 ResponseHandler = Callable[[asr_pb2.RecognizeResponse], Awaitable[None]]
 
@@ -160,4 +159,4 @@ class AsrSession:
             except (asyncio.CancelledError, grpc.aio.AioRpcError):
                 pass
             except Exception:
-                logging.getLogger("grpc_clients.asr").exception("ASR session close")
+                log.exception("ASR session close")

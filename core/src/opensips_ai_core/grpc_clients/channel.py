@@ -40,7 +40,7 @@ def is_retryable(err: BaseException) -> bool:
     return isinstance(err, grpc.aio.AioRpcError) and err.code() in RETRYABLE
 
 
-log = logging.getLogger("grpc_clients.channel")
+log = logging.getLogger(__name__)
 Response = TypeVar("Response")
 # First wait after an UNAVAILABLE answer; doubled up to the cap.
 RETRY_BACKOFF_S = 0.1

@@ -9,7 +9,7 @@ from opensips_ai_core.grpc_clients.channel import open_channel, stream_until_dea
 from voice_common import get_development_logger
 from voiceai.llm.v1 import llm_pb2, llm_pb2_grpc
 
-log = get_development_logger("grpc_clients.llm")
+log = get_development_logger(__name__)
 
 ROLES = {
     "system": llm_pb2.ChatMessage.SYSTEM,

@@ -16,7 +16,7 @@ import asyncio
 import logging
 from typing import Any
 
-log = logging.getLogger("grpc_clients.status_fix")
+log = logging.getLogger(__name__)
 
 # How long a failed write waits for the server's status before reporting INTERNAL.
 STATUS_WAIT_S = 1.0

@@ -8,7 +8,7 @@ from opensips_ai_core.grpc_clients.channel import open_channel, stream_until_dea
 from voice_common import get_development_logger
 from voiceai.tts.v1 import tts_pb2, tts_pb2_grpc
 
-log = get_development_logger("grpc_clients.tts")
+log = get_development_logger(__name__)
 
 
 class TtsClient:

@@ -27,7 +27,7 @@ from voice_common.devlogger import get_development_logger
 from voice_common.logs import call_id_var
 from voiceai.asr.v1 import asr_pb2, asr_pb2_grpc
 
-log = logging.getLogger("asr_service.servicer")
+log = logging.getLogger(__name__)
 results_log = get_development_logger("asr_service.results")
 
 # Audio chunks read ahead of the engine (flow control stays with gRPC beyond that), and
@@ -209,8 +209,8 @@ class RecognizerServicer(asr_pb2_grpc.RecognizerServicer):
         for event in events:
             if event.kind in SPEECH_EVENTS:
                 offset = event.end_s if event.kind is EventKind.PAUSE else event.start_s
-                if self.settings.enable_debug:
-                    results_log.info("%s at %.2f s %s", event.kind.name, offset, event.text)
+                results_log.debug_output("%s at %.2f s %s", event.kind.name, offset,
+                                         event.text)
                 yield asr_pb2.RecognizeResponse(
                     speech=asr_pb2.SpeechEvent(kind=SPEECH_EVENTS[event.kind],
                                                audio_offset_s=offset, text=event.text),
@@ -225,10 +225,9 @@ class RecognizerServicer(asr_pb2_grpc.RecognizerServicer):
                 audio_end_s=event.end_s,
                 processing_ms=processing_ms,
             )
-            if self.settings.enable_debug:
-                results_log.info("%s %r (confidence %.2f, audio %.2f-%.2f s, engine %.1f ms)",
-                                 event.kind.value, event.text, event.confidence,
-                                 event.start_s, event.end_s, processing_ms)
+            results_log.debug_output(
+                "%s %r (confidence %.2f, audio %.2f-%.2f s, engine %.1f ms)", event.kind.value,
+                event.text, event.confidence, event.start_s, event.end_s, processing_ms)
             if event.kind is EventKind.FINAL:
                 yield asr_pb2.RecognizeResponse(final=transcript, engine=engine)
             else:

@@ -25,8 +25,6 @@ class AsrSettings(ServiceSettings):
     engine: Literal["auto", "vosk", "pocketsphinx"] = "auto"
     vosk_model_path: ExistingPath | None = Field(None, validation_alias="VOSK_MODEL_PATH")
     show_words: bool = Field(False, validation_alias="VOSK_SHOW_WORDS")
-    # Log every partial and final result with its timings (development logger).
-    enable_debug: bool = False
     max_concurrent_streams: int = Field(16, ge=1, le=1024)
     # A stream that sends nothing (no config, no audio) for this long is ended with
     # DEADLINE_EXCEEDED, so that one a client opened and forgot does not hold one of the

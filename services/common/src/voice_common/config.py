@@ -97,6 +97,9 @@ class ServiceSettings(ProcessSettings):
     # `<PREFIX>_HEALTH_HTTP_PORT`: also answer HTTP GET /health on `host` (200 SERVING,
     # 503 NOT_SERVING): a probe that costs the supervisor no Python start (0: any free port).
     health_http_port: OptionalPort = None
+    # `<PREFIX>_ENABLE_DEBUG`: the service's debug output (results, prompts, timings) at
+    # DEBUG whatever DEVELOPMENT_MODE and LOG_LEVEL say (voice_common.devlogger).
+    enable_debug: bool = False
 
 
 S = TypeVar("S", bound=ProcessSettings)

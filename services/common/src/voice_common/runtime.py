@@ -34,12 +34,13 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_health.v1.health import aio as health_aio
 
 from voice_common.config import ProcessSettings, ServiceSettings
+from voice_common.devlogger import enable_debug_output
 from voice_common.logs import configure_logging
 
 if TYPE_CHECKING:
     from aiohttp import web
 
-log = logging.getLogger("voice_common.runtime")
+log = logging.getLogger(__name__)
 
 # 4 MiB is gRPC's default; the contracts' own limits are far below it.
 MAX_MESSAGE_BYTES = 4 * 1024 * 1024
@@ -305,6 +306,9 @@ def setup_logging(settings: ProcessSettings, service: str) -> None:
     configure_logging(
         service, development=settings.development_mode, level=settings.effective_log_level()
     )
+    if isinstance(settings, ServiceSettings) and settings.enable_debug:
+        # The service's package: its settings class lives there (asr_service.settings).
+        enable_debug_output(type(settings).__module__.partition(".")[0])
 
 
 def _wait_for_children(timeout_s: float) -> None:

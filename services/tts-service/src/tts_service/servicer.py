@@ -19,7 +19,7 @@ from voice_common.logs import call_id_var
 from voice_common.sentences import has_speakable, split_first_clause, split_sentences
 from voiceai.tts.v1 import tts_pb2, tts_pb2_grpc
 
-log = logging.getLogger("tts_service.servicer")
+log = logging.getLogger(__name__)
 
 FIXED_RATES = (8000, 16000)
 # C0 and C1 control characters but tab, line feed and carriage return.

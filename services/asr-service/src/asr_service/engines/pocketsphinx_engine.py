@@ -40,7 +40,7 @@ from asr_service.engines.base import (
 )
 from asr_service.engines.endpointing import Edge, EndpointConfig, VadEndpointer
 
-log = logging.getLogger("asr_service.engines.pocketsphinx")
+log = logging.getLogger(__name__)
 
 MODEL_RATE = 16000
 FRAMES_PER_SECOND = 100  # pocketsphinx's default -frate

@@ -24,7 +24,7 @@ from asr_service.engines.base import (
 # What Kaldi gets per AcceptWaveform call (see VoskStream.accept).
 PIECE_MS = 20
 
-log = logging.getLogger("asr_service.engines.vosk")
+log = logging.getLogger(__name__)
 
 # Vosk's grammar token for "anything else"; only models built with it know it.
 UNKNOWN_WORD = "[unk]"
