@@ -13,6 +13,7 @@ unconditional status was added for: a batch Core refused without ever ending the
 from __future__ import annotations
 
 import asyncio
+import inspect
 import logging
 from typing import Any
 
@@ -37,6 +38,14 @@ def install() -> bool:
         return False
     if getattr(mixin._write, _MARK, False):
         return True
+    try:
+        source = inspect.getsource(mixin._write)
+    except (OSError, TypeError):  # pragma: no cover - no source to compare
+        return False
+    if "set_internal_error" not in source or "_raise_for_status" not in source:
+        # Not the `_write` this replaces: grpcio changed it (perhaps fixed it); keep it.
+        log.debug("grpcio's stream write is not the one status_fix knows; left as it is")
+        return False
 
     async def _write(self: Any, request: Any) -> None:
         # grpcio's own `_write`, but for what a failed send does (see the module doc).
