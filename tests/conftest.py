@@ -37,7 +37,9 @@ def ai(tmp_path_factory: pytest.TempPathFactory) -> Iterator[AiServices]:
     logdir = tmp_path_factory.mktemp("ai-logs")
     cache = tmp_path_factory.mktemp("ai-llm-cache")
     build_demo_llm(cache)
-    with (service("asr", logdir, ASR_ENGINE="pocketsphinx") as asr,
+    # The dev stack's settings (process-compose.yaml): word timings and debug output on.
+    with (service("asr", logdir, ASR_ENGINE="pocketsphinx", VOSK_SHOW_WORDS="1",
+                  ASR_ENABLE_DEBUG="1") as asr,
           service("llm", logdir, VOICE_CACHE_DIR=str(cache), LLM_ENABLE_DEBUG="1",
                   DEVELOPMENT_MODE="1") as llm,
           service("tts", logdir, TTS_ENABLE_DEBUG="1") as tts):

@@ -16,10 +16,16 @@ from tests.support.stack import service
 requires_espeak = pytest.mark.skipif(not espeak_available(), reason="espeak-ng is not installed")
 
 
+# What the dev stack (process-compose.yaml) runs the service with: word timings and the
+# results log on. A test may override them.
+DEV_STACK_ENV = {"VOSK_SHOW_WORDS": "1", "ASR_ENABLE_DEBUG": "1"}
+
+
 @contextlib.contextmanager
 def asr_service(log_path: Path, **env: str) -> Iterator[tuple[str, Proc]]:
-    """Start `python -m asr_service` with `env`; yield its target once SERVING."""
-    with service("asr", log_path.parent, timeout=60, **env) as svc:
+    """Start `python -m asr_service` with the dev stack's settings and `env`; yield its
+    target once SERVING."""
+    with service("asr", log_path.parent, timeout=60, **{**DEV_STACK_ENV, **env}) as svc:
         yield svc.target, svc.proc
 
 

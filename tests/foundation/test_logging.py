@@ -174,3 +174,30 @@ def test_development_logger_is_silent_and_cheap_when_off(restore_root_logging, m
     log.debug_data_flow("a", "b", 1)
     assert stream.getvalue() == ""
     assert calls == []  # nothing was even formatted
+
+
+def test_enable_debug_output_is_the_one_switch(restore_root_logging, monkeypatch):
+    # <SVC>_ENABLE_DEBUG: a service's debug output (results, prompts, timings) at DEBUG
+    # in production mode at INFO, its own package only; loggers made before and after.
+    from voice_common import devlogger
+
+    monkeypatch.delenv("DEVELOPMENT_MODE", raising=False)
+    monkeypatch.setattr(devlogger, "_DEBUG_PACKAGES", set())
+    package = logging.getLogger("switch_test_service")
+    monkeypatch.setattr(package, "level", logging.NOTSET)
+    stream = capture(False, level="INFO")
+    before = get_development_logger("switch_test_service.results")
+    other = get_development_logger("another_service.results")
+    before.debug_output("hidden %d", 1)
+    assert stream.getvalue() == ""
+    devlogger.enable_debug_output("switch_test_service")
+    after = get_development_logger("switch_test_service.timing")
+    before.debug_output("final %r", "hello")
+    after.debug_performance("tts_first_audio", 1.0, 1.25)
+    other.debug_output("not this one")
+    lines = [json.loads(line) for line in stream.getvalue().splitlines()]
+    assert [(r["logger"], r["message"]) for r in lines] == [
+        ("switch_test_service.results", "final 'hello'"),
+        ("switch_test_service.timing", "Performance tts_first_audio: 250.00 ms"),
+    ]
+    assert all(r["level"] == "DEBUG" for r in lines)

@@ -45,6 +45,25 @@ def test_serving_only_after_warmup(logdir):
         assert "SERVING (warm-up" in proc.output()
 
 
+def test_rpcs_are_unavailable_until_warm_up_ends(logdir):
+    # Regression: the LLM took requests while its model was loading and failed them for
+    # good (INVALID_ARGUMENT); UNAVAILABLE is what a client retries.
+    port = free_port()
+    target = f"127.0.0.1:{port}"
+    with running(ECHO, echo_env(port, ECHO_WARMUP_S="60"), logdir / "echo.log") as proc:
+        wait_until(lambda: health_status(target) == "NOT_SERVING", 30,
+                   message="health NOT_SERVING during warm-up")
+        with grpc.insecure_channel(target) as channel:
+            stub = asr_pb2_grpc.RecognizerStub(channel)
+            config = asr_pb2.RecognizeRequest(config=asr_pb2.StreamingConfig(
+                sample_rate_hz=8000))
+            with pytest.raises(grpc.RpcError) as err:
+                list(stub.StreamingRecognize(iter([config]), timeout=10))
+        assert err.value.code() == grpc.StatusCode.UNAVAILABLE, err.value
+        assert "warming up" in err.value.details()
+        assert health_status(target) == "NOT_SERVING", proc.output()
+
+
 def _open_stream(target: str):
     channel = grpc.insecure_channel(target)
     stub = asr_pb2_grpc.RecognizerStub(channel)

@@ -39,13 +39,24 @@ class Service:
     log_path: Path
 
 
+# The debug settings the dev stack (process-compose.yaml) runs each service with; a
+# caller's own values win.
+DEV_STACK_ENV = {
+    "asr": {"VOSK_SHOW_WORDS": "1", "ASR_ENABLE_DEBUG": "1"},
+    "llm": {"LLM_ENABLE_DEBUG": "1"},
+    "tts": {"TTS_ENABLE_DEBUG": "1"},
+}
+
+
 @contextlib.contextmanager
 def service(name: str, logdir: Path, timeout: float = 180.0, port: int | None = None,
             **env: str) -> Iterator[Service]:
-    """`python -m <name>_service`, SERVING, stopped with its process group at the end."""
+    """`python -m <name>_service` with the dev stack's debug settings, SERVING, stopped
+    with its process group at the end."""
     port = port or free_port()
     prefix = name.upper()
-    environment = base_env(**{f"{prefix}_HOST": LOOPBACK, f"{prefix}_PORT": str(port)}, **env)
+    environment = base_env(**{f"{prefix}_HOST": LOOPBACK, f"{prefix}_PORT": str(port)},
+                           **{**DEV_STACK_ENV.get(name, {}), **env})
     log_path = logdir / f"{name}-{secrets.token_hex(3)}.log"
     svc = Service(name, f"{LOOPBACK}:{port}", Proc(python_module(f"{name}_service"), environment,
                                                     log_path), environment, log_path)

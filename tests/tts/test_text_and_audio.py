@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from tts_service.audio import parse_wav, split_chunks, to_pcm16
-from tts_service.sentences import split_first_clause, split_sentences
+from voice_common.sentences import split_first_clause, split_sentences
 
 
 @pytest.mark.parametrize(

@@ -52,6 +52,10 @@ def _refusal(target: str, text: str, rate: int = 16000, voice: str = "") -> grpc
         ("   \n\t ", 16000, "", "text is empty"),
         ("a" * 2001, 16000, "", "the limit is 2000"),
         ("... !!! ???", 16000, "", "no letters or digits"),
+        # Regression: a NUL reached the engines and came back INTERNAL.
+        ("Hello\x00world.", 16000, "", "control character U+0000 at position 5"),
+        ("\x00", 16000, "", "control character U+0000 at position 0"),
+        ("Bell\x07 rings.", 8000, "", "control character U+0007"),
         ("Hello.", 16000, "piper:nobody", "unknown voice 'piper:nobody'"),
         ("Hello.", 44100, "", "sample_rate_hz=44100 is not supported"),
         ("Hello.", -8000, "", "sample_rate_hz=-8000 is not supported"),

@@ -20,12 +20,12 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from pydantic_settings import SettingsConfigDict
 
 from opensips_ai_core.grpc_clients.channel import TargetError, grpc_target
-from voice_common.config import CONFIG_ERROR_EXIT, ExistingPath, ServiceSettings
+from voice_common.config import CONFIG_ERROR_EXIT, ExistingPath, ProcessSettings
 
 DEFAULT_BOT_CONFIG = Path(__file__).resolve().parents[2] / "bot.toml"
 
 
-class CoreSettings(ServiceSettings):
+class CoreSettings(ProcessSettings):
     model_config = SettingsConfigDict(env_prefix="CORE_", extra="ignore", frozen=True,
                                       title="opensips-ai-core")
 

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import collections
-import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 
@@ -20,7 +19,7 @@ from opensips_ai_core.grpc_clients.channel import is_retryable, open_channel
 from voice_common import get_development_logger
 from voiceai.asr.v1 import asr_pb2, asr_pb2_grpc
 
-log = get_development_logger("grpc_clients.asr")
+log = get_development_logger(__name__)
 
 ResponseHandler = Callable[[asr_pb2.RecognizeResponse], Awaitable[None]]
 
@@ -43,10 +42,15 @@ class AsrClient:
         await self.channel.close()
 
 
-# Audio goes to ASR in chunks of at least 40 ms (two RTP frames): each gRPC message
-# holds the GIL for a while, and at one message per frame they were the core's largest
-# cost with ten calls (profiled). The recognizer hears it at most 20 ms later.
+# The core owns the size of the chunks on the wire, and only that (the ASR engines frame
+# the audio for their decoders whatever its chunking): at least 40 ms (two RTP frames),
+# since each gRPC message holds the GIL for a while, and at one message per frame they
+# were the core's largest cost with ten calls (profiled). The recognizer hears it at
+# most 20 ms later.
 MIN_CHUNK_S = 0.04
+# ... and of at most 100 ms: joined small frames, split large parts. 100 ms is 3200 bytes
+# at 16 kHz, far under the contract's 32000-byte limit whatever the RTP packet size.
+MAX_CHUNK_S = 0.1
 
 
 class AsrSession:
@@ -94,16 +98,29 @@ class AsrSession:
                 self._wakeup.clear()
                 await self._wakeup.wait()
                 continue
-            # Coalesce small RTP frames into chunks of up to 100 ms.
-            chunk = bytearray()
-            limit = self.config.sample_rate_hz // 5
-            while self._pending and len(chunk) < limit:
-                arrived, part = self._pending.popleft()
-                if first:
-                    self.epoch, first = arrived, False
-                self._pending_bytes -= len(part)
-                chunk += part
-            yield asr_pb2.RecognizeRequest(audio=bytes(chunk))
+            chunk = self._next_chunk()
+            if first:
+                self.epoch, first = chunk[0], False
+            yield asr_pb2.RecognizeRequest(audio=chunk[1])
+
+    def _next_chunk(self) -> tuple[float, bytes]:
+        """Up to MAX_CHUNK_S of the pending audio, with the arrival time of its start: small
+        RTP frames are joined and a large part is split, so that no chunk exceeds the
+        service's limit (a 16001-byte G.711 payload is 32002 bytes of PCM16, over the
+        contract's 32000: the service refused it and the stream died)."""
+        limit = int(self.config.sample_rate_hz * 2 * MAX_CHUNK_S)
+        chunk = bytearray()
+        started = self._pending[0][0]
+        while self._pending and len(chunk) < limit:
+            arrived, part = self._pending.popleft()
+            room = limit - len(chunk)
+            if len(part) > room:
+                room -= room % 2  # whole PCM16 samples
+                self._pending.appendleft((arrived, part[room:]))
+                part = part[:room]
+            self._pending_bytes -= len(part)
+            chunk += part
+        return started, bytes(chunk)
 
     async def _run(self) -> None:
         backoff = 0.1
@@ -142,4 +159,4 @@ class AsrSession:
             except (asyncio.CancelledError, grpc.aio.AioRpcError):
                 pass
             except Exception:
-                logging.getLogger("grpc_clients.asr").exception("ASR session close")
+                log.exception("ASR session close")

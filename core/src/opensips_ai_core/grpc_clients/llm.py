@@ -5,11 +5,11 @@ from __future__ import annotations
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 
-from opensips_ai_core.grpc_clients.channel import open_channel
+from opensips_ai_core.grpc_clients.channel import open_channel, stream_until_deadline
 from voice_common import get_development_logger
 from voiceai.llm.v1 import llm_pb2, llm_pb2_grpc
 
-log = get_development_logger("grpc_clients.llm")
+log = get_development_logger(__name__)
 
 ROLES = {
     "system": llm_pb2.ChatMessage.SYSTEM,
@@ -52,9 +52,11 @@ class LlmClient:
                                             temperature=temperature),
             call_id=call_id,
         )
-        call = self.stub.Generate(request, wait_for_ready=True, timeout=self.timeout_s)
+        calls = stream_until_deadline(
+            lambda timeout: self.stub.Generate(request, wait_for_ready=True, timeout=timeout),
+            self.timeout_s, "LLM")
         try:
-            async for response in call:
+            async for response in calls:
                 if response.HasField("delta"):
                     if result is not None:
                         result.text += response.delta
@@ -62,10 +64,11 @@ class LlmClient:
                     yield response.delta
                 elif response.HasField("done") and result is not None:
                     result.timings = response.done
+        except GeneratorExit:
+            log.debug("LLM request of %s cancelled", call_id)
+            raise
         finally:
-            if not call.done():
-                call.cancel()
-                log.debug("LLM request of %s cancelled", call_id)
+            await calls.aclose()  # cancels the call if it is still running
 
     async def close(self) -> None:
         await self.channel.close()

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 
-from opensips_ai_core.grpc_clients.channel import open_channel
+from opensips_ai_core.grpc_clients.channel import open_channel, stream_until_deadline
 from voice_common import get_development_logger
 from voiceai.tts.v1 import tts_pb2, tts_pb2_grpc
 
-log = get_development_logger("grpc_clients.tts")
+log = get_development_logger(__name__)
 
 
 class TtsClient:
@@ -24,15 +24,19 @@ class TtsClient:
         """Yield PCM16 audio at `sample_rate`. Closing the generator cancels the RPC."""
         request = tts_pb2.SynthesizeRequest(text=text, voice=voice, sample_rate_hz=sample_rate,
                                             call_id=call_id)
-        call = self.stub.Synthesize(request, wait_for_ready=True, timeout=self.timeout_s)
+        calls = stream_until_deadline(
+            lambda timeout: self.stub.Synthesize(request, wait_for_ready=True,
+                                                 timeout=timeout),
+            self.timeout_s, "TTS")
         try:
-            async for chunk in call:
+            async for chunk in calls:
                 if chunk.audio:
                     yield chunk.audio
+        except GeneratorExit:
+            log.debug("TTS request of %s cancelled", call_id)
+            raise
         finally:
-            if not call.done():
-                call.cancel()
-                log.debug("TTS request of %s cancelled", call_id)
+            await calls.aclose()  # cancels the call if it is still running
 
     async def close(self) -> None:
         await self.channel.close()

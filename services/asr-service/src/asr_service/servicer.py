@@ -27,11 +27,11 @@ from voice_common.devlogger import get_development_logger
 from voice_common.logs import call_id_var
 from voiceai.asr.v1 import asr_pb2, asr_pb2_grpc
 
-log = logging.getLogger("asr_service.servicer")
+log = logging.getLogger(__name__)
 results_log = get_development_logger("asr_service.results")
 
 # Audio chunks read ahead of the engine (flow control stays with gRPC beyond that), and
-# the most audio handed to the engine at once.
+# the most audio handed to the engine at once when a backlog is joined.
 QUEUED_CHUNKS = 64
 MAX_BATCH_S = 0.5
 
@@ -40,6 +40,10 @@ SPEECH_EVENTS = {
     EventKind.SPEECH_END: asr_pb2.SpeechEvent.SPEECH_END,
     EventKind.PAUSE: asr_pb2.SpeechEvent.PAUSE,
 }
+
+
+class IdleStreamError(Exception):
+    """A stream sent nothing for ASR_IDLE_TIMEOUT_S (answered DEADLINE_EXCEEDED)."""
 
 
 class RecognizerServicer(asr_pb2_grpc.RecognizerServicer):
@@ -75,7 +79,11 @@ class RecognizerServicer(asr_pb2_grpc.RecognizerServicer):
         self.active_streams += 1
         session: RecognizerStream | None = None
         try:
-            first = await anext(aiter(request_iterator), None)
+            requests = aiter(request_iterator)
+            try:
+                first = await self._next_request(requests)
+            except IdleStreamError as err:
+                await context.abort(grpc.StatusCode.DEADLINE_EXCEEDED, str(err))
             if first is None:
                 return
             try:
@@ -107,7 +115,7 @@ class RecognizerServicer(asr_pb2_grpc.RecognizerServicer):
                 await context.abort(grpc.StatusCode.INVALID_ARGUMENT,
                                     f"the phrase list cannot be compiled by {self.engine.name}: "
                                     f"{err}")
-            async for audio in self._audio_batches(request_iterator, context, options):
+            async for audio in self._audio_batches(requests, context, options):
                 try:
                     events, processing_ms = await session.accept(audio)
                 except WorkerUnavailableError as err:
@@ -129,16 +137,17 @@ class RecognizerServicer(asr_pb2_grpc.RecognizerServicer):
     async def _audio_batches(self, requests: AsyncIterator[asr_pb2.RecognizeRequest],
                              context: grpc.aio.ServicerContext,
                              options: StreamOptions) -> AsyncIterator[bytes]:
-        """The stream's audio, each request validated. Chunks that arrived while the
-        engine was busy come out as one batch (up to MAX_BATCH_S): one engine call and one
-        worker round trip instead of one per 20 ms chunk, which cost as much CPU as the
-        decoding itself for a client sending faster than real time. A live call's chunks
-        arrive one at a time and pass through unchanged."""
+        """The stream's audio, each request validated, in arrival order and never cut:
+        framing is the engine's job (engines/base.py). Chunks that arrived while the
+        engine was busy are joined into one engine call (up to MAX_BATCH_S): one worker
+        round trip instead of one per chunk, which cost as much CPU as the decoding
+        itself for a client sending faster than real time. A live call's chunks arrive
+        one at a time and pass through unchanged."""
         queue: asyncio.Queue[bytes | BaseException | None] = asyncio.Queue(QUEUED_CHUNKS)
 
         async def read() -> None:
             try:
-                async for request in requests:
+                while (request := await self._next_request(requests)) is not None:
                     kind = request.WhichOneof("request")
                     if kind == "config":
                         raise InvalidRequestError("a second StreamingConfig was sent: only "
@@ -159,6 +168,8 @@ class RecognizerServicer(asr_pb2_grpc.RecognizerServicer):
             while item is not None:
                 if isinstance(item, InvalidRequestError):
                     await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(item))
+                if isinstance(item, IdleStreamError):
+                    await context.abort(grpc.StatusCode.DEADLINE_EXCEEDED, str(item))
                 if isinstance(item, BaseException):
                     raise item
                 batch = bytearray(item)
@@ -177,14 +188,29 @@ class RecognizerServicer(asr_pb2_grpc.RecognizerServicer):
         finally:
             reader.cancel()
 
+    async def _next_request(self, requests: AsyncIterator[asr_pb2.RecognizeRequest]
+                            ) -> asr_pb2.RecognizeRequest | None:
+        """The stream's next request, None at its end; IdleStreamError when none comes
+        within ASR_IDLE_TIMEOUT_S."""
+        idle = self.settings.idle_timeout_s
+        try:
+            async with asyncio.timeout(idle or None):
+                return await anext(requests)
+        except StopAsyncIteration:
+            return None
+        except TimeoutError:
+            raise IdleStreamError(
+                f"nothing received for {idle:g} s (ASR_IDLE_TIMEOUT_S): the stream is closed "
+                f"so that it does not hold a stream slot; open a new one") from None
+
     def _responses(self, events: Iterable[RecognitionEvent],
                    processing_ms: float) -> Iterable[asr_pb2.RecognizeResponse]:
         engine = self.engine.name
         for event in events:
             if event.kind in SPEECH_EVENTS:
                 offset = event.end_s if event.kind is EventKind.PAUSE else event.start_s
-                if self.settings.enable_debug:
-                    results_log.info("%s at %.2f s %s", event.kind.name, offset, event.text)
+                results_log.debug_output("%s at %.2f s %s", event.kind.name, offset,
+                                         event.text)
                 yield asr_pb2.RecognizeResponse(
                     speech=asr_pb2.SpeechEvent(kind=SPEECH_EVENTS[event.kind],
                                                audio_offset_s=offset, text=event.text),
@@ -199,10 +225,9 @@ class RecognizerServicer(asr_pb2_grpc.RecognizerServicer):
                 audio_end_s=event.end_s,
                 processing_ms=processing_ms,
             )
-            if self.settings.enable_debug:
-                results_log.info("%s %r (confidence %.2f, audio %.2f-%.2f s, engine %.1f ms)",
-                                 event.kind.value, event.text, event.confidence,
-                                 event.start_s, event.end_s, processing_ms)
+            results_log.debug_output(
+                "%s %r (confidence %.2f, audio %.2f-%.2f s, engine %.1f ms)", event.kind.value,
+                event.text, event.confidence, event.start_s, event.end_s, processing_ms)
             if event.kind is EventKind.FINAL:
                 yield asr_pb2.RecognizeResponse(final=transcript, engine=engine)
             else:

@@ -25,9 +25,13 @@ class AsrSettings(ServiceSettings):
     engine: Literal["auto", "vosk", "pocketsphinx"] = "auto"
     vosk_model_path: ExistingPath | None = Field(None, validation_alias="VOSK_MODEL_PATH")
     show_words: bool = Field(False, validation_alias="VOSK_SHOW_WORDS")
-    # Log every partial and final result with its timings (development logger).
-    enable_debug: bool = False
     max_concurrent_streams: int = Field(16, ge=1, le=1024)
+    # A stream that sends nothing (no config, no audio) for this long is ended with
+    # DEADLINE_EXCEEDED, so that one a client opened and forgot does not hold one of the
+    # max_concurrent_streams for ever. Longer than a caller's silence: the core feeds
+    # silence for a while and re-prompts after 30 s (bot.toml silence_timeout_s); a live
+    # call whose stream ends reopens it. 0: never.
+    idle_timeout_s: float = Field(60.0, ge=0, le=86400)
     # Worker processes that run the streams: 0 = threads in the service process, N = N
     # processes, unset = one per CPU for an engine that holds the GIL (pocketsphinx),
     # else 0 (Vosk decodes in parallel on threads; each process would load the model).

@@ -1,8 +1,9 @@
 """Configuration from environment variables: typed, defaulted, in one class per service.
 
-Each service subclasses `ServiceSettings` with its own `env_prefix` (``ASR_``,
-``LLM_``, ...). A bad value exits the process with one line naming the variable
-and the problem, and exit code 2::
+Each gRPC service subclasses `ServiceSettings` with its own `env_prefix` (``ASR_``,
+``LLM_``, ...); the core, which serves no gRPC, subclasses `ProcessSettings` (``CORE_``).
+A bad value exits the process with one line naming the variable and the problem, and
+exit code 2::
 
     asr-service: configuration error: ASR_PORT='abc': Input should be a valid integer
 """
@@ -52,8 +53,8 @@ OptionalPort = Annotated[Annotated[int, Field(ge=0, le=65535)] | None,
                          BeforeValidator(_empty_is_none)]
 
 
-class ServiceSettings(BaseSettings):
-    """What every gRPC process reads from its environment."""
+class ProcessSettings(BaseSettings):
+    """What every process of the project reads from its environment (the core too)."""
 
     model_config = SettingsConfigDict(env_prefix="SVC_", extra="ignore", frozen=True)
 
@@ -61,15 +62,9 @@ class ServiceSettings(BaseSettings):
     development_mode: bool = Field(False, validation_alias="DEVELOPMENT_MODE")
     log_level_global: LogLevel = Field(None, validation_alias="LOG_LEVEL")
 
-    host: str = "127.0.0.1"
-    port: int = Field(0, ge=0, le=65535)
     log_level: LogLevel = None
     hot_reload: bool = False
     grace_period_s: float = Field(5.0, ge=0, le=300)
-    max_workers: int = Field(4, ge=1, le=256)
-    # `<PREFIX>_HEALTH_HTTP_PORT`: also answer HTTP GET /health on `host` (200 SERVING,
-    # 503 NOT_SERVING): a probe that costs the supervisor no Python start (0: any free port).
-    health_http_port: OptionalPort = None
     # `<PREFIX>_NICE`: lower this process's CPU priority by this much (0-19) at start, so
     # a machine's real-time work (the core's RTP clock) wins the CPU over batch compute.
     nice: int = Field(0, ge=0, le=19)
@@ -94,10 +89,23 @@ class ServiceSettings(BaseSettings):
         return resolve_level(self.development_mode, self.log_level_global, self.log_level)
 
 
-S = TypeVar("S", bound=ServiceSettings)
+class ServiceSettings(ProcessSettings):
+    """A gRPC service process (voice_common.runtime): where it listens, besides the above."""
+
+    host: str = "127.0.0.1"
+    port: int = Field(0, ge=0, le=65535)
+    # `<PREFIX>_HEALTH_HTTP_PORT`: also answer HTTP GET /health on `host` (200 SERVING,
+    # 503 NOT_SERVING): a probe that costs the supervisor no Python start (0: any free port).
+    health_http_port: OptionalPort = None
+    # `<PREFIX>_ENABLE_DEBUG`: the service's debug output (results, prompts, timings) at
+    # DEBUG whatever DEVELOPMENT_MODE and LOG_LEVEL say (voice_common.devlogger).
+    enable_debug: bool = False
 
 
-def format_validation_error(cls: type[ServiceSettings], err: ValidationError) -> str:
+S = TypeVar("S", bound=ProcessSettings)
+
+
+def format_validation_error(cls: type[ProcessSettings], err: ValidationError) -> str:
     problems = []
     for item in err.errors(include_url=False):
         msg = item["msg"].removeprefix("Value error, ")

@@ -1,14 +1,18 @@
 """`get_development_logger(name)`: a logger with the development debug helpers.
 
-    log = get_development_logger("grpc_clients.asr")
+    log = get_development_logger(__name__)
     log.debug_state(session, "asr-session")
     log.debug_function_call("connect_to_service", args=(host, port), kwargs={"timeout": 5})
     log.debug_performance("asr_final", start, end)       # start/end from time.perf_counter()
     log.debug_data_flow("rtp->asr", "pcm16", len(chunk))
 
-Each helper returns at once unless DEVELOPMENT_MODE is on and DEBUG is enabled
-for the logger, so they may sit on hot paths. Bytes are never dumped: only
+Each helper returns at once unless the development output is on for the logger
+(DEVELOPMENT_MODE, or `enable_debug_output` for its package: `<SVC>_ENABLE_DEBUG`) and
+DEBUG is enabled for it, so they may sit on hot paths. Bytes are never dumped: only
 their length is shown.
+
+Logger names: the module's import path (`__name__`); a purpose logger is a child of its
+package ("asr_service.results"), so that the package's switch covers it.
 """
 
 from __future__ import annotations
@@ -16,11 +20,16 @@ from __future__ import annotations
 import dataclasses
 import logging
 import os
+import weakref
 from collections.abc import Mapping, Sequence
 from typing import Any
 
 MAX_VALUE_CHARS = 120
 _TRUE = {"1", "true", "yes", "on"}
+# Packages whose development output `enable_debug_output` turned on, and every
+# development logger made so far (to switch on those that already exist).
+_DEBUG_PACKAGES: set[str] = set()
+_LOGGERS: weakref.WeakSet[DevelopmentLogger] = weakref.WeakSet()
 
 
 def development_mode() -> bool:
@@ -61,6 +70,11 @@ class DevelopmentLogger(logging.LoggerAdapter):
         super().__init__(logger, {})
         self.development = enabled
 
+    def debug_output(self, msg: str, *args: Any) -> None:
+        """A DEBUG line that is development output: results, prompts, timings."""
+        if self._on():
+            self.logger.debug(msg, *args, stacklevel=2)
+
     def _on(self) -> bool:
         return self.development and self.logger.isEnabledFor(logging.DEBUG)
 
@@ -99,5 +113,23 @@ class DevelopmentLogger(logging.LoggerAdapter):
         self.logger.debug("Data flow %s: %s, %d bytes", stage, data_type, size, stacklevel=2)
 
 
+def _in_packages(name: str, packages: set[str]) -> bool:
+    return any(name == p or name.startswith(f"{p}.") for p in packages)
+
+
 def get_development_logger(name: str) -> DevelopmentLogger:
-    return DevelopmentLogger(logging.getLogger(name), development_mode())
+    logger = DevelopmentLogger(logging.getLogger(name),
+                               development_mode() or _in_packages(name, _DEBUG_PACKAGES))
+    _LOGGERS.add(logger)
+    return logger
+
+
+def enable_debug_output(package: str) -> None:
+    """`<SVC>_ENABLE_DEBUG`, the one way a service switches on its debug output: the
+    package's loggers at DEBUG and its development helpers on, whatever DEVELOPMENT_MODE
+    and LOG_LEVEL say."""
+    _DEBUG_PACKAGES.add(package)
+    logging.getLogger(package).setLevel(logging.DEBUG)
+    for logger in list(_LOGGERS):
+        if _in_packages(logger.logger.name, {package}):
+            logger.development = True

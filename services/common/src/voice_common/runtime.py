@@ -2,7 +2,9 @@
 
 Start-up:  bind a `grpc.aio` server, register the standard `grpc.health.v1`
            service (NOT_SERVING), run the service's warm-up (model load), then
-           mark every registered service SERVING.
+           mark every registered service SERVING. Until then every other RPC is
+           answered UNAVAILABLE ("warming up"): a client retries it, where a half-loaded
+           model would have failed it for good.
 Shutdown:  on SIGTERM/SIGINT (or a hot-reload request) mark NOT_SERVING, stop
            accepting RPCs, let in-flight streams finish for `grace_period_s`,
            cancel what is left, run the service's close hook, exit 0.
@@ -31,13 +33,14 @@ import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_health.v1.health import aio as health_aio
 
-from voice_common.config import ServiceSettings
+from voice_common.config import ProcessSettings, ServiceSettings
+from voice_common.devlogger import enable_debug_output
 from voice_common.logs import configure_logging
 
 if TYPE_CHECKING:
     from aiohttp import web
 
-log = logging.getLogger("voice_common.runtime")
+log = logging.getLogger(__name__)
 
 # 4 MiB is gRPC's default; the contracts' own limits are far below it.
 MAX_MESSAGE_BYTES = 4 * 1024 * 1024
@@ -126,11 +129,55 @@ class HealthHttpServer:
             await runner.cleanup()
 
 
+HEALTH_METHOD_PREFIX = "/grpc.health.v1.Health/"
+WARMING_UP = "the service is warming up (NOT_SERVING): retry"
+
+
+class WarmUpGate(grpc.aio.ServerInterceptor):
+    """Answers every RPC but the health service's UNAVAILABLE until `open()`: a request
+    must not reach a model that is still loading."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self.is_open = False
+
+    def open(self) -> None:
+        self.is_open = True
+
+    async def intercept_service(
+        self,
+        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler]],
+        details: grpc.HandlerCallDetails,
+    ) -> grpc.RpcMethodHandler:
+        handler = await continuation(details)
+        if self.is_open or handler is None or details.method.startswith(HEALTH_METHOD_PREFIX):
+            return handler
+        return _unavailable(handler, f"{self.name}: {WARMING_UP}")
+
+
+def _unavailable(handler: grpc.RpcMethodHandler, message: str) -> grpc.RpcMethodHandler:
+    """A handler of the same shape as `handler` that answers UNAVAILABLE `message`."""
+
+    async def refuse(_request: object, context: grpc.aio.ServicerContext) -> None:
+        await context.abort(grpc.StatusCode.UNAVAILABLE, message)
+
+    shape = {"request_deserializer": handler.request_deserializer,
+             "response_serializer": handler.response_serializer}
+    if handler.request_streaming and handler.response_streaming:
+        return grpc.stream_stream_rpc_method_handler(refuse, **shape)
+    if handler.request_streaming:
+        return grpc.stream_unary_rpc_method_handler(refuse, **shape)
+    if handler.response_streaming:
+        return grpc.unary_stream_rpc_method_handler(refuse, **shape)
+    return grpc.unary_unary_rpc_method_handler(refuse, **shape)
+
+
 class GrpcServiceRuntime:
     def __init__(self, definition: ServiceDefinition) -> None:
         self.definition = definition
         self.settings = definition.settings
         self.health = health_aio.HealthServicer()
+        self.gate = WarmUpGate(definition.name)
         self.server: grpc.aio.Server | None = None
         self.port: int | None = None
         self.health_http: HealthHttpServer | None = None
@@ -146,6 +193,7 @@ class GrpcServiceRuntime:
     async def start(self) -> int:
         """Bind and serve (NOT_SERVING until `warm_up` finishes); return the bound port."""
         server = grpc.aio.server(
+            interceptors=[self.gate],
             options=[
                 ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
                 ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
@@ -190,6 +238,7 @@ class GrpcServiceRuntime:
         started = time.perf_counter()
         if self.definition.warmup is not None:
             await self.definition.warmup()
+        self.gate.open()
         await self._set_all(health_pb2.HealthCheckResponse.SERVING)
         log.info("%s SERVING (warm-up %.0f ms)", self.definition.name,
                  (time.perf_counter() - started) * 1000)
@@ -253,10 +302,13 @@ class GrpcServiceRuntime:
         await self._stop_servers(0)
 
 
-def setup_logging(settings: ServiceSettings, service: str) -> None:
+def setup_logging(settings: ProcessSettings, service: str) -> None:
     configure_logging(
         service, development=settings.development_mode, level=settings.effective_log_level()
     )
+    if isinstance(settings, ServiceSettings) and settings.enable_debug:
+        # The service's package: its settings class lives there (asr_service.settings).
+        enable_debug_output(type(settings).__module__.partition(".")[0])
 
 
 def _wait_for_children(timeout_s: float) -> None:
@@ -290,7 +342,7 @@ def fast_exit(code: int) -> None:
     os._exit(code)
 
 
-def apply_nice(settings: ServiceSettings, name: str) -> None:
+def apply_nice(settings: ProcessSettings, name: str) -> None:
     """`<PREFIX>_NICE`: lower the process's priority. Call it before any thread or worker
     process starts: they inherit it."""
     if settings.nice:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import logging
 import sys
 
 import grpc
@@ -16,23 +15,6 @@ from voice_common.config import load_settings
 from voice_common.paths import watch_paths
 from voice_common.runtime import ServiceDefinition, run_service
 from voiceai.llm.v1 import llm_pb2_grpc
-
-log = logging.getLogger("llm_service")
-
-
-def _enable_debug() -> None:
-    """LLM_ENABLE_DEBUG: this service's loggers at DEBUG, development helpers on."""
-    logging.getLogger("llm_service").setLevel(logging.DEBUG)
-    from llm_service import engine, scheduler, servicer
-
-    for module in (engine, scheduler, servicer):
-        module.dlog.development = True
-    # The root handler filters at the process level; let our DEBUG records through.
-    root = logging.getLogger()
-    if root.level > logging.DEBUG:
-        root.setLevel(logging.DEBUG)
-        for other in ("transformers", "torch", "filelock", "urllib3", "asyncio", "grpc"):
-            logging.getLogger(other).setLevel(logging.INFO)
 
 
 def _warm_generation(model: LanguageModel, scheduler: RoundRobinScheduler) -> None:
@@ -65,8 +47,6 @@ def main() -> int:
         return [SERVICE_FULL_NAME]
 
     async def warmup() -> None:
-        if settings.enable_debug:
-            _enable_debug()
         # Building the demo model (first start) and loading take seconds: off the loop.
         await asyncio.to_thread(model.load)
         scheduler.start()

@@ -31,7 +31,7 @@ from typing import Any
 
 from voice_common.paths import cache_dir
 
-log = logging.getLogger("llm_service.demo_model")
+log = logging.getLogger(__name__)
 
 DATA_FILE = Path(__file__).with_name("demo") / "bank_dialogue.json"
 SEED = 1234

@@ -18,8 +18,8 @@ from llm_service.detokenize import IncrementalDetokenizer, StopStringFilter
 from llm_service.settings import LlmSettings
 from voice_common.devlogger import get_development_logger
 
-log = logging.getLogger("llm_service.engine")
-dlog = get_development_logger("llm_service.engine")
+log = logging.getLogger(__name__)
+dlog = get_development_logger(__name__)
 
 _TRUE = {"1", "true", "yes", "on"}
 ROLE_NAMES = {"system": "System", "user": "User", "assistant": "Assistant"}

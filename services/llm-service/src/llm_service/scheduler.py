@@ -17,8 +17,8 @@ from collections import deque
 from llm_service.engine import Failed, GenerationJob, LanguageModel
 from voice_common.devlogger import get_development_logger
 
-log = logging.getLogger("llm_service.scheduler")
-dlog = get_development_logger("llm_service.scheduler")
+log = logging.getLogger(__name__)
+dlog = get_development_logger(__name__)
 
 
 class QueueFullError(Exception):

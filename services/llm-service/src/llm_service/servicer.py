@@ -18,8 +18,8 @@ from voiceai.llm.v1 import llm_pb2, llm_pb2_grpc
 
 SERVICE_FULL_NAME = "voiceai.llm.v1.LanguageModel"
 
-log = logging.getLogger("llm_service.servicer")
-dlog = get_development_logger("llm_service.servicer")
+log = logging.getLogger(__name__)
+dlog = get_development_logger(__name__)
 
 
 class LanguageModelServicer(llm_pb2_grpc.LanguageModelServicer):
@@ -54,9 +54,8 @@ class LanguageModelServicer(llm_pb2_grpc.LanguageModelServicer):
                 grpc.StatusCode.INVALID_ARGUMENT,
                 f"the prompt is {len(prompt.ids)} tokens; the model's context is {limit}")
             return
-        if self.settings.enable_debug:
-            log.debug("prompt (%s, %d tokens): %r", request.call_id or "-", len(prompt.ids),
-                      prompt.text)
+        dlog.debug_output("prompt (%s, %d tokens): %r", request.call_id or "-",
+                          len(prompt.ids), prompt.text)
         dlog.debug_function_call("generate", kwargs={"call_id": request.call_id,
                                                      "params": params})
 

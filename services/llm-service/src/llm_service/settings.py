@@ -34,8 +34,6 @@ class LlmSettings(ServiceSettings):
     # Generate max_new_tokens every time, past the end-of-sequence token: for load
     # tests and tokens/s benchmarks, where a short natural answer measures little.
     ignore_eos: bool = False
-    # Log prompts, per-token timings and cancellations (development logger, DEBUG).
-    enable_debug: bool = False
 
     @field_validator("model")
     @classmethod

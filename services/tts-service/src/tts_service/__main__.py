@@ -47,11 +47,8 @@ def main() -> int:
     # Piper logs every sentence's phonemes at DEBUG: too much even in development.
     logging.getLogger("piper").setLevel(logging.INFO)
     catalog = VoiceCatalog(plan)
+    # Synthesis timings: development output (DEVELOPMENT_MODE, or TTS_ENABLE_DEBUG).
     timings = get_development_logger("tts_service.timing")
-    if settings.enable_debug:
-        # TTS_ENABLE_DEBUG: synthesis timings whatever DEVELOPMENT_MODE and LOG_LEVEL say.
-        timings.development = True
-        timings.logger.setLevel(logging.DEBUG)
     servicer = SynthesizerServicer(catalog, settings.max_text_chars, timings)
 
     def register(server: grpc.aio.Server) -> list[str]:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import re
 import time
 from collections.abc import AsyncIterator
 
@@ -12,15 +13,17 @@ import numpy as np
 
 from tts_service.audio import split_chunks, to_pcm16
 from tts_service.engines import Engine, SynthesisError
-from tts_service.sentences import has_speakable, split_first_clause, split_sentences
 from tts_service.voices import VoiceCatalog
 from voice_common.devlogger import DevelopmentLogger
 from voice_common.logs import call_id_var
+from voice_common.sentences import has_speakable, split_first_clause, split_sentences
 from voiceai.tts.v1 import tts_pb2, tts_pb2_grpc
 
-log = logging.getLogger("tts_service.servicer")
+log = logging.getLogger(__name__)
 
 FIXED_RATES = (8000, 16000)
+# C0 and C1 control characters but tab, line feed and carriage return.
+CONTROL_CHARACTER = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f]")
 
 
 class RequestError(ValueError):
@@ -53,6 +56,12 @@ class SynthesizerServicer(tts_pb2_grpc.SynthesizerServicer):
             raise RequestError(
                 f"text is {len(text)} characters: the limit is {self.max_text_chars}"
             )
+        control = CONTROL_CHARACTER.search(text)
+        if control is not None:
+            # A NUL reached the engines, which failed (INTERNAL): the request is at fault.
+            raise RequestError(
+                f"text has the control character U+{ord(control.group()):04X} at position "
+                f"{control.start()}: send plain text (tabs and line breaks are fine)")
         if not has_speakable(text):
             raise RequestError("text has no letters or digits to speak")
         engine = self.catalog.get(request.voice)

@@ -32,7 +32,6 @@ class TtsSettings(ServiceSettings):
     # Empty: the engine's default voice (the bundled Piper voice, or espeak-ng en-us).
     # A path: a Piper .onnx voice with its .onnx.json beside it. Otherwise a voice name.
     voice: str = ""
-    enable_debug: bool = False
     max_text_chars: int = Field(CONTRACT_MAX_TEXT_CHARS, ge=1, le=CONTRACT_MAX_TEXT_CHARS)
     espeak_binary: str = "espeak-ng"
     # onnxruntime intra-op threads per Piper synthesis; 0: onnxruntime's default (all cores).

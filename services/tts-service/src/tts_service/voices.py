@@ -25,7 +25,7 @@ from tts_service.engines import (
 )
 from tts_service.settings import TtsSettings, looks_like_path
 
-log = logging.getLogger("tts_service.voices")
+log = logging.getLogger(__name__)
 
 # espeak-ng voices always offered beside the configured one (English, as the bot speaks).
 ESPEAK_VOICES = ("en-us", "en-gb")

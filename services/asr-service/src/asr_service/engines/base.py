@@ -3,6 +3,13 @@
 Engines are synchronous and CPU-bound; the servicer calls them from worker threads or
 worker processes (workers.py), never from the event loop. One `EngineStream` is only
 ever used by one thread at a time.
+
+Audio framing has one owner, the engine: `accept` takes audio of any length (the
+client's chunks as they came, or several at once when the stream backed up) and each
+engine cuts it into the fixed frames its decoder wants with a `FrameBuffer`
+(pocketsphinx: its VAD's 30 ms frames; Vosk: 20 ms pieces, since Kaldi checks for an
+utterance's end once per call). The result then does not depend on how the audio was
+chunked on the wire or batched by the servicer.
 """
 
 from __future__ import annotations
@@ -10,6 +17,27 @@ from __future__ import annotations
 import abc
 from dataclasses import dataclass
 from enum import Enum
+
+
+class FrameBuffer:
+    """Audio of any length in, whole frames of `frame_bytes` out; the rest waits for more."""
+
+    def __init__(self, frame_bytes: int) -> None:
+        self.frame_bytes = frame_bytes
+        self._rest = b""
+
+    def push(self, pcm: bytes) -> list[bytes]:
+        """Add `pcm`; the whole frames now available, in order."""
+        data = self._rest + pcm if self._rest else pcm
+        size = self.frame_bytes
+        usable = len(data) - len(data) % size
+        self._rest = data[usable:]
+        return [data[offset:offset + size] for offset in range(0, usable, size)]
+
+    def take_rest(self) -> bytes:
+        """What is left, shorter than a frame (at the end of the stream)."""
+        rest, self._rest = self._rest, b""
+        return rest
 
 
 class EventKind(Enum):

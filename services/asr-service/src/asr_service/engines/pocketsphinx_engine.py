@@ -33,13 +33,14 @@ from asr_service.engines.base import (
     Engine,
     EngineStream,
     EventKind,
+    FrameBuffer,
     RecognitionEvent,
     StreamOptions,
     Word,
 )
 from asr_service.engines.endpointing import Edge, EndpointConfig, VadEndpointer
 
-log = logging.getLogger("asr_service.engines.pocketsphinx")
+log = logging.getLogger(__name__)
 
 MODEL_RATE = 16000
 FRAMES_PER_SECOND = 100  # pocketsphinx's default -frate
@@ -167,7 +168,6 @@ class PocketsphinxStream(EngineStream):
                 self._decoder = None
                 raise
         vad = pocketsphinx.Vad(mode=engine.vad_mode, sample_rate=MODEL_RATE)
-        self._frame_bytes: int = vad.frame_bytes
         self._endpointer = VadEndpointer(vad.is_speech, EndpointConfig(
             frame_s=vad.frame_length, pause_s=engine.pause_s,
             end_s=engine.endpoint_silence_s))
@@ -176,7 +176,7 @@ class PocketsphinxStream(EngineStream):
                                 quality=RESAMPLE_QUALITY)
             if options.sample_rate_hz != MODEL_RATE else None
         )
-        self._buffer = b""
+        self._frames = FrameBuffer(vad.frame_bytes)
         self._fed_samples = 0  # at the model rate
         self._in_utterance = False
         self._last_partial = ""
@@ -192,13 +192,9 @@ class PocketsphinxStream(EngineStream):
     def accept(self, pcm: bytes) -> list[RecognitionEvent]:
         resampled = self._to_model_rate(pcm)
         self._fed_samples += len(resampled) // 2
-        self._buffer += resampled
         events: list[RecognitionEvent] = []
-        size = self._frame_bytes
-        usable = len(self._buffer) - len(self._buffer) % size
-        for offset in range(0, usable, size):
-            self._process_frame(self._buffer[offset:offset + size], events)
-        self._buffer = self._buffer[usable:]
+        for frame in self._frames.push(resampled):
+            self._process_frame(frame, events)
         if (self._in_utterance and self.options.interim_results
                 and self._fed_samples >= self._next_partial_at):
             self._next_partial_at = self._fed_samples + int(PARTIAL_INTERVAL_S * MODEL_RATE)
@@ -261,10 +257,15 @@ class PocketsphinxStream(EngineStream):
         events.append(RecognitionEvent(EventKind.SPEECH_END, start_s=end, end_s=end))
 
     def _words(self, utterance_start_s: float) -> tuple[Word, ...]:
+        """The final's word timings; none when the decoder has no segmentation (a grammar
+        that did not reach its end state: the final is then the last partial hypothesis)."""
+        segments = self._decoder.seg()
+        if segments is None:
+            return ()
         words = []
-        for seg in self._decoder.seg():
-            if seg.word.startswith(("<", "[")):
-                continue  # silence, sentence marks, noise
+        for seg in segments:
+            if seg.word.startswith(("<", "[", "(")):
+                continue  # silence, sentence marks, noise, a grammar's (NULL) transitions
             words.append(Word(
                 ALTERNATE_SUFFIX.sub("", seg.word),
                 utterance_start_s + seg.start_frame / FRAMES_PER_SECOND,
@@ -275,18 +276,15 @@ class PocketsphinxStream(EngineStream):
     def finish(self) -> list[RecognitionEvent]:
         events: list[RecognitionEvent] = []
         if self._resampler is not None:
-            self._buffer += self._to_model_rate(b"", last=True)
-        size = self._frame_bytes
-        while len(self._buffer) >= size:
-            self._process_frame(self._buffer[:size], events)
-            self._buffer = self._buffer[size:]
+            for frame in self._frames.push(self._to_model_rate(b"", last=True)):
+                self._process_frame(frame, events)
+        rest = self._frames.take_rest()
         if self._in_utterance:
             # What is left is shorter than a VAD frame; the decoder still hears it.
-            if self._buffer:
-                self._decoder.process_raw(self._buffer, False, False)
+            if rest:
+                self._decoder.process_raw(rest, False, False)
             if Edge.END in self._endpointer.flush().edges:
                 self._end_utterance(events)
-        self._buffer = b""
         return events
 
     def close(self) -> None:

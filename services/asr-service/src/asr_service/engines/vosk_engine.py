@@ -15,12 +15,16 @@ from asr_service.engines.base import (
     Engine,
     EngineStream,
     EventKind,
+    FrameBuffer,
     RecognitionEvent,
     StreamOptions,
     Word,
 )
 
-log = logging.getLogger("asr_service.engines.vosk")
+# What Kaldi gets per AcceptWaveform call (see VoskStream.accept).
+PIECE_MS = 20
+
+log = logging.getLogger(__name__)
 
 # Vosk's grammar token for "anything else"; only models built with it know it.
 UNKNOWN_WORD = "[unk]"
@@ -94,8 +98,7 @@ class VoskStream(EngineStream):
         # Word timings are needed for utterance start/end even when words are not shown.
         self._rec.SetWords(True)
         self._fed_samples = 0
-        self._piece_bytes = options.sample_rate_hz * 2 * 20 // 1000
-        self._unfed = b""
+        self._pieces = FrameBuffer(options.sample_rate_hz * 2 * PIECE_MS // 1000)
         self._in_speech = False
         self._speech_start_s = 0.0
         self._last_partial = ""
@@ -108,12 +111,9 @@ class VoskStream(EngineStream):
         # Kaldi checks for the end of an utterance once per AcceptWaveform call and
         # decodes the rest of that call's audio into it: fed in fixed 20 ms pieces, the
         # result does not depend on how the servicer batched the client's chunks.
-        data = self._unfed + pcm
-        usable = len(data) - len(data) % self._piece_bytes
         events: list[RecognitionEvent] = []
-        for offset in range(0, usable, self._piece_bytes):
-            events += self._accept_piece(data[offset:offset + self._piece_bytes])
-        self._unfed = data[usable:]
+        for piece in self._pieces.push(pcm):
+            events += self._accept_piece(piece)
         return events
 
     def _accept_piece(self, pcm: bytes) -> list[RecognitionEvent]:
@@ -136,8 +136,8 @@ class VoskStream(EngineStream):
         return events
 
     def finish(self) -> list[RecognitionEvent]:
-        events = self._accept_piece(self._unfed) if self._unfed else []
-        self._unfed = b""
+        rest = self._pieces.take_rest()
+        events = self._accept_piece(rest) if rest else []
         return events + self._end_utterance(json.loads(self._rec.FinalResult()))
 
     def _end_utterance(self, result: dict[str, Any]) -> list[RecognitionEvent]:

@@ -1,4 +1,9 @@
-"""Split text into sentences so synthesis can stream one sentence at a time.
+"""Sentences: the one set of rules the core and the TTS service split text by.
+
+- `SentenceChunker` (the core): LLM deltas in, each sentence out as soon as it is
+  complete, so the caller hears the start of a reply while the LLM still writes it.
+- `split_sentences` / `split_first_clause` (the TTS service): a request's text, whatever
+  client sent it, into the sentences it synthesizes and streams one at a time.
 
 Small and rule-based on purpose: a boundary is ``.``, ``!``, ``?``, ``;`` or an
 ellipsis followed by white space (closing quotes and brackets stay with their
@@ -6,6 +11,8 @@ sentence), or a line break. A period after a known abbreviation ("Mr.", "e.g.")
 or a single-letter initial ("J. Smith") is not a boundary. Fragments with
 nothing to pronounce ("--", "...") join the sentence before them, and very long
 sentences are cut at a clause boundary so no single synthesis step runs long.
+The chunker also holds back a fragment shorter than `MIN_CHUNK_CHARS` ("Ok.") to send
+it with what follows: a synthesis of its own costs more than it saves.
 """
 
 from __future__ import annotations
@@ -109,3 +116,58 @@ def split_first_clause(sentence: str, min_words: int = 2, min_rest_words: int = 
         if len(head.split()) >= min_words:
             break
     return [sentence]
+
+
+MIN_CHUNK_CHARS = 12   # the chunker never sends a fragment like "Hi." alone unless it is all
+MAX_CHUNK_CHARS = 200  # a clause this long is cut at a clause boundary so TTS can start
+
+
+def _breaks(text: str) -> list[tuple[int, int]]:
+    """(end of a sentence, start of the next) for each complete boundary in `text`: the
+    punctuation rules above (abbreviations and initials skipped), and line breaks."""
+    found: list[tuple[int, int]] = []
+    for match in _BOUNDARY.finditer(text):
+        punctuation = match.group(1).rstrip("\"'”’)]")
+        line_start = text.rfind("\n", 0, match.start(1)) + 1
+        if not _is_abbreviation(text[line_start:match.start(1)], punctuation):
+            found.append((match.end(1), match.end()))
+    found += [(m.start(), m.end()) for m in _LINE_BREAK.finditer(text)]
+    return sorted(set(found))
+
+
+_LINE_BREAK = re.compile(r"\n\s*")
+
+
+class SentenceChunker:
+    """Streamed text in, sentences out as soon as they are complete (by the rules above)."""
+
+    def __init__(self) -> None:
+        self._buffer = ""
+
+    def feed(self, delta: str) -> list[str]:
+        """Add text; return the sentences it completed (possibly none). A boundary is
+        complete once the white space after it has arrived: "else?" may go on."""
+        self._buffer += delta
+        out: list[str] = []
+        start = 0
+        for end, following in _breaks(self._buffer):
+            if end < start:
+                continue
+            candidate = self._buffer[start:end].strip()
+            if len(candidate) < MIN_CHUNK_CHARS:
+                continue
+            out.append(candidate)
+            start = following
+        self._buffer = self._buffer[start:]
+        if len(self._buffer) > MAX_CHUNK_CHARS:
+            window = self._buffer[:MAX_CHUNK_CHARS]
+            cut = max((m.end() for m in _CLAUSE.finditer(window)), default=0)
+            if cut > MIN_CHUNK_CHARS:
+                out.append(self._buffer[:cut].strip())
+                self._buffer = self._buffer[cut:]
+        return out
+
+    def flush(self) -> str:
+        """The unfinished rest at the end of the stream."""
+        rest, self._buffer = self._buffer.strip(), ""
+        return rest
