@@ -56,7 +56,9 @@ def test_a_request_during_warm_up_waits_for_the_answer(tmp_path: Path,
     assert text.strip(), log
     assert result.timings is not None
     assert "prompt rendering failed" not in log
-    # The port answers seconds before the model is loaded: the request met the warm-up,
-    # was refused UNAVAILABLE and asked again.
+    # The port answered before the model was loaded, and the request was made then. The
+    # channel's client-side health checking holds it until the service says SERVING; an
+    # RPC that reaches the service anyway is refused UNAVAILABLE ("warming up") and asked
+    # again (tests/foundation/test_runtime.py shows that refusal deterministically).
     assert seen == "NOT_SERVING"
-    assert "warming up" in caplog.text, caplog.text
+    assert "warming up" not in log or "asking again" in caplog.text, caplog.text
