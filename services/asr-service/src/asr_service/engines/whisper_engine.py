@@ -198,10 +198,10 @@ class WhisperStream(EngineStream):
         if self._resampler is not None:
             self._feed(self._to_model_rate(b"", last=True), events)
         if self._utterance is not None:
-            if len(self._pending):
-                # Less than a VAD frame is left; the decoder still hears it.
+            if len(self._pending) and self._hypothesis is None:
+                # Less than a VAD frame is left; the decoder still hears it (after a
+                # PAUSE it is silence, and the PAUSE's decode stands).
                 self._utterance.append(self._pending)
-                self._hypothesis = None
             self._end(events)
         self._pending = np.zeros(0, dtype=np.int16)
         return events
