@@ -6,6 +6,7 @@ English speech from the Piper voice that is not the demo's phrases, at 16 kHz an
 from __future__ import annotations
 
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -131,6 +132,16 @@ def test_a_one_minute_monologue_is_cut_into_bounded_pieces(whisper_target: str) 
     heard = " ".join(p.text for p in pieces)
     # Cuts may split a word; the rest of the minute is heard.
     assert word_error_rate(" ".join([script] * repeats), heard) <= 0.35, heard
+
+
+def test_four_concurrent_streams_share_the_model(whisper_target: str) -> None:
+    jobs = [(SENTENCES[i % 2], (8000, 16000)[i // 2]) for i in range(4)]
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        texts = list(pool.map(
+            lambda job: final_text(transcribe(whisper_target, utterance(job[0], job[1]),
+                                              job[1], speed=1.0)), jobs))
+    for (sentence, rate), text in zip(jobs, texts, strict=True):
+        assert word_error_rate(sentence, text) <= MAX_WER[rate], (rate, text)
 
 
 def test_auto_prefers_vosk_when_named_else_whisper(tmp_path: Path) -> None:
