@@ -101,12 +101,18 @@ def test_noise_and_clipping_do_not_break_the_stream(whisper_target: str) -> None
     generator = np.random.default_rng(11)
     noise = (generator.standard_normal(16000 * 3) * 0.3).astype(np.float32)
     clipped = np.clip(piper_16k(SENTENCES[1]) * 20.0, -1.0, 1.0)
-    for audio in (noise, clipped, np.concatenate([noise, clipped, silence(1.0)])):
+    for name, audio in (("noise", noise), ("clipped", clipped),
+                        ("both", np.concatenate([noise, clipped, silence(1.0)]))):
         for rate in (8000, 16000):
             responses = transcribe(whisper_target, line_audio(audio, rate), rate, speed=0)
             order = kinds(responses)
-            # Every utterance that started was closed, and nothing came after the end.
+            # Every utterance that started was closed.
             assert order.count("SPEECH_START") == order.count("SPEECH_END"), order
+            if name == "noise":
+                # Silero hears no speech in white noise: nothing for Whisper to invent.
+                assert "final" not in order, final_text(responses)
+            else:
+                assert final_text(responses), order
     # The service still recognises speech afterwards.
     text = final_text(transcribe(whisper_target, utterance(SENTENCES[0], 16000), 16000))
     assert word_error_rate(SENTENCES[0], text) <= MAX_WER[16000], text
