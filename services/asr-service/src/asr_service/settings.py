@@ -50,7 +50,7 @@ class AsrSettings(ServiceSettings):
     # Whisper: decodes that may run at once (CTranslate2 workers; more streams queue).
     whisper_parallel: int = Field(1, ge=1, le=16)
     # Whisper: a partial result every N seconds of new speech by decoding the utterance so
-    # far (~0.4 CPU-s each); 0 (default) sends none: SPEECH_START carries barge-in.
+    # far (~0.6 CPU-s each); 0 (default) sends none: SPEECH_START carries barge-in.
     whisper_partial_interval_s: float = Field(0.0, ge=0.0, le=30.0)
     # Whisper: an utterance longer than this is cut and decoded (bounded audio and cost).
     whisper_max_utterance_s: float = Field(20.0, ge=2.0, le=28.0)

@@ -1,6 +1,6 @@
 """Whisper engine: faster-whisper (CTranslate2, int8) behind Silero VAD segmentation.
 
-Whisper does not stream: it decodes a whole utterance (padded to 30 s, so ~0.4 CPU-s
+Whisper does not stream: it decodes a whole utterance (padded to 30 s, so ~0.6 CPU-s
 whatever its length). The stream therefore cuts utterances itself, on Silero VAD frames
 of 32 ms at 16 kHz (8 kHz input is resampled with soxr):
 
