@@ -15,13 +15,8 @@ from pathlib import Path
 
 import pytest
 
-from opensips_ai_core.devtools.caller import (
-    RtpPeer,
-    SipCaller,
-    make_sdp,
-    parse_media_address,
-    speak_and_listen,
-)
+from opensips_ai_core.devtools.sip_uac import SipCaller, make_sdp, parse_media_address
+from opensips_ai_core.devtools.softphone import RtpPeer, speak_and_listen
 from opensips_ai_core.grpc_clients.channel import HEALTH_SERVICE
 from tests.e2e.audio import is_balance_answer, speech_of, transcribe_reply
 from tests.support.procs import health_status
