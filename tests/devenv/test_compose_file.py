@@ -163,3 +163,16 @@ def test_the_runner_probes_the_services_over_http() -> None:
         probe = project.processes[name].readiness_probe
         assert probe is not None and probe.exec is None and probe.http_get is not None
         assert probe.http_get.port_number() == health_port
+
+
+def test_every_dollar_in_the_file_is_meant_for_process_compose() -> None:
+    """process-compose expands `$VAR` anywhere in the file from its own environment before
+    parsing (a variable set only in a process's `environment:` comes out empty); `$$` is a
+    literal `$` for the shell. The file may use `$` only as `$$`, so that what runs is what
+    is written."""
+    from devstack import config
+
+    text = STACK.read_text()
+    assert [line for line in text.splitlines() if "$" in line.replace("$$", "")] == []
+    # And the runner reads it as process-compose does, whatever the environment holds.
+    assert config.expand_env(text, {"ASR_PORT": "1", "HOME": "/x"}) == text.replace("$$", "$")

@@ -137,7 +137,7 @@ def test_a_crashed_process_is_restarted(stack) -> None:
     wait_ready(stack, "second", restarts=before.restarts + 1)
     after = proc_state(stack, "second")
     assert after.pid != before.pid and after.exit_code is None
-    assert "second: Restarting (exit -9)" in (stack.runtime_dir / "devstack.log").read_text()
+    assert "second: Restarting (exit -9;" in (stack.runtime_dir / "devstack.log").read_text()
 
 
 def test_a_saved_file_restarts_only_the_services_that_watch_it(stack) -> None:
