@@ -160,7 +160,9 @@ def await_rows(rows: Callable[[], list[ps.Row] | None], timeout: float,
                 return 0
             last = ", ".join(f"{n} ({why})" for n, why in waiting) or "no processes listed"
         if not alive():
-            return fail(f"the stack stopped; {where}")
+            ended = [r for r in rows() or [] if ps.has_failed(r)]
+            why = "; ".join(f"{r['name']} {r['status']}: {r.get('message', '')}" for r in ended)
+            return fail(f"the stack stopped{': ' + why if why else ''}; {where}")
         time.sleep(0.2)
     return fail(f"not ready after {timeout:.0f} s: {last}")
 

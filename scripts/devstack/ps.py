@@ -61,7 +61,8 @@ def from_state(current: state.StackState) -> list[Row]:
         age = time.time() - proc.started_at if running and proc.started_at else 0.0
         rows.append({
             "name": name, "namespace": "default",
-            "status": proc.state if alive else "Stopped",
+            # A stopped stack keeps the ends it recorded (why it stopped).
+            "status": proc.state if alive or proc.state in ENDED else "Stopped",
             "system_time": _age_text(age) if running else "-",
             "age": int(age * 1e9), "is_ready": proc.health if alive else "-",
             "has_ready_probe": proc.has_readiness, "restarts": proc.restarts,

@@ -110,10 +110,12 @@ def test_start_brings_every_process_up_in_dependency_order(stack) -> None:
     assert next(i for i, line in enumerate(log) if "third: Running" in line) < first_ready
 
 
-def test_start_refuses_a_second_stack_on_the_same_runtime_dir(stack) -> None:
-    again = script(stack, "dev-start.sh", "--timeout", "10")
-    assert again.returncode != 0
-    assert "already running" in again.stderr
+def test_start_on_a_running_stack_says_so_and_succeeds(stack) -> None:
+    before = current(stack)
+    again = script(stack, "dev-start.sh", "--timeout", "30")
+    assert again.returncode == 0, again.stdout + again.stderr
+    assert "already running" in again.stdout and "stack ready" in again.stdout
+    assert current(stack).supervisor_pid == before.supervisor_pid
 
 
 def test_status_shows_state_pid_health_port_uptime_restarts(stack) -> None:
