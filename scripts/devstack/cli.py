@@ -24,7 +24,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from devstack import config, ps, state
-from devstack.supervisor import Supervisor, kill_group
+from devstack.supervisor import Supervisor, group_pids, kill_group
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -186,8 +186,6 @@ def cmd_down(args: argparse.Namespace) -> int:
             print("devstack: supervisor did not stop in time: killing", file=sys.stderr)
             os.kill(current.supervisor_pid, signal.SIGKILL)
     # Belt and braces: whatever the supervisor could not stop (it was killed, say).
-    from devstack.status import group_pids
-
     for proc in (state.read(rdir) or current).processes.values():
         # Zombies (reaped later by init) are not leftovers: only live members count.
         if proc.pid and group_pids(proc.pid) and kill_group(proc.pid, signal.SIGKILL):

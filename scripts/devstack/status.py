@@ -11,6 +11,7 @@ import re
 from pathlib import Path
 
 from devstack import config, probes, ps
+from devstack.supervisor import group_pids
 
 _ANSI = re.compile(r"\x1b\[[0-9;]*m")
 # voice_common.launch's lines for a service that does not import and waits for a change.
@@ -38,19 +39,6 @@ def waiting_for_fix(log: Path) -> str | None:
         if "SERVING" in line:
             return None
     return None
-
-
-def group_pids(pgid: int) -> list[int]:
-    """Live (not zombie) members of a process group, from /proc."""
-    members = []
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        with contextlib.suppress(OSError, IndexError, ValueError):
-            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
-            if int(fields[2]) == pgid and fields[0] != "Z":
-                members.append(int(entry.name))
-    return members
 
 
 def bound_ports(pgid: int) -> list[str]:

@@ -30,6 +30,19 @@ from devstack.config import Process, Project
 log = logging.getLogger("devstack")
 
 
+def group_pids(pgid: int) -> list[int]:
+    """Live (not zombie) members of a process group, from /proc."""
+    members = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        with contextlib.suppress(OSError, IndexError, ValueError):
+            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+            if int(fields[2]) == pgid and fields[0] != "Z":
+                members.append(int(entry.name))
+    return members
+
+
 def kill_group(pid: int | None, sig: int) -> bool:
     if not pid:
         return False
@@ -207,9 +220,16 @@ class Supervisor:
             except TimeoutError:
                 log.warning("%s: still running %d s after signal %d: SIGKILL",
                             m.spec.name, m.spec.shutdown.timeout_seconds, m.spec.shutdown.signal)
-        # Whatever the leader did, nothing of its group outlives it.
+                kill_group(proc.pid, signal.SIGKILL)
+        code = await proc.wait()
+        # Whatever the leader did, nothing of its group outlives it; say so when something
+        # tried (a child it did not wait for).
+        left = group_pids(proc.pid)
+        if left:
+            log.warning("%s: %d process(es) of its group outlived it (%s): SIGKILL",
+                        m.spec.name, len(left), ", ".join(map(str, left)))
         kill_group(proc.pid, signal.SIGKILL)
-        return await proc.wait()
+        return code
 
     def should_restart(self, m: Managed, code: int) -> bool:
         if m.manual_restart:
