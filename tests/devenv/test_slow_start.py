@@ -24,7 +24,7 @@ from devstack import state
 from tests.devenv.stack import PYRUN, real_readiness_timing
 from tests.support.procs import LOOPBACK, ROOT, free_port, health_status
 
-pytestmark = pytest.mark.timeout(240)
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(240)]
 LOAD_S = 30
 
 
