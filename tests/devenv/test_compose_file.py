@@ -176,3 +176,19 @@ def test_every_dollar_in_the_file_is_meant_for_process_compose() -> None:
     assert [line for line in text.splitlines() if "$" in line.replace("$$", "")] == []
     # And the runner reads it as process-compose does, whatever the environment holds.
     assert config.expand_env(text, {"ASR_PORT": "1", "HOME": "/x"}) == text.replace("$$", "$")
+
+
+@pytest.mark.parametrize("name", ["asr", "llm", "tts", "core", "opensips"])
+def test_readiness_gives_a_slow_start_time_not_retries(stack, name: str) -> None:
+    """In process-compose the readiness probe's failure_threshold-th failure in a row
+    stops the process for good and skips its dependents, counting across hot-reload
+    restarts: the threshold is how long a process may take to answer. A model takes
+    20-30 s to load on a busy 2-core machine (tests/devenv/test_slow_start.py runs a
+    30 s load with the LLM's settings); a service waiting for a syntax fix is not ready
+    either. OpenSIPS starts in under a second."""
+    probe = stack["processes"][name]["readiness_probe"]
+    allowed_s = probe["initial_delay_seconds"] + probe["failure_threshold"] * probe[
+        "period_seconds"]
+    assert allowed_s >= (60 if name == "opensips" else 600)
+    # ...and readiness is noticed within a second of being true.
+    assert probe["period_seconds"] == 1
