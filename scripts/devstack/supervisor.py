@@ -245,6 +245,10 @@ class Supervisor:
             return False
         return wanted
 
+    def _end_aborted(self, m: Managed) -> None:
+        m.info.exit_code = 1  # as process-compose reports an aborted process
+        self.set_state(m, "Completed", "readiness probe failed: aborted, won't become ready")
+
     def backoff_s(self, m: Managed) -> float:
         return max(float(m.spec.availability.backoff_seconds), self.backoff_floor_s)
 
@@ -270,6 +274,9 @@ class Supervisor:
 
     async def _run_loop(self, m: Managed, probes_running: list[asyncio.Task[None]]) -> None:
         while not m.stopping:
+            if m.aborted:  # the probe ran out between two runs (a restart gap)
+                self._end_aborted(m)
+                return
             await self.spawn(m)
             if not probes_running:  # one prober per kind for the process's whole life
                 if m.spec.readiness_probe is not None:
@@ -286,12 +293,9 @@ class Supervisor:
             if m.stopping:
                 break
             if m.aborted:
-                # process-compose: Restarting (restarts + 1), then its run is cancelled:
-                # Completed, exit code 1.
+                # process-compose: Restarting (restarts + 1), then its run is cancelled.
                 m.info.restarts += 1
-                m.info.exit_code = 1
-                self.set_state(m, "Completed", "readiness probe failed: aborted, "
-                               "won't become ready")
+                self._end_aborted(m)
                 return
             if not self.should_restart(m, code):
                 self.set_state(m, "Completed" if code == 0 else "Error", f"exit {code}")

@@ -179,6 +179,38 @@ processes:
         assert "llm Completed (exit 1)" in waited.stderr and "core Skipped" in waited.stderr
 
 
+def test_the_readiness_count_runs_on_across_restarts(tmp_path: Path) -> None:
+    """process-compose starts one readiness prober per process and never resets it on a
+    restart: a process that keeps exiting before it answers (a crash loop, or hot reloads
+    slower than the threshold) is aborted once the failures in a row reach it."""
+    body = """
+processes:
+  looping:
+    command: echo run >> {tmp}/runs; sleep 0.2; exit 1
+    readiness_probe:
+      exec:
+        command: "false"
+      initial_delay_seconds: 0
+      period_seconds: 1
+      failure_threshold: 4
+    availability:
+      restart: always
+      backoff_seconds: 0
+"""
+    with stack_up(tmp_path, body, wait=False) as runtime:
+        wait_until(lambda: processes(runtime)["looping"].state == "Completed", 30,
+                   message="looping aborted")
+        looping = processes(runtime)["looping"]
+        assert looping.exit_code == 1 and "aborted" in looping.message
+        runs = len((tmp_path / "runs").read_text().splitlines())
+        assert runs >= 2  # it was restarted meanwhile, and the count went on
+        log = runtime / "devstack.log"
+        assert "looping: readiness probe failed 4 times in a row" in log.read_text()
+        # ...and it stays stopped.
+        assert processes(runtime)["looping"].state == "Completed"
+        assert len((tmp_path / "runs").read_text().splitlines()) == runs
+
+
 def test_readiness_is_ready_only_after_the_first_success(tmp_path: Path) -> None:
     """is_ready stays "-" (has_ready_probe true) until the probe's first success, then
     "Ready"; a process without a probe shows "-" with has_ready_probe false."""
