@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Start the development stack (process-compose.yaml) in the background and wait until
-# every process is ready; then print the SIP URI to call.
+# every process is ready (each readiness probe has had its first success); then print
+# the SIP URI to call. When the stack already runs, it only waits for it.
 #
 # Usage: scripts/dev-start.sh [--no-wait] [--timeout SECONDS]
 #   --no-wait          return once started, without waiting for readiness
@@ -44,39 +45,29 @@ if [ "${SKIP_MODELS:-0}" != 1 ]; then
 fi
 
 mkdir -p "$RUNTIME_DIR/logs"
-case "$(runner)" in
-  process-compose)
-    info "starting $STACK_FILE with process-compose (detached)"
-    pc up -f "$STACK_FILE" --detached
-    if [ "$wait_ready" = 1 ]; then
-      info "waiting for readiness (up to ${timeout}s)"
-      deadline=$((SECONDS + ${timeout%.*}))
-      until pc process list -o json 2>/dev/null | "$ROOT/scripts/devstack/pyrun" -c '
-import json, sys
-rows = json.load(sys.stdin)
-def ready(r):
-    # is_ready is "-" for a process without a readiness probe.
-    return (r.get("status") in ("Completed", "Disabled") or r.get("is_ready") == "Ready"
-            or (r.get("status") == "Running" and r.get("is_ready") == "-"))
-sys.exit(0 if rows and all(ready(r) for r in rows) else 1)'; do
-        [ "$SECONDS" -lt "$deadline" ] || die "not ready after ${timeout}s (scripts/dev-status.sh)"
-        sleep 1
-      done
-    fi
-    ;;
-  devstack)
-    info "starting $STACK_FILE with the devstack runner (detached)"
-    if [ "$wait_ready" = 1 ]; then
-      info "waiting for readiness (up to ${timeout}s)"
-      devstack up --detach --wait "$timeout" ||
-        die "the stack did not come up: scripts/dev-status.sh, scripts/dev-logs.sh"
-    else
-      devstack up --detach
-    fi
-    ;;
-  *) die "DEV_RUNNER must be process-compose or devstack" ;;
-esac
+if stack_running; then
+  # Idempotent: a second dev-start waits for the running stack instead of failing.
+  info "the stack is already running ($DEV_RUNNER; scripts/dev-stop.sh stops it)"
+else
+  info "starting $STACK_FILE with $DEV_RUNNER (detached)"
+  case "$DEV_RUNNER" in
+    process-compose)
+      # --disable-dotenv: the runner reads no .env either; both expand $VAR alike.
+      pc up -f "$STACK_FILE" --detached --disable-dotenv ;;
+    devstack)
+      devstack up --detach ;;
+  esac
+fi
+if [ "$wait_ready" = 1 ]; then
+  info "waiting until every process is ready (up to ${timeout}s)"
+  await_ready "$timeout" ||
+    die "the stack did not come up: scripts/dev-status.sh, scripts/dev-logs.sh"
+fi
 
-info "stack ready${C_RESET} (scripts/dev-status.sh, scripts/dev-logs.sh, scripts/dev-stop.sh)"
+if [ "$wait_ready" = 1 ]; then
+  info "stack ready${C_RESET} (scripts/dev-status.sh, scripts/dev-logs.sh, scripts/dev-stop.sh)"
+else
+  info "stack started${C_RESET} (not waiting; scripts/dev-status.sh shows readiness)"
+fi
 uri="$(devstack sip-uri)" && [ -n "$uri" ] && info "call ${C_BOLD}${uri}${C_RESET}"
 exit 0

@@ -1,12 +1,13 @@
 #!/usr/bin/env bash
-# Show the development stack: per process its state, PID, health (SERVING or not, from
-# its readiness probe run now), port(s), uptime and restart count.
+# Show the development stack: per process its state ("Waiting" while a service waits
+# for a fixed source file), PID, health (its readiness probe run now), the ports it has
+# bound, uptime and restart count; a note says why a process is in its state.
 #
 # Usage: scripts/dev-status.sh [--json]
 #
 # Exit status: 0 when the stack runs, 3 when it is not running.
-# With process-compose on PATH this is `process-compose process list -o wide`;
-# otherwise the devstack runner's `status`. Environment: see dev-start.sh.
+# The same view under either runner: with process-compose it reads
+# `process-compose process list -o json`. Environment: see dev-start.sh.
 set -euo pipefail
 source "$(dirname "$0")/lib/common.sh"
 source "$ROOT/scripts/devstack/stack.sh"
@@ -19,9 +20,4 @@ case "${1:-}" in
   *) die "unknown option: $1 (see --help)" ;;
 esac
 
-case "$(runner)" in
-  process-compose)
-    [ -S "$PC_SOCKET" ] || { info "process-compose is not running"; exit 3; }
-    if [ ${#args[@]} -gt 0 ]; then pc process list -o json; else pc process list -o wide; fi ;;
-  *) devstack status "${args[@]}" ;;
-esac
+devstack status "${args[@]}"

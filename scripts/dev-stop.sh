@@ -17,8 +17,8 @@ case "${1:-}" in
   *) die "unknown option: $1 (see --help)" ;;
 esac
 
-case "$(runner)" in
+case "$DEV_RUNNER" in
   process-compose)
-    if [ -S "$PC_SOCKET" ]; then pc down; else info "process-compose is not running"; fi ;;
-  *) devstack down ;;
+    if stack_running; then pc down; else info "process-compose is not running"; fi ;;
+  devstack) devstack down ;;
 esac

@@ -1,15 +1,21 @@
 #!/usr/bin/env bash
-# Run the test suite: set up .venv if needed, lint with ruff, then pytest.
+# Run the test suite: set up .venv if needed, lint with ruff, then pytest. The whole
+# suite is the default (real models, real service processes, SIPp calls: minutes).
 #
-# Usage: scripts/dev-test.sh [pytest arguments...]
-#   e.g. scripts/dev-test.sh tests/unit -k rtp -x
+# Usage: scripts/dev-test.sh [--fast] [pytest arguments...]
+#   --fast   only what needs no model and no service process (pytest -m "not slow and
+#            not e2e"; tests/conftest.py marks the rest `slow`): seconds, for the edit loop
+#   e.g. scripts/dev-test.sh tests/core/media -k rtp -x
+#        scripts/dev-test.sh --fast tests/core
 #
 # Environment: SKIP_LINT=1 skips ruff; SKIP_SETUP=1 skips the set-up check.
 set -euo pipefail
 source "$(dirname "$0")/lib/common.sh"
 
+marks=()
 case "${1:-}" in
   -h|--help) usage_from_header "$0"; exit 0 ;;
+  --fast) marks=(-m "not slow and not e2e"); shift ;;
 esac
 
 cd "$ROOT"
@@ -20,9 +26,9 @@ if [ "${SKIP_LINT:-0}" != 1 ]; then
   "$VENV/bin/ruff" check .
 fi
 
-info "pytest $*"
+info "pytest ${marks[*]} $*"
 set +e
-"$VENV/bin/python" -m pytest "$@"
+"$VENV/bin/python" -m pytest "${marks[@]}" "$@"
 rc=$?
 set -e
 # pytest's 5 means "no tests collected": a selection that matched nothing is an error here too.

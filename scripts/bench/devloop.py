@@ -5,10 +5,11 @@ One save's timeline, each step ending at a logged line:
 
     batching wait  save -> the service's "Hot-reload:" line (HOT_RELOAD_QUIET_MS after
                    the last change of a burst)
-    drain          -> the devstack runner's "NAME: Restarting (exit 0)": the old process
-                   has exited (health NOT_SERVING, in-flight calls finished, grace)
+    drain          -> the devstack runner's "NAME: Restarting (exit 0; ...)": the old
+                   process has exited (health NOT_SERVING, in-flight calls finished, grace)
     restart gap    -> the runner's "NAME: Running": the new process is spawned
-                   (backoff_seconds; 0 in the stacks here)
+                   (max(backoff_seconds, floor): 1 s as in process-compose, unless the
+                   runner runs with --backoff-floor 0)
     process start  -> the runtime's "listening on" line (interpreter, imports, bind)
     warm-up        -> the "SERVING" line (model load)
     probe lag      -> the runner's "NAME: ready": its readiness probe saw it

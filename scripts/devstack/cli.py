@@ -20,14 +20,13 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
-from devstack import config, state
-from devstack.supervisor import Supervisor, kill_group
+from devstack import config, ps, state
+from devstack.supervisor import Supervisor, group_pids, kill_group
 
 ROOT = Path(__file__).resolve().parents[2]
-READY_STATES = {"Completed", "Disabled"}
-FAILED_STATES = {"Error", "Skipped"}
 
 
 def stack_file(args: argparse.Namespace) -> Path:
@@ -52,8 +51,11 @@ def cmd_up(args: argparse.Namespace) -> int:
         return fail(str(err), 2)
     running = state.supervisor_running(rdir)
     if running is not None:
-        return fail(f"a stack is already running from {rdir} (supervisor pid "
-                    f"{running.supervisor_pid}): stop it first")
+        if Path(running.stack_file) != path.resolve():
+            return fail(f"a stack from {running.stack_file} is already running from {rdir} "
+                        f"(supervisor pid {running.supervisor_pid}): stop it first")
+        print(f"devstack: already running (supervisor pid {running.supervisor_pid})")
+        return 0 if args.wait is None else wait_ready(rdir, args.wait)
     busy = busy_probe_ports(project)
     if busy and not args.allow_busy_ports:
         # Otherwise the probes would report someone else's server as ours.
@@ -62,13 +64,15 @@ def cmd_up(args: argparse.Namespace) -> int:
     rdir.mkdir(parents=True, exist_ok=True)
     if not args.detach:
         logging.basicConfig(level=logging.INFO, format="%(asctime)s devstack %(message)s")
-        return asyncio.run(Supervisor(project, path, rdir).run())
+        return asyncio.run(Supervisor(project, path, rdir,
+                                      backoff_floor_s=args.backoff_floor).run())
     (rdir / state.REQUESTS_DIR).mkdir(exist_ok=True)
     state.state_path(rdir).unlink(missing_ok=True)
     with open(rdir / "devstack.log", "ab") as out:
         child = subprocess.Popen(
             [sys.executable, "-m", "devstack", "up", "-f", str(path), "--runtime-dir", str(rdir),
-             "--allow-busy-ports"],  # checked above, before anything of ours started
+             "--allow-busy-ports",  # checked above, before anything of ours started
+             "--backoff-floor", str(args.backoff_floor)],
             stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
             start_new_session=True, cwd=ROOT,
             env={**os.environ, "PYTHONPATH": _pythonpath()},
@@ -117,28 +121,50 @@ def _pythonpath() -> str:
     return f"{here}{os.pathsep}{rest}" if rest else here
 
 
-def wait_ready(rdir: Path, timeout: float, child: subprocess.Popen[bytes] | None = None) -> int:
-    deadline = time.monotonic() + timeout
-    last = ""
-    while time.monotonic() < deadline:
+def wait_ready(rdir: Path, timeout: float, child: subprocess.Popen[bytes] | None = None,
+               names: list[str] | None = None) -> int:
+    """Until every (named) process is ready as process-compose's IsReadyReason says: a
+    process with a probe has had its first success; fail at once when one has ended
+    for good (aborted by its readiness probe, skipped, failed)."""
+
+    def rows() -> list[ps.Row] | None:
         current = state.read(rdir)
-        if current is not None and current.processes:
-            pending = [p for p in current.processes.values()
-                       if p.state not in READY_STATES
-                       and not (p.state == "Running" and (p.ready or not p.has_readiness))]
-            failed = [p for p in current.processes.values() if p.state in FAILED_STATES]
+        return ps.from_state(current) if current is not None and current.processes else None
+
+    def alive() -> bool:
+        if child is not None:
+            return child.poll() is None
+        current = state.read(rdir)
+        return current is not None and state.pid_alive(current.supervisor_pid)
+
+    return await_rows(rows, timeout, names, alive, f"see {rdir / 'devstack.log'}")
+
+
+def await_rows(rows: Callable[[], list[ps.Row] | None], timeout: float,
+               names: list[str] | None, alive: Callable[[], bool], where: str) -> int:
+    deadline = time.monotonic() + timeout
+    last = "no answer yet"
+    while time.monotonic() < deadline:
+        current = rows()
+        if current is not None:
+            chosen = [r for r in current if not names or r["name"] in names]
+            failed = [r for r in chosen if ps.has_failed(r)]
             if failed:
-                return fail("; ".join(f"{p.name} {p.state}: {p.message} (log {p.log})"
-                                      for p in failed))
-            if not pending:
+                return fail("; ".join(
+                    f"{r['name']} {r['status']} (exit {r['exit_code']})"
+                    + (f": {r['message']}" if r.get("message") else "")
+                    + (f" (log {r['log']})" if r.get("log") else "") for r in failed))
+            waiting = [(r["name"], ps.is_ready_reason(r)[1]) for r in chosen
+                       if not ps.is_ready_reason(r)[0]]
+            if chosen and not waiting:
                 return 0
-            last = ", ".join(f"{p.name} {p.state}" for p in pending)
-        alive = child.poll() is None if child is not None else (
-            current is not None and state.pid_alive(current.supervisor_pid))
-        if not alive:
-            return fail(f"the supervisor exited; see {rdir / 'devstack.log'}")
+            last = ", ".join(f"{n} ({why})" for n, why in waiting) or "no processes listed"
+        if not alive():
+            ended = [r for r in rows() or [] if ps.has_failed(r)]
+            why = "; ".join(f"{r['name']} {r['status']}: {r.get('message', '')}" for r in ended)
+            return fail(f"the stack stopped{': ' + why if why else ''}; {where}")
         time.sleep(0.2)
-    return fail(f"not ready after {timeout:.0f} s: {last or 'no state yet'}")
+    return fail(f"not ready after {timeout:.0f} s: {last}")
 
 
 def cmd_wait(args: argparse.Namespace) -> int:
@@ -161,7 +187,8 @@ def cmd_down(args: argparse.Namespace) -> int:
             os.kill(current.supervisor_pid, signal.SIGKILL)
     # Belt and braces: whatever the supervisor could not stop (it was killed, say).
     for proc in (state.read(rdir) or current).processes.values():
-        if kill_group(proc.pid, signal.SIGKILL):
+        # Zombies (reaped later by init) are not leftovers: only live members count.
+        if proc.pid and group_pids(proc.pid) and kill_group(proc.pid, signal.SIGKILL):
             print(f"devstack: killed leftover process group {proc.pid} ({proc.name})")
     print("devstack: stopped")
     return 0
@@ -185,78 +212,98 @@ def cmd_restart(args: argparse.Namespace) -> int:
     deadline = time.monotonic() + args.timeout
     while time.monotonic() < deadline:
         now = state.read(rdir)
+        rows = {r["name"]: r for r in ps.from_state(now)} if now is not None else {}
         if now is not None and all(
-            now.processes[n].started_at != before[n] and now.processes[n].state == "Running"
-            and (now.processes[n].ready or not now.processes[n].has_readiness) for n in names
+            now.processes[n].started_at != before[n] and rows[n]["status"] == "Running"
+            and ps.is_ready_reason(rows[n])[0] for n in names
         ):
             print(f"devstack: restarted {', '.join(names)}")
             return 0
+        failed = [r for n, r in rows.items() if n in names and ps.has_failed(r)
+                  and now is not None and now.processes[n].started_at != before[n]]
+        if failed:
+            return fail("; ".join(f"{r['name']} {r['status']}: {r['message']}" for r in failed))
         time.sleep(0.2)
     return fail(f"{', '.join(names)} not back within {args.timeout:.0f} s")
 
 
-# -- status -------------------------------------------------------------------------------------
-def _ports(env: list[str]) -> str:
-    return " ".join(item.split("=", 1)[1] for item in env
-                    if item.split("=", 1)[0].endswith("_PORT"))
+# -- status / list / await (either runner) -------------------------------------------------------
+def chosen_runner(args: argparse.Namespace) -> str:
+    named = getattr(args, "runner", None) or os.environ.get("DEV_RUNNER")
+    if named:
+        return named
+    return "process-compose" if shutil.which("process-compose") else "devstack"
 
 
-def _uptime(since: float | None) -> str:
-    if not since:
-        return "-"
-    seconds = int(time.time() - since)
-    return f"{seconds // 3600}h{seconds % 3600 // 60:02d}m" if seconds >= 3600 else (
-        f"{seconds // 60}m{seconds % 60:02d}s")
+def pc_socket(args: argparse.Namespace) -> Path:
+    return runtime_dir(args) / "process-compose.sock"
 
 
-async def _health(project: config.Project, path: Path, names: list[str]) -> dict[str, str]:
-    from devstack import probes
-
-    async def one(name: str) -> str:
-        spec = project.processes[name]
-        if spec.readiness_probe is None:
-            return "-"
-        ok, detail = await probes.check(spec.readiness_probe, config.working_dir(spec, path),
-                                        config.process_env(project, spec, os.environ))
-        return detail if ok or detail else "failing"
-
-    results = await asyncio.gather(*(one(n) for n in names))
-    return dict(zip(names, results, strict=True))
+def listed_rows(args: argparse.Namespace) -> tuple[list[ps.Row] | None, str]:
+    """The processes as `process-compose process list -o json` lists them (None when no
+    stack runs), and where the stack file is."""
+    rdir = runtime_dir(args)
+    if chosen_runner(args) == "process-compose":
+        return ps.from_process_compose(pc_socket(args)), str(stack_file(args))
+    current = state.read(rdir)
+    if current is None or not state.pid_alive(current.supervisor_pid) or (
+            current.status == "stopped"):
+        return None, current.stack_file if current else str(stack_file(args))
+    return ps.from_state(current), current.stack_file
 
 
 def cmd_status(args: argparse.Namespace) -> int:
-    rdir = runtime_dir(args)
-    current = state.read(rdir)
-    if current is None:
-        return fail(f"no stack state under {rdir}: is the stack started?", 3)
-    path = Path(current.stack_file)
-    project = config.load(path)
-    alive = state.pid_alive(current.supervisor_pid) and current.status != "stopped"
-    running = [n for n, p in current.processes.items() if p.state == "Running"] if alive else []
-    health = asyncio.run(_health(project, path, running)) if running else {}
-    rows = []
-    for name, proc in current.processes.items():
-        spec = project.processes.get(name)
-        rows.append({
-            "name": name, "state": proc.state if alive else "Stopped",
-            "pid": proc.pid if alive and proc.state == "Running" else None,
-            "ready": proc.ready, "health": health.get(name, "-"),
-            "ports": _ports(spec.environment) if spec else "",
-            "uptime": _uptime(proc.started_at) if name in running else "-",
-            "restarts": proc.restarts, "exit_code": proc.exit_code, "message": proc.message,
-        })
+    from devstack import status
+
+    rows, where = listed_rows(args)
+    if rows is None:
+        if args.json:
+            print(json.dumps({"running": False, "stack_file": where, "processes": []}))
+        else:
+            print(f"stack {where}: not running")
+        return 3
+    path = Path(where)
+    out = status.rows(config.load(path), path, rows, runtime_dir(args))
     if args.json:
-        print(json.dumps({"supervisor_pid": current.supervisor_pid, "running": alive,
-                          "stack_file": str(path), "processes": rows}, indent=2))
-        return 0 if alive else 3
-    supervisor = f"pid {current.supervisor_pid}" if alive else "not running"
-    print(f"stack {path} — supervisor {supervisor}")
-    print(f"{'NAME':<10} {'STATE':<12} {'PID':>7}  {'HEALTH':<38} {'PORTS':<18} "
-          f"{'UPTIME':>7} {'RESTARTS':>8}")
-    for r in rows:
-        print(f"{r['name']:<10} {r['state']:<12} {r['pid'] or '-':>7}  {r['health'][:38]:<38} "
-              f"{r['ports'][:18]:<18} {r['uptime']:>7} {r['restarts']:>8}")
-    return 0 if alive else 3
+        print(json.dumps({"running": True, "runner": chosen_runner(args),
+                          "stack_file": str(path), "processes": out}, indent=2))
+        return 0
+    print(f"stack {path} ({chosen_runner(args)})")
+    print(status.table(out))
+    return 0
+
+
+def cmd_list(args: argparse.Namespace) -> int:
+    """process-compose's `process list -o json|wide` output, for either runner."""
+    rows, _ = listed_rows(args)
+    if rows is None:
+        return fail("no running stack", 3)
+    if args.output == "json":
+        print(json.dumps(rows, indent="\t"))
+    else:
+        head = ["PID", "NAME", "NAMESPACE", "STATUS", "AGE", "HEALTH", "RESTARTS", "EXITCODE"]
+        keys = ["pid", "name", "namespace", "status", "system_time", "is_ready", "restarts",
+                "exit_code"]
+        cells = [[str(r.get(k, "")) for k in keys] for r in rows]
+        widths = [max(len(h), *(len(c[i]) for c in cells)) if cells else len(h)
+                  for i, h in enumerate(head)]
+        for line in (head, *cells):
+            print("".join(f"{v:<{w}}   " for v, w in zip(line, widths, strict=True)))
+    return 0
+
+
+def cmd_await(args: argparse.Namespace) -> int:
+    """Wait until the (named) processes are ready, as dev-start and dev-restart do with
+    either runner."""
+    if chosen_runner(args) == "devstack":
+        return wait_ready(runtime_dir(args), args.timeout, names=args.names)
+    socket = pc_socket(args)
+
+    def rows() -> list[ps.Row] | None:
+        return ps.from_process_compose(socket)
+
+    return await_rows(rows, args.timeout, args.names, lambda: True,
+                      "see `process-compose process logs NAME` and .dev/logs/")
 
 
 # -- exec / logs / check -------------------------------------------------------------------------
@@ -347,6 +394,10 @@ def parser() -> argparse.ArgumentParser:
                     help="with --detach: wait until every process is ready")
     up.add_argument("--allow-busy-ports", action="store_true",
                     help="start even if a readiness probe's port already answers")
+    up.add_argument("--backoff-floor", type=float, metavar="SECONDS",
+                    default=float(os.environ.get("DEVSTACK_BACKOFF_FLOOR_S", "1")),
+                    help="the least wait before a restart (process-compose's: 1; "
+                         "default $DEVSTACK_BACKOFF_FLOOR_S or 1)")
     up.set_defaults(func=cmd_up)
     down = sub.add_parser("down", parents=[common], help="stop the stack gracefully")
     down.add_argument("--timeout", type=float, default=120.0)
@@ -355,9 +406,23 @@ def parser() -> argparse.ArgumentParser:
     restart.add_argument("names", nargs="*")
     restart.add_argument("--timeout", type=float, default=120.0)
     restart.set_defaults(func=cmd_restart)
-    status = sub.add_parser("status", parents=[common], help="per-process state and health")
+    runner = argparse.ArgumentParser(add_help=False)
+    runner.add_argument("--runner", choices=["devstack", "process-compose"],
+                        help="whose stack (default $DEV_RUNNER, else process-compose when "
+                             "on PATH, else devstack)")
+    status = sub.add_parser("status", parents=[common, runner],
+                            help="per-process state and health")
     status.add_argument("--json", action="store_true")
     status.set_defaults(func=cmd_status)
+    lst = sub.add_parser("list", parents=[common, runner],
+                         help="process-compose's `process list` output")
+    lst.add_argument("-o", "--output", choices=["json", "wide"], default="wide")
+    lst.set_defaults(func=cmd_list)
+    wait_for = sub.add_parser("await", parents=[common, runner],
+                              help="wait until the (named) processes are ready")
+    wait_for.add_argument("names", nargs="*")
+    wait_for.add_argument("--timeout", type=float, default=600.0)
+    wait_for.set_defaults(func=cmd_await)
     wait = sub.add_parser("wait", parents=[common], help="wait until every process is ready")
     wait.add_argument("--timeout", type=float, default=300.0)
     wait.set_defaults(func=cmd_wait)
@@ -384,6 +449,8 @@ def parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    # `devstack status --json | head`: end quietly on a closed pipe, as Unix tools do.
+    signal.signal(signal.SIGPIPE, signal.SIG_DFL)
     args = parser().parse_args(argv)
     if getattr(args, "command", None) and args.command[:1] == ["--"]:
         args.command = args.command[1:]

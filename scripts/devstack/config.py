@@ -7,7 +7,6 @@ an error naming where it is and what is accepted there, instead of being ignored
 from __future__ import annotations
 
 import os
-import re
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Literal
@@ -128,23 +127,52 @@ class Project(_Strict):
     processes: dict[str, Process]
 
 
-_VAR = re.compile(r"\$(?:\$|\{(?P<braced>[A-Za-z_][A-Za-z0-9_]*)(?::-(?P<default>[^}]*))?\}"
-                  r"|(?P<plain>[A-Za-z_][A-Za-z0-9_]*))")
+_ESCAPED = "\x00PC_ENV_ESCAPED\x00"
+_SPECIAL = set("*#$@!?-0123456789")
+
+
+def _shell_name(rest: str) -> tuple[str, int]:
+    """Go's os.getShellName: the variable name after a `$` and how many bytes it used."""
+    if rest[0] == "{":
+        if len(rest) > 2 and rest[1] in _SPECIAL and rest[2] == "}":
+            return rest[1], 3
+        close = rest.find("}", 1)
+        if close == 1:
+            return "", 2  # "${}": bad syntax, eaten
+        if close == -1:
+            return "", 1  # "${" without "}": bad syntax, eaten
+        return rest[1:close], close + 1
+    if rest[0] in _SPECIAL:
+        return rest[0], 1
+    end = 0
+    while end < len(rest) and (rest[end].isascii() and (rest[end].isalnum() or rest[end] == "_")):
+        end += 1
+    return rest[:end], end
 
 
 def expand_env(text: str, env: Mapping[str, str]) -> str:
-    """process-compose expands $VAR, ${VAR} and ${VAR:-default} in the file; `$$` is a `$`."""
-
-    def replace(match: re.Match[str]) -> str:
-        if match.group(0) == "$$":
-            return "$"
-        name = match.group("braced") or match.group("plain")
-        value = env.get(name, "")
-        if not value and match.group("default") is not None:
-            return match.group("default")
-        return value
-
-    return _VAR.sub(replace, text)
+    """process-compose's expansion of the whole file before parsing it (src/loader): `$$`
+    is a literal `$`; then Go's os.Expand: `$NAME` and `${...}` become the variable's
+    value from process-compose's own environment, or "" (`${A:-b}` looks up a variable
+    named "A:-b": no shell defaults); `$1`, `$!`, `$?`... are names too (so ""); a `$`
+    before anything else stays."""
+    text = text.replace("$$", _ESCAPED)
+    out: list[str] = []
+    i = 0
+    j = 0
+    while j < len(text):
+        if text[j] == "$" and j + 1 < len(text):
+            out.append(text[i:j])
+            name, used = _shell_name(text[j + 1:])
+            if name:
+                out.append(env.get(name, ""))
+            elif used == 0:
+                out.append("$")
+            j += used
+            i = j + 1
+        j += 1
+    out.append(text[i:])
+    return "".join(out).replace(_ESCAPED, "$")
 
 
 def _format(err: ValidationError) -> str:

@@ -40,8 +40,8 @@ async def run_http(probe: Probe, limit_s: float) -> tuple[bool, str]:
     try:
         limits = aiohttp.ClientTimeout(total=limit_s)
         async with aiohttp.ClientSession(timeout=limits) as session, session.get(url) as reply:
-            expected = spec.status_code
-            ok = reply.status == expected if expected else 200 <= reply.status < 400
+            # process-compose v1.64.1's HTTP checker (go-health) wants exactly 200.
+            ok = reply.status == (spec.status_code or 200)
             said = await _said(reply)
             return ok, f"HTTP {reply.status} {said}" if said else f"HTTP {reply.status}"
     except (aiohttp.ClientError, TimeoutError, OSError) as err:

@@ -21,6 +21,13 @@ runner() {
     echo devstack
   fi
 }
+# Chosen once: every script and the Python side (devstack status/list/await) agree.
+DEV_RUNNER="$(runner)"
+case "$DEV_RUNNER" in
+  process-compose|devstack) ;;
+  *) die "DEV_RUNNER must be process-compose or devstack (got: $DEV_RUNNER)" ;;
+esac
+export DEV_RUNNER
 
 # The project's runner (scripts/devstack) with the project's Python.
 devstack() {
@@ -32,4 +39,16 @@ devstack() {
 pc() {
   local sub="$1"; shift
   process-compose "$sub" "$@" --unix-socket "$PC_SOCKET"
+}
+
+# Whether a stack answers: process-compose's server, or the runner's supervisor.
+stack_running() {
+  devstack list -o json >/dev/null 2>&1
+}
+
+# Wait until the named processes (default: all) are ready, as process-compose's
+# `project is-ready` means it: every readiness probe has had its first success.
+await_ready() {
+  local timeout="$1"; shift
+  devstack await --timeout "$timeout" "$@"
 }

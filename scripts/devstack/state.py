@@ -20,6 +20,9 @@ class ProcessState:
     pid: int | None = None
     ready: bool = False
     has_readiness: bool = False
+    # process-compose's is_ready: "-" until the readiness probe answers (and while
+    # Restarting), then "Ready" or "Not Ready".
+    health: str = "-"
     restarts: int = 0
     started_at: float | None = None  # epoch seconds of the current run
     exit_code: int | None = None

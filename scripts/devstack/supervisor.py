@@ -4,6 +4,13 @@ Each process runs as `bash -c COMMAND` in its own session (so its own process
 group), with its output appended to its log file. Stopping sends the configured
 signal to the whole group, waits `timeout_seconds`, then SIGKILLs the group, so
 nothing the command started survives it.
+
+Probes and restarts mean what they mean in process-compose v1.64.1 (its
+src/app/process.go and src/health/): one readiness and one liveness prober per process
+for its whole life, across restarts; the readiness probe's `failure_threshold`-th
+failure in a row stops the process for good (no restart) and skips every process that
+waits for it with `process_healthy`; a liveness failure is only logged; a restart
+waits at least 1 s (`backoff_floor_s`).
 """
 
 from __future__ import annotations
@@ -21,6 +28,19 @@ from devstack import config, probes, state
 from devstack.config import Process, Project
 
 log = logging.getLogger("devstack")
+
+
+def group_pids(pgid: int) -> list[int]:
+    """Live (not zombie) members of a process group, from /proc."""
+    members = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        with contextlib.suppress(OSError, IndexError, ValueError):
+            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+            if int(fields[2]) == pgid and fields[0] != "Z":
+                members.append(int(entry.name))
+    return members
 
 
 def kill_group(pid: int | None, sig: int) -> bool:
@@ -47,12 +67,17 @@ class Managed:
     restart_now: asyncio.Event = field(default_factory=asyncio.Event)
     stopping: bool = False
     manual_restart: bool = False
-    liveness_failed: bool = False
+    # The readiness probe reached failure_threshold: stopped, never restarted.
+    aborted: bool = False
 
 
 class Supervisor:
-    def __init__(self, project: Project, stack_file: Path, runtime_dir: Path) -> None:
+    def __init__(self, project: Project, stack_file: Path, runtime_dir: Path, *,
+                 backoff_floor_s: float = 1.0) -> None:
         self.project = project
+        # process-compose waits max(backoff_seconds, 1) before any restart.
+        self.backoff_floor_s = backoff_floor_s
+        self.tasks: dict[str, asyncio.Task[None]] = {}
         self.stack_file = stack_file.resolve()
         self.runtime_dir = runtime_dir.resolve()
         self.order = config.start_order(project)
@@ -61,7 +86,9 @@ class Supervisor:
         base = dict(os.environ)
         for name in self.order:
             spec = project.processes[name]
-            info = state.ProcessState(name=name, has_readiness=spec.readiness_probe is not None)
+            # process-compose's has_ready_probe: a readiness *or* a liveness probe.
+            probed = spec.readiness_probe is not None or spec.liveness_probe is not None
+            info = state.ProcessState(name=name, has_readiness=probed)
             managed = Managed(spec, info, config.working_dir(spec, self.stack_file),
                               config.process_env(project, spec, base),
                               config.log_path(spec, self.stack_file, self.runtime_dir))
@@ -94,7 +121,8 @@ class Supervisor:
             elif cond == "process_healthy":
                 await self._first(other.healthy, other.finished)
                 if not other.healthy.is_set():
-                    return f"{dep_name} ended without becoming healthy"
+                    # process-compose's words.
+                    return f"depended on {dep_name} to become ready, but it was terminated"
             else:
                 await other.finished.wait()
                 if cond == "process_completed_successfully" and other.info.exit_code != 0:
@@ -123,32 +151,50 @@ class Supervisor:
         m.info.started_at = time.time()
         m.info.exit_code = None
         m.info.ready = False
+        m.info.health = "-"
         m.healthy.clear()
-        m.liveness_failed = False
         m.started.set()
         self.set_state(m, "Running")
 
     async def readiness(self, m: Managed) -> None:
+        """process-compose's readiness prober: the first success makes the process Ready
+        (success_threshold is not consulted); the failure_threshold-th failure in a row,
+        whenever it comes (first start, a restart, a later hang), stops the process."""
         probe = m.spec.readiness_probe
         assert probe is not None
         await asyncio.sleep(probe.initial_delay_seconds)
-        successes = failures = 0
+        failures = 0
         while True:
             ok, detail = await probes.check(probe, m.cwd, m.env)
-            successes, failures = (successes + 1, 0) if ok else (0, failures + 1)
-            if ok and not m.info.ready and successes >= probe.success_threshold:
-                m.info.ready = True
-                m.healthy.set()
-                log.info("%s: ready (%s)", m.spec.name, detail)
-                self.save()
-            elif not ok and m.info.ready and failures >= probe.failure_threshold:
-                m.info.ready = False
-                m.healthy.clear()
-                log.warning("%s: not ready (%s)", m.spec.name, detail)
-                self.save()
+            if m.proc is None or m.proc.returncode is not None:
+                # Between runs (Restarting): process-compose's prober keeps counting, but
+                # the state says "-" until the next run answers.
+                failures = 0 if ok else failures + 1
+            elif ok:
+                failures = 0
+                if m.info.health != "Ready":
+                    m.info.ready, m.info.health = True, "Ready"
+                    m.healthy.set()
+                    log.info("%s: ready (%s)", m.spec.name, detail)
+                    self.save()
+            else:
+                failures += 1
+                if m.info.health != "Not Ready":
+                    m.info.ready, m.info.health = False, "Not Ready"
+                    m.healthy.clear()
+                    self.save()
+            if not ok and failures == probe.failure_threshold:
+                log.warning("%s: readiness probe failed %d times in a row (%s): stopping it; "
+                            "%s was aborted and won't become ready", m.spec.name, failures,
+                            detail, m.spec.name)
+                m.aborted = True
+                m.restart_now.set()
+                await self.terminate(m)
+                return
             await asyncio.sleep(probe.period_seconds)
 
     async def liveness(self, m: Managed) -> None:
+        """process-compose v1.64.1 only logs a liveness failure (it restarts nothing)."""
         probe = m.spec.liveness_probe
         assert probe is not None
         await asyncio.sleep(probe.initial_delay_seconds)
@@ -156,12 +202,10 @@ class Supervisor:
         while True:
             ok, detail = await probes.check(probe, m.cwd, m.env)
             failures = 0 if ok else failures + 1
-            if failures >= probe.failure_threshold:
-                log.warning("%s: liveness failed %d times (%s): restarting",
-                            m.spec.name, failures, detail)
-                m.liveness_failed = True
-                await self.terminate(m)
-                return
+            if failures == probe.failure_threshold:
+                log.warning("%s: liveness probe failed %d times in a row (%s); as in "
+                            "process-compose, nothing is restarted", m.spec.name, failures,
+                            detail)
             await asyncio.sleep(probe.period_seconds)
 
     async def terminate(self, m: Managed) -> int | None:
@@ -176,15 +220,22 @@ class Supervisor:
             except TimeoutError:
                 log.warning("%s: still running %d s after signal %d: SIGKILL",
                             m.spec.name, m.spec.shutdown.timeout_seconds, m.spec.shutdown.signal)
-        # Whatever the leader did, nothing of its group outlives it.
+                kill_group(proc.pid, signal.SIGKILL)
+        code = await proc.wait()
+        # Whatever the leader did, nothing of its group outlives it; say so when something
+        # tried (a child it did not wait for).
+        left = group_pids(proc.pid)
+        if left:
+            log.warning("%s: %d process(es) of its group outlived it (%s): SIGKILL",
+                        m.spec.name, len(left), ", ".join(map(str, left)))
         kill_group(proc.pid, signal.SIGKILL)
-        return await proc.wait()
+        return code
 
     def should_restart(self, m: Managed, code: int) -> bool:
         if m.manual_restart:
             return True
         policy = m.spec.availability
-        failed = code != 0 or m.liveness_failed
+        failed = code != 0
         if policy.restart == "exit_on_failure" and failed:
             self.request_stop(f"{m.spec.name} failed (exit {code}) with exit_on_failure")
             return False
@@ -194,6 +245,13 @@ class Supervisor:
             return False
         return wanted
 
+    def _end_aborted(self, m: Managed) -> None:
+        m.info.exit_code = 1  # as process-compose reports an aborted process
+        self.set_state(m, "Completed", "readiness probe failed: aborted, won't become ready")
+
+    def backoff_s(self, m: Managed) -> float:
+        return max(float(m.spec.availability.backoff_seconds), self.backoff_floor_s)
+
     async def run_process(self, m: Managed) -> None:
         if m.spec.disabled:
             self.set_state(m, "Disabled")
@@ -201,42 +259,59 @@ class Supervisor:
             return
         why = await self.wait_dependencies(m)
         if why is not None:
+            m.info.exit_code = 1  # as process-compose sets it for a skipped process
             self.set_state(m, "Skipped", why)
             m.finished.set()
             return
+        probes_running: list[asyncio.Task[None]] = []
+        try:
+            await self._run_loop(m, probes_running)
+        finally:
+            for task in probes_running:
+                task.cancel()
+            await asyncio.gather(*probes_running, return_exceptions=True)
+            m.finished.set()
+
+    async def _run_loop(self, m: Managed, probes_running: list[asyncio.Task[None]]) -> None:
         while not m.stopping:
+            if m.aborted:  # the probe ran out between two runs (a restart gap)
+                self._end_aborted(m)
+                return
             await self.spawn(m)
-            helpers = []
-            if m.spec.readiness_probe is not None:
-                helpers.append(asyncio.create_task(self.readiness(m)))
-            if m.spec.liveness_probe is not None:
-                helpers.append(asyncio.create_task(self.liveness(m)))
+            if not probes_running:  # one prober per kind for the process's whole life
+                if m.spec.readiness_probe is not None:
+                    probes_running.append(asyncio.create_task(self.readiness(m)))
+                if m.spec.liveness_probe is not None:
+                    probes_running.append(asyncio.create_task(self.liveness(m)))
             assert m.proc is not None
             code = await m.proc.wait()
-            for task in helpers:
-                task.cancel()
-            await asyncio.gather(*helpers, return_exceptions=True)
             kill_group(m.proc.pid, signal.SIGKILL)  # leftovers of a process that exited
             m.info.exit_code = code
             m.info.ready = False
+            m.info.health = "-"
             m.healthy.clear()
             if m.stopping:
                 break
+            if m.aborted:
+                # process-compose: Restarting (restarts + 1), then its run is cancelled.
+                m.info.restarts += 1
+                self._end_aborted(m)
+                return
             if not self.should_restart(m, code):
                 self.set_state(m, "Completed" if code == 0 else "Error", f"exit {code}")
-                m.finished.set()
                 return
             manual, m.manual_restart = m.manual_restart, False
             m.info.restarts += 1
-            self.set_state(m, "Restarting", "on request" if manual else f"exit {code}")
-            # backoff_seconds: 0 starts it again at once (process-compose waits at least 1 s).
-            if not manual and m.spec.availability.backoff_seconds > 0:
+            # process-compose: "Restarting NAME in 1 second(s)..." even with
+            # backoff_seconds: 0 (also after `process restart`).
+            delay = self.backoff_s(m)
+            self.set_state(m, "Restarting", f"{'on request' if manual else f'exit {code}'}"
+                           f"; in {delay:g} s")
+            if delay > 0:
                 m.restart_now.clear()
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(m.restart_now.wait(),
-                                           m.spec.availability.backoff_seconds)
+                    await asyncio.wait_for(m.restart_now.wait(), delay)
         self.set_state(m, "Completed", f"stopped (exit {m.info.exit_code})")
-        m.finished.set()
 
     async def stop_process(self, m: Managed) -> None:
         m.stopping = True
@@ -246,11 +321,20 @@ class Supervisor:
             await self.terminate(m)
 
     async def restart_process(self, name: str) -> None:
+        """As `process-compose process restart NAME`: a running process is stopped and
+        started again; one that has ended (Completed, Error, Skipped, aborted) is started
+        again, its dependencies waited for as at `up`."""
         m = self.procs.get(name)
         if m is None or m.stopping:
             return
         log.info("%s: restart requested", name)
-        if m.proc is not None and m.proc.returncode is None:
+        if m.finished.is_set():
+            m.finished.clear()
+            m.aborted = False
+            m.info.restarts += 1
+            self.set_state(m, "Pending", "restart requested")
+            self.tasks[name] = asyncio.create_task(self.run_process(m))
+        elif m.proc is not None and m.proc.returncode is None:
             m.manual_restart = True
             await self.terminate(m)
         elif m.info.state == "Restarting":
@@ -288,7 +372,8 @@ class Supervisor:
         requests = asyncio.Queue[None]()
         loop.add_signal_handler(signal.SIGUSR1, requests.put_nowait, None)
         self.save()
-        tasks = {name: asyncio.create_task(self.run_process(m)) for name, m in self.procs.items()}
+        self.tasks = {name: asyncio.create_task(self.run_process(m))
+                      for name, m in self.procs.items()}
         self.state.status = "running"
         self.save()
         log.info("stack %s started (supervisor pid %d)", self.stack_file, os.getpid())
@@ -300,23 +385,28 @@ class Supervisor:
                 await self.handle_requests()
 
         server = asyncio.create_task(serve_requests())
-        all_done = asyncio.create_task(asyncio.wait(list(tasks.values())))
         stop = asyncio.create_task(self._stop.wait())
-        await asyncio.wait({all_done, stop}, return_when=asyncio.FIRST_COMPLETED)
+        # Until a stop request or every process has ended (a restart request may start
+        # an ended one again meanwhile).
+        while not stop.done():
+            pending = [t for t in self.tasks.values() if not t.done()]
+            if not pending:
+                break
+            await asyncio.wait({*pending, stop}, return_when=asyncio.FIRST_COMPLETED)
         log.info("stopping the stack: %s", self._stop_reason or "every process ended")
         server.cancel()
         await self.stop_all()
         # Let each process's task record its end; those still waiting on dependencies
         # never started and are cancelled.
-        await asyncio.wait(list(tasks.values()), timeout=5)
-        for task in tasks.values():
+        tasks = list(self.tasks.values())
+        await asyncio.wait(tasks, timeout=5)
+        for task in tasks:
             task.cancel()
-        await asyncio.gather(*tasks.values(), return_exceptions=True)
+        await asyncio.gather(*tasks, return_exceptions=True)
         for m in self.procs.values():
             if m.info.state in {"Pending", "Running", "Restarting", "Terminating"}:
                 m.info.state = "Completed" if m.proc is not None else "Skipped"
         stop.cancel()
-        all_done.cancel()
         self.state.status = "stopped"
         self.save()
         log.info("stack stopped")

@@ -6,6 +6,8 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
+import yaml
+
 from tests.support.procs import ROOT, free_port
 
 PYRUN = ROOT / "scripts" / "devstack" / "pyrun"
@@ -30,6 +32,17 @@ class FixtureStack:
         return env
 
 
+def real_readiness_timing(process: str = "llm") -> str:
+    """process-compose.yaml's readiness timing for `process` (initial delay, period,
+    timeout, thresholds), as YAML lines for a fixture probe: the fixture stacks are
+    probed as the real one is, so a setting that would abort a slow start shows here."""
+    probe = yaml.safe_load((ROOT / "process-compose.yaml").read_text())[
+        "processes"][process]["readiness_probe"]
+    keys = ("initial_delay_seconds", "period_seconds", "timeout_seconds",
+            "success_threshold", "failure_threshold")
+    return "".join(f"      {key}: {probe[key]}\n" for key in keys)
+
+
 def _service(name: str, port: int, health_port: int, watch: Path, module: str, *,
              warmup: float, depends: str | None, pythonpath: str) -> str:
     # As in process-compose.yaml: the runtime's HTTP /health, not an exec probe.
@@ -51,12 +64,7 @@ def _service(name: str, port: int, health_port: int, watch: Path, module: str, *
     log_location: {{logs}}/{name}.log
 {deps}    readiness_probe:
       {probe}
-      initial_delay_seconds: 0
-      period_seconds: 1
-      timeout_seconds: 5
-      success_threshold: 1
-      failure_threshold: 2
-    liveness_probe:
+{real_readiness_timing()}    liveness_probe:
       {probe}
       initial_delay_seconds: 20
       period_seconds: 15

@@ -163,3 +163,32 @@ def test_the_runner_probes_the_services_over_http() -> None:
         probe = project.processes[name].readiness_probe
         assert probe is not None and probe.exec is None and probe.http_get is not None
         assert probe.http_get.port_number() == health_port
+
+
+def test_every_dollar_in_the_file_is_meant_for_process_compose() -> None:
+    """process-compose expands `$VAR` anywhere in the file from its own environment before
+    parsing (a variable set only in a process's `environment:` comes out empty); `$$` is a
+    literal `$` for the shell. The file may use `$` only as `$$`, so that what runs is what
+    is written."""
+    from devstack import config
+
+    text = STACK.read_text()
+    assert [line for line in text.splitlines() if "$" in line.replace("$$", "")] == []
+    # And the runner reads it as process-compose does, whatever the environment holds.
+    assert config.expand_env(text, {"ASR_PORT": "1", "HOME": "/x"}) == text.replace("$$", "$")
+
+
+@pytest.mark.parametrize("name", ["asr", "llm", "tts", "core", "opensips"])
+def test_readiness_gives_a_slow_start_time_not_retries(stack, name: str) -> None:
+    """In process-compose the readiness probe's failure_threshold-th failure in a row
+    stops the process for good and skips its dependents, counting across hot-reload
+    restarts: the threshold is how long a process may take to answer. A model takes
+    20-30 s to load on a busy 2-core machine (tests/devenv/test_slow_start.py runs a
+    30 s load with the LLM's settings); a service waiting for a syntax fix is not ready
+    either. OpenSIPS starts in under a second."""
+    probe = stack["processes"][name]["readiness_probe"]
+    allowed_s = probe["initial_delay_seconds"] + probe["failure_threshold"] * probe[
+        "period_seconds"]
+    assert allowed_s >= (60 if name == "opensips" else 600)
+    # ...and readiness is noticed within a second of being true.
+    assert probe["period_seconds"] == 1

@@ -67,4 +67,6 @@ def test_dev_start_call_status_stop(tmp_path):
     finally:
         stopped = script("dev-stop.sh", env=env, timeout=120)
     assert stopped.returncode == 0, stopped.stdout + stopped.stderr
+    # Every process took its children with it (the ASR's workers and resource tracker).
+    assert "leftover" not in stopped.stdout, stopped.stdout
     assert busy() == [], "a port of the stack is still bound after dev-stop"

@@ -1,10 +1,15 @@
 """The runner's process-compose semantics with plain shell processes (fast, no services):
-completion dependencies, liveness restarts, max_restarts, shutdown escalation and
-grandchildren stopped with their process group."""
+completion dependencies, a readiness failure that stops a process and skips its
+dependents, liveness failures only logged, max_restarts, the 1 s restart backoff floor,
+restarting an ended process, shutdown escalation and grandchildren stopped with their
+process group. What process-compose v1.64.1 does is cited from its source
+(src/app/process.go, src/health/health_checks.go) in each test."""
 
 from __future__ import annotations
 
 import contextlib
+import itertools
+import json
 import os
 import signal
 import socket
@@ -30,11 +35,13 @@ def devstack(runtime: Path, stack: Path, *args: str, timeout: float = 60
 
 
 @contextlib.contextmanager
-def stack_up(tmp_path: Path, body: str, wait: bool = True) -> Iterator[Path]:
+def stack_up(tmp_path: Path, body: str, wait: bool = True, backoff_floor: float | None = None
+             ) -> Iterator[Path]:
     stack = tmp_path / "stack.yaml"
     stack.write_text(body.replace("{tmp}", str(tmp_path)))
     runtime = tmp_path / "rt"
-    args = ["up", "--detach", *(["--wait", "30"] if wait else [])]
+    args = ["up", "--detach", *(["--wait", "30"] if wait else []),
+            *(["--backoff-floor", str(backoff_floor)] if backoff_floor is not None else [])]
     started = devstack(runtime, stack, *args)
     try:
         assert started.returncode == 0, started.stdout + started.stderr
@@ -81,7 +88,9 @@ processes:
         wait_until(lambda: processes(runtime)["app"].state == "Running", 30)
 
 
-def test_liveness_failure_restarts_and_max_restarts_stops(tmp_path: Path) -> None:
+def test_liveness_failure_is_only_logged_and_max_restarts_stops(tmp_path: Path) -> None:
+    """process-compose v1.64.1's onLivenessCheckEnd only logs (and notifies a daemon):
+    a process whose liveness probe fails keeps running, unrestarted."""
     body = """
 processes:
   watched:
@@ -101,17 +110,163 @@ processes:
       backoff_seconds: 0
       max_restarts: 2
 """
-    with stack_up(tmp_path, body, wait=False) as runtime:
+    with stack_up(tmp_path, body, wait=False, backoff_floor=0) as runtime:
         wait_until(lambda: processes(runtime)["flaky"].state == "Error", 30,
                    message="flaky given up")
         assert processes(runtime)["flaky"].restarts == 2
         first_pid = processes(runtime)["watched"].pid
         (tmp_path / "sick").touch()
-        wait_until(lambda: processes(runtime)["watched"].restarts >= 1, 30,
-                   message="liveness restart")
-        (tmp_path / "sick").unlink()
-        assert processes(runtime)["watched"].pid != first_pid
-        assert "liveness failed" in (runtime / "devstack.log").read_text()
+        log = runtime / "devstack.log"
+        wait_until(lambda: "watched: liveness probe failed 1 times" in log.read_text(), 30,
+                   message="the liveness failure logged")
+        watched = processes(runtime)["watched"]
+        assert (watched.state, watched.pid, watched.restarts) == ("Running", first_pid, 0)
+
+
+def test_readiness_failure_stops_the_process_and_skips_its_dependents(tmp_path: Path) -> None:
+    """process-compose: the readiness prober's failure_threshold-th failure in a row is
+    fatal (health_checks.go); onReadinessCheckEnd stops the process (SIGTERM to its group),
+    its run loop is cancelled (Restarting, restarts + 1, then Completed) and every process
+    waiting for it with process_healthy is Skipped: "process core depended on llm to
+    become ready, but it was terminated". The probe here never succeeds, as a model still
+    loading when the threshold runs out."""
+    body = """
+processes:
+  llm:
+    command: "trap 'echo got TERM > {tmp}/llm-term; exit 0' TERM; while :; do sleep 0.1; done"
+    readiness_probe:
+      exec:
+        command: test -f {tmp}/loaded
+      initial_delay_seconds: 0
+      period_seconds: 1
+      failure_threshold: 2
+    availability:
+      restart: always
+      backoff_seconds: 0
+  core:
+    command: echo started > {tmp}/core-started; exec sleep 600
+    depends_on:
+      llm:
+        condition: process_healthy
+  independent:
+    command: exec sleep 600
+"""
+    with stack_up(tmp_path, body, wait=False) as runtime:
+        wait_until(lambda: processes(runtime)["core"].state == "Skipped", 30,
+                   message="core skipped")
+        procs = processes(runtime)
+        assert (procs["llm"].state, procs["llm"].exit_code, procs["llm"].restarts) == (
+            "Completed", 1, 1)
+        assert "aborted" in procs["llm"].message
+        assert procs["core"].message == (
+            "depended on llm to become ready, but it was terminated")
+        assert (tmp_path / "llm-term").read_text() == "got TERM\n"  # SIGTERM, not SIGKILL
+        assert not (tmp_path / "core-started").exists()
+        assert procs["independent"].state == "Running"
+        # Not restarted, whatever `restart: always` says.
+        pid = procs["llm"].pid
+        assert pid is not None and not state.pid_alive(pid)
+        # What dev-start and `process list -o json` see: process-compose's row shape.
+        listed = devstack(runtime, tmp_path / "stack.yaml", "list", "-o", "json",
+                          "--runner", "devstack")
+        rows = {r["name"]: r for r in json.loads(listed.stdout)}
+        assert (rows["llm"]["status"], rows["llm"]["is_ready"], rows["llm"]["exit_code"]) == (
+            "Completed", "-", 1)
+        assert (rows["core"]["status"], rows["core"]["exit_code"]) == ("Skipped", 1)
+        waited = devstack(runtime, tmp_path / "stack.yaml", "await", "--timeout", "20",
+                          "--runner", "devstack")
+        assert waited.returncode == 1
+        assert "llm Completed (exit 1)" in waited.stderr and "core Skipped" in waited.stderr
+
+
+def test_the_readiness_count_runs_on_across_restarts(tmp_path: Path) -> None:
+    """process-compose starts one readiness prober per process and never resets it on a
+    restart: a process that keeps exiting before it answers (a crash loop, or hot reloads
+    slower than the threshold) is aborted once the failures in a row reach it."""
+    body = """
+processes:
+  looping:
+    command: echo run >> {tmp}/runs; sleep 0.2; exit 1
+    readiness_probe:
+      exec:
+        command: "false"
+      initial_delay_seconds: 0
+      period_seconds: 1
+      failure_threshold: 4
+    availability:
+      restart: always
+      backoff_seconds: 0
+"""
+    with stack_up(tmp_path, body, wait=False) as runtime:
+        wait_until(lambda: processes(runtime)["looping"].state == "Completed", 30,
+                   message="looping aborted")
+        looping = processes(runtime)["looping"]
+        assert looping.exit_code == 1 and "aborted" in looping.message
+        runs = len((tmp_path / "runs").read_text().splitlines())
+        assert runs >= 2  # it was restarted meanwhile, and the count went on
+        log = runtime / "devstack.log"
+        assert "looping: readiness probe failed 4 times in a row" in log.read_text()
+        # ...and it stays stopped.
+        assert processes(runtime)["looping"].state == "Completed"
+        assert len((tmp_path / "runs").read_text().splitlines()) == runs
+
+
+def test_readiness_is_ready_only_after_the_first_success(tmp_path: Path) -> None:
+    """is_ready stays "-" (has_ready_probe true) until the probe's first success, then
+    "Ready"; a process without a probe shows "-" with has_ready_probe false."""
+    body = """
+processes:
+  slow:
+    command: exec sleep 600
+    readiness_probe:
+      exec:
+        command: test -f {tmp}/loaded
+      initial_delay_seconds: 0
+      period_seconds: 1
+      failure_threshold: 600
+  plain:
+    command: exec sleep 600
+"""
+    with stack_up(tmp_path, body, wait=False) as runtime:
+        stack = tmp_path / "stack.yaml"
+
+        def rows() -> dict[str, dict]:
+            out = devstack(runtime, stack, "list", "-o", "json", "--runner", "devstack")
+            return {r["name"]: r for r in json.loads(out.stdout)}
+
+        wait_until(lambda: rows()["slow"]["is_ready"] == "Not Ready", 30,
+                   message="the first failed probe")
+        now = rows()
+        assert (now["slow"]["status"], now["slow"]["has_ready_probe"]) == ("Running", True)
+        assert (now["plain"]["is_ready"], now["plain"]["has_ready_probe"]) == ("-", False)
+        waited = devstack(runtime, stack, "await", "--timeout", "2", "--runner", "devstack")
+        assert waited.returncode == 1 and "slow (health is Not Ready)" in waited.stderr
+        (tmp_path / "loaded").touch()
+        assert devstack(runtime, stack, "await", "--timeout", "30", "--runner",
+                        "devstack").returncode == 0
+        assert rows()["slow"]["is_ready"] == "Ready"
+
+
+def test_restart_starts_an_ended_process_again(tmp_path: Path) -> None:
+    """`process-compose process restart NAME` runs a process that has exited again
+    (ProjectRunner.RestartProcess); so does the runner's `restart`."""
+    body = """
+processes:
+  oneshot_server:
+    command: "test -f {tmp}/runs-server && exec sleep 600; touch {tmp}/runs-server; exit 5"
+    availability:
+      restart: "no"
+  keeper:
+    command: exec sleep 600
+"""
+    with stack_up(tmp_path, body, wait=False) as runtime:
+        stack = tmp_path / "stack.yaml"
+        wait_until(lambda: processes(runtime)["oneshot_server"].state == "Error", 30,
+                   message="oneshot_server exited")
+        restarted = devstack(runtime, stack, "restart", "oneshot_server", "--timeout", "30")
+        assert restarted.returncode == 0, restarted.stdout + restarted.stderr
+        server = processes(runtime)["oneshot_server"]
+        assert server.state == "Running" and state.pid_alive(server.pid)
 
 
 def test_stop_escalates_to_sigkill_and_takes_grandchildren(tmp_path: Path) -> None:
@@ -156,9 +311,10 @@ processes:
     assert not (tmp_path / "rt" / "devstack.json").exists()
 
 
-def test_backoff_0_restarts_a_clean_exit_at_once(tmp_path: Path) -> None:
-    # The services' setting: a hot reload exits 0 and comes back without a pause;
-    # `slow` shows what a backoff is, side by side.
+def test_restarts_wait_at_least_the_backoff_floor(tmp_path: Path) -> None:
+    """process-compose waits max(backoff_seconds, 1) s before a restart (getBackoff):
+    "Restarting llm in 1 second(s)..." with backoff_seconds: 0. The runner's default is
+    the same floor; `--backoff-floor 0` restarts a clean exit at once."""
     body = """
 processes:
   reloader:
@@ -166,19 +322,26 @@ processes:
     availability:
       restart: always
       backoff_seconds: 0
-  slow:
-    command: exit 0
-    availability:
-      restart: always
-      backoff_seconds: 60
 """
     with stack_up(tmp_path, body, wait=False) as runtime:
+        wait_until(lambda: processes(runtime)["reloader"].restarts >= 2, 30,
+                   message="reloader restarted twice")
+        log = (runtime / "devstack.log").read_text()
+    starts = [line.split()[1] for line in log.splitlines() if "reloader: Running" in line]
+    gaps = [_seconds(b) - _seconds(a) for a, b in itertools.pairwise(starts)]
+    # Each run lasts 0.3 s, then the runner waits the 1 s floor: a guaranteed lower bound.
+    assert "reloader: Restarting (exit 0; in 1 s)" in log
+    assert gaps and min(gaps) >= 1.3
+    fast = tmp_path / "fast"
+    fast.mkdir()
+    with stack_up(fast, body, wait=False, backoff_floor=0) as runtime:
         wait_until(lambda: processes(runtime)["reloader"].restarts >= 4, 30,
                    message="reloader restarted 4 times")
-        runs = (tmp_path / "reloader-runs").read_text().splitlines()
-        assert len(runs) >= 4
-        slow = processes(runtime)["slow"]
-        # 4 runs of the 0.3 s command fit many times in slow's 60 s backoff.
-        assert (slow.state, slow.restarts) == ("Restarting", 1)
-        log = (runtime / "devstack.log").read_text()
-        assert "reloader: Restarting (exit 0)" in log
+        assert "reloader: Restarting (exit 0; in 0 s)" in (runtime / "devstack.log").read_text()
+
+
+def _seconds(clock: str) -> float:
+    """The logging module's `HH:MM:SS,mmm` as seconds."""
+    hms, ms = clock.split(",")
+    hours, minutes, seconds = (int(x) for x in hms.split(":"))
+    return hours * 3600 + minutes * 60 + seconds + int(ms) / 1000

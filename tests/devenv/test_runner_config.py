@@ -63,10 +63,38 @@ def test_dependencies_are_checked() -> None:
 
 
 def test_environment_expansion_follows_process_compose() -> None:
+    """process-compose v1.64.1 (src/loader/loader.go) replaces `$$` by a literal `$`, then
+    runs Go's os.Expand over the whole file with its own environment: no shell defaults
+    (`${A:-b}` names a variable "A:-b"), `$1`/`$!` are variables too."""
     project = parse("    environment:\n      - A=${HOME_X}\n      - B=${MISSING:-fallback}\n"
-                    "      - C=$$literal\n      - D=$HOME_X/x", HOME_X="/h")
-    assert project.processes["one"].environment == ["A=/h", "B=fallback", "C=$literal",
-                                                     "D=/h/x"]
+                    "      - C=$$literal\n      - D=$HOME_X/x\n      - E=$$$HOME_X\n"
+                    "      - F=5$\n      - G=$1$!x\n      - H=$ sign", HOME_X="/h")
+    assert project.processes["one"].environment == [
+        "A=/h", "B=", "C=$literal", "D=/h/x", "E=$/h", "F=5$", "G=x", "H=$ sign"]
+
+
+def test_command_variables_come_from_the_runner_environment_not_the_process(
+        tmp_path: Path) -> None:
+    """As process-compose does, `$VAR` in `command:` is expanded from the runner's own
+    environment before bash runs it: a variable set only in the process's `environment:`
+    comes out empty; `$$VAR` leaves it to bash, which sees the process's environment."""
+    out = tmp_path / "out"
+    stack = tmp_path / "stack.yaml"
+    stack.write_text(f"""
+processes:
+  one:
+    command: echo "outer=$OUTER_X inner=$INNER_X escaped=$$INNER_X" > {out}
+    environment:
+      - INNER_X=from-process
+""")
+    runtime = tmp_path / "rt"
+    env = {"PYTHONPATH": str(ROOT / "scripts"), "PATH": "/usr/bin:/bin", "OUTER_X": "from-runner"}
+    result = subprocess.run(
+        [sys.executable, "-m", "devstack", "up", "-f", str(stack), "--runtime-dir",
+         str(runtime), "--backoff-floor", "0"],
+        cwd=ROOT, env=env, capture_output=True, text=True, timeout=60, check=False)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert out.read_text() == "outer=from-runner inner= escaped=from-process\n"
 
 
 def test_up_refuses_an_unknown_key_and_starts_nothing(tmp_path: Path) -> None:

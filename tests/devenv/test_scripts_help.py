@@ -21,7 +21,7 @@ def test_help_prints_the_header_usage(name: str) -> None:
     assert not result.stdout.startswith("#!")
 
 
-@pytest.mark.parametrize("name", ["dev-start.sh", "dev-stop.sh", "dev-status.sh",
+@pytest.mark.parametrize("name", ["dev-start.sh", "dev-stop.sh", "dev-status.sh", "dev-restart.sh",
                                   "dev-clean.sh", "dev-logs.sh"])
 def test_unknown_options_are_refused(name: str) -> None:
     result = subprocess.run([str(ROOT / "scripts" / name), "--bogus"], capture_output=True,

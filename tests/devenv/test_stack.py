@@ -8,6 +8,7 @@ teardown kills every process group the stack ever had, whatever happened.
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import signal
 import socket
@@ -110,10 +111,12 @@ def test_start_brings_every_process_up_in_dependency_order(stack) -> None:
     assert next(i for i, line in enumerate(log) if "third: Running" in line) < first_ready
 
 
-def test_start_refuses_a_second_stack_on_the_same_runtime_dir(stack) -> None:
-    again = script(stack, "dev-start.sh", "--timeout", "10")
-    assert again.returncode != 0
-    assert "already running" in again.stderr
+def test_start_on_a_running_stack_says_so_and_succeeds(stack) -> None:
+    before = current(stack)
+    again = script(stack, "dev-start.sh", "--timeout", "30")
+    assert again.returncode == 0, again.stdout + again.stderr
+    assert "already running" in again.stdout and "stack ready" in again.stdout
+    assert current(stack).supervisor_pid == before.supervisor_pid
 
 
 def test_status_shows_state_pid_health_port_uptime_restarts(stack) -> None:
@@ -129,6 +132,12 @@ def test_status_shows_state_pid_health_port_uptime_restarts(stack) -> None:
     data = script(stack, "dev-status.sh", "--json")
     # The runner's HTTP probe and what the runtime's /health said.
     assert data.returncode == 0 and '"health": "HTTP 200 SERVING"' in data.stdout
+    # Ports: those the process really has bound (gRPC and HTTP health), nothing else.
+    ports = {r["name"]: r["ports"] for r in json.loads(data.stdout)["processes"]}
+    assert ports == {n: f"{stack.ports[n]}/tcp {stack.health_ports[n]}/tcp"
+                     if stack.ports[n] < stack.health_ports[n]
+                     else f"{stack.health_ports[n]}/tcp {stack.ports[n]}/tcp"
+                     for n in stack.ports}
 
 
 def test_a_crashed_process_is_restarted(stack) -> None:
@@ -137,7 +146,7 @@ def test_a_crashed_process_is_restarted(stack) -> None:
     wait_ready(stack, "second", restarts=before.restarts + 1)
     after = proc_state(stack, "second")
     assert after.pid != before.pid and after.exit_code is None
-    assert "second: Restarting (exit -9)" in (stack.runtime_dir / "devstack.log").read_text()
+    assert "second: Restarting (exit -9;" in (stack.runtime_dir / "devstack.log").read_text()
 
 
 def test_a_saved_file_restarts_only_the_services_that_watch_it(stack) -> None:
@@ -197,6 +206,11 @@ def test_a_syntax_error_waits_for_the_fix_and_never_stops_the_loop(stack) -> Non
     waiting = proc_state(stack, "third")
     assert (waiting.restarts, waiting.pid, waiting.state) == (
         restarted.restarts, restarted.pid, "Running")  # waiting, not crash-looping
+    # dev-status says so, and why, instead of "Running".
+    status = script(stack, "dev-status.sh", "--json")
+    third = next(r for r in json.loads(status.stdout)["processes"] if r["name"] == "third")
+    assert third["state"] == "Waiting"
+    assert third["message"].startswith(f"for a fixed source file: SyntaxError at {module}:5")
     module.write_text(good)
     wait_ready(stack, "third", restarts=before.restarts + 2)
 

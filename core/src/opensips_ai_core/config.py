@@ -156,16 +156,22 @@ def load_bot_config(path: Path | None, environ: dict[str, str] | None = None) ->
     """Read the bot config file (if any), apply BOT_* overrides, validate."""
     environ = dict(os.environ) if environ is None else environ
     data = _read_file(path) if path is not None else {}
-    data.update(_env_overrides(environ))
+    overrides = _env_overrides(environ)
+    data.update(overrides)
     try:
         return BotConfig.model_validate(data)
     except ValidationError as err:
         problems = []
         for item in err.errors(include_url=False):
             where = ".".join(str(p) for p in item["loc"])
-            problems.append(f"{where}: {item['msg']}")
-        source = str(path) if path is not None else "BOT_* environment"
-        raise BotConfigError(f"{source}: {'; '.join(problems)}") from None
+            field = str(item["loc"][0]) if item["loc"] else ""
+            if field in overrides:  # the variable is to blame, not the file
+                key = f"BOT_{field.upper()}"
+                problems.append(f"{key}={environ[key]!r} (environment): {item['msg']}")
+            else:
+                at = f"{where}: " if where else ""
+                problems.append(f"{path or 'defaults'}: {at}{item['msg']}")
+        raise BotConfigError("; ".join(problems)) from None
 
 
 def load_bot_config_or_exit(path: Path | None) -> BotConfig:

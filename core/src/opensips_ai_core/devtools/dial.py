@@ -13,6 +13,8 @@ import os
 import sys
 import time
 
+import grpc
+
 from opensips_ai_core.devtools.sip_uac import SipCaller, make_sdp, parse_media_address
 from opensips_ai_core.devtools.softphone import (
     RtpPeer,
@@ -91,6 +93,11 @@ def main(argv: list[str] | None = None) -> int:
         return asyncio.run(place_call(args))
     except (OSError, TimeoutError) as err:
         print(f"dev-call: {err or type(err).__name__} (is the stack running? "
+              "./scripts/dev-status.sh)", file=sys.stderr)
+        return 1
+    except grpc.aio.AioRpcError as err:  # one line, not the error's repr
+        print(f"dev-call: the TTS or ASR service ({args.tts}, {args.asr}) answered "
+              f"{err.code().name}: {err.details()} (is the stack running? "
               "./scripts/dev-status.sh)", file=sys.stderr)
         return 1
     except Exception as err:  # a gRPC error from TTS/ASR: say which, briefly

@@ -446,3 +446,15 @@ class ProcessRecognizers:
                         os.kill(worker.pid, signal.SIGKILL)
 
         await asyncio.gather(*(stop_or_kill(worker) for worker in self.workers))
+        _stop_resource_tracker()
+
+
+def _stop_resource_tracker() -> None:
+    """`spawn` started multiprocessing's resource tracker, a child that leaves only when it
+    reads the end of its pipe: after the service's exit, so it outlived the service in its
+    process group (dev-stop found and killed it). Stop and reap it with the workers; a
+    later spawn would start a new one."""
+    from multiprocessing import resource_tracker
+
+    with contextlib.suppress(OSError, ChildProcessError, AttributeError):
+        resource_tracker._resource_tracker._stop()  # private: there is no public way

@@ -1,4 +1,4 @@
-"""Logging for every process: colored and detailed in development, JSON lines in production.
+"""Logging for every process: detailed in development (coloured on a terminal), JSON in production.
 
 Development (DEVELOPMENT_MODE=1) writes this format with colorlog::
 
@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import contextvars
 import logging
+import os
 import re
 import sys
 import traceback
@@ -128,6 +129,15 @@ def resolve_level(development: bool, log_level: str | None, service_level: str |
     return "DEBUG" if development else "INFO"
 
 
+def _is_terminal(stream: TextIO) -> bool:
+    if os.environ.get("NO_COLOR"):
+        return False
+    try:
+        return stream.isatty()
+    except (AttributeError, ValueError):  # no isatty, or closed
+        return False
+
+
 def configure_logging(
     service: str,
     *,
@@ -140,7 +150,8 @@ def configure_logging(
     stream = stream if stream is not None else sys.stderr
     handler = logging.StreamHandler(stream)
     if development:
-        use_color = color if color is not None else True
+        # Colour only on a terminal: a log file (the dev stack's) gets plain text.
+        use_color = color if color is not None else _is_terminal(stream)
         handler.setFormatter(DevelopmentFormatter(color=use_color))
     else:
         handler.setFormatter(ProductionFormatter())
