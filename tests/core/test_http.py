@@ -58,6 +58,19 @@ async def test_health_combines_named_checks_and_live_stays_up(server: HttpServer
     assert status == 200 and json.loads(body)["checks"]["opensips"] == "ok"
 
 
+async def test_started_follows_start_up_only(server: HttpServer) -> None:
+    """process-compose's readiness probe (fatal after failure_threshold failures in a row,
+    at any time) asks /started: a full core is reported by /health, not stopped."""
+    state = {"started": False}
+    server.add_check("started", lambda: None if state["started"] else "starting")
+    server.add_check("capacity", lambda: "503 Service Unavailable (no free call slot)")
+    assert (await request(server.port, get("/started")))[0] == 503
+    state["started"] = True
+    status, body = await request(server.port, get("/started"))
+    assert status == 200 and json.loads(body) == {"status": "started"}
+    assert (await request(server.port, get("/health")))[0] == 503
+
+
 async def test_a_broken_check_reports_itself(server: HttpServer) -> None:
     server.add_check("broken", lambda: 1 / 0)  # type: ignore[arg-type, return-value]
     status, body = await request(server.port, get("/health"))

@@ -139,7 +139,8 @@ def test_core_waits_for_every_service_healthy(stack) -> None:
     assert env["CORE_HOT_RELOAD"] == "1"
     assert (env["CORE_ASR_TARGET"], env["CORE_LLM_TARGET"], env["CORE_TTS_TARGET"]) == (
         "127.0.0.1:50051", "127.0.0.1:50052", "127.0.0.1:50053")
-    assert core["readiness_probe"]["http_get"]["path"] == "/health"
+    # /started: a full core (503 on /health) must not be stopped by process-compose.
+    assert core["readiness_probe"]["http_get"]["path"] == "/started"
     assert "voice_common.launch opensips_ai_core" in core["command"]
 
 

@@ -68,6 +68,19 @@ class HttpServer:
                 **self._details()}
         return web.json_response(body, status=200 if ok else 503)
 
+    async def _get_started(self, _: web.Request) -> web.Response:
+        """200 once start-up finished, whatever the other checks say.
+
+        process-compose stops a process whose readiness probe fails `failure_threshold`
+        times in a row, also long after it was ready: its probe asks this, so a core that
+        is full or has lost OpenSIPS for a while is reported, not killed.
+        """
+        check = self._checks.get("started")
+        problem = check() if check is not None else None
+        if problem is None:
+            return web.json_response({"status": "started"})
+        return web.json_response({"status": problem}, status=503)
+
     async def _get_live(self, _: web.Request) -> web.Response:
         return web.json_response({"status": "alive"})
 
@@ -81,6 +94,7 @@ class HttpServer:
     async def start(self) -> int:
         app = web.Application(client_max_size=4096)  # no endpoint takes a body
         app.router.add_get("/health", self._get_health)
+        app.router.add_get("/started", self._get_started)
         app.router.add_get("/live", self._get_live)
         app.router.add_get("/metrics", self._get_metrics)
         app.router.add_get("/calls", self._get_calls)
