@@ -11,7 +11,6 @@ from asr_service.engines import EngineConfigError, create_engine
 from asr_service.servicer import RecognizerServicer
 from asr_service.settings import AsrSettings
 from voice_common.config import CONFIG_ERROR_EXIT, load_settings
-from voice_common.paths import watch_paths
 from voice_common.runtime import ServiceDefinition, run_service
 from voiceai.asr.v1 import asr_pb2_grpc
 
@@ -37,7 +36,6 @@ def main() -> int:
         register=register,
         warmup=servicer.warm_up,
         close=servicer.close,
-        watch_paths=watch_paths("services/asr-service/src"),
     ))
 
 

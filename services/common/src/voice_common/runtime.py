@@ -3,7 +3,8 @@
 Start-up:  bind a `grpc.aio` server, register the standard `grpc.health.v1`
            service (NOT_SERVING), run the service's warm-up (model load), then
            mark every registered service SERVING.
-Shutdown:  on SIGTERM/SIGINT (or a hot-reload request) mark NOT_SERVING, stop
+Shutdown:  on SIGTERM/SIGINT (a hot reload is a SIGTERM from voice_common.warm_parent's
+           watcher) mark NOT_SERVING, stop
            accepting RPCs, let in-flight streams finish for `grace_period_s`,
            cancel what is left, run the service's close hook, exit 0.
 HTTP:      with `<PREFIX>_HEALTH_HTTP_PORT` set, `GET /health` on the service's host
@@ -24,7 +25,7 @@ import signal
 import sys
 import time
 from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Protocol
 
 import grpc
@@ -58,8 +59,6 @@ class ServiceDefinition:
     register: Registrar
     warmup: Callable[[], Awaitable[None]] | None = None
     close: Callable[[], Awaitable[None]] | None = None
-    # Directories whose source changes restart this process in development.
-    watch_paths: Sequence[str] = field(default_factory=tuple)
 
 
 SERVING = health_pb2.HealthCheckResponse.SERVING
@@ -225,14 +224,6 @@ class GrpcServiceRuntime:
         """Run until a shutdown request; return the process exit code."""
         self.install_signal_handlers()
         await self.start()
-        watcher: asyncio.Task[None] | None = None
-        settings = self.settings
-        if settings.development_mode and settings.hot_reload and self.definition.watch_paths:
-            from voice_common.hotreload import watch_and_request_restart
-
-            watcher = asyncio.create_task(
-                watch_and_request_restart(self.definition.watch_paths, self.request_shutdown)
-            )
         warm = asyncio.create_task(self.warm_up())
         stop_wait = asyncio.create_task(self.wait_for_shutdown())
         done, _ = await asyncio.wait({warm, stop_wait}, return_when=asyncio.FIRST_COMPLETED)
@@ -243,8 +234,6 @@ class GrpcServiceRuntime:
         await stop_wait
         if not warm.done():
             warm.cancel()
-        if watcher is not None:
-            watcher.cancel()
         await self.stop()
         return 0
 

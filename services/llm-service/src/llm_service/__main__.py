@@ -13,7 +13,6 @@ from llm_service.scheduler import RoundRobinScheduler
 from llm_service.servicer import SERVICE_FULL_NAME, LanguageModelServicer
 from llm_service.settings import SERVICE_NAME, LlmSettings
 from voice_common.config import load_settings
-from voice_common.paths import watch_paths
 from voice_common.runtime import ServiceDefinition, run_service
 from voiceai.llm.v1 import llm_pb2_grpc
 
@@ -77,7 +76,6 @@ def main() -> int:
 
     return run_service(ServiceDefinition(
         SERVICE_NAME, settings, register, warmup, close,
-        watch_paths=watch_paths("services/llm-service/src"),
     ))
 
 
