@@ -8,6 +8,7 @@ import sys
 
 import grpc
 
+from llm_service import warm
 from llm_service.engine import Delta, Event, GenerationJob, LanguageModel, Message, SamplingParams
 from llm_service.scheduler import RoundRobinScheduler
 from llm_service.servicer import SERVICE_FULL_NAME, LanguageModelServicer
@@ -55,7 +56,8 @@ def _warm_generation(model: LanguageModel, scheduler: RoundRobinScheduler) -> No
 
 def main() -> int:
     settings = load_settings(LlmSettings)
-    model = LanguageModel(settings)
+    kept = warm.take(settings)  # loaded by the development warm parent, if it did
+    model = kept or LanguageModel(settings)
     scheduler = RoundRobinScheduler(model, settings.max_active, settings.max_queue)
 
     def register(server: grpc.aio.Server) -> list[str]:
@@ -67,7 +69,8 @@ def main() -> int:
         if settings.enable_debug:
             _enable_debug()
         # Building the demo model (first start) and loading take seconds: off the loop.
-        await asyncio.to_thread(model.load)
+        if kept is None:
+            await asyncio.to_thread(model.load)
         scheduler.start()
         await asyncio.to_thread(_warm_generation, model, scheduler)
 
