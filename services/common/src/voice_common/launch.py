@@ -50,10 +50,11 @@ def env_prefix(module: str) -> str:
     return module.rsplit(".", 1)[-1].split("_", 1)[0].upper()
 
 
-def reload_enabled(prefix: str) -> bool:
-    def flag(name: str) -> bool:
-        return os.environ.get(name, "").strip().lower() in TRUE
+def flag(name: str) -> bool:
+    return os.environ.get(name, "").strip().lower() in TRUE
 
+
+def reload_enabled(prefix: str) -> bool:
     return flag("DEVELOPMENT_MODE") and flag(f"{prefix}_HOT_RELOAD")
 
 
@@ -165,12 +166,24 @@ def run_warm(module: str, args: list[str], prefix: str) -> int:
     os._exit(code)
 
 
+def _warn_if_prefix_looks_wrong(module: str, prefix: str) -> None:
+    """Hot reload asked for under another prefix (a command without --prefix): say so."""
+    if f"{prefix}_HOT_RELOAD" in os.environ or not flag("DEVELOPMENT_MODE"):
+        return
+    others = sorted(name for name in os.environ if name.endswith("_HOT_RELOAD") and flag(name))
+    if others:
+        print(f"voice_common.launch: {module} runs without hot reload: {prefix}_HOT_RELOAD is "
+              f"not set ({', '.join(others)} is); pass --prefix if {prefix} is not its "
+              f"prefix", file=sys.stderr, flush=True)
+
+
 def run(module: str, args: list[str], prefix: str | None = None) -> int:
     """Run the service; return its exit status, after the crash backoff when it failed
     soon after start."""
     prefix = prefix or env_prefix(module)
     if reload_enabled(prefix):
         return run_warm(module, args, prefix)
+    _warn_if_prefix_looks_wrong(module, prefix)
     started = time.monotonic()
     try:
         code = run_module(module, args)
