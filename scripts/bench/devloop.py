@@ -243,6 +243,8 @@ def start_all(svcs: list[Service], logdir: Path) -> None:
         env.update(VOICE_REPO_ROOT=str(ROOT), CORE_SIGNALLING="sip", CORE_RTP_PORT_MIN="36000",
                    CORE_RTP_PORT_MAX="36099", CORE_BOT_CONFIG=str(ROOT / "core" / "bot.toml"))
         for other in ("ASR", "LLM", "TTS"):
+            if other.lower() not in ports:
+                continue
             env[f"CORE_{other}_TARGET"] = f"127.0.0.1:{ports[other.lower()][f'{other}_PORT']}"
         svc.health_port = ports[svc.name][svc.health_var]
         svc.log = logdir / f"{svc.name}.log"

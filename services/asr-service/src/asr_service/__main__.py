@@ -6,7 +6,7 @@ import sys
 
 import grpc
 
-from asr_service import SERVICE_NAME
+from asr_service import SERVICE_NAME, warm
 from asr_service.engines import EngineConfigError, create_engine
 from asr_service.servicer import RecognizerServicer
 from asr_service.settings import AsrSettings
@@ -20,7 +20,8 @@ PROGRAM = "asr-service"
 def main() -> int:
     settings = load_settings(AsrSettings, PROGRAM)
     try:
-        engine = create_engine(settings)
+        # Loaded by the development warm parent (voice_common.warm_parent), if it did.
+        engine = warm.take(settings) or create_engine(settings)
     except EngineConfigError as err:
         print(f"{PROGRAM}: configuration error: {err}", file=sys.stderr)
         return CONFIG_ERROR_EXIT
