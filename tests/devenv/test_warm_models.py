@@ -1,6 +1,7 @@
-"""Model weights kept by the warm parent across a hot reload, with the real services: the
-LLM's demo model and pocketsphinx on threads (ASR_WORKERS=0) are loaded once, in the
-parent; after a save the fresh child answers with the inherited model.
+"""The real services under the warm parent: model weights kept across a hot reload (the
+LLM's demo model and pocketsphinx on threads, ASR_WORKERS=0, are loaded once, in the
+parent; after a save the fresh child answers with the inherited model), and the core
+reloading in the same process.
 
 Each service runs as the dev stack runs it (`python -m voice_common.launch MODULE`,
 DEVELOPMENT_MODE=1, `<SVC>_HOT_RELOAD=1`, its debug settings) on a free 127.0.0.1 port;
@@ -10,6 +11,8 @@ untouched.
 
 from __future__ import annotations
 
+import signal
+import urllib.request
 from collections.abc import Callable
 from pathlib import Path
 
@@ -30,6 +33,7 @@ from tests.support.procs import (
     wait_serving,
     wait_until,
 )
+from tests.support.stack import free_rtp_range, free_udp_port
 from voiceai.llm.v1 import llm_pb2_grpc
 
 __all__ = ["demo_build"]  # the session fixture, used here too
@@ -98,3 +102,41 @@ def test_pocketsphinx_on_threads_recognizes_with_the_parents_model_after_a_reloa
                              "VOSK_SHOW_WORDS": "1"},
              tmp_path / "asr.log", check=check,
              kept_line="engine pocketsphinx kept from the warm parent")
+
+
+def core_healthy(http: str, proc: Proc) -> bool:
+    if proc.popen.poll() is not None:
+        raise RuntimeError(f"core exited with {proc.popen.returncode}:\n{proc.output()}")
+    try:
+        with urllib.request.urlopen(http + "/health", timeout=2) as response:
+            return response.status == 200
+    except OSError:
+        return False
+
+
+def test_the_core_reloads_in_the_same_process_and_stops_on_sigterm(tmp_path: Path) -> None:
+    """The core (direct SIP) as the dev stack runs it: `--prefix CORE`, the core's own
+    settings; no ASR/LLM/TTS is needed for /health."""
+    watched = tmp_path / "watched"
+    watched.mkdir()
+    http_port, rtp = free_port(), free_rtp_range()
+    unused = f"127.0.0.1:{free_port()}"
+    env = base_env(
+        DEVELOPMENT_MODE="1", CORE_HOT_RELOAD="1", CORE_LOG_LEVEL="DEBUG",
+        CORE_WATCH_PATHS=str(watched), HOT_RELOAD_QUIET_MS="100", CORE_SIGNALLING="sip",
+        CORE_SIP_HOST="127.0.0.1", CORE_SIP_PORT=str(free_udp_port()),
+        CORE_HTTP_PORT=str(http_port), CORE_RTP_PORT_MIN=str(rtp[0]),
+        CORE_RTP_PORT_MAX=str(rtp[1]), CORE_EVENT_PORT=str(free_udp_port()),
+        CORE_ASR_TARGET=unused, CORE_LLM_TARGET=unused, CORE_TTS_TARGET=unused)
+    args = python_module("voice_common.launch", "--prefix", "CORE", "opensips_ai_core")
+    http = f"http://127.0.0.1:{http_port}"
+    with running(args, env, tmp_path / "core.log") as proc:
+        wait_until(lambda: core_healthy(http, proc), 120, 0.1, "core /health")
+        (watched / "edited.py").write_text("VALUE = 2\n")
+        wait_until(lambda: proc.output().count("opensips-ai-core ready") >= 2, 120, 0.1,
+                   "a second core child ready")
+        wait_until(lambda: core_healthy(http, proc), 60, 0.1, "core /health again")
+        assert "opensips-ai-core stopping (SIGTERM)" in proc.output()  # the old child drained
+        proc.signal(signal.SIGTERM)
+        assert proc.wait(60) == 0
+        assert proc.output().count("opensips-ai-core stopping (SIGTERM)") == 2

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import signal
 
 from opensips_ai_core.calls import CallManager
 from opensips_ai_core.config import BotConfig, CoreSettings
@@ -15,6 +14,7 @@ from opensips_ai_core.media.ports import RtpPortAllocator
 from opensips_ai_core.pipeline.call import Services
 from opensips_ai_core.signalling.base import SignallingBackend
 from voice_common import get_development_logger
+from voice_common.runtime import on_stop_signals
 
 log = get_development_logger("core.app")
 
@@ -64,9 +64,7 @@ class CoreApp:
             self._stop.set()
 
     async def run(self) -> int:
-        loop = asyncio.get_running_loop()
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            loop.add_signal_handler(sig, self.request_stop, sig.name)
+        on_stop_signals(self.request_stop)
         await self.http.start()
         await self.backend.start(self.manager)
         self.ready = True

@@ -216,9 +216,7 @@ class GrpcServiceRuntime:
         log.info("%s stopped", self.definition.name)
 
     def install_signal_handlers(self) -> None:
-        loop = asyncio.get_running_loop()
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            loop.add_signal_handler(sig, self.request_shutdown, sig.name)
+        on_stop_signals(self.request_shutdown)
 
     async def serve(self) -> int:
         """Run until a shutdown request; return the process exit code."""
@@ -240,6 +238,15 @@ class GrpcServiceRuntime:
     async def _abort(self, exc: BaseException | None) -> None:
         log.error("%s warm-up failed: %s", self.definition.name, exc, exc_info=exc)
         await self._stop_servers(0)
+
+
+def on_stop_signals(request_stop: Callable[[str], None]) -> None:
+    """SIGTERM and SIGINT (the supervisor's stop, Ctrl-C, and a hot reload: the warm
+    parent's watcher SIGTERMs the child) call `request_stop(signal name)` on the running
+    loop: every process drains the same way."""
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, request_stop, sig.name)
 
 
 def setup_logging(settings: ServiceSettings, service: str) -> None:

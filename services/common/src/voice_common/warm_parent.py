@@ -277,6 +277,7 @@ class WarmParent:
         """Fork and wait for a child; (what it asked for, its exit status, seconds run)."""
         read_end, write_end = os.pipe()
         parent = os.getpid()
+        _flush()  # buffered output would be written twice, once by the child
         started = time.monotonic()
         pid = os.fork()
         if pid == 0:
