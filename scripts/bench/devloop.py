@@ -50,6 +50,7 @@ import statistics
 import subprocess
 import sys
 import time
+import urllib.error
 import urllib.request
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
@@ -196,11 +197,17 @@ class Service:
                "llm": "services/llm-service/src/llm_service"}[self.name]
         return ROOT / top / "__init__.py"
 
-    def healthy(self) -> bool:
+    def healthy(self) -> bool | None:
+        """True on 200, False on another answer or a refused connection, None when the
+        probe timed out (a busy machine, not an answer)."""
         try:
             with urllib.request.urlopen(f"http://127.0.0.1:{self.health_port}/health",
                                         timeout=1) as response:
                 return response.status == 200
+        except TimeoutError:
+            return None
+        except urllib.error.URLError as err:
+            return None if isinstance(err.reason, TimeoutError) else False
         except OSError:
             return False
 
@@ -303,9 +310,9 @@ def one_save(svc: Service) -> dict[str, float]:
     deadline = saved + 120
     while time.monotonic() < deadline:
         up = svc.healthy()
-        if not up:
+        if up is False:
             went_down = True
-        elif went_down:
+        elif up and went_down:
             polled = time.monotonic() - saved
             break
         time.sleep(0.02)

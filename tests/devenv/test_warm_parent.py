@@ -32,6 +32,7 @@ from tests.support.procs import (
 SERVICE = '''
 import grpc
 
+import extra_dep  # a "third-party" module (outside the checkout), imported warm
 from reloadpkg import version, warm
 from tests.support.echo_service import EchoSettings
 from voice_common.config import load_settings
@@ -58,11 +59,21 @@ def preload() -> None:
 '''
 
 
+THREADED = '''
+import threading
+import time
+
+threading.Thread(target=time.sleep, args=(3600,), daemon=True).start()
+'''
+
+
 @dataclass
 class Service:
     proc: Proc
     target: str
     src: Path  # the package's directory
+    site: Path  # a folder of "third-party" modules, outside the checkout
+    cache: Path  # VOICE_CACHE_DIR
 
     def serving(self, name: str) -> bool:
         if self.proc.popen.poll() is not None:
@@ -91,17 +102,21 @@ def service(tmp_path: Path, logdir: Path) -> Iterator[Service]:
     (src / "__main__.py").write_text(SERVICE)
     (src / "warm.py").write_text(WARM)
     (src / "version.py").write_text("VALUE = 1\n")
+    site = tmp_path / "site"
+    site.mkdir()
+    (site / "extra_dep.py").write_text("")
     port = free_port()
     env = base_env(
         ECHO_PORT=str(port), DEVELOPMENT_MODE="1", ECHO_HOT_RELOAD="1",
         ECHO_WATCH_PATHS=str(root / "src"), ECHO_CRASH_BACKOFF_S="0",
         HOT_RELOAD_QUIET_MS="100", VOICE_REPO_ROOT=str(root),
         VOICE_CACHE_DIR=str(tmp_path / "cache"),
-        PYTHONPATH=os.pathsep.join([str(root / "src"), os.environ.get("PYTHONPATH", "")]),
+        PYTHONPATH=os.pathsep.join([str(root / "src"), str(site),
+                                    os.environ.get("PYTHONPATH", "")]),
     )
     args = python_module("voice_common.launch", "--prefix", "ECHO", "reloadpkg")
     with running(args, env, logdir / "warm.log") as proc:
-        svc = Service(proc, f"127.0.0.1:{port}", src)
+        svc = Service(proc, f"127.0.0.1:{port}", src, site, tmp_path / "cache")
         svc.wait_serving(1)
         # The child's watcher is armed before it imports the service: ready now.
         yield svc
@@ -162,3 +177,20 @@ def test_a_crashing_child_ends_the_parent_with_its_status(service: Service) -> N
     os.kill(child, signal.SIGKILL)
     assert service.proc.wait(60) == 128 + signal.SIGKILL
     assert "killed by SIGKILL" in service.proc.output()
+
+
+def test_a_module_that_starts_a_thread_stays_out_of_the_warm_parent(service: Service) -> None:
+    # The first child imported extra_dep; now its import starts a thread, which a fork
+    # would not carry: when the parent learns it from the child it must not keep it.
+    (service.site / "extra_dep.py").write_text(THREADED)
+    service.save("version.py", "VALUE = 2\n")
+    service.wait_serving(2)
+    output = service.proc.output()
+    assert "importing extra_dep leaves a thread" in output
+    assert "the warm parent starts anew (same PID)" in output
+    (cached,) = (service.cache / "warm-imports").glob("reloadpkg-*.txt")
+    assert "!extra_dep" in cached.read_text().split()
+    # From now on the parent forks without it, and the children still import it.
+    service.save("version.py", "VALUE = 3\n")
+    service.wait_serving(3)
+    assert service.proc.output().count("importing extra_dep leaves a thread") == 1

@@ -14,8 +14,9 @@ that a child would share. Before each fork the parent checks that it is single-t
 (/proc/self/task). Libraries with fork handlers (OpenBLAS under numpy stops its pool in
 a fork's prepare step) pass after a probe fork; a library that leaves a thread (the
 onnxruntime module starts one at import) is excluded from the warm imports from then on
-and the parent execs itself anew (same PID) without it. If it still cannot fork safely,
-it execs itself with VOICE_WARM=0: no warm imports, no preload.
+and the parent execs itself anew (same PID) without it. A preload that leaves a thread
+makes it exec itself with VOICE_WARM=imports (no preload); if it still cannot fork
+safely, with VOICE_WARM=0: no warm imports, no preload.
 
 Fresh code: the child removes from `sys.modules` every module from the checkout (not
 from site-packages) except those the parent imported itself, which are byte-identical
@@ -65,7 +66,8 @@ from voice_common.paths import cache_dir, dependency_files, repo_root
 
 log = logging.getLogger("voice_common.warm_parent")
 
-WARM_ENV = "VOICE_WARM"  # "0": no warm imports and no preload in the parent
+# "0": no warm imports and no preload in the parent; "imports": no preload.
+WARM_ENV = "VOICE_WARM"
 PRELOAD_MODULE = "warm"  # <package>.warm: preload() runs in the parent
 PR_SET_PDEATHSIG = 1
 EXCLUDED_MARK = "!"  # a cached line "!numpy": never import that package in the parent
@@ -193,7 +195,9 @@ class WarmParent:
         self.stopping = ""
         self.parent_files: dict[str, str] = {}
         self.excluded: set[str] = set()
-        self.warm = os.environ.get(WARM_ENV, "1") != "0"
+        mode = os.environ.get(WARM_ENV, "1")
+        self.warm = mode != "0"
+        self.preloading = mode not in ("0", "imports")
 
     def _on_signal(self, signum: int, _frame: object) -> None:
         self.stopping = signal.Signals(signum).name
@@ -201,10 +205,11 @@ class WarmParent:
             with contextlib.suppress(ProcessLookupError):
                 os.kill(self.child, signum)
 
-    def _reexec(self, why: str, *, warm: bool = True) -> None:
-        log.warning("Hot-reload: %s; the warm parent starts anew (same PID)", why)
-        if not warm:
-            os.environ[WARM_ENV] = "0"
+    def _reexec(self, why: str, *, warm: str = "") -> None:
+        log.warning("Hot-reload: %s; the warm parent starts anew (same PID)%s", why,
+                    f" with {WARM_ENV}={warm}" if warm else "")
+        if warm:
+            os.environ[WARM_ENV] = warm
         _flush()
         os.execv(sys.executable, [sys.executable, *sys.orig_argv[1:]])
 
@@ -227,7 +232,7 @@ class WarmParent:
 
     def _preload(self) -> None:
         """`<package>.warm.preload()`: what the parent may hold (loaded model weights)."""
-        if not self.warm:
+        if not self.preloading:
             return
         name = f"{self.module.split('.', 1)[0]}.{PRELOAD_MODULE}"
         try:
@@ -240,7 +245,7 @@ class WarmParent:
                         "own", name, type(err).__name__, err)
             return
         if not forkable():
-            self._reexec(f"{name}.preload() left threads running", warm=False)
+            self._reexec(f"{name}.preload() left threads running", warm="imports")
         log.info("Hot-reload: warm parent preloaded %s in %.0f ms", name,
                  (time.perf_counter() - started) * 1000)
 
@@ -257,7 +262,7 @@ class WarmParent:
                 self._reexec(f"{hotreload.describe_changes(_as_changes(changed))} changed "
                              f"(the warm parent imported it)")
             if not forkable():
-                self._reexec("the warm parent is not single-threaded", warm=False)
+                self._reexec("the warm parent is not single-threaded", warm="0")
             kind, code, ran_s = self._run_child()
             if self.stopping:
                 return code if code > 0 else 0
