@@ -387,6 +387,10 @@ def main() -> int:
     with stack(svcs, logdir) as cold_cached:
         print(f"cold start (warm lists cached) {cold_cached:.1f} s", flush=True)
     load = max(load, os.getloadavg()[0])
+    began = time.monotonic()
+    subprocess.run([sys.executable, "-c", "import torch, transformers"], check=True,
+                   timeout=300)
+    torch_import = time.monotonic() - began
     body = "\n".join([
         f"**Measured under load**: the machine was shared with other engineers' work (load "
         f"average up to {load:.1f} on {os.cpu_count()} cores); an idle machine will do "
@@ -410,6 +414,15 @@ def main() -> int:
         "alone holds; target <= 300 MB per service):",
         "",
         *mem,
+        "",
+        f"Context: `import torch, transformers` in a fresh interpreter took "
+        f"{torch_import:.1f} s right after this run (1.9-2.0 s on the idle machine of the "
+        "section above). TTS misses the target: its warm-up is the Piper voice's "
+        "onnxruntime session (graph optimisation), and onnxruntime starts a thread at "
+        "import, so the warm parent can neither import nor hold it (docs/architecture.md). "
+        "ASR runs on threads in the dev stack (`ASR_WORKERS=0`): the parent keeps its "
+        "engine. The section above (`devstack_real`) measured the previous design, where a "
+        "save ended the process and the supervisor started a new one.",
     ])
     print(body)
     if not args.no_write:

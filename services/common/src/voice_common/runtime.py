@@ -12,7 +12,7 @@ HTTP:      with `<PREFIX>_HEALTH_HTTP_PORT` set, `GET /health` on the service's 
            (a probe the supervisor runs without starting a Python); from bind to exit.
 Exit:      in development (DEVELOPMENT_MODE=1) a clean shutdown ends with `os._exit(0)`
            once logs are flushed and child processes are gone: the interpreter's
-           teardown (torch's takes seconds) would only delay the hot-reload restart.
+           teardown (torch's takes seconds) would only delay the next hot-reload child.
 """
 
 from __future__ import annotations
