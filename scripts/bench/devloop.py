@@ -417,9 +417,10 @@ def main() -> int:
         "",
         f"Context: `import torch, transformers` in a fresh interpreter took "
         f"{torch_import:.1f} s right after this run (1.9-2.0 s on the idle machine of the "
-        "section above). TTS misses the target: its warm-up is the Piper voice's "
-        "onnxruntime session (graph optimisation), and onnxruntime starts a thread at "
-        "import, so the warm parent can neither import nor hold it (docs/architecture.md). "
+        "section above). TTS: its warm-up is the Piper voice's onnxruntime session, "
+        "read from the cached optimised graph (tts_service.onnx_cache); onnxruntime starts "
+        "a thread at import, so the warm parent can neither import nor hold it "
+        "(docs/architecture.md). "
         "ASR runs on threads in the dev stack (`ASR_WORKERS=0`): the parent keeps its "
         "engine. The section above (`devstack_real`) measured the previous design, where a "
         "save ended the process and the supervisor started a new one.",
