@@ -1,6 +1,8 @@
-"""voice_common.launch: a service that does not import waits for a fix instead of dying,
-in development only; one that fails soon after start waits the crash backoff before it
-exits (a clean exit does not); and hot reload's filter ignores what is not source."""
+"""voice_common.launch: outside development a service that does not import fails as
+Python does; one that fails soon after start waits the crash backoff before it exits (a
+clean exit does not); under hot reload a save keeps the process and SIGTERM exits 0 at
+once; and hot reload's filter ignores what is not source. (The warm parent itself:
+test_warm_parent.py.)"""
 
 from __future__ import annotations
 
