@@ -47,7 +47,6 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
-import hashlib
 import importlib
 import importlib.util
 import logging
@@ -58,11 +57,18 @@ import threading
 import time
 import traceback
 from collections.abc import Iterable
-from pathlib import Path
-from types import ModuleType
 
 from voice_common import hotreload
-from voice_common.paths import cache_dir, dependency_files, repo_root
+from voice_common.paths import dependency_files, repo_root
+from voice_common.warm_imports import (
+    forkable,
+    project_files,
+    project_modules,
+    read_warm_list,
+    third_party_modules,
+    warm_import,
+    write_warm_list,
+)
 
 log = logging.getLogger("voice_common.warm_parent")
 
@@ -70,119 +76,6 @@ log = logging.getLogger("voice_common.warm_parent")
 WARM_ENV = "VOICE_WARM"
 PRELOAD_MODULE = "warm"  # <package>.warm: preload() runs in the parent
 PR_SET_PDEATHSIG = 1
-EXCLUDED_MARK = "!"  # a cached line "!numpy": never import that package in the parent
-
-
-def thread_count() -> int:
-    try:
-        return len(os.listdir("/proc/self/task"))
-    except OSError:  # no /proc: only Python's own threads can be seen
-        return threading.active_count()
-
-
-def forkable() -> bool:
-    """True when the process has one thread, or has one left after a probe fork (the
-    fork handlers of libraries such as OpenBLAS stop their pools in the prepare step)."""
-    if thread_count() == 1:
-        return True
-    pid = os.fork()
-    if pid == 0:
-        os._exit(0)
-    os.waitpid(pid, 0)
-    return thread_count() == 1
-
-
-# -- which modules are the project's ---------------------------------------------------------
-def _module_files(module: ModuleType) -> list[str]:
-    file = getattr(module, "__file__", None)
-    if file:
-        return [file]
-    return list(getattr(module, "__path__", None) or [])
-
-
-def is_project_module(module: ModuleType, root: str) -> bool:
-    """From the checkout (editable installs, generated stubs, tests), not site-packages."""
-    for file in _module_files(module):
-        path = os.path.abspath(file)
-        parts = path.split(os.sep)
-        if path.startswith(root + os.sep) and "site-packages" not in parts \
-                and "dist-packages" not in parts:
-            return True
-    return False
-
-
-def project_modules() -> dict[str, ModuleType]:
-    root = str(repo_root().resolve())
-    return {name: mod for name, mod in list(sys.modules.items())
-            if mod is not None and is_project_module(mod, root)}
-
-
-def project_files() -> dict[str, str]:
-    """File -> digest of every project module imported so far."""
-    files = {}
-    for module in project_modules().values():
-        file = getattr(module, "__file__", None)
-        if file:
-            files[os.path.abspath(file)] = hotreload.file_digest(file)
-    return files
-
-
-# -- warm imports learned from the children --------------------------------------------------
-def warm_list_path(module: str) -> Path:
-    key = hashlib.sha1(f"{sys.executable}|{sys.version}|{repo_root()}".encode()).hexdigest()
-    return cache_dir() / "warm-imports" / f"{module}-{key[:10]}.txt"
-
-
-def read_warm_list(module: str) -> tuple[list[str], set[str]]:
-    """(module names in import order, top-level packages never to import here)."""
-    try:
-        lines = warm_list_path(module).read_text().split()
-    except OSError:
-        return [], set()
-    excluded = {line[1:] for line in lines if line.startswith(EXCLUDED_MARK)}
-    return [line for line in lines if not line.startswith(EXCLUDED_MARK)], excluded
-
-
-def write_warm_list(module: str, names: Iterable[str], excluded: Iterable[str]) -> None:
-    path = warm_list_path(module)
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        temp = path.with_suffix(f".{os.getpid()}.tmp")
-        lines = [*(EXCLUDED_MARK + top for top in sorted(excluded)), *names]
-        temp.write_text("\n".join(lines) + "\n")
-        temp.replace(path)
-    except OSError as err:
-        log.debug("cannot write %s: %s", path, err)
-
-
-def third_party_modules() -> list[str]:
-    """The modules this process imported that are not the project's, in import order."""
-    root = str(repo_root().resolve())
-    return [name for name, mod in list(sys.modules.items())
-            if mod is not None and name not in ("__main__", "__mp_main__")
-            and getattr(mod, "__spec__", None) is not None
-            and not is_project_module(mod, root)]
-
-
-def warm_import(names: list[str], excluded: set[str]) -> str | None:
-    """Import `names` package by package; the first top-level package after which the
-    process cannot fork safely, or None."""
-    groups: dict[str, list[str]] = {}
-    for name in names:
-        groups.setdefault(name.split(".", 1)[0], []).append(name)
-    for top, members in groups.items():
-        if top in excluded or all(name in sys.modules for name in members):
-            continue
-        for name in members:
-            if name in sys.modules:
-                continue
-            try:
-                importlib.import_module(name)
-            except BaseException as err:
-                log.debug("warm import of %s failed: %s", name, err)
-        if not forkable():
-            return top
-    return None
 
 
 # -- the parent ------------------------------------------------------------------------------
@@ -297,8 +190,7 @@ class WarmParent:
         log.debug("Hot-reload: child %d started", pid)
         _, status = os.waitpid(pid, 0)  # retried across signals (PEP 475)
         self.child = 0
-        with os.fdopen(read_end, "rb") as pipe:
-            said = pipe.read().decode(errors="replace").split()
+        said = _read_all(read_end).decode(errors="replace").split()
         code = os.waitstatus_to_exitcode(status)
         ran_s = time.monotonic() - started
         kind = said[-1] if said else ""
@@ -321,6 +213,21 @@ class WarmParent:
         while not self.stopping and time.monotonic() < deadline:
             time.sleep(0.05)
         return status
+
+
+def _read_all(fd: int) -> bytes:
+    """What the child wrote, without waiting for an end of file: a process the child
+    forked could still hold the pipe's write end."""
+    os.set_blocking(fd, False)
+    data = b""
+    try:
+        while chunk := os.read(fd, 4096):
+            data += chunk
+    except BlockingIOError:
+        pass
+    finally:
+        os.close(fd)
+    return data
 
 
 def _status(code: int) -> str:
