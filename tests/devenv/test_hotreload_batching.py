@@ -111,3 +111,15 @@ def test_what_a_batch_needs(tmp_path: Path) -> None:
     assert needed(batch(loader, other), parent_files) == REEXEC
     for name in ("pyproject.toml", "constraints.txt", "requirements-dev.txt", "uv.lock"):
         assert needed(batch(other, tmp_path / name), parent_files) == RESTART, name
+
+
+async def test_a_save_before_the_watcher_was_set_up_is_not_lost(tmp_path: Path) -> None:
+    # What a fresh child does: saves after the last batch it was started for (`since`)
+    # count, even when they came before its watcher existed; older files do not.
+    (tmp_path / "old.py").write_text("A = 1\n")
+    since = time.time()
+    os.utime(tmp_path / "old.py", (since - 10, since - 10))
+    (tmp_path / "saved_meanwhile.py").write_text("B = 1\n")
+    changes = await asyncio.wait_for(
+        wait_for_change([str(tmp_path)], Batching(0.1, 2.0), since=since - 1), 30)
+    assert {os.path.basename(path) for _, path in changes} == {"saved_meanwhile.py"}

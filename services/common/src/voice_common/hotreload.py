@@ -41,6 +41,8 @@ WATCH_STEP_MS = 50
 WATCH_DEBOUNCE_MS = 500
 # Files outside the watched directories (the checkout's dependency files) are polled.
 FILE_POLL_S = 0.5
+# After this, the watcher is set up: files saved before it are found by their mtimes.
+ARM_S = 0.05
 
 Changes = set[tuple[Change, str]]
 
@@ -142,13 +144,46 @@ def _stamp(path: str) -> tuple[int, int] | None:
     return info.st_mtime_ns, info.st_size
 
 
+def changed_since(paths: Sequence[str], since: float) -> Changes:
+    """Source files under `paths` modified after `since` (epoch seconds)."""
+    keep = SourceFilter()
+    found: Changes = set()
+    for folder in existing(paths):
+        for parent, dirs, names in os.walk(folder):
+            dirs[:] = [d for d in dirs if d not in keep.ignore_dirs and not d.startswith(".")]
+            for name in names:
+                path = os.path.join(parent, name)
+                if keep(Change.modified, path):
+                    with contextlib.suppress(OSError):
+                        if os.stat(path).st_mtime > since:
+                            found.add((Change.modified, path))
+    return found
+
+
+def newest_mtime(changes: Changes) -> float:
+    """The newest modification time among a batch's files (now when none is left)."""
+    times = []
+    for _, path in changes:
+        with contextlib.suppress(OSError):
+            times.append(os.stat(path).st_mtime)
+    return max(times, default=time.time())
+
+
 async def wait_for_change(paths: Sequence[str], batching: Batching | None = None,
-                          files: Sequence[str] = ()) -> Changes:
+                          files: Sequence[str] = (), since: float | None = None) -> Changes:
     """Block until a batch of source changes under `paths` (or to one of `files`, polled
-    every FILE_POLL_S); return it (all of a burst)."""
+    every FILE_POLL_S); return it (all of a burst). With `since`, files saved after that
+    moment and before the watcher was set up count too (saves while a process starts)."""
     batching = batching or Batching.from_env()
     loop = asyncio.get_running_loop()
     delivered: asyncio.Queue[tuple[float, Changes]] = asyncio.Queue()
+
+    async def missed() -> None:
+        # The watcher is set up on the pump's first step; a save from then on is seen.
+        await asyncio.sleep(ARM_S)
+        found = await asyncio.to_thread(changed_since, paths, since) if since else set()
+        if found:
+            delivered.put_nowait((loop.time(), found))
 
     async def pump() -> None:
         polled = asyncio.create_task(poll_files())
@@ -192,6 +227,7 @@ async def wait_for_change(paths: Sequence[str], batching: Batching | None = None
         return None
 
     watcher = asyncio.create_task(pump())
+    scan = asyncio.create_task(missed())
     try:
         batch = await next_batch()
         if batch is None:
@@ -214,6 +250,7 @@ async def wait_for_change(paths: Sequence[str], batching: Batching | None = None
             newest, _ = change_ages(batch[1])
             last = max(last, batch[0] - newest)
     finally:
+        scan.cancel()
         watcher.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await watcher
@@ -238,16 +275,18 @@ def needed(changes: Changes, parent_files: Mapping[str, str]) -> str:
 
 
 def start_watcher(paths: Sequence[str], files: Sequence[str],
-                  on_change: Callable[[Changes], None]) -> threading.Thread | None:
+                  on_change: Callable[[Changes], None],
+                  since: float | None = None) -> threading.Thread | None:
     """Watch in a daemon thread of its own (a service's loop may be busy or not yet
-    running); call `on_change` with the first batch. None when nothing exists to watch."""
+    running); call `on_change` with the first batch, which includes files saved after
+    `since`. None when nothing exists to watch."""
     watched = existing(paths)
     if not watched and not existing(files):
         log.warning("Hot-reload: none of %s exists; not watching", ", ".join(paths))
         return None
 
     def run() -> None:
-        changes = asyncio.run(wait_for_change(watched, files=files))
+        changes = asyncio.run(wait_for_change(watched, files=files, since=since))
         if changes:
             on_change(changes)
 

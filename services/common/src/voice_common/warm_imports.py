@@ -16,7 +16,7 @@ import logging
 import os
 import sys
 import threading
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 from types import ModuleType
 
@@ -55,27 +55,37 @@ def _module_files(module: ModuleType) -> list[str]:
     return list(getattr(module, "__path__", None) or [])
 
 
-def is_project_module(module: ModuleType, root: str) -> bool:
-    """From the checkout (editable installs, generated stubs, tests), not site-packages."""
+def source_roots(watched: Iterable[str]) -> tuple[str, ...]:
+    """The folders whose modules are the project's: the checkout and every watched folder
+    (a module that a save can change is always imported afresh, wherever it lies)."""
+    roots = []
+    for folder in (str(repo_root()), *watched):
+        roots += [os.path.abspath(folder), os.path.realpath(folder)]
+    return tuple(dict.fromkeys(roots))
+
+
+def is_project_module(module: ModuleType, roots: Sequence[str]) -> bool:
+    """Under one of `roots` (editable installs, generated stubs, tests, watched folders),
+    not in a site-packages."""
     for file in _module_files(module):
         path = os.path.abspath(file)
         parts = path.split(os.sep)
-        if path.startswith(root + os.sep) and "site-packages" not in parts \
-                and "dist-packages" not in parts:
+        if "site-packages" in parts or "dist-packages" in parts:
+            continue
+        if any(path.startswith(root + os.sep) for root in roots):
             return True
     return False
 
 
-def project_modules() -> dict[str, ModuleType]:
-    root = str(repo_root().resolve())
+def project_modules(roots: Sequence[str]) -> dict[str, ModuleType]:
     return {name: mod for name, mod in list(sys.modules.items())
-            if mod is not None and is_project_module(mod, root)}
+            if mod is not None and is_project_module(mod, roots)}
 
 
-def project_files() -> dict[str, str]:
+def project_files(roots: Sequence[str]) -> dict[str, str]:
     """File -> digest of every project module imported so far."""
     files = {}
-    for module in project_modules().values():
+    for module in project_modules(roots).values():
         file = getattr(module, "__file__", None)
         if file:
             files[os.path.abspath(file)] = hotreload.file_digest(file)
@@ -110,13 +120,12 @@ def write_warm_list(module: str, names: Iterable[str], excluded: Iterable[str]) 
         log.debug("cannot write %s: %s", path, err)
 
 
-def third_party_modules() -> list[str]:
+def third_party_modules(roots: Sequence[str]) -> list[str]:
     """The modules this process imported that are not the project's, in import order."""
-    root = str(repo_root().resolve())
     return [name for name, mod in list(sys.modules.items())
             if mod is not None and name not in ("__main__", "__mp_main__")
             and getattr(mod, "__spec__", None) is not None
-            and not is_project_module(mod, root)]
+            and not is_project_module(mod, roots)]
 
 
 def warm_import(names: list[str], excluded: set[str]) -> str | None:

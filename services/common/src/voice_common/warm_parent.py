@@ -18,10 +18,11 @@ and the parent execs itself anew (same PID) without it. A preload that leaves a 
 makes it exec itself with VOICE_WARM=imports (no preload); if it still cannot fork
 safely, with VOICE_WARM=0: no warm imports, no preload.
 
-Fresh code: the child removes from `sys.modules` every module from the checkout (not
-from site-packages) except those the parent imported itself, which are byte-identical
-to their files: a save of one of those (voice_common.launch, a `warm` module and what it
-imports) makes the parent exec itself anew instead. Nothing is `importlib.reload`ed.
+Fresh code: the child removes from `sys.modules` every module from the checkout or a
+watched folder (not from site-packages) except those the parent imported itself, which
+are byte-identical to their files: a save of one of those (voice_common.launch, a `warm`
+module and what it imports) makes the parent exec itself anew instead. Nothing is
+`importlib.reload`ed.
 
 What a batch of saves needs (voice_common.hotreload.needed):
 - a source file: a fresh child (the warm imports learned from the old child are added
@@ -57,14 +58,25 @@ import threading
 import time
 import traceback
 from collections.abc import Iterable
+from pathlib import Path
 
 from voice_common import hotreload
+from voice_common.launch import (
+    crash_backoff_s,
+    crash_delay,
+    exit_code,
+    report_import_error,
+    resolve_main,
+    run_main,
+    watch_dirs,
+)
 from voice_common.paths import dependency_files, repo_root
 from voice_common.warm_imports import (
     forkable,
     project_files,
     project_modules,
     read_warm_list,
+    source_roots,
     third_party_modules,
     warm_import,
     write_warm_list,
@@ -76,6 +88,8 @@ log = logging.getLogger("voice_common.warm_parent")
 WARM_ENV = "VOICE_WARM"
 PRELOAD_MODULE = "warm"  # <package>.warm: preload() runs in the parent
 PR_SET_PDEATHSIG = 1
+# Across an exec of the parent: the moment after which saves have not been seen yet.
+SINCE_ENV = "VOICE_WARM_SINCE"
 
 
 # -- the parent ------------------------------------------------------------------------------
@@ -88,6 +102,10 @@ class WarmParent:
         self.stopping = ""
         self.parent_files: dict[str, str] = {}
         self.excluded: set[str] = set()
+        # Saves after this moment are not in any batch yet: the next child looks for them.
+        self.since = float(os.environ.pop(SINCE_ENV, "") or time.time())
+        self.watched = watch_dirs(module, prefix)
+        self.roots = source_roots(self.watched)
         mode = os.environ.get(WARM_ENV, "1")
         self.warm = mode != "0"
         self.preloading = mode not in ("0", "imports")
@@ -103,6 +121,7 @@ class WarmParent:
                     f" with {WARM_ENV}={warm}" if warm else "")
         if warm:
             os.environ[WARM_ENV] = warm
+        os.environ[SINCE_ENV] = repr(self.since)
         _flush()
         os.execv(sys.executable, [sys.executable, *sys.orig_argv[1:]])
 
@@ -127,9 +146,13 @@ class WarmParent:
         """`<package>.warm.preload()`: what the parent may hold (loaded model weights)."""
         if not self.preloading:
             return
-        name = f"{self.module.split('.', 1)[0]}.{PRELOAD_MODULE}"
+        top = self.module.split(".", 1)[0]
+        name = f"{top}.{PRELOAD_MODULE}"
         try:
-            if importlib.util.find_spec(name) is None:
+            # Looked up without importing anything: a service without one stays unimported.
+            spec = importlib.util.find_spec(top)
+            folders = (spec.submodule_search_locations or []) if spec else []
+            if not any((Path(folder) / f"{PRELOAD_MODULE}.py").exists() for folder in folders):
                 return
             started = time.perf_counter()
             importlib.import_module(name).preload()
@@ -147,7 +170,7 @@ class WarmParent:
             signal.signal(sig, self._on_signal)
         self._learn()
         self._preload()
-        self.parent_files = project_files()
+        self.parent_files = project_files(self.roots)
         while not self.stopping:
             changed = [path for path, digest in self.parent_files.items()
                        if hotreload.file_digest(path) != digest]
@@ -180,8 +203,7 @@ class WarmParent:
         pid = os.fork()
         if pid == 0:
             os.close(read_end)
-            child_main(self.module, self.args, prefix=self.prefix, pipe=write_end,
-                       parent=parent, parent_files=self.parent_files)
+            child_main(self, pipe=write_end, parent=parent)
         os.close(write_end)
         self.child = pid
         if self.stopping:
@@ -193,15 +215,15 @@ class WarmParent:
         said = _read_all(read_end).decode(errors="replace").split()
         code = os.waitstatus_to_exitcode(status)
         ran_s = time.monotonic() - started
-        kind = said[-1] if said else ""
+        kind = said[0] if said else ""
+        if len(said) > 1:
+            self.since = float(said[1])
         if kind:
             log.info("Hot-reload: child %d ended (%s) after %.1f s: %s", pid, _status(code),
                      ran_s, kind)
         return kind, code, ran_s
 
     def _crashed(self, code: int, ran_s: float) -> int:
-        from voice_common.launch import crash_backoff_s, crash_delay
-
         status = 128 - code if code < 0 else code
         if status == 0:
             return 0
@@ -258,9 +280,9 @@ def _die_with_parent(parent: int) -> None:
         os._exit(1)
 
 
-def _fresh_project_code(kept: dict[str, str]) -> None:
+def _fresh_project_code(kept: dict[str, str], roots: tuple[str, ...]) -> None:
     """Forget the project's modules except those the parent imported (unchanged files)."""
-    for name, module in project_modules().items():
+    for name, module in project_modules(roots).items():
         file = getattr(module, "__file__", None)
         if not (file and os.path.abspath(file) in kept):
             del sys.modules[name]
@@ -270,10 +292,11 @@ def _fresh_project_code(kept: dict[str, str]) -> None:
 class _Reporter:
     """Tells the parent what a batch of saves needs, then asks the service to drain."""
 
-    def __init__(self, module: str, pipe: int, parent_files: dict[str, str]) -> None:
-        self.module = module
+    def __init__(self, plan: WarmParent, pipe: int) -> None:
+        self.module = plan.module
+        self.roots = plan.roots
         self.pipe = pipe
-        self.parent_files = parent_files
+        self.parent_files = plan.parent_files
 
     def on_change(self, changes: hotreload.Changes) -> None:
         kind = hotreload.needed(changes, self.parent_files)
@@ -284,29 +307,25 @@ class _Reporter:
             changes, str(repo_root())), what)
         if kind != hotreload.RESTART:
             _, excluded = read_warm_list(self.module)
-            write_warm_list(self.module, third_party_modules(), excluded)
-        os.write(self.pipe, f"{kind}\n".encode())
+            write_warm_list(self.module, third_party_modules(self.roots), excluded)
+        # The newest save of this batch: the next child looks for any later one.
+        os.write(self.pipe, f"{kind} {hotreload.newest_mtime(changes)!r}\n".encode())
         os.kill(os.getpid(), signal.SIGTERM)
 
 
-def child_main(module: str, args: list[str], *, prefix: str, pipe: int, parent: int,
-               parent_files: dict[str, str]) -> None:
-    """Run the service in the forked child; never returns."""
+def child_main(plan: WarmParent, *, pipe: int, parent: int) -> None:
+    """Run the service in the forked child (`plan`: the parent's copy); never returns."""
     code = 1
     try:
         for sig in (signal.SIGTERM, signal.SIGINT):
             signal.signal(sig, signal.SIG_DFL)
         _die_with_parent(parent)
-        _fresh_project_code(parent_files)
-        from voice_common.launch import watch_dirs
-
-        reporter = _Reporter(module, pipe, parent_files)
-        hotreload.start_watcher(watch_dirs(module, prefix),
-                                [str(p) for p in dependency_files()], reporter.on_change)
-        code = run_child(module, args, prefix)
+        _fresh_project_code(plan.parent_files, plan.roots)
+        reporter = _Reporter(plan, pipe)
+        hotreload.start_watcher(plan.watched, [str(p) for p in dependency_files()],
+                                reporter.on_change, since=plan.since)
+        code = run_child(plan.module, plan.args, plan.prefix)
     except SystemExit as exc:
-        from voice_common.launch import exit_code
-
         code = exit_code(exc)
     except BaseException:
         traceback.print_exc()
@@ -318,8 +337,6 @@ def child_main(module: str, args: list[str], *, prefix: str, pipe: int, parent: 
 def run_child(module: str, args: list[str], prefix: str) -> int:
     """Import and run the service; an import-time error waits for the next save (the
     watcher ends this process then)."""
-    from voice_common.launch import report_import_error, resolve_main, run_main
-
     sys.argv = [module, *args]
     try:
         main = resolve_main(module)
