@@ -1,4 +1,5 @@
-"""The echo service with hot-reload watch paths from $ECHO_WATCH_PATHS, for the dev-stack tests.
+"""The echo service for the dev-stack tests (run through voice_common.launch, hot reload
+watches $ECHO_WATCH_PATHS).
 
 Run: python -m tests.devenv.fixture_service (or through voice_common.launch).
 """
@@ -6,7 +7,6 @@ Run: python -m tests.devenv.fixture_service (or through voice_common.launch).
 from __future__ import annotations
 
 import asyncio
-import os
 import sys
 
 import grpc
@@ -19,8 +19,6 @@ from voiceai.asr.v1 import asr_pb2_grpc
 
 def main() -> int:
     settings = load_settings(EchoSettings)
-    watch = [p for p in os.environ.get("ECHO_WATCH_PATHS", "").split(os.pathsep) if p]
-
     def register(server: grpc.aio.Server) -> list[str]:
         asr_pb2_grpc.add_RecognizerServicer_to_server(EchoRecognizer(), server)
         return ["voiceai.asr.v1.Recognizer"]
@@ -28,8 +26,7 @@ def main() -> int:
     async def warmup() -> None:
         await asyncio.sleep(settings.warmup_s)
 
-    return run_service(ServiceDefinition("echo-service", settings, register, warmup,
-                                         watch_paths=watch))
+    return run_service(ServiceDefinition("echo-service", settings, register, warmup))
 
 
 if __name__ == "__main__":

@@ -1,6 +1,7 @@
 """voice_common.hotreload's batching, on real files with the real watcher: a burst of saves
 is one batch, restarted HOT_RELOAD_QUIET_MS after its last save; a burst that never pauses
-is cut HOT_RELOAD_MAX_WAIT_MS after its first save."""
+is cut HOT_RELOAD_MAX_WAIT_MS after its first save; a polled dependency file counts; and
+what a batch needs (a fresh child, a new warm parent, a full restart)."""
 
 from __future__ import annotations
 
@@ -10,8 +11,18 @@ import time
 from pathlib import Path
 
 import pytest
+from watchfiles import Change
 
-from voice_common.hotreload import Batching, wait_for_change
+from voice_common.hotreload import (
+    FILE_POLL_S,
+    REEXEC,
+    RELOAD,
+    RESTART,
+    Batching,
+    file_digest,
+    needed,
+    wait_for_change,
+)
 
 pytestmark = pytest.mark.timeout(60)
 ARM_S = 0.3  # the watcher is set up when its task first runs; give it that moment
@@ -69,3 +80,46 @@ async def test_the_max_wait_cuts_a_burst_that_never_pauses(tmp_path: Path) -> No
         assert "mod0.py" in names and len(names) < 60
     finally:
         saving.cancel()
+
+
+async def test_a_polled_file_outside_the_watched_folders_is_a_change(tmp_path: Path) -> None:
+    watched, elsewhere = tmp_path / "src", tmp_path / "constraints.txt"
+    watched.mkdir()
+    elsewhere.write_text("numpy==1\n")
+    waiting = asyncio.create_task(
+        wait_for_change([str(watched)], Batching(0.1, 2.0), files=[str(elsewhere)]))
+    await asyncio.sleep(ARM_S + FILE_POLL_S)
+    elsewhere.write_text("numpy==2\n")
+    changes = await asyncio.wait_for(waiting, 30)
+    assert {path for _, path in changes} == {str(elsewhere)}
+
+
+def test_what_a_batch_needs(tmp_path: Path) -> None:
+    loader, other = tmp_path / "warm.py", tmp_path / "servicer.py"
+    loader.write_text("A = 1\n")
+    other.write_text("B = 1\n")
+    parent_files = {str(loader): file_digest(str(loader))}
+
+    def batch(*paths: Path) -> set[tuple[Change, str]]:
+        return {(Change.modified, str(path)) for path in paths}
+
+    assert needed(batch(other), parent_files) == RELOAD
+    # Rewritten with the same bytes (a save without an edit): the parent's copy still fits.
+    loader.write_text("A = 1\n")
+    assert needed(batch(loader, other), parent_files) == RELOAD
+    loader.write_text("A = 2\n")
+    assert needed(batch(loader, other), parent_files) == REEXEC
+    for name in ("pyproject.toml", "constraints.txt", "requirements-dev.txt", "uv.lock"):
+        assert needed(batch(other, tmp_path / name), parent_files) == RESTART, name
+
+
+async def test_a_save_before_the_watcher_was_set_up_is_not_lost(tmp_path: Path) -> None:
+    # What a fresh child does: saves after the last batch it was started for (`since`)
+    # count, even when they came before its watcher existed; older files do not.
+    (tmp_path / "old.py").write_text("A = 1\n")
+    since = time.time()
+    os.utime(tmp_path / "old.py", (since - 10, since - 10))
+    (tmp_path / "saved_meanwhile.py").write_text("B = 1\n")
+    changes = await asyncio.wait_for(
+        wait_for_change([str(tmp_path)], Batching(0.1, 2.0), since=since - 1), 30)
+    assert {os.path.basename(path) for _, path in changes} == {"saved_meanwhile.py"}

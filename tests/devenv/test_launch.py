@@ -1,6 +1,8 @@
-"""voice_common.launch: a service that does not import waits for a fix instead of dying,
-in development only; one that fails soon after start waits the crash backoff before it
-exits (a clean exit does not); and hot reload's filter ignores what is not source."""
+"""voice_common.launch: outside development a service that does not import fails as
+Python does; one that fails soon after start waits the crash backoff before it exits (a
+clean exit does not); under hot reload a save keeps the process and SIGTERM exits 0 at
+once; and hot reload's filter ignores what is not source. (The warm parent itself:
+test_warm_parent.py.)"""
 
 from __future__ import annotations
 
@@ -31,9 +33,11 @@ from voice_common.launch import (
 
 
 def test_prefix_of_each_service() -> None:
+    # The core's prefix (CORE) is not derivable from opensips_ai_core: its command passes
+    # --prefix CORE (voice_common knows no service by name).
     assert [env_prefix(m) for m in ("asr_service", "llm_service", "tts_service",
-                                    "opensips_ai_core", "tests.devenv.fixture_service")] == [
-        "ASR", "LLM", "TTS", "CORE", "FIXTURE"]
+                                    "tests.devenv.fixture_service")] == [
+        "ASR", "LLM", "TTS", "FIXTURE"]
 
 
 def test_source_filter_ignores_caches_swap_and_runtime_files(tmp_path: Path) -> None:
@@ -59,22 +63,6 @@ def test_outside_development_an_import_error_is_fatal(tmp_path: Path, logdir: Pa
                  logdir / "l.log") as proc:
         assert proc.wait(30) == 1
         assert "SyntaxError" in proc.output()
-
-
-def test_a_syntax_error_waits_for_the_fix_then_exits_0(tmp_path: Path, logdir: Path) -> None:
-    path = _module(tmp_path, "import sys\n\ndef main() -> int:\n    return 7\n\nif (:\n")
-    env = base_env(PYTHONPATH=str(tmp_path), DEVELOPMENT_MODE="1", BROKEN_HOT_RELOAD="1",
-                   HOT_RELOAD_QUIET_MS="100")
-    with running(python_module("voice_common.launch", "broken_svc"), env,
-                 logdir / "l.log") as proc:
-        wait_until(lambda: "waiting for a change" in proc.output(), 30,
-                   message="the launcher to wait")
-        out = proc.output()
-        assert f"broken_svc cannot start: SyntaxError at {path}:6" in out
-        assert proc.popen.poll() is None  # still there, not crash-looping
-        path.write_text("def main() -> int:\n    return 7\n")
-        assert proc.wait(30) == 0
-        assert f"Hot-reload: {path} changed" in proc.output()
 
 
 def test_a_working_module_runs_its_main_with_arguments(tmp_path: Path, logdir: Path) -> None:
@@ -160,25 +148,24 @@ def test_a_clean_exit_returns_at_once(tmp_path: Path, logdir: Path) -> None:
         assert "CRASH_BACKOFF" not in proc.output()
 
 
-def test_a_hot_reload_and_a_sigterm_exit_0_without_the_backoff(tmp_path: Path,
-                                                               logdir: Path) -> None:
+def test_a_hot_reload_keeps_running_and_a_sigterm_exits_0_without_the_backoff(
+        tmp_path: Path, logdir: Path) -> None:
     watched = tmp_path / "src"
     watched.mkdir()
     port = free_port()
     env = base_env(ECHO_PORT=str(port), ECHO_CRASH_BACKOFF_S="120", DEVELOPMENT_MODE="1",
                    ECHO_HOT_RELOAD="1", ECHO_WATCH_PATHS=str(watched),
-                   HOT_RELOAD_QUIET_MS="100")
+                   HOT_RELOAD_QUIET_MS="100", VOICE_CACHE_DIR=str(tmp_path / "cache"))
     args = python_module("voice_common.launch", "--prefix", "ECHO",
                          "tests.devenv.fixture_service")
     with running(args, env, logdir / "reload.log") as proc:
         wait_serving(f"127.0.0.1:{port}", proc)
-        time.sleep(0.5)  # the watcher arms just after SERVING
+        time.sleep(0.5)  # the child's watcher arms just after it starts
         (watched / "handler.py").write_text("VALUE = 2\n")
-        assert proc.wait(30) == 0
+        wait_until(lambda: proc.output().count("SERVING (warm-up") >= 2, 60,
+                   message="a second child SERVING")
+        assert proc.popen.poll() is None  # the supervised process is still the same
         assert f"Hot-reload: {watched / 'handler.py'} changed" in proc.output()
-        assert "CRASH_BACKOFF" not in proc.output()
-    with running(args, env, logdir / "term.log") as proc:
-        wait_serving(f"127.0.0.1:{port}", proc)
         proc.signal(signal.SIGTERM)
         assert proc.wait(30) == 0
         assert "CRASH_BACKOFF" not in proc.output()

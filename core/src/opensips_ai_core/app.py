@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import signal
 
 from opensips_ai_core.calls import CallManager
 from opensips_ai_core.config import BotConfig, CoreSettings
@@ -15,7 +14,7 @@ from opensips_ai_core.media.ports import RtpPortAllocator
 from opensips_ai_core.pipeline.protocols import Services
 from opensips_ai_core.signalling.base import SignallingBackend
 from voice_common import get_development_logger
-from voice_common.paths import watch_paths
+from voice_common.runtime import on_stop_signals
 
 log = get_development_logger("core.app")
 
@@ -84,24 +83,15 @@ class CoreApp:
             self._stop.set()
 
     async def run(self) -> int:
-        loop = asyncio.get_running_loop()
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            loop.add_signal_handler(sig, self.request_stop, sig.name)
+        on_stop_signals(self.request_stop)
         await self.http.start()
         await self.backend.start(self.manager)
         self.ready = True
         log.info("opensips-ai-core ready: %s signalling, HTTP http://%s:%d/health",
                  self.backend.name, self.settings.http_host, self.http.port)
-        watcher = None
-        if self.settings.development_mode and self.settings.hot_reload:
-            from voice_common.hotreload import watch_and_request_restart
-
-            watcher = asyncio.create_task(
-                watch_and_request_restart(watch_paths("core"), self.request_stop))
+        # A hot reload is a SIGTERM too (voice_common.warm_parent's watcher sends it).
         await self._stop.wait()
         log.info("opensips-ai-core stopping (%s)", self.stop_reason)
-        if watcher is not None:
-            watcher.cancel()
         await self.manager.shutdown(self.settings.grace_period_s)
         await self.backend.stop()
         await self.http.stop()

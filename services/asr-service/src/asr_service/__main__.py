@@ -6,12 +6,11 @@ import sys
 
 import grpc
 
-from asr_service import SERVICE_NAME
+from asr_service import SERVICE_NAME, warm
 from asr_service.engines import EngineConfigError, create_engine
 from asr_service.servicer import RecognizerServicer
 from asr_service.settings import AsrSettings
 from voice_common.config import CONFIG_ERROR_EXIT, load_settings
-from voice_common.paths import watch_paths
 from voice_common.runtime import ServiceDefinition, run_service
 from voiceai.asr.v1 import asr_pb2_grpc
 
@@ -21,7 +20,8 @@ PROGRAM = "asr-service"
 def main() -> int:
     settings = load_settings(AsrSettings, PROGRAM)
     try:
-        engine = create_engine(settings)
+        # Loaded by the development warm parent (voice_common.warm_parent), if it did.
+        engine = warm.take(settings) or create_engine(settings)
     except EngineConfigError as err:
         print(f"{PROGRAM}: configuration error: {err}", file=sys.stderr)
         return CONFIG_ERROR_EXIT
@@ -37,7 +37,6 @@ def main() -> int:
         register=register,
         warmup=servicer.warm_up,
         close=servicer.close,
-        watch_paths=watch_paths("services/asr-service/src"),
     ))
 
 

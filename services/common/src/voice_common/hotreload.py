@@ -1,10 +1,11 @@
-"""Hot reload for development: watch source directories, drain, exit, be restarted.
+"""Hot reload for development: watch source directories and say what a batch of saves
+needs (voice_common.warm_parent acts on it).
 
 Enabled when DEVELOPMENT_MODE=1 and `<SVC>_HOT_RELOAD=1`. A burst of saves is
-batched: the restart comes HOT_RELOAD_QUIET_MS (300) after the last change and
-never later than HOT_RELOAD_MAX_WAIT_MS (2000) after the first. The process then
-drains like on SIGTERM and exits 0; process-compose (or the project's runner)
-starts it again.
+batched: the reload comes HOT_RELOAD_QUIET_MS (300) after the last change and
+never later than HOT_RELOAD_MAX_WAIT_MS (2000) after the first. The service child
+then drains like on SIGTERM and the warm parent starts a fresh child
+(voice_common.warm_parent).
 
 watchfiles is asked for its batches every WATCH_STEP_MS (50 ms): its own
 `step`/`debounce` loop yields between one and two steps after the last change,
@@ -18,14 +19,18 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import logging
 import os
+import threading
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 from watchfiles import Change, DefaultFilter, awatch
+
+from voice_common.paths import is_dependency_file
 
 log = logging.getLogger("voice_common.hotreload")
 
@@ -34,6 +39,10 @@ SOURCE_SUFFIXES = (".py", ".pyi", ".proto", ".toml", ".yaml", ".yml", ".json", "
 # watchfiles' polling step and its own batch cap: short, so the quiet period below is ours.
 WATCH_STEP_MS = 50
 WATCH_DEBOUNCE_MS = 500
+# Files outside the watched directories (the checkout's dependency files) are polled.
+FILE_POLL_S = 0.5
+# After this, the watcher is set up: files saved before it are found by their mtimes.
+ARM_S = 0.05
 
 Changes = set[tuple[Change, str]]
 
@@ -62,6 +71,14 @@ class SourceFilter(DefaultFilter):
         if name.startswith((".#", "#")) or name == "4913" or name.endswith(TEMP_SUFFIXES):
             return False
         return super().__call__(change, path) and name.endswith(SOURCE_SUFFIXES)
+
+
+def file_digest(path: str) -> str:
+    """The content's digest ("" for a missing file): a rewrite of the same bytes is no change."""
+    try:
+        return hashlib.sha1(Path(path).read_bytes()).hexdigest()
+    except OSError:
+        return ""
 
 
 def existing(paths: Iterable[str | os.PathLike[str]]) -> list[str]:
@@ -119,18 +136,83 @@ def change_ages(changes: Changes) -> tuple[float, float]:
     return newest, oldest
 
 
-async def wait_for_change(paths: Sequence[str], batching: Batching | None = None) -> Changes:
-    """Block until a batch of source changes under `paths`; return it (all of a burst)."""
+def _stamp(path: str) -> tuple[int, int] | None:
+    try:
+        info = os.stat(path)
+    except OSError:
+        return None
+    return info.st_mtime_ns, info.st_size
+
+
+def changed_since(paths: Sequence[str], since: float) -> Changes:
+    """Source files under `paths` modified after `since` (epoch seconds)."""
+    keep = SourceFilter()
+    found: Changes = set()
+    for folder in existing(paths):
+        for parent, dirs, names in os.walk(folder):
+            dirs[:] = [d for d in dirs if d not in keep.ignore_dirs and not d.startswith(".")]
+            for name in names:
+                path = os.path.join(parent, name)
+                if keep(Change.modified, path):
+                    with contextlib.suppress(OSError):
+                        if os.stat(path).st_mtime > since:
+                            found.add((Change.modified, path))
+    return found
+
+
+def newest_mtime(changes: Changes) -> float:
+    """The newest modification time among a batch's files (now when none is left)."""
+    times = []
+    for _, path in changes:
+        with contextlib.suppress(OSError):
+            times.append(os.stat(path).st_mtime)
+    return max(times, default=time.time())
+
+
+async def wait_for_change(paths: Sequence[str], batching: Batching | None = None,
+                          files: Sequence[str] = (), since: float | None = None) -> Changes:
+    """Block until a batch of source changes under `paths` (or to one of `files`, polled
+    every FILE_POLL_S); return it (all of a burst). With `since`, files saved after that
+    moment and before the watcher was set up count too (saves while a process starts)."""
     batching = batching or Batching.from_env()
     loop = asyncio.get_running_loop()
     delivered: asyncio.Queue[tuple[float, Changes]] = asyncio.Queue()
 
+    async def missed() -> None:
+        # The watcher is set up on the pump's first step; a save from then on is seen.
+        await asyncio.sleep(ARM_S)
+        found = await asyncio.to_thread(changed_since, paths, since) if since else set()
+        if found:
+            delivered.put_nowait((loop.time(), found))
+
     async def pump() -> None:
-        async for changes in awatch(
-            *existing(paths), watch_filter=SourceFilter(), step=WATCH_STEP_MS,
-            debounce=WATCH_DEBOUNCE_MS, recursive=True,
-        ):
-            delivered.put_nowait((loop.time(), changes))
+        polled = asyncio.create_task(poll_files())
+        try:
+            if not existing(paths):
+                await polled
+                return
+            async for changes in awatch(
+                *existing(paths), watch_filter=SourceFilter(), step=WATCH_STEP_MS,
+                debounce=WATCH_DEBOUNCE_MS, recursive=True,
+            ):
+                delivered.put_nowait((loop.time(), changes))
+        finally:
+            polled.cancel()
+
+    async def poll_files() -> None:
+        """Files whose directory is not watched (inotify on the file itself would lose
+        it when an editor replaces it by a rename)."""
+        if not files:
+            await asyncio.Event().wait()
+        seen = {path: _stamp(path) for path in files}
+        while True:
+            await asyncio.sleep(FILE_POLL_S)
+            for path, before in seen.items():
+                now = _stamp(path)
+                if now != before:
+                    seen[path] = now
+                    kind = Change.deleted if now is None else Change.modified
+                    delivered.put_nowait((loop.time(), {(kind, path)}))
 
     async def next_batch() -> tuple[float, Changes] | None:
         """The next batch, or None when the watcher ended (nothing left to watch)."""
@@ -145,6 +227,7 @@ async def wait_for_change(paths: Sequence[str], batching: Batching | None = None
         return None
 
     watcher = asyncio.create_task(pump())
+    scan = asyncio.create_task(missed())
     try:
         batch = await next_batch()
         if batch is None:
@@ -167,16 +250,47 @@ async def wait_for_change(paths: Sequence[str], batching: Batching | None = None
             newest, _ = change_ages(batch[1])
             last = max(last, batch[0] - newest)
     finally:
+        scan.cancel()
         watcher.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await watcher
 
 
-async def watch_and_request_restart(
-    paths: Sequence[str], request_shutdown: Callable[[str], None]
-) -> None:
+# What a batch of changes needs, least to most.
+RELOAD = "reload"  # a fresh service child from the warm parent
+REEXEC = "reexec"  # a file the warm parent itself imported: the parent execs itself anew
+RESTART = "restart"  # a dependency file: the supervisor starts the process again
+
+
+def needed(changes: Changes, parent_files: Mapping[str, str]) -> str:
+    """RESTART for a dependency file, REEXEC for a file the parent imported whose content
+    differs from what it imported (`parent_files`: path -> digest), RELOAD otherwise."""
+    paths = {path for _, path in changes}
+    if any(is_dependency_file(path) for path in paths):
+        return RESTART
+    for path in paths:
+        if path in parent_files and file_digest(path) != parent_files[path]:
+            return REEXEC
+    return RELOAD
+
+
+def start_watcher(paths: Sequence[str], files: Sequence[str],
+                  on_change: Callable[[Changes], None],
+                  since: float | None = None) -> threading.Thread | None:
+    """Watch in a daemon thread of its own (a service's loop may be busy or not yet
+    running); call `on_change` with the first batch, which includes files saved after
+    `since`. None when nothing exists to watch."""
     watched = existing(paths)
+    if not watched and not existing(files):
+        log.warning("Hot-reload: none of %s exists; not watching", ", ".join(paths))
+        return None
+
+    def run() -> None:
+        changes = asyncio.run(wait_for_change(watched, files=files, since=since))
+        if changes:
+            on_change(changes)
+
     log.debug("Hot-reload watching %s", ", ".join(watched))
-    changes = await wait_for_change(watched)
-    log.info("Hot-reload: %s changed; draining and restarting", describe_changes(changes))
-    request_shutdown("hot reload")
+    thread = threading.Thread(target=run, name="hot-reload", daemon=True)
+    thread.start()
+    return thread

@@ -1,35 +1,29 @@
-"""Start a service so that a broken source file never ends the development loop.
+"""Start a service: in development with hot reload, under a warm parent; otherwise as is.
 
-    python -m voice_common.launch MODULE [ARGS...]
+    python -m voice_common.launch [--prefix PREFIX] MODULE [ARGS...]
 
 runs MODULE's `main()` (or, failing that, `MODULE.__main__`'s, or the module as
-`python -m MODULE` would) and exits with its return value. When importing the
-service fails (a SyntaxError, an ImportError, any error at import time) while
-DEVELOPMENT_MODE and the service's hot-reload flag (`<PREFIX>_HOT_RELOAD`) are
-on, the error is logged with its file and line, the launcher waits for the next
-source change and exits 0, and process-compose (restart: always) starts it again.
-Outside development the error propagates as usual (traceback, exit 1).
+`python -m MODULE` would) and exits with its return value.
 
-PREFIX is the service's environment prefix: ASR for asr_service, CORE for
-opensips_ai_core, otherwise the module's last name up to its first "_" (ECHO for
-echo_service), or --prefix. The watched directories are `<PREFIX>_WATCH_PATHS`
-(os.pathsep-separated) when set, else the service's package, services/common,
-shared/proto_generated and the broken file's directory.
+PREFIX is the service's environment prefix: --prefix, else the module's last name up
+to its first "_" (ASR for asr_service, ECHO for echo_service). With DEVELOPMENT_MODE
+and `<PREFIX>_HOT_RELOAD` on, the process becomes a warm parent
+(voice_common.warm_parent): it keeps the heavy imports and forks a fresh child for
+each save, so the supervised process (its PID) stays the same across reloads. The
+watched directories are `<PREFIX>_WATCH_PATHS` (os.pathsep-separated) when set, else
+voice_common.paths.watch_paths(MODULE). Outside development an import error propagates
+as usual (traceback, exit 1).
 
-Crash loops are throttled here, not by the supervisor: the stack restarts a
-process at once (`backoff_seconds: 0`, so a hot reload costs no second), and
-when the service exits non-zero or raises within CRASH_WINDOW_S (5 s) of
-starting (bad settings: exit 2; its port taken: exit 1) the launcher waits
-`<PREFIX>_CRASH_BACKOFF_S` seconds (default 1) before exiting with the same
-code. An exit 0 (hot reload, SIGTERM) or a failure after a longer run returns
-at once. (A service on voice_common.runtime never returns 0 here in development:
-the runtime ends the process itself with os._exit after a clean shutdown.)
+Crash loops are throttled here, not by the supervisor: when the service exits
+non-zero or raises within CRASH_WINDOW_S (5 s) of starting (bad settings: exit 2;
+its port taken: exit 1) the launcher waits `<PREFIX>_CRASH_BACKOFF_S` seconds
+(default 1) before exiting with the same code. An exit 0 (SIGTERM, a dependency
+change) or a failure after a longer run returns at once.
 """
 
 from __future__ import annotations
 
 import argparse
-import asyncio
 import importlib
 import importlib.util
 import logging
@@ -39,16 +33,12 @@ import sys
 import time
 import traceback
 from collections.abc import Callable
-from pathlib import Path
 from types import ModuleType
 
-from watchfiles import Change
-
-from voice_common.paths import repo_root
+from voice_common.paths import watch_paths
 
 log = logging.getLogger("voice_common.launch")
 
-PREFIXES = {"opensips_ai_core": "CORE"}
 TRUE = {"1", "true", "yes", "on"}
 # A failure sooner than this after start (settings, a taken port) would repeat at once.
 CRASH_WINDOW_S = 5.0
@@ -56,16 +46,15 @@ DEFAULT_CRASH_BACKOFF_S = 1.0
 
 
 def env_prefix(module: str) -> str:
-    top = module.split(".", maxsplit=1)[0]
-    if top in PREFIXES:
-        return PREFIXES[top]
+    """The prefix derived from MODULE's name; a service named otherwise passes --prefix."""
     return module.rsplit(".", 1)[-1].split("_", 1)[0].upper()
 
 
-def reload_enabled(prefix: str) -> bool:
-    def flag(name: str) -> bool:
-        return os.environ.get(name, "").strip().lower() in TRUE
+def flag(name: str) -> bool:
+    return os.environ.get(name, "").strip().lower() in TRUE
 
+
+def reload_enabled(prefix: str) -> bool:
     return flag("DEVELOPMENT_MODE") and flag(f"{prefix}_HOT_RELOAD")
 
 
@@ -80,22 +69,11 @@ def error_location(err: BaseException) -> tuple[str, int | None]:
     return "?", None
 
 
-def watch_dirs(module: str, prefix: str, broken_file: str) -> list[str]:
+def watch_dirs(module: str, prefix: str) -> list[str]:
     configured = os.environ.get(f"{prefix}_WATCH_PATHS", "").strip()
     if configured:
         return [p for p in configured.split(os.pathsep) if p]
-    root = repo_root()
-    dirs = [root / "services" / "common", root / "shared" / "proto_generated"]
-    try:
-        spec = importlib.util.find_spec(module.split(".", maxsplit=1)[0])
-    except (ImportError, ValueError):
-        spec = None
-    if spec is not None and spec.origin:
-        dirs.insert(0, Path(spec.origin).parent)
-    if broken_file and Path(broken_file).exists():
-        dirs.append(Path(broken_file).parent)
-    unique = dict.fromkeys(str(d) for d in dirs if d.exists())
-    return list(unique)
+    return watch_paths(module)
 
 
 def resolve_main(module: str) -> Callable[[], object] | None:
@@ -113,52 +91,16 @@ def resolve_main(module: str) -> Callable[[], object] | None:
     return None
 
 
-def wait_for_fix(module: str, prefix: str, err: BaseException) -> int:
-    """Log the error where a developer sees it, block until a source change, return 0."""
-    from voice_common.logs import configure_logging
-
-    if not logging.getLogger().handlers:
-        configure_logging(module, development=True, level=os.environ.get("LOG_LEVEL", "INFO"))
+def report_import_error(module: str, prefix: str, err: BaseException) -> None:
+    """Log an import-time error where a developer sees it, with the file and line to fix."""
     filename, line = error_location(err)
     where = f"{filename}:{line}" if line else filename
     detail = err.msg if isinstance(err, SyntaxError) else str(err)
     log.error("Hot-reload: %s cannot start: %s at %s: %s", module, type(err).__name__, where,
               detail)
     log.debug("import traceback:\n%s", "".join(traceback.format_exception(err)))
-    wanted = watch_dirs(module, prefix, filename)
-    dirs = [d for d in wanted if Path(d).exists()]
-    while not dirs:
-        # Nothing to watch would end the wait at once and crash-loop after all.
-        log.warning("Hot-reload: none of %s exists; checking again in 2 s", ", ".join(wanted))
-        time.sleep(2)
-        dirs = [d for d in wanted if Path(d).exists()]
-    log.warning("Hot-reload: waiting for a change under %s to try again", ", ".join(dirs))
-    changes = asyncio.run(_wait_for_fix(dirs, filename))
-    log.info("Hot-reload: %s changed; restarting %s", changes, module)
-    return 0
-
-
-async def _wait_for_fix(dirs: list[str], broken_file: str) -> str:
-    """The watcher's next batch, or the broken file changing before the watcher was set up
-    (a save right after the failure would otherwise be missed)."""
-    from voice_common.hotreload import describe_changes, wait_for_change
-
-    def snapshot() -> bytes | None:
-        try:
-            return Path(broken_file).read_bytes()
-        except OSError:
-            return None
-
-    before = snapshot()
-    watcher = asyncio.create_task(wait_for_change(dirs))
-    try:
-        while not watcher.done():
-            done, _ = await asyncio.wait({watcher}, timeout=0.5)
-            if not done and snapshot() != before:
-                return describe_changes({(Change.modified, broken_file)}, str(repo_root()))
-        return describe_changes(watcher.result(), str(repo_root()))
-    finally:
-        watcher.cancel()
+    log.warning("Hot-reload: waiting for a change under %s to try again",
+                ", ".join(watch_dirs(module, prefix)))
 
 
 def crash_backoff_s(prefix: str) -> float:
@@ -195,35 +137,56 @@ def exit_code(exc: SystemExit) -> int:
     return 1
 
 
-def run_module(module: str, args: list[str], prefix: str) -> int:
-    """Import and run the service; an import error in development waits for a fix."""
-    sys.argv = [module, *args]
-    try:
-        main = resolve_main(module)
-    except Exception as err:  # any import-time error is a source error to wait out
-        if not reload_enabled(prefix):
-            raise
-        return wait_for_fix(module, prefix, err)
-    try:
-        if main is None:
-            runpy.run_module(module, run_name="__main__", alter_sys=True)
-            return 0
-        result = main()
-    except (SyntaxError, ImportError) as err:
-        # A module imported lazily (during warm-up, say) is broken: same treatment.
-        if not reload_enabled(prefix):
-            raise
-        return wait_for_fix(module, prefix, err)
+def run_main(module: str, main: Callable[[], object] | None) -> int:
+    if main is None:
+        runpy.run_module(module, run_name="__main__", alter_sys=True)
+        return 0
+    result = main()
     return result if isinstance(result, int) else 0
+
+
+def run_module(module: str, args: list[str]) -> int:
+    """Import and run the service in this process (no hot reload)."""
+    sys.argv = [module, *args]
+    return run_main(module, resolve_main(module))
+
+
+def run_warm(module: str, args: list[str], prefix: str) -> int:
+    """Hot reload: this process becomes the warm parent of the service's children."""
+    from voice_common.logs import configure_logging
+    from voice_common.warm_parent import WarmParent
+
+    level = os.environ.get(f"{prefix}_LOG_LEVEL") or os.environ.get("LOG_LEVEL") or "INFO"
+    configure_logging(module, development=True, level=level.upper())
+    code = WarmParent(module, args, prefix).run()
+    for stream in (sys.stdout, sys.stderr):
+        stream.flush()
+    logging.shutdown()
+    # No interpreter teardown: torch's takes seconds, and the children are gone.
+    os._exit(code)
+
+
+def _warn_if_prefix_looks_wrong(module: str, prefix: str) -> None:
+    """Hot reload asked for under another prefix (a command without --prefix): say so."""
+    if f"{prefix}_HOT_RELOAD" in os.environ or not flag("DEVELOPMENT_MODE"):
+        return
+    others = sorted(name for name in os.environ if name.endswith("_HOT_RELOAD") and flag(name))
+    if others:
+        print(f"voice_common.launch: {module} runs without hot reload: {prefix}_HOT_RELOAD is "
+              f"not set ({', '.join(others)} is); pass --prefix if {prefix} is not its "
+              f"prefix", file=sys.stderr, flush=True)
 
 
 def run(module: str, args: list[str], prefix: str | None = None) -> int:
     """Run the service; return its exit status, after the crash backoff when it failed
     soon after start."""
     prefix = prefix or env_prefix(module)
+    if reload_enabled(prefix):
+        return run_warm(module, args, prefix)
+    _warn_if_prefix_looks_wrong(module, prefix)
     started = time.monotonic()
     try:
-        code = run_module(module, args, prefix)
+        code = run_module(module, args)
     except SystemExit as exc:  # load_settings' exit 2 on bad settings, sys.exit(N)
         code = exit_code(exc)
     except Exception:

@@ -5,7 +5,8 @@ Start-up:  bind a `grpc.aio` server, register the standard `grpc.health.v1`
            mark every registered service SERVING. Until then every other RPC is
            answered UNAVAILABLE ("warming up"): a client retries it, where a half-loaded
            model would have failed it for good.
-Shutdown:  on SIGTERM/SIGINT (or a hot-reload request) mark NOT_SERVING, stop
+Shutdown:  on SIGTERM/SIGINT (a hot reload is a SIGTERM from voice_common.warm_parent's
+           watcher) mark NOT_SERVING, stop
            accepting RPCs, let in-flight streams finish for `grace_period_s`,
            cancel what is left, run the service's close hook, exit 0.
 HTTP:      with `<PREFIX>_HEALTH_HTTP_PORT` set, `GET /health` on the service's host
@@ -13,7 +14,7 @@ HTTP:      with `<PREFIX>_HEALTH_HTTP_PORT` set, `GET /health` on the service's 
            (a probe the supervisor runs without starting a Python); from bind to exit.
 Exit:      in development (DEVELOPMENT_MODE=1) a clean shutdown ends with `os._exit(0)`
            once logs are flushed and child processes are gone: the interpreter's
-           teardown (torch's takes seconds) would only delay the hot-reload restart.
+           teardown (torch's takes seconds) would only delay the next hot-reload child.
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ import signal
 import sys
 import time
 from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Protocol
 
 import grpc
@@ -61,8 +62,6 @@ class ServiceDefinition:
     register: Registrar
     warmup: Callable[[], Awaitable[None]] | None = None
     close: Callable[[], Awaitable[None]] | None = None
-    # Directories whose source changes restart this process in development.
-    watch_paths: Sequence[str] = field(default_factory=tuple)
 
 
 SERVING = health_pb2.HealthCheckResponse.SERVING
@@ -266,22 +265,12 @@ class GrpcServiceRuntime:
         log.info("%s stopped", self.definition.name)
 
     def install_signal_handlers(self) -> None:
-        loop = asyncio.get_running_loop()
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            loop.add_signal_handler(sig, self.request_shutdown, sig.name)
+        on_stop_signals(self.request_shutdown)
 
     async def serve(self) -> int:
         """Run until a shutdown request; return the process exit code."""
         self.install_signal_handlers()
         await self.start()
-        watcher: asyncio.Task[None] | None = None
-        settings = self.settings
-        if settings.development_mode and settings.hot_reload and self.definition.watch_paths:
-            from voice_common.hotreload import watch_and_request_restart
-
-            watcher = asyncio.create_task(
-                watch_and_request_restart(self.definition.watch_paths, self.request_shutdown)
-            )
         warm = asyncio.create_task(self.warm_up())
         stop_wait = asyncio.create_task(self.wait_for_shutdown())
         done, _ = await asyncio.wait({warm, stop_wait}, return_when=asyncio.FIRST_COMPLETED)
@@ -292,14 +281,21 @@ class GrpcServiceRuntime:
         await stop_wait
         if not warm.done():
             warm.cancel()
-        if watcher is not None:
-            watcher.cancel()
         await self.stop()
         return 0
 
     async def _abort(self, exc: BaseException | None) -> None:
         log.error("%s warm-up failed: %s", self.definition.name, exc, exc_info=exc)
         await self._stop_servers(0)
+
+
+def on_stop_signals(request_stop: Callable[[str], None]) -> None:
+    """SIGTERM and SIGINT (the supervisor's stop, Ctrl-C, and a hot reload: the warm
+    parent's watcher SIGTERMs the child) call `request_stop(signal name)` on the running
+    loop: every process drains the same way."""
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, request_stop, sig.name)
 
 
 def setup_logging(settings: ProcessSettings, service: str) -> None:

@@ -7,12 +7,12 @@ import sys
 
 import grpc
 
+from llm_service import warm
 from llm_service.engine import Delta, Event, GenerationJob, LanguageModel, Message, SamplingParams
 from llm_service.scheduler import RoundRobinScheduler
 from llm_service.servicer import SERVICE_FULL_NAME, LanguageModelServicer
 from llm_service.settings import SERVICE_NAME, LlmSettings
 from voice_common.config import load_settings
-from voice_common.paths import watch_paths
 from voice_common.runtime import ServiceDefinition, run_service
 from voiceai.llm.v1 import llm_pb2_grpc
 
@@ -38,7 +38,8 @@ def _warm_generation(model: LanguageModel, scheduler: RoundRobinScheduler) -> No
 
 def main() -> int:
     settings = load_settings(LlmSettings)
-    model = LanguageModel(settings)
+    kept = warm.take(settings)  # loaded by the development warm parent, if it did
+    model = kept or LanguageModel(settings)
     scheduler = RoundRobinScheduler(model, settings.max_active, settings.max_queue)
 
     def register(server: grpc.aio.Server) -> list[str]:
@@ -48,7 +49,8 @@ def main() -> int:
 
     async def warmup() -> None:
         # Building the demo model (first start) and loading take seconds: off the loop.
-        await asyncio.to_thread(model.load)
+        if kept is None:
+            await asyncio.to_thread(model.load)
         scheduler.start()
         await asyncio.to_thread(_warm_generation, model, scheduler)
 
@@ -57,7 +59,6 @@ def main() -> int:
 
     return run_service(ServiceDefinition(
         SERVICE_NAME, settings, register, warmup, close,
-        watch_paths=watch_paths("services/llm-service/src"),
     ))
 
 

@@ -29,7 +29,6 @@ from tts_service.settings import TtsSettings
 from tts_service.voices import VoiceCatalog, VoiceConfigError, plan_voices
 from voice_common.config import CONFIG_ERROR_EXIT, load_settings
 from voice_common.devlogger import get_development_logger
-from voice_common.paths import watch_paths
 from voice_common.runtime import ServiceDefinition, run_service
 from voiceai.tts.v1 import tts_pb2_grpc
 
@@ -57,7 +56,6 @@ def main() -> int:
 
     definition = ServiceDefinition(
         PROGRAM, settings, register, warmup=catalog.load,
-        watch_paths=watch_paths("services/tts-service"),
     )
     return run_service(definition)
 

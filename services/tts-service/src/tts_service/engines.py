@@ -17,6 +17,7 @@ from typing import Protocol
 
 import numpy as np
 
+from tts_service import onnx_cache
 from tts_service.audio import parse_wav
 
 
@@ -74,9 +75,8 @@ class PiperEngine:
         options.add_session_config_entry("session.intra_op.allow_spinning", "0")
         with open(f"{model_path}.json", encoding="utf-8") as config_file:
             config = PiperConfig.from_dict(json.load(config_file))
-        session = onnxruntime.InferenceSession(
-            str(model_path), sess_options=options, providers=["CPUExecutionProvider"]
-        )
+        # The graph optimised once, then read from the cache (tts_service.onnx_cache).
+        session = onnx_cache.session(model_path, options)
         self._voice = PiperVoice(session=session, config=config)
         # Piper normalizes each sentence to full scale; a little headroom keeps the
         # resampler's overshoot from clipping.

@@ -1,0 +1,196 @@
+"""Hot reload under the warm parent (voice_common.warm_parent), run for real: a gRPC
+service on a free 127.0.0.1 port started as the dev stack starts it
+(`python -m voice_common.launch --prefix ECHO reloadpkg`, DEVELOPMENT_MODE=1,
+ECHO_HOT_RELOAD=1), its source in a temporary checkout (VOICE_REPO_ROOT).
+
+The service names itself in its health service, `reload.v<VALUE>.by-<PID>`: VALUE from
+reloadpkg/version.py (new code shows), PID of the process that ran reloadpkg.warm's
+preload() (the warm parent: what a child inherits across the fork).
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from tests.support.procs import (
+    Proc,
+    base_env,
+    free_port,
+    health_status,
+    python_module,
+    running,
+    wait_until,
+)
+
+SERVICE = '''
+import grpc
+
+import extra_dep  # a "third-party" module (outside the checkout), imported warm
+from reloadpkg import version, warm
+from tests.support.echo_service import EchoSettings
+from voice_common.config import load_settings
+from voice_common.runtime import ServiceDefinition, run_service
+
+
+def main() -> int:
+    settings = load_settings(EchoSettings)
+
+    def register(server: grpc.aio.Server) -> list[str]:
+        return [f"reload.v{version.VALUE}.by-{warm.LOADED_BY}"]
+
+    return run_service(ServiceDefinition("reload-svc", settings, register))
+'''
+WARM = '''
+import os
+
+LOADED_BY = None
+
+
+def preload() -> None:
+    global LOADED_BY
+    LOADED_BY = os.getpid()
+'''
+
+
+THREADED = '''
+import threading
+import time
+
+threading.Thread(target=time.sleep, args=(3600,), daemon=True).start()
+'''
+
+
+@dataclass
+class Service:
+    proc: Proc
+    target: str
+    src: Path  # the package's directory
+    site: Path  # a folder of "third-party" modules, outside the checkout
+    cache: Path  # VOICE_CACHE_DIR
+
+    def serving(self, name: str) -> bool:
+        if self.proc.popen.poll() is not None:
+            raise RuntimeError(f"exited with {self.proc.popen.returncode}:\n"
+                               f"{self.proc.output()}")
+        return health_status(self.target, name) == "SERVING"
+
+    def wait_serving(self, value: int, by: int | None = None) -> None:
+        name = f"reload.v{value}.by-{by or self.proc.pid}"
+        wait_until(lambda: self.serving(name), 90, 0.1, name)
+
+    def children(self) -> list[int]:
+        path = Path(f"/proc/{self.proc.pid}/task/{self.proc.pid}/children")
+        return [int(pid) for pid in path.read_text().split()]
+
+    def save(self, name: str, text: str) -> None:
+        (self.src / name).write_text(text)
+
+
+@pytest.fixture
+def service(tmp_path: Path, logdir: Path) -> Iterator[Service]:
+    root = tmp_path / "checkout"
+    src = root / "src" / "reloadpkg"
+    src.mkdir(parents=True)
+    (src / "__init__.py").write_text("")
+    (src / "__main__.py").write_text(SERVICE)
+    (src / "warm.py").write_text(WARM)
+    (src / "version.py").write_text("VALUE = 1\n")
+    site = tmp_path / "site"
+    site.mkdir()
+    (site / "extra_dep.py").write_text("")
+    port = free_port()
+    env = base_env(
+        ECHO_PORT=str(port), DEVELOPMENT_MODE="1", ECHO_HOT_RELOAD="1",
+        ECHO_WATCH_PATHS=str(root / "src"), ECHO_CRASH_BACKOFF_S="0",
+        HOT_RELOAD_QUIET_MS="100", VOICE_REPO_ROOT=str(root),
+        VOICE_CACHE_DIR=str(tmp_path / "cache"),
+        PYTHONPATH=os.pathsep.join([str(root / "src"), str(site),
+                                    os.environ.get("PYTHONPATH", "")]),
+    )
+    args = python_module("voice_common.launch", "--prefix", "ECHO", "reloadpkg")
+    with running(args, env, logdir / "warm.log") as proc:
+        svc = Service(proc, f"127.0.0.1:{port}", src, site, tmp_path / "cache")
+        svc.wait_serving(1)
+        # The child's watcher is armed before it imports the service: ready now.
+        yield svc
+
+
+def test_a_save_serves_the_new_code_under_the_same_pid(service: Service) -> None:
+    first_child = service.children()
+    service.save("version.py", "VALUE = 2\n")
+    # New code, a new child, the weights (here: preload's mark) from the same parent.
+    service.wait_serving(2)
+    assert service.proc.popen.poll() is None
+    assert service.children() != first_child
+    assert "draining and reloading" in service.proc.output()
+
+
+def test_a_syntax_error_waits_and_the_next_good_save_recovers(service: Service) -> None:
+    service.save("version.py", "VALUE = (\n")
+    wait_until(lambda: "waiting for a change" in service.proc.output(), 60,
+               message="the child to wait for a fix")
+    assert f"cannot start: SyntaxError at {service.src / 'version.py'}:1" \
+        in service.proc.output()
+    assert service.proc.popen.poll() is None  # no crash for the supervisor to see
+    service.save("version.py", "VALUE = 3\n")
+    service.wait_serving(3)
+
+
+def test_a_change_to_what_the_parent_imported_starts_it_anew_same_pid(
+        service: Service) -> None:
+    service.save("warm.py", WARM + "# the loader changed\n")
+    wait_until(lambda: "the warm parent starts anew (same PID)" in service.proc.output(), 60,
+               message="the parent's re-exec")
+    service.save("version.py", "VALUE = 4\n")
+    # preload() ran again in the same process, now with the new loader code.
+    service.wait_serving(4)
+    assert service.proc.output().count("preloaded reloadpkg.warm") == 2
+
+
+def test_a_dependency_change_exits_for_a_full_restart(service: Service) -> None:
+    (service.src.parent / "pyproject.toml").write_text("[project]\nname = 'x'\n")
+    assert service.proc.wait(60) == 0
+    assert "a dependency file changed: exiting for a full restart" in service.proc.output()
+
+
+def test_sigterm_to_the_parent_drains_the_child_and_leaves_nothing(service: Service) -> None:
+    (child,) = service.children()
+    port = int(service.target.rsplit(":", 1)[1])
+    os.kill(service.proc.pid, signal.SIGTERM)  # the parent alone: it forwards
+    assert service.proc.wait(60) == 0
+    output = service.proc.output()
+    assert "reload-svc draining (SIGTERM)" in output and "reload-svc stopped" in output
+    assert not Path(f"/proc/{child}").exists()
+    with socket.socket() as sock:  # the port is free again
+        sock.bind(("127.0.0.1", port))
+
+
+def test_a_crashing_child_ends_the_parent_with_its_status(service: Service) -> None:
+    (child,) = service.children()
+    os.kill(child, signal.SIGKILL)
+    assert service.proc.wait(60) == 128 + signal.SIGKILL
+    assert "killed by SIGKILL" in service.proc.output()
+
+
+def test_a_module_that_starts_a_thread_stays_out_of_the_warm_parent(service: Service) -> None:
+    # The first child imported extra_dep; now its import starts a thread, which a fork
+    # would not carry: when the parent learns it from the child it must not keep it.
+    (service.site / "extra_dep.py").write_text(THREADED)
+    service.save("version.py", "VALUE = 2\n")
+    service.wait_serving(2)
+    output = service.proc.output()
+    assert "importing extra_dep leaves a thread" in output
+    assert "the warm parent starts anew (same PID)" in output
+    (cached,) = (service.cache / "warm-imports").glob("reloadpkg-*.txt")
+    assert "!extra_dep" in cached.read_text().split()
+    # From now on the parent forks without it, and the children still import it.
+    service.save("version.py", "VALUE = 3\n")
+    service.wait_serving(3)
+    assert service.proc.output().count("importing extra_dep leaves a thread") == 1
