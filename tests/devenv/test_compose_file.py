@@ -141,7 +141,7 @@ def test_core_waits_for_every_service_healthy(stack) -> None:
         "127.0.0.1:50051", "127.0.0.1:50052", "127.0.0.1:50053")
     # /started: a full core (503 on /health) must not be stopped by process-compose.
     assert core["readiness_probe"]["http_get"]["path"] == "/started"
-    assert "voice_common.launch opensips_ai_core" in core["command"]
+    assert "voice_common.launch --prefix CORE opensips_ai_core" in core["command"]
 
 
 def test_no_probe_starts_a_python(stack) -> None:
