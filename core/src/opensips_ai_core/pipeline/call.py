@@ -516,6 +516,12 @@ class Call:
                     await self._say_and_hang_up(self.bot.timeout_goodbye, "silence")
                     return
 
+    async def end_politely(self, text: str, why: str) -> None:
+        """Say `text` (cutting the bot short if it is talking), then hang up."""
+        if self.ending or self.state != "active":
+            return
+        await self._say_and_hang_up(text, why)
+
     async def _say_and_hang_up(self, text: str, why: str) -> None:
         self.barge_in(why)
         if self.turn is not None and self.turn.task is not None:
