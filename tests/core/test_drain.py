@@ -162,6 +162,25 @@ async def test_sigterm_drain_ends_calls_politely_when_its_time_is_up(start_core)
     assert f"Call {call_id}: bot hangs up (drain)" in log or "Ending 1 calls for shutdown" in log
 
 
+async def test_development_stop_keeps_the_short_drain(start_core) -> None:
+    """DEVELOPMENT_MODE=1 without CORE_DRAIN_TIMEOUT_S: a stop (SIGTERM, which is also
+    how a hot reload may stop the core) ends the active call at once, politely, and
+    exits: the drain is as short as CORE_GRACE_PERIOD_S, not 900 s."""
+    with start_core() as core_:  # the stack's core runs with DEVELOPMENT_MODE=1
+        peer = await RawSipPeer((LOOPBACK, core_.sip_port)).open()
+        try:
+            call_id, _ = await place_call(peer)
+            core_.proc.signal(signal.SIGTERM)
+            bye = await peer.expect(method="BYE", timeout=60)
+            assert bye.call_id == call_id
+            peer.send(f"SIP/2.0 200 OK\r\n{_echo_headers(bye)}Content-Length: 0\r\n\r\n")
+            assert await exit_code(core_) == 0
+        finally:
+            peer.close()
+    log = core_.proc.log_path.read_text(errors="replace")
+    assert "1 active call(s) may go on for 0 s" in log
+
+
 def _echo_headers(request: SipMessage) -> str:
     lines = [f"Via: {via}" for via in request.get_all("Via")]
     lines += [f"{name}: {request.get(name)}" for name in ("From", "To", "Call-ID", "CSeq")]
