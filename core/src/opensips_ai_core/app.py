@@ -96,13 +96,17 @@ class CoreApp:
                 "calls": len(self.manager.calls), "capacity": self.manager.capacity(),
                 "draining": self.manager.drain_state() is not None, "services": channels}
 
-    def request_drain(self, reason: str) -> dict[str, object]:
-        """SIGTERM, SIGINT or POST /drain: refuse new calls now, let the active ones go on
-        for CORE_DRAIN_TIMEOUT_S, then stop. Asking again changes nothing."""
+    def request_stop(self, reason: str) -> None:
+        """SIGTERM or SIGINT: refuse new calls now, let the active ones go on for
+        CORE_DRAIN_TIMEOUT_S (0 in development), then stop. Asking again changes nothing."""
         self._begin_drain(reason, self.settings.drain_timeout)
+
+    def request_drain(self, reason: str) -> dict[str, object]:
+        """POST /drain: as SIGTERM; returns the drain's state for the reply."""
+        self.request_stop(reason)
         return self.manager.drain_state() or {}
 
-    def request_stop(self, reason: str) -> None:
+    def request_reload(self, reason: str) -> None:
         """A hot reload: the short drain (calls ended at once, politely, then exit)."""
         self._begin_drain(reason, 0.0)
 
@@ -119,7 +123,7 @@ class CoreApp:
     async def run(self) -> int:
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
-            loop.add_signal_handler(sig, self.request_drain, sig.name)
+            loop.add_signal_handler(sig, self.request_stop, sig.name)
         await self.http.start()
         await self.backend.start(self.manager)
         self.ready = True
@@ -130,7 +134,7 @@ class CoreApp:
             from voice_common.hotreload import watch_and_request_restart
 
             watcher = asyncio.create_task(
-                watch_and_request_restart(watch_paths("core"), self.request_stop))
+                watch_and_request_restart(watch_paths("core"), self.request_reload))
         await self._stop.wait()
         log.info("opensips-ai-core stopping (%s)", self.stop_reason)
         if watcher is not None:
