@@ -226,3 +226,32 @@ async def test_b2b_mode_refuses_new_sessions_while_draining(opensips_peer: OpenS
         await backend.stop()
         for client in (services.asr, services.llm, services.tts):
             await client.close()
+
+
+async def test_b2b_mode_ends_the_calls_left_when_the_drain_is_over(
+        opensips_peer: OpenSipsPeer) -> None:
+    """An answered B2B session still going when the drain's time is up is ended by the
+    core with ua_session_terminate (OpenSIPS sends the BYE), its slot released."""
+    nowhere = f"{LOOPBACK}:{free_port()}"
+    rtp = free_rtp_range(10)
+    settings = CoreSettings(signalling="opensips", rtp_port_min=rtp[0], rtp_port_max=rtp[1],
+                            asr_target=nowhere, llm_target=nowhere, tts_target=nowhere)
+    services = Services(AsrClient(nowhere), LlmClient(nowhere), TtsClient(nowhere))
+    manager = CallManager(settings, BotConfig(), services, RtpPortAllocator(*rtp))
+    backend = OpenSipsBackend(LOOPBACK, opensips_peer.mi_port, LOOPBACK, 0, mi_timeout=1.0)
+    manager.backend = backend
+    await backend.start(manager)
+    try:
+        await asyncio.wait_for(backend.subscribed.wait(), 10)
+        key = opensips_peer.new_call()
+        assert (await opensips_peer.wait_reply(key))["code"] == 200
+        await opensips_peer.wait_for(lambda: manager.calls, 5, "the call answered")
+        manager.start_drain(0.1)
+        assert await manager.drain(1.0) == 1
+        await opensips_peer.wait_for(lambda: key in opensips_peer.terminated, 10,
+                                     "ua_session_terminate for the call left")
+        assert manager.held_slots == 0 and backend.active_calls() == []
+    finally:
+        await backend.stop()
+        for client in (services.asr, services.llm, services.tts):
+            await client.close()
