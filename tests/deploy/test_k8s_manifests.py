@@ -31,10 +31,11 @@ NAMESPACE = "voice-ai"
 # The oldest Kubernetes the manifests claim (native gRPC probes are GA from 1.27, mixed
 # UDP/TCP LoadBalancers from 1.26) and the newest schemas kubernetes-validate carries.
 KUBERNETES_VERSIONS = ("1.29.0", "latest")
-# What the core needs after its drain timeout: closing lines, BYEs, exit.
-DRAIN_MARGIN_S = 30
-# Settings the manifests set ahead of the code: the drain (issue 13, ask 1) lands separately.
-PENDING_SETTINGS = {"CORE_DRAIN_TIMEOUT_S"}
+# What the core needs after its drain timeout besides the closing lines and the BYEs
+# (each bounded by CORE_GRACE_PERIOD_S): the exit.
+DRAIN_MARGIN_S = 10
+# Settings the manifests may set ahead of the code (none now).
+PENDING_SETTINGS: set[str] = set()
 SETTINGS: dict[str, type[ServiceSettings]] = {
     "ASR": AsrSettings, "LLM": LlmSettings, "TTS": TtsSettings, "CORE": CoreSettings}
 
@@ -207,7 +208,8 @@ def test_core_grace_period_covers_the_drain() -> None:
     env = env_of(container)
     drain = int(env["CORE_DRAIN_TIMEOUT_S"])
     assert drain == 900  # the production default
-    assert spec["terminationGracePeriodSeconds"] >= drain + DRAIN_MARGIN_S
+    closing = float(env["CORE_GRACE_PERIOD_S"])  # the closing line, then the BYE's answer
+    assert spec["terminationGracePeriodSeconds"] >= drain + 2 * closing + DRAIN_MARGIN_S
     pre_stop = " ".join(container["lifecycle"]["preStop"]["exec"]["command"])
     assert f"http://127.0.0.1:{env['CORE_HTTP_PORT']}/drain" in pre_stop
     assert "method='POST'" in pre_stop

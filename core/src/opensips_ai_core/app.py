@@ -1,4 +1,12 @@
-"""opensips-ai-core's process: signalling backend + call manager + HTTP, with graceful stop."""
+"""opensips-ai-core's process: signalling backend + call manager + HTTP, with graceful stop.
+
+SIGTERM, SIGINT and POST /drain drain the core: new calls are refused at once (503 with
+Retry-After; OPTIONS 503 in direct-SIP mode, so a dispatcher takes the core out of
+rotation), /health says draining, active calls go on for CORE_DRAIN_TIMEOUT_S, then
+each still going hears the closing line and gets a BYE, and the process exits 0.
+A hot reload stops with the short drain: calls ended at once, politely, within
+CORE_GRACE_PERIOD_S.
+"""
 
 from __future__ import annotations
 
@@ -48,6 +56,10 @@ class CoreApp:
                                self.manager.snapshot)
         self.http.add_check("started", self._started_check)
         self.http.add_check("capacity", self._capacity_check)
+        self.http.add_check("drain", self._drain_check)
+        self.http.on_drain(self.request_drain)
+        if hasattr(self.backend, "options_refusal"):
+            self.backend.options_refusal = self.manager.drain_refusal  # type: ignore[attr-defined]
         if hasattr(self.backend, "readiness"):
             self.http.add_check("signalling", self._signalling_check)
         self._stop = asyncio.Event()
@@ -62,6 +74,12 @@ class CoreApp:
         refusal = self.manager.refusal()
         return None if refusal is None else f"{refusal.code} {refusal.reason}"
 
+    def _drain_check(self) -> str | None:
+        state = self.manager.drain_state()
+        if state is None:
+            return None
+        return f"draining: {state['calls_left']} call(s) left, {state['seconds_left']} s to go"
+
     def _signalling_check(self) -> str | None:
         """A backend that can lose its signalling path (OpenSIPS: unsubscribed) says so."""
         ok, state = self.backend.readiness()  # type: ignore[attr-defined]
@@ -75,9 +93,24 @@ class CoreApp:
         signalling_state = readiness()[1] if readiness else "ready"
         return {"signalling": self.backend.name, "signalling_state": signalling_state,
                 "calls": len(self.manager.calls), "capacity": self.manager.capacity(),
-                "services": channels}
+                "draining": self.manager.drain_state() is not None, "services": channels}
 
     def request_stop(self, reason: str) -> None:
+        """SIGTERM or SIGINT: refuse new calls now, let the active ones go on for
+        CORE_DRAIN_TIMEOUT_S (0 in development), then stop. Asking again changes nothing."""
+        self._begin_drain(reason, self.settings.drain_timeout)
+
+    def request_drain(self, reason: str) -> dict[str, object]:
+        """POST /drain: as SIGTERM; returns the drain's state for the reply."""
+        self.request_stop(reason)
+        return self.manager.drain_state() or {}
+
+    def _begin_drain(self, reason: str, timeout_s: float) -> None:
+        first = not self.manager.draining
+        self.manager.start_drain(timeout_s)
+        if first:
+            log.info("opensips-ai-core draining (%s): new calls refused, %d active call(s) "
+                     "may go on for %.0f s", reason, self.manager.held_slots, timeout_s)
         if not self._stop.is_set():
             self.stop_reason = reason
             self._stop.set()
@@ -89,10 +122,11 @@ class CoreApp:
         self.ready = True
         log.info("opensips-ai-core ready: %s signalling, HTTP http://%s:%d/health",
                  self.backend.name, self.settings.http_host, self.http.port)
-        # A hot reload is a SIGTERM too (voice_common.warm_parent's watcher sends it).
+        # A hot reload is a SIGTERM too (voice_common.warm_parent's watcher sends it); in
+        # development the drain is short (CORE_DRAIN_TIMEOUT_S 0), so a reload stays quick.
         await self._stop.wait()
         log.info("opensips-ai-core stopping (%s)", self.stop_reason)
-        await self.manager.shutdown(self.settings.grace_period_s)
+        await self.manager.drain(self.settings.grace_period_s)
         await self.backend.stop()
         await self.http.stop()
         for client in (self.services.asr, self.services.llm, self.services.tts):

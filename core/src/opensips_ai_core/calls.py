@@ -11,12 +11,17 @@ recognizer refuses would be answered and never heard) and an RTP port (else 503)
 A slot is held from the INVITE until the call's RTP session and ASR stream are
 closed, and released on every failure of the set-up. When the bot hangs up, the
 slot, port and stream are released at once; the BYE transaction goes on by itself.
+
+A drain (`start_drain`, then `drain`) refuses new calls with 503 and Retry-After while
+the active ones go on until they end or the drain's time is up; then each still going
+hears the bot's closing line and gets a BYE.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import math
 import secrets
 
 import numpy as np
@@ -62,6 +67,9 @@ class CallManager:
         self._admitted: set[str] = set()
         self._byes: set[asyncio.Task[None]] = set()
         self.accepting = True
+        # Set while draining: when the drain's time is up (loop time), for Retry-After.
+        self.drain_deadline: float | None = None
+        self._released = asyncio.Event()  # a slot was freed (what a drain waits on)
 
     # ------------------------------------------------------------ capacity
     @property
@@ -70,6 +78,8 @@ class CallManager:
 
     def refusal(self) -> SignallingError | None:
         """Why a new call would be refused now, or None when one can be taken."""
+        if (draining := self.drain_refusal()) is not None:
+            return draining
         if not self.accepting:
             return SignallingError(503, "Service Unavailable (shutting down)")
         if self.held_slots >= self.settings.max_calls:
@@ -143,6 +153,7 @@ class CallManager:
             if session is not None:
                 await session.close()
             self._admitted.discard(info.call_id)
+            self._released.set()
             raise
 
     def _negotiate(self, call_id: str, offer: SessionDescription, local_port: int,
@@ -219,6 +230,7 @@ class CallManager:
         finally:
             if call is not None or session is not None:
                 self._admitted.discard(call_id)
+                self._released.set()
             metrics.ACTIVE_CALLS.set(len(self.calls))
 
     # ------------------------------------------------------------ the bot's side
@@ -240,6 +252,67 @@ class CallManager:
             await self.backend.hangup(call_id)
         except Exception:
             log.exception("Hang-up of %s failed in signalling", call_id)
+
+    # ------------------------------------------------------------ drain
+    @property
+    def draining(self) -> bool:
+        return self.drain_deadline is not None
+
+    def _drain_retry_after(self) -> int:
+        """Seconds until this core could take calls again: not before the drain ends (it
+        then exits and is replaced), and never less than a short call's turn."""
+        assert self.drain_deadline is not None
+        left = self.drain_deadline - asyncio.get_running_loop().time()
+        return max(RETRY_AFTER_S, math.ceil(left))
+
+    def drain_refusal(self) -> SignallingError | None:
+        """The 503 a draining core gives what asks for new calls (OPTIONS included)."""
+        if self.drain_deadline is None:
+            return None
+        return SignallingError(503, "Service Unavailable (draining)",
+                               retry_after=self._drain_retry_after())
+
+    def start_drain(self, timeout_s: float) -> None:
+        """From now on refuse new calls (503, Retry-After); active ones may go on for
+        `timeout_s`. A drain already under way keeps its (earlier) deadline."""
+        deadline = asyncio.get_running_loop().time() + timeout_s
+        if self.drain_deadline is None or deadline < self.drain_deadline:
+            self.drain_deadline = deadline
+        metrics.DRAINING.set(1)
+
+    def drain_state(self) -> dict[str, object] | None:
+        """For /health: calls left and seconds to go, or None when not draining."""
+        if self.drain_deadline is None:
+            return None
+        left = self.drain_deadline - asyncio.get_running_loop().time()
+        return {"calls_left": self.held_slots, "seconds_left": round(max(0.0, left), 1)}
+
+    async def drain(self, closing_s: float) -> int:
+        """Wait until every call has ended or the drain's time is up, then end those still
+        going politely: the closing line (within `closing_s`), then the BYE. Returns how
+        many calls the core had to end. `start_drain` must have been called."""
+        assert self.drain_deadline is not None, "start_drain first"
+        loop = asyncio.get_running_loop()
+        if self._admitted:
+            log.info("Draining: %d call(s) may go on for %.0f s", self.held_slots,
+                     max(0.0, self.drain_deadline - loop.time()))
+        while self._admitted and (left := self.drain_deadline - loop.time()) > 0:
+            self._released.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._released.wait(), left)
+        ended = list(self.calls.values())
+        if ended or self._admitted:
+            metrics.DRAIN_ENDED_CALLS.inc(len(self._admitted))
+            log.info("Drain time is up: ending %d call(s) politely", len(self._admitted))
+        closing = [asyncio.ensure_future(call.end_politely(self.bot.drain_goodbye, "drain"))
+                   for call in ended]
+        if closing:
+            _done, pending = await asyncio.wait(closing, timeout=closing_s)
+            for task in pending:  # the line did not finish in time: BYE now
+                task.cancel()
+            await asyncio.gather(*closing, return_exceptions=True)
+        await self.shutdown(closing_s)
+        return len(ended)
 
     async def shutdown(self, timeout_s: float = 5.0) -> None:
         """Refuse new calls, end the current ones, give their BYEs a moment to be answered."""

@@ -23,6 +23,9 @@ from opensips_ai_core.grpc_clients.channel import TargetError, grpc_target
 from voice_common.config import CONFIG_ERROR_EXIT, ExistingPath, ProcessSettings
 
 DEFAULT_BOT_CONFIG = Path(__file__).resolve().parents[2] / "bot.toml"
+# A drain lets calls go on this long by default outside development (deploy/k8s sizes
+# terminationGracePeriodSeconds for it).
+PRODUCTION_DRAIN_TIMEOUT_S = 900.0
 
 
 class CoreSettings(ProcessSettings):
@@ -55,6 +58,11 @@ class CoreSettings(ProcessSettings):
     # Streams the ASR service takes at once (its ASR_MAX_CONCURRENT_STREAMS): every call
     # holds one, so calls beyond it are refused with 503 instead of answered unheard.
     asr_max_streams: int = Field(16, ge=1, le=1024)
+    # Drain (SIGTERM or POST /drain): new calls refused, active ones go on this long, then
+    # each is ended politely (closing line within CORE_GRACE_PERIOD_S, then BYE).
+    # Unset: PRODUCTION_DRAIN_TIMEOUT_S, or 0 with DEVELOPMENT_MODE=1, so that a hot
+    # reload (a stop like any other) stays as short as CORE_GRACE_PERIOD_S.
+    drain_timeout_s: float | None = Field(None, ge=0, le=86400)
     # OpenSIPS B2B backend (CORE_SIGNALLING=opensips).
     opensips_mi_host: str = Field("127.0.0.1", validation_alias="OPENSIPS_MI_HOST")
     opensips_mi_port: int = Field(8080, ge=1, le=65535, validation_alias="OPENSIPS_MI_PORT")
@@ -81,6 +89,13 @@ class CoreSettings(ProcessSettings):
         return self
 
     @property
+    def drain_timeout(self) -> float:
+        """How long active calls may go on once the core drains (seconds)."""
+        if self.drain_timeout_s is not None:
+            return self.drain_timeout_s
+        return 0.0 if self.development_mode else PRODUCTION_DRAIN_TIMEOUT_S
+
+    @property
     def rtp_bind_address(self) -> str:
         return self.rtp_host or self.sip_host
 
@@ -103,6 +118,8 @@ class BotConfig(BaseModel):
     apology: str = "Sorry, I am having trouble right now. Please say that again."
     silence_prompt: str = "Are you still there?"
     timeout_goodbye: str = "Thank you for calling. Goodbye!"
+    # Spoken to the calls still going when a drain's time is up, before the BYE.
+    drain_goodbye: str = "Sorry, I have to end this call now. Please call again. Goodbye!"
     goodbye_phrases: tuple[str, ...] = ("goodbye", "bye bye")
     goodbye_marker: str = "[hangup]"
     max_call_duration_s: float = Field(600.0, gt=0)

@@ -1,11 +1,12 @@
-"""The core's HTTP endpoint: /health (readiness), /live (liveness), /metrics, /calls (debug).
+"""The core's HTTP endpoint: /health (readiness), /live (liveness), /metrics, /calls (debug),
+and POST /drain (stop taking calls, let the active ones finish, then exit).
 
 /health is 200 only when the core can take a call now: every registered readiness
 check passes (`add_check(name, check)`, a check returns None when ready or the
 reason it is not). The body names each check's result, e.g.
 `{"status": "unavailable", "checks": {"capacity": "speech recognition at capacity"}}`.
 /live is 200 while the process serves HTTP at all: a liveness probe must not restart
-a core that is merely full.
+a core that is merely full (or draining).
 
 Slow or oversized clients are cut off: a connection that has not sent a complete
 request within `idle_timeout_s` is closed, and request headers are bounded
@@ -25,6 +26,8 @@ from opensips_ai_core import metrics
 # None when ready, else why not (one short line).
 ReadinessCheck = Callable[[], str | None]
 DetailsFn = Callable[[], dict[str, object]]
+# Starts (or confirms) a drain; returns its state for the reply body.
+DrainFn = Callable[[str], dict[str, object]]
 
 IDLE_TIMEOUT_S = 5.0
 MAX_LINE_SIZE = 2048
@@ -43,7 +46,12 @@ class HttpServer:
         self._checks: dict[str, ReadinessCheck] = {}
         self._idle_timeout_s = idle_timeout_s
         self._runner: web.AppRunner | None = None
+        self._drain: DrainFn | None = None
         self.started = time.monotonic()
+
+    def on_drain(self, drain: DrainFn) -> None:
+        """What POST /drain does (without one it answers 501)."""
+        self._drain = drain
 
     def add_check(self, name: str, check: ReadinessCheck) -> None:
         """Another condition of readiness (several combine: all must pass)."""
@@ -91,6 +99,13 @@ class HttpServer:
     async def _get_calls(self, _: web.Request) -> web.Response:
         return web.json_response({"calls": self._calls()})
 
+    async def _post_drain(self, request: web.Request) -> web.Response:
+        if self._drain is None:
+            return web.json_response({"error": "this server cannot drain"}, status=501)
+        peer = request.remote or "?"
+        return web.json_response({"status": "draining", **self._drain(f"POST /drain from {peer}")},
+                                 status=202)
+
     async def start(self) -> int:
         app = web.Application(client_max_size=4096)  # no endpoint takes a body
         app.router.add_get("/health", self._get_health)
@@ -98,6 +113,7 @@ class HttpServer:
         app.router.add_get("/live", self._get_live)
         app.router.add_get("/metrics", self._get_metrics)
         app.router.add_get("/calls", self._get_calls)
+        app.router.add_post("/drain", self._post_drain)
         # aiohttp's keep-alive timer also runs while a request's headers trickle in:
         # it bounds slow clients as well as idle connections.
         self._runner = web.AppRunner(

@@ -32,3 +32,8 @@ RTP_PACKETS = Counter("voice_rtp_packets_total", "RTP packets by direction and f
 DTMF_DIGITS = Counter("voice_dtmf_digits_total", "DTMF digits received", registry=REGISTRY)
 SIGNALLING_ERRORS = Counter("voice_signalling_rejects_total", "Calls refused with a SIP code",
                             ["code"], registry=REGISTRY)
+DRAINING = Gauge("voice_draining", "1 while the core drains: new calls refused, active ones "
+                 "go on", registry=REGISTRY)
+DRAIN_ENDED_CALLS = Counter("voice_drain_ended_calls_total",
+                            "Calls still going when a drain's time was up, ended by the core",
+                            registry=REGISTRY)

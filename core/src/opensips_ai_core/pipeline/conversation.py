@@ -197,6 +197,13 @@ class Call:
         if self.state is CallState.ACTIVE:
             self.replies.start(TurnTimer(kind="prompt"), fixed_text=text)
 
+    async def end_politely(self, text: str, why: str) -> None:
+        """Say `text` (cutting the bot short if it is talking), then hang up (the end of a
+        drain)."""
+        if self.ending or self.state is not CallState.ACTIVE:
+            return
+        await self._say_and_hang_up(text, why)
+
     async def _say_and_hang_up(self, text: str, why: str) -> None:
         self.barge_in(why)
         if self.turn is not None:

@@ -296,7 +296,9 @@ class OpenSipsBackend:
         try:
             answer = await self._handler.new_call(session.info, offer)
         except SignallingError as error:
-            await self._reject(key, event.method, error.code, error.reason)
+            # A drain or a full core: 503 with Retry-After, as in direct-SIP mode.
+            await self._reject(key, event.method, error.code, error.reason,
+                               retry_after=error.retry_after)
             return
         except asyncio.CancelledError:
             raise
@@ -402,15 +404,21 @@ class OpenSipsBackend:
 
     # ---- MI -----------------------------------------------------------------------------
 
-    async def _reject(self, key: str, method: str, code: int, reason: str | None = None) -> None:
+    async def _reject(self, key: str, method: str, code: int, reason: str | None = None, *,
+                      retry_after: int | None = None) -> None:
         self._sessions.pop(key, None)
-        if await self._reply(key, method or "INVITE", code, reason) and method == "INVITE":
+        headers = f"Retry-After: {retry_after}\r\n" if retry_after is not None else None
+        if await self._reply(key, method or "INVITE", code, reason,
+                             extra_headers=headers) and method == "INVITE":
             await self._delete_terminated(key)
 
     async def _send_reply(self, key: str, method: str, code: int, reason: str | None = None,
-                          body: str | None = None) -> None:
+                          body: str | None = None, *, extra_headers: str | None = None) -> None:
         params: dict[str, Any] = {"key": key, "method": method, "code": code,
                                   "reason": reason or reason_for(code)}
+        if extra_headers is not None:
+            # Raw header lines, each ending in CRLF (b2b_entities copies them as they are).
+            params["extra_headers"] = extra_headers
         if body is not None:
             # No content_type: OpenSIPS copies it verbatim as a header line, and adds
             # "Content-Type: application/sdp" itself for a body without one.
@@ -418,9 +426,9 @@ class OpenSipsBackend:
         await self.mi.call("ua_session_reply", params)
 
     async def _reply(self, key: str, method: str, code: int, reason: str | None = None,
-                     body: str | None = None) -> bool:
+                     body: str | None = None, *, extra_headers: str | None = None) -> bool:
         try:
-            await self._send_reply(key, method, code, reason, body)
+            await self._send_reply(key, method, code, reason, body, extra_headers=extra_headers)
         except MiError as error:
             log.warning("ua_session_reply %d for %s failed: %s", code, key, error)
             return False

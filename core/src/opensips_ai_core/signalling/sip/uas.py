@@ -15,7 +15,8 @@ this module does:
   or 64*T1 (Timer H); the transaction is then freed (after Timer I).
 - Retransmitted requests get the last response again (server transactions keyed by
   Via branch, sent-by and method).
-- CANCEL → 200 + 487 for the INVITE; BYE → 200; OPTIONS → 200 with Allow/Accept;
+- CANCEL → 200 + 487 for the INVITE; BYE → 200; OPTIONS → 200 with Allow/Accept
+  (503 with Retry-After while the core drains: `options_refusal`);
   re-INVITE → `update_call` → 200 with the new SDP; unknown dialog → 481; known but
   unsupported methods → 405 with Allow; unknown method names → 501 (names are
   case-sensitive: `options` is unknown); a SIP version other than 2.0 → 505.
@@ -38,7 +39,7 @@ import ipaddress
 import logging
 import re
 import socket
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 
 from opensips_ai_core.signalling.base import CallHandler, CallInfo, SignallingError
 from opensips_ai_core.signalling.sdp import (
@@ -117,6 +118,9 @@ class DirectSipBackend:
         self._client_transactions: dict[str, asyncio.Future[SipMessage]] = {}
         self._tasks = TaskSet(log, "SIP")
         self._logged_kinds: set[str] = set()
+        # Set by the core: while it returns a refusal (a drain), OPTIONS outside a dialog
+        # get it too, so that a dispatcher's probing takes this core out of rotation.
+        self.options_refusal: Callable[[], SignallingError | None] | None = None
 
     # ---- lifecycle ----------------------------------------------------------------------
 
@@ -230,13 +234,21 @@ class DirectSipBackend:
         elif method == "CANCEL":
             self._on_cancel(transaction)
         elif method == "OPTIONS" and not tag_of(request.get("To")):
-            self._reply(transaction, 200, extra=self._capabilities())
+            self._on_options(transaction)
         elif tag_of(request.get("To")):
             self._on_in_dialog(transaction, source)
         elif method == "INVITE":
             self._on_initial_invite(transaction, source)
         else:  # BYE outside a dialog
             self._reply(transaction, 481)
+
+    def _on_options(self, transaction: ServerTransaction) -> None:
+        refusal = self.options_refusal() if self.options_refusal is not None else None
+        if refusal is None:
+            self._reply(transaction, 200, extra=self._capabilities())
+            return
+        extra = [("Retry-After", str(refusal.retry_after))] if refusal.retry_after else []
+        self._reply(transaction, refusal.code, reason=refusal.reason, extra=extra)
 
     def _capabilities(self) -> list[tuple[str, str]]:
         return [("Allow", ALLOW_HEADER), ("Accept", "application/sdp"),
