@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import secrets
 
 import numpy as np
@@ -26,7 +27,12 @@ from opensips_ai_core.config import BotConfig, CoreSettings
 from opensips_ai_core.media.ports import RtpPortAllocator, RtpPortsExhaustedError
 from opensips_ai_core.media.session import RtpSession
 from opensips_ai_core.pipeline.call import Call, Services
-from opensips_ai_core.signalling.base import CallInfo, SignallingBackend, SignallingError
+from opensips_ai_core.signalling.base import (
+    CallInfo,
+    SignallingBackend,
+    SignallingError,
+    TransferResult,
+)
 from opensips_ai_core.signalling.sdp import (
     NegotiatedMedia,
     SessionDescription,
@@ -163,6 +169,8 @@ class CallManager:
         session.set_sending(media.direction not in HOLD_DIRECTIONS)
         call = Call(info, session, self.services, self.bot, self.hangup)
         callbacks.call = call
+        if hasattr(self.backend, "transfer"):
+            call.transfer = functools.partial(self.transfer, info.call_id)
         self.calls[info.call_id] = call
         self.sessions[info.call_id] = session
         self._versions[info.call_id] = version
@@ -233,6 +241,23 @@ class CallManager:
             task.add_done_callback(self._byes.discard)
             await asyncio.sleep(0)  # let the BYE go out before the local clean-up
         await self.end_call(call_id, "bot hung up")
+
+    async def transfer(self, call_id: str, target: str) -> TransferResult:
+        """Blind-transfer the call's caller to `target`; on success the call is over."""
+        transfer = getattr(self.backend, "transfer", None)
+        if transfer is None:
+            return TransferResult(False, None, "the signalling backend cannot transfer")
+        try:
+            result: TransferResult = await transfer(call_id, target,
+                                                    timeout_s=self.bot.transfer_timeout_s)
+        except Exception:
+            log.exception("Transfer of %s to %s failed in signalling", call_id, target)
+            return TransferResult(False, None, "transfer failed in signalling")
+        metrics.TRANSFERS.labels("ok" if result.ok else str(result.code or "none")).inc()
+        if result.ok:
+            log.info("Call %s transferred to %s", call_id, target)
+            await self.end_call(call_id, "transferred")
+        return result
 
     async def _signal_hangup(self, call_id: str) -> None:
         assert self.backend is not None

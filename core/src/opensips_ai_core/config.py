@@ -117,6 +117,40 @@ class BotConfig(BaseModel):
     asr_language: str = "en-US"
     asr_phrases: tuple[str, ...] = ()
     dtmf_flush_s: float = Field(1.5, gt=0)
+    # Blind transfer (REFER): named SIP targets (a table; a plain string is the target
+    # "default"). A reply carrying `transfer_marker` ("[transfer]", or "[transfer:NAME]")
+    # or one of `transfer_phrases` transfers the caller after it played: to the target
+    # named in the marker, else the first target whose name the reply mentions, else the
+    # first target. Without targets nothing is transferred.
+    transfer_to: dict[str, str] = Field(default_factory=dict)
+    transfer_marker: str = "[transfer]"
+    transfer_phrases: tuple[str, ...] = ()
+    transfer_failed: str = "I'm sorry, I couldn't put you through. How else can I help?"
+    transfer_timeout_s: float = Field(30.0, gt=0, le=300)
+    # Outbound calls: before its greeting the bot waits for the callee's first words,
+    # or this long of silence after the answer.
+    outbound_greeting_wait_s: float = Field(1.5, ge=0, le=30)
+
+    @field_validator("transfer_to", mode="before")
+    @classmethod
+    def _transfer_targets(cls, value: Any) -> Any:
+        return {"default": value} if isinstance(value, str) else value
+
+    @field_validator("transfer_phrases", mode="before")
+    @classmethod
+    def _phrase_list(cls, value: Any) -> Any:
+        if isinstance(value, str):  # BOT_TRANSFER_PHRASES="a,b"
+            return tuple(v.strip() for v in value.split(",") if v.strip())
+        return value
+
+    @field_validator("transfer_to")
+    @classmethod
+    def _sip_targets(cls, value: dict[str, str]) -> dict[str, str]:
+        for name, uri in value.items():
+            if not uri.lower().startswith(("sip:", "sips:", "tel:")) or any(
+                    c in uri for c in "<>\r\n \"'"):
+                raise ValueError(f"transfer target {name!r}: {uri!r} is not a SIP URI")
+        return value
 
 
 class BotConfigError(ValueError):

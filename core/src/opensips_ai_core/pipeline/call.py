@@ -34,7 +34,8 @@ from opensips_ai_core.grpc_clients.llm import GenerationResult, LlmClient
 from opensips_ai_core.grpc_clients.tts import TtsClient
 from opensips_ai_core.pipeline.sentences import SentenceChunker
 from opensips_ai_core.pipeline.timing import TurnTimer
-from opensips_ai_core.signalling.base import CallInfo
+from opensips_ai_core.pipeline.transfer import strip_transfer_marker, transfer_target
+from opensips_ai_core.signalling.base import CallInfo, TransferResult
 from opensips_ai_core.tasks import TaskSet
 from voice_common import get_development_logger
 from voice_common.logs import call_id_var
@@ -114,6 +115,9 @@ class Call:
         self._last_audio: float | None = None
         self._gap_filled_s = 0.0
         self._silence_prompted = False
+        # Blind transfer to a SIP URI (set by the call manager where the backend can).
+        self.transfer: Callable[[str], Awaitable[TransferResult]] | None = None
+        self.awaiting_hello = False  # an outbound call: greet once the callee spoke
 
     @property
     def call_id(self) -> str:
@@ -131,7 +135,11 @@ class Call:
             self.asr.start()
             self._spawn(self._watch_limits(), "limits")
             self._spawn(self._fill_audio_gaps(), "gaps")
-            self._start_turn(TurnTimer(kind="greeting"), fixed_text=self.bot.greeting)
+            if self.info.direction == "outbound":
+                self.awaiting_hello = True
+                self._spawn(self._greet_after_hello(), "greet")
+            else:
+                self._start_turn(TurnTimer(kind="greeting"), fixed_text=self.bot.greeting)
         finally:
             call_id_var.reset(token)
 
@@ -237,7 +245,8 @@ class Call:
     def _prepare(self, text: str) -> None:
         """The caller paused: start the reply to what was heard so far, held."""
         text = text.strip()
-        if not text or not self.bot.prepare_on_pause or self.state != "active" or self.ending:
+        if (not text or not self.bot.prepare_on_pause or self.state != "active" or self.ending
+                or self.awaiting_hello):
             return
         if self.prepared is not None and same_utterance(self.prepared.user_text, text):
             return
@@ -290,6 +299,11 @@ class Call:
     def caller_said(self, text: str, timer: TurnTimer | None = None) -> None:
         """A finished caller utterance: interrupt the bot if it talks, then reply."""
         log.info("Call %s caller: %r", self.call_id, text)
+        if self.awaiting_hello:  # the callee's "hello": the greeting answers it
+            self.awaiting_hello = False
+            self.history.append(("user", text))
+            self._start_turn(TurnTimer(kind="greeting"), fixed_text=self.bot.greeting)
+            return
         self.barge_in("new utterance")
         self._start_turn(timer or TurnTimer(), user_text=text)
 
@@ -385,6 +399,10 @@ class Call:
         self.turns_done.append(turn.timer)
 
     async def _after_turn(self, turn: Turn) -> None:
+        target = transfer_target(self.bot, turn.reply) if self.transfer is not None else None
+        if target is not None:
+            self._spawn(self._transfer_to(target), "transfer")
+            return
         if self._is_goodbye(turn.reply):
             self._spawn(self.end_by_bot("goodbye"), "hangup")
 
@@ -451,7 +469,35 @@ class Call:
 
     def _strip_marker(self, text: str) -> str:
         marker = self.bot.goodbye_marker
-        return text.replace(marker, "").strip() if marker else text
+        text = text.replace(marker, "").strip() if marker else text
+        return strip_transfer_marker(self.bot, text)
+
+    async def _transfer_to(self, target: str) -> None:
+        """After the reply played: REFER the caller; on failure say so, the call goes on."""
+        assert self.transfer is not None
+        await self.media.wait_idle()
+        if self.state != "active" or self.ending:
+            return
+        log.info("Call %s: transferring to %s", self.call_id, target)
+        result = await self.transfer(target)
+        if result.ok or self.state != "active":
+            return
+        log.info("Call %s: transfer to %s failed (%s)", self.call_id, target, result.reason)
+        self._start_turn(TurnTimer(kind="prompt"), fixed_text=self.bot.transfer_failed)
+
+    async def _greet_after_hello(self) -> None:
+        """Outbound: greet after the callee's first words, or after a short silence."""
+        wait_s = self.bot.outbound_greeting_wait_s
+        while self.state == "active" and self.awaiting_hello:
+            await asyncio.sleep(0.05)
+            quiet_s = time.monotonic() - self.last_caller_activity
+            if self.last_caller_activity == self.started and quiet_s >= wait_s:
+                break  # nobody spoke: greet into the silence
+            if self.last_caller_activity != self.started and quiet_s >= wait_s + 3.0:
+                break  # words began but no final transcript came: greet anyway
+        if self.state == "active" and self.awaiting_hello:
+            self.awaiting_hello = False
+            self._start_turn(TurnTimer(kind="greeting"), fixed_text=self.bot.greeting)
 
     async def _speak_queue(self, turn: Turn, sentences: asyncio.Queue[str | None]) -> None:
         while (sentence := await sentences.get()) is not None:
