@@ -38,11 +38,12 @@ import ipaddress
 import logging
 import re
 import socket
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 
 from opensips_ai_core.signalling.base import (
     CallHandler,
     CallInfo,
+    OutboundRequest,
     SignallingError,
     TransferResult,
 )
@@ -52,6 +53,7 @@ from opensips_ai_core.signalling.sdp import (
     continue_session,
     parse_sdp,
 )
+from opensips_ai_core.signalling.sip.auth import Credentials
 from opensips_ai_core.signalling.sip.message import (
     MANDATORY_HEADERS,
     SipMessage,
@@ -74,6 +76,7 @@ from opensips_ai_core.signalling.sip.transactions import (
     new_branch,
     new_tag,
 )
+from opensips_ai_core.signalling.sip.uac import OutboundDialer
 from opensips_ai_core.tasks import TaskSet
 from voice_common.devlogger import get_development_logger
 
@@ -108,7 +111,7 @@ class DirectSipBackend:
 
     def __init__(self, host: str, port: int, public_ip: str | None = None, *,
                  timers: SipTimers | None = None, max_message_size: int = 32 * 1024,
-                 contact_user: str = "ai") -> None:
+                 contact_user: str = "ai", credentials: Credentials | None = None) -> None:
         self.host = host
         self.requested_port = port
         self.public_ip = public_ip or (host if host not in ("0.0.0.0", "::", "") else "127.0.0.1")
@@ -124,6 +127,7 @@ class DirectSipBackend:
         self._tasks = TaskSet(log, "SIP")
         self._logged_kinds: set[str] = set()
         self._refers: dict[str, ReferSubscription] = {}  # call id → its REFER's subscription
+        self._dialer = OutboundDialer(self, credentials)
 
     # ---- lifecycle ----------------------------------------------------------------------
 
@@ -619,12 +623,32 @@ class DirectSipBackend:
     def _on_response(self, response: SipMessage) -> None:
         vias = response.get_all("Via")
         branch = parse_via(vias[0]).branch if vias else ""
+        if self._dialer.on_response(response, branch):
+            return  # a response to one of our outbound INVITEs
         future = self._client_transactions.get(branch)
         if future is None or future.done():
             self.stats.stray_responses += 1
             return
         if response.status is not None and response.status >= 200:
             future.set_result(response)
+
+    # ---- outbound calls (the core as a UAC: `uac.py`) ----------------------------------
+
+    async def dial(self, call_id: str, request: OutboundRequest,
+                   progress: Callable[[int, str], None] | None = None) -> int:
+        """Place a call (SIP Call-ID `call_id`); 2xx when answered, else SignallingError."""
+        return await self._dialer.dial(call_id, request, progress)
+
+    async def _notify_end_id(self, call_id: str, reason: str) -> None:
+        """end_call for a call that may have no dialog (an outbound call that failed)."""
+        dialog = self._dialogs.get(call_id)
+        if dialog is not None:
+            self._end_dialog(dialog)
+        assert self._handler is not None
+        try:
+            await self._handler.end_call(call_id, reason)
+        except Exception:
+            log.exception("end_call failed for %s", call_id)
 
     # ---- blind transfer (REFER, RFC 3515) -----------------------------------------------
 
