@@ -9,6 +9,8 @@ the start with one clear line and exit code 2.
 
 from __future__ import annotations
 
+import contextlib
+import ipaddress
 import os
 import sys
 import tomllib
@@ -61,6 +63,12 @@ class CoreSettings(ServiceSettings):
     event_host: str = "127.0.0.1"
     event_port: int = Field(50060, ge=0, le=65535)
     event_expire_s: int = Field(3600, ge=10, le=86400)
+    # The HTTP call API (POST/GET/DELETE /calls/...): a bearer token, required when
+    # CORE_HTTP_HOST is not a loopback address.
+    api_token: str | None = Field(None, min_length=16, repr=False)
+    # Digest credentials for outbound calls of the direct SIP backend (401/407).
+    sip_auth_user: str | None = None
+    sip_auth_password: str | None = Field(None, repr=False)
 
     @field_validator("asr_target", "llm_target", "tts_target")
     @classmethod
@@ -78,6 +86,18 @@ class CoreSettings(ServiceSettings):
         if self.rtp_port_min > self.rtp_port_max:
             raise ValueError(f"CORE_RTP_PORT_MIN ({self.rtp_port_min}) is above "
                              f"CORE_RTP_PORT_MAX ({self.rtp_port_max})")
+        return self
+
+    @model_validator(mode="after")
+    def _api_token_off_loopback(self) -> CoreSettings:
+        host = self.http_host.strip("[]")
+        loopback = host == "localhost"
+        with contextlib.suppress(ValueError):
+            loopback = ipaddress.ip_address(host).is_loopback
+        if not loopback and not self.api_token:
+            raise ValueError(f"CORE_API_TOKEN (16+ characters) must be set when CORE_HTTP_HOST "
+                             f"({self.http_host}) is not a loopback address: the HTTP API "
+                             f"places and ends calls")
         return self
 
     @property

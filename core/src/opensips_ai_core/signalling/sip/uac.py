@@ -61,7 +61,10 @@ Progress = Callable[[int, str], None]
 @dataclass
 class _InviteClient:
     branch: str
-    responses: asyncio.Queue[SipMessage] = field(default_factory=asyncio.Queue)
+    call_id: str
+    # None: a wake-up (the call is to be cancelled now)
+    responses: asyncio.Queue[SipMessage | None] = field(default_factory=asyncio.Queue)
+    cancel_now: bool = False
 
 
 class OutboundDialer:
@@ -88,6 +91,15 @@ class OutboundDialer:
         if ack is not None and response.status is not None and 200 <= response.status < 300:
             self.backend._send(*ack)  # a retransmitted 2xx: our ACK was lost
             return True
+        return False
+
+    def cancel(self, call_id: str) -> bool:
+        """Give up ringing now (DELETE /calls/{id}): CANCEL as after max_ring_s."""
+        for client in self._clients.values():
+            if client.call_id == call_id:
+                client.cancel_now = True
+                client.responses.put_nowait(None)
+                return True
         return False
 
     # ---- placing a call ---------------------------------------------------------------
@@ -185,7 +197,7 @@ class OutboundDialer:
         backend = self.backend
         loop = asyncio.get_running_loop()
         branch = _branch_of(invite)
-        client = _InviteClient(branch)
+        client = _InviteClient(branch, invite.call_id)
         self._clients[branch] = client
         data = invite.to_bytes()
         timeout_at = loop.time() + backend.timers.transaction_timeout  # Timer B
@@ -221,6 +233,9 @@ class OutboundDialer:
                             else self._send_cancel(invite, destination)
                         backend.stats.retransmissions_sent += 1
                         resend_at = now + next(intervals)
+                    continue
+                if response is None:  # cancel(): ring time is up
+                    ring_at = loop.time()
                     continue
                 status = response.status or 0
                 if progress is not None:

@@ -639,6 +639,10 @@ class DirectSipBackend:
         """Place a call (SIP Call-ID `call_id`); 2xx when answered, else SignallingError."""
         return await self._dialer.dial(call_id, request, progress)
 
+    def cancel_dial(self, call_id: str) -> bool:
+        """Stop ringing an outbound call (CANCEL); False when it is not ringing."""
+        return self._dialer.cancel(call_id)
+
     async def _notify_end_id(self, call_id: str, reason: str) -> None:
         """end_call for a call that may have no dialog (an outbound call that failed)."""
         dialog = self._dialogs.get(call_id)
