@@ -39,10 +39,14 @@ class ReferSubscription:
         self.progress: list[int] = []   # every sipfrag status seen, in order
 
     def on_notify(self, request: SipMessage) -> None:
-        """Take one NOTIFY (already answered 200). A final status or a terminated
+        """Take one NOTIFY (already answered 200)."""
+        self.on_sipfrag(request.body, request.get("Subscription-State") or "")
+
+    def on_sipfrag(self, body: bytes, subscription_state: str) -> None:
+        """A NOTIFY's sipfrag and Subscription-State. A final status or a terminated
         subscription resolves `final`; a terminated one without a final status is a failure."""
-        status = sipfrag_status(request.body)
-        state = (request.get("Subscription-State") or "").split(";")[0].strip().lower()
+        status = sipfrag_status(body)
+        state = subscription_state.split(";", maxsplit=1)[0].strip().lower()
         if status is not None:
             self.progress.append(status[0])
         if self.final.done():
@@ -50,5 +54,5 @@ class ReferSubscription:
         if status is not None and status[0] >= 200:
             self.final.set_result(status)
         elif state == "terminated":
-            reason = header_params(request.get("Subscription-State") or "").get("reason", "")
+            reason = header_params(subscription_state).get("reason", "")
             self.final.set_result((487, f"subscription terminated ({reason or 'no reason'})"))
