@@ -69,6 +69,9 @@ class CoreSettings(ServiceSettings):
     # Digest credentials for outbound calls of the direct SIP backend (401/407).
     sip_auth_user: str | None = None
     sip_auth_password: str | None = Field(None, repr=False)
+    # OpenSIPS backend, outbound calls: OpenSIPS' own SIP socket ("udp:IP:PORT") for the
+    # Contact of ua_session_client_start, where the script sets no advertised_contact.
+    opensips_outbound_socket: str | None = Field(None, pattern=r"^(udp|tcp):[^\s:]+:\d+$")
 
     @field_validator("asr_target", "llm_target", "tts_target")
     @classmethod
