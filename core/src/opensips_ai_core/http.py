@@ -1,5 +1,7 @@
 """The core's HTTP endpoint: /health (readiness), /live (liveness), /metrics, /calls (debug).
 
+More routes come from `add_routes` (the outbound call API: http_calls.py).
+
 /health is 200 only when the core can take a call now: every registered readiness
 check passes (`add_check(name, check)`, a check returns None when ready or the
 reason it is not). The body names each check's result, e.g.
