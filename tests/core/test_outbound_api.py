@@ -136,7 +136,8 @@ async def test_answered_call_is_followed_and_hung_up(core: Core, logdir: Path) -
     proc, to = callee("callee_answers", logdir)
     try:
         placed = await place(core, {"to": to, "caller_id": "Example Bank",
-                                    "bot": {"greeting": "Hello from the bank."}})
+                                    "bot": {"greeting": "Hello from the bank.",
+                                            "outbound_greeting_wait_s": 30}})
         call_id = str(placed["call_id"])
         assert placed["state"] == "dialing"
         await state_of(core, call_id, "answered")

@@ -527,6 +527,9 @@ class DirectSipBackend:
     def _end_dialog(self, dialog: Dialog) -> None:
         dialog.state = "terminated"
         self._dialogs.pop(dialog.call_id, None)
+        refer = self._refers.get(dialog.call_id)
+        if refer is not None and not refer.final.done():  # a transfer cannot finish now
+            refer.final.set_result((481, "the call ended during the transfer"))
         for transaction in self._transactions.values():
             if transaction.request.call_id == dialog.call_id and transaction.retransmitter:
                 transaction.acked.set()  # stop retransmitting the 200: the call is over
