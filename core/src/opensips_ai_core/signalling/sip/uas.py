@@ -26,8 +26,14 @@ this module does:
   line, no traceback), answered 400 (513 when oversized, 505 for another SIP
   version) when enough headers are there, dropped otherwise.
 
+- `transfer(call_id, target)`: a blind transfer, an in-dialog REFER (Refer-To,
+  Referred-By); the NOTIFYs of its implicit subscription (`refer.py`) are answered
+  200, other in-dialog NOTIFYs 481; a 2xx sipfrag ends the call with a BYE.
+- `dial(call_id, request)`: an outbound call, the core as a UAC (`uac.py`); its
+  dialog then lives here like an inbound one.
+
 `end_call` is called when the far end ends the call (BYE, CANCEL, no ACK), not
-for calls the bot ends with `hangup`.
+for calls the bot ends with `hangup` or a transfer.
 """
 
 from __future__ import annotations
