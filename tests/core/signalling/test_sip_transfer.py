@@ -16,7 +16,9 @@ from pathlib import Path
 import pytest
 
 from opensips_ai_core.signalling.sip import DirectSipBackend
+from opensips_ai_core.signalling.sip.message import SipMessage, tag_of
 from tests.core.signalling.conftest import SIPP_DIR, RecordingHandler, eventually
+from tests.core.signalling.sip_peer import OFFER, RawSipPeer
 from tests.support.procs import LOOPBACK, Proc, base_env, free_port
 
 pytestmark = pytest.mark.skipif(shutil.which("sipp") is None, reason="sipp is not installed")
@@ -129,3 +131,62 @@ async def test_no_notify_within_the_timeout_keeps_the_call(
         await asyncio.wait_for(uas.hangup(call_id), 20)
     finally:
         await finish(call, logdir, "refer_no_notify")
+
+
+# ---- the NOTIFY rules, with a raw UDP peer ----------------------------------------------
+
+@pytest.fixture
+async def raw(uas: DirectSipBackend) -> AsyncIterator[RawSipPeer]:
+    client = await RawSipPeer((LOOPBACK, uas.port)).open()
+    try:
+        yield client
+    finally:
+        client.close()
+
+
+def response(request: SipMessage, status: str) -> str:
+    lines = [f"SIP/2.0 {status}", *(f"Via: {via}" for via in request.get_all("Via"))]
+    lines += [f"{name}: {request.get(name)}" for name in ("From", "To", "Call-ID", "CSeq")]
+    return "\r\n".join([*lines, "Content-Length: 0"]) + "\r\n\r\n"
+
+
+def notify(peer: RawSipPeer, call_id: str, cseq: int, tag: str, frag: str, *,
+           state: str = "active", event: str = "refer") -> str:
+    body = f"{frag}\r\n"
+    return peer.request("NOTIFY", call_id=call_id, cseq=cseq, to_tag=tag).replace(
+        "Content-Length: 0\r\n",
+        f"Event: {event}\r\nSubscription-State: {state}\r\n"
+        f"Content-Type: message/sipfrag;version=2.0\r\nContent-Length: {len(body)}\r\n") + body
+
+
+async def test_notify_rules_and_a_refer_over_raw_udp(
+        uas: DirectSipBackend, raw: RawSipPeer) -> None:
+    invite = raw.request("INVITE", body=OFFER)
+    raw.send(invite)
+    ok = await raw.expect(200)
+    raw.send(raw.ack_for(ok, invite))
+    tag = tag_of(ok.get("To")) or ""
+    call_id = ok.call_id
+    # No transfer under way: an in-dialog NOTIFY is 481, one outside a dialog 405.
+    raw.send(notify(raw, call_id, 2, tag, "SIP/2.0 100 Trying"))
+    assert (await raw.expect(481)).cseq == (2, "NOTIFY")
+    raw.send(notify(raw, call_id, 3, "", "SIP/2.0 100 Trying").replace(
+        ";tag=\r\n", "\r\n"))
+    await raw.expect(405)
+    transfer = asyncio.create_task(uas.transfer(call_id, "sip:desk@10.0.0.5", timeout_s=10))
+    refer = await raw.expect(method="REFER")
+    assert refer.get("Refer-To") == "<sip:desk@10.0.0.5>"
+    assert (refer.get("Referred-By") or "").startswith("<sip:ai@")
+    assert refer.get("To") == ok.get("From") and tag in (refer.get("From") or "")
+    # A NOTIFY may overtake the 202; another event package is not ours (481).
+    raw.send(notify(raw, call_id, 4, tag, "SIP/2.0 100 Trying", event="presence"))
+    await raw.expect(481)
+    raw.send(notify(raw, call_id, 5, tag, "SIP/2.0 180 Ringing"))
+    await raw.expect(200)
+    raw.send(response(refer, "202 Accepted"))
+    # A terminated subscription without a final status: the transfer failed.
+    raw.send(notify(raw, call_id, 6, tag, "SIP/2.0 180 Ringing", state="terminated;reason=timeout"))
+    await raw.expect(200)
+    result = await asyncio.wait_for(transfer, 10)
+    assert not result.ok and result.code == 487 and "timeout" in result.reason
+    assert uas.active_calls() == [call_id]
