@@ -36,7 +36,7 @@ async def uas(handler: RecordingHandler) -> AsyncIterator[DirectSipBackend]:
         await backend.stop()
 
 
-def callee(scenario: str, logdir: Path) -> tuple[Proc, int]:
+def callee(scenario: str, logdir: Path, *extra: str) -> tuple[Proc, int]:
     port = free_port(socket.SOCK_DGRAM)
     args = [
         "sipp", "-sf", str(SIPP_DIR / f"{scenario}.xml"), "-m", "1",
@@ -44,6 +44,7 @@ def callee(scenario: str, logdir: Path) -> tuple[Proc, int]:
         "-mi", LOOPBACK, "-mp", str(free_port(socket.SOCK_DGRAM)),
         "-timeout", "30s", "-timeout_error", "-recv_timeout", "20000",
         "-trace_err", "-error_file", str(logdir / f"{scenario}.errors.log"), "-nostdin",
+        *extra,
     ]
     return Proc(args, base_env(), logdir / f"{scenario}.sipp.log"), port
 
@@ -133,3 +134,20 @@ async def test_challenge_without_credentials_fails_with_401(
         proc.stop()
         await backend.stop()
     assert "out-5@core" in handler.ended
+
+
+async def test_redirect_is_followed_once(uas: DirectSipBackend, handler: RecordingHandler,
+                                         logdir: Path) -> None:
+    answering, answering_port = callee("callee_answers", logdir)
+    redirect, port = callee("callee_redirect", logdir, "-key", "target_port",
+                            str(answering_port))
+    try:
+        code = await asyncio.wait_for(
+            uas.dial("out-6@core", OutboundRequest(to=f"sip:bob@{LOOPBACK}:{port}")), 30)
+        assert code == 200
+        await asyncio.wait_for(uas.hangup("out-6@core"), 20)
+    finally:
+        try:
+            await finish(redirect, logdir, "callee_redirect")
+        finally:
+            await finish(answering, logdir, "callee_answers")
