@@ -10,7 +10,6 @@ from __future__ import annotations
 import asyncio
 import shutil
 import socket
-import subprocess
 import sys
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -33,7 +32,7 @@ from opensips_ai_core.pipeline.call import Services
 from opensips_ai_core.signalling.sip import DirectSipBackend, SipTimers
 from opensips_ai_core.signalling.sip.auth import Credentials
 from tests.core.signalling.conftest import SIPP_DIR
-from tests.support.procs import LOOPBACK, ROOT, Proc, base_env, free_port
+from tests.support.procs import LOOPBACK, Proc, base_env, free_port
 from tests.support.stack import free_rtp_range
 
 pytestmark = [pytest.mark.timeout(300),
@@ -235,18 +234,41 @@ async def test_token_is_required_when_set(logdir: Path) -> None:
             assert response.status == 200  # probes need no token
 
 
-def test_non_loopback_bind_needs_a_token() -> None:
-    with pytest.raises(ValidationError, match="CORE_API_TOKEN"):
-        CoreSettings(http_host="0.0.0.0")
-    assert CoreSettings(http_host="0.0.0.0", api_token=TOKEN).api_token == TOKEN
-    assert CoreSettings(http_host="::1").api_token is None
+def test_call_api_needs_a_token_off_loopback() -> None:
+    assert not CoreSettings(http_host="0.0.0.0").call_api_allowed
+    assert CoreSettings(http_host="0.0.0.0", api_token=TOKEN).call_api_allowed
+    assert CoreSettings(http_host="::1").call_api_allowed
+    assert CoreSettings(http_host="localhost").call_api_allowed
+    with pytest.raises(ValidationError, match="at least 16 characters"):
+        CoreSettings(api_token="short")
 
 
-def test_the_core_refuses_to_start_with_one_line_and_exit_2() -> None:
-    env = base_env(CORE_HTTP_HOST="0.0.0.0", CORE_HTTP_PORT=str(free_port()))
+async def test_core_off_loopback_without_token_serves_probes_but_no_call_api(
+        tmp_path: Path) -> None:
+    """A deployment binding 0.0.0.0 (probes, metrics) without CORE_API_TOKEN: the core
+    runs, and the call API refuses with one line instead of placing calls."""
+    port = free_port()
+    env = base_env(CORE_HTTP_HOST="0.0.0.0", CORE_HTTP_PORT=str(port),
+                   CORE_SIP_PORT=str(free_port(socket.SOCK_DGRAM)))
     env.pop("CORE_API_TOKEN", None)
-    done = subprocess.run([sys.executable, "-m", "opensips_ai_core"], env=env, cwd=ROOT,
-                          capture_output=True, text=True, timeout=60, check=False)
-    assert done.returncode == 2
-    lines = done.stderr.strip().splitlines()
-    assert len(lines) == 1 and "CORE_API_TOKEN" in lines[0], done.stderr
+    core = Proc([sys.executable, "-m", "opensips_ai_core"], env, tmp_path / "core.log")
+    try:
+        async with aiohttp.ClientSession() as client:
+            loop = asyncio.get_running_loop()
+            deadline = loop.time() + 30
+            while True:
+                try:
+                    async with client.get(f"http://{LOOPBACK}:{port}/live") as response:
+                        assert response.status == 200
+                        break
+                except aiohttp.ClientConnectionError:
+                    assert loop.time() < deadline, core.output()[-2000:]
+                    await asyncio.sleep(0.1)
+            async with client.post(f"http://{LOOPBACK}:{port}/calls",
+                                   json={"to": "sip:bob@127.0.0.1"}) as response:
+                assert response.status == 403
+                answer = await response.json()
+    finally:
+        core.stop()
+    assert "CORE_API_TOKEN" in answer["error"] and "\n" not in answer["error"]
+    assert "the call API is off" in core.log_path.read_text()

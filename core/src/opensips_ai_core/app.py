@@ -54,7 +54,13 @@ class CoreApp:
         self.http = HttpServer(settings.http_host, settings.http_port, self.health_details,
                                self.manager.snapshot)
         self.outbound = OutboundCalls(self.manager, bot)
-        self.http.add_routes(CallApi(self.outbound, settings.api_token).add_routes)
+        disabled = None if settings.call_api_allowed else (
+            "the call API is off: CORE_HTTP_HOST is not a loopback address and "
+            "CORE_API_TOKEN is not set")
+        if disabled is not None:
+            log.warning("%s", disabled)
+        self.http.add_routes(
+            CallApi(self.outbound, settings.api_token, disabled=disabled).add_routes)
         self.http.add_check("started", self._started_check)
         self.http.add_check("capacity", self._capacity_check)
         if hasattr(self.backend, "readiness"):

@@ -63,8 +63,8 @@ class CoreSettings(ServiceSettings):
     event_host: str = "127.0.0.1"
     event_port: int = Field(50060, ge=0, le=65535)
     event_expire_s: int = Field(3600, ge=10, le=86400)
-    # The HTTP call API (POST/GET/DELETE /calls/...): a bearer token, required when
-    # CORE_HTTP_HOST is not a loopback address.
+    # The HTTP call API (POST/GET/DELETE /calls/...): a bearer token. Without one the
+    # API is served only on a loopback CORE_HTTP_HOST (`call_api_allowed`).
     api_token: str | None = Field(None, min_length=16, repr=False)
     # Digest credentials for outbound calls of the direct SIP backend (401/407).
     sip_auth_user: str | None = None
@@ -91,17 +91,14 @@ class CoreSettings(ServiceSettings):
                              f"CORE_RTP_PORT_MAX ({self.rtp_port_max})")
         return self
 
-    @model_validator(mode="after")
-    def _api_token_off_loopback(self) -> CoreSettings:
+    @property
+    def call_api_allowed(self) -> bool:
+        """The call API places calls: open only on loopback, elsewhere behind a token."""
         host = self.http_host.strip("[]")
         loopback = host == "localhost"
         with contextlib.suppress(ValueError):
             loopback = ipaddress.ip_address(host).is_loopback
-        if not loopback and not self.api_token:
-            raise ValueError(f"CORE_API_TOKEN (16+ characters) must be set when CORE_HTTP_HOST "
-                             f"({self.http_host}) is not a loopback address: the HTTP API "
-                             f"places and ends calls")
-        return self
+        return loopback or bool(self.api_token)
 
     @property
     def rtp_bind_address(self) -> str:

@@ -7,8 +7,9 @@
 and `{"error": "<one line>"}`; a core at capacity 503 with Retry-After.
 
 With a token (CORE_API_TOKEN) these routes need `Authorization: Bearer <token>`
-(401 otherwise). The core refuses to start with its HTTP port on a non-loopback
-address without one (config.py).
+(401 otherwise). On a non-loopback HTTP address without a token the call API is off
+(`disabled`): each of its routes answers 403 with the reason, while /health, /live and
+/metrics stay served for probes (deployments bind 0.0.0.0 for them).
 """
 
 from __future__ import annotations
@@ -30,9 +31,11 @@ def error(status: int, why: str, **headers: str) -> web.Response:
 
 
 class CallApi:
-    def __init__(self, outbound: OutboundCalls, token: str | None) -> None:
+    def __init__(self, outbound: OutboundCalls, token: str | None, *,
+                 disabled: str | None = None) -> None:
         self.outbound = outbound
         self.token = token
+        self.disabled = disabled  # why the API is off, or None
 
     def add_routes(self, app: web.Application) -> None:
         app.router.add_post("/calls", self._guarded(self._post))
@@ -41,6 +44,8 @@ class CallApi:
 
     def _guarded(self, handler: Handler) -> Handler:
         async def guarded(request: web.Request) -> web.StreamResponse:
+            if self.disabled is not None:
+                return error(403, self.disabled)
             if self.token is not None:
                 given = request.headers.get("Authorization", "")
                 expected = f"Bearer {self.token}"
