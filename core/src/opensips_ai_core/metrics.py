@@ -32,3 +32,7 @@ RTP_PACKETS = Counter("voice_rtp_packets_total", "RTP packets by direction and f
 DTMF_DIGITS = Counter("voice_dtmf_digits_total", "DTMF digits received", registry=REGISTRY)
 SIGNALLING_ERRORS = Counter("voice_signalling_rejects_total", "Calls refused with a SIP code",
                             ["code"], registry=REGISTRY)
+TRANSFERS = Counter("voice_transfers_total", "Blind transfers: ok, or the failing SIP code",
+                    ["result"], registry=REGISTRY)
+OUTBOUND_CALLS = Counter("voice_outbound_calls_total", "Outbound calls placed, by outcome",
+                         ["result"], registry=REGISTRY)
