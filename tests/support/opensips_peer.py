@@ -26,7 +26,16 @@ UDP on 127.0.0.1:
 - `restart()`: a new run with a new start time that has forgotten every
   subscription and session; keys are looked up by their hash and local index only,
   as in b2b_entities, so an old run's key may name a new run's session;
-- the CANCEL that crosses the engine's 200 OK (`cancel` on an answered session).
+- the CANCEL that crosses the engine's 200 OK (`cancel` on an answered session);
+- transfer and outbound calls as the 3.6.8 source has them (not seen on a real
+  OpenSIPS): `ua_session_update` builds the request's extra headers like
+  `ua_build_hdrs` (`extra_headers` are copied only when a `body` is given: without
+  one the same number of uninitialised bytes goes out, shown here as "?"), and only
+  in an established session; the REFER's reply comes as ANSWERED/REJECTED with
+  method REFER (`refer_reply`), the caller's NOTIFYs as UPDATED NOTIFY (`notify`),
+  answered with `ua_session_reply`; `ua_session_client_start` (ruri, to, from
+  required) creates a UAC session whose replies are EARLY/ANSWERED/REJECTED
+  (`callee_reply`); `ua_session_terminate` on an unanswered UAC session is a CANCEL.
 
 Session states are b2b_entities' own: 1 new (waiting for the engine),
 5 established, 7 terminated (rejected or cancelled).
@@ -84,6 +93,9 @@ class PeerSession:
     cseq: int = 1
     replies: list[dict[str, Any]] = field(default_factory=list)
     sip_replies: list[str] = field(default_factory=list)  # the SIP replies OpenSIPS sent
+    entity: str = "UAS"
+    requests: list[str] = field(default_factory=list)  # in-dialog requests OpenSIPS sent
+    invite: dict[str, Any] | None = None     # a UAC session's ua_session_client_start
 
 
 @dataclass
@@ -135,6 +147,7 @@ class OpenSipsPeer:
         self.mi_log: list[tuple[str, Any, dict[str, Any]]] = []  # (method, params, reply)
         self.terminated: list[str] = []     # ua_session_terminate that sent a BYE
         self.deleted: list[str] = []        # ua_session_terminate of a state 7 session
+        self.cancelled: list[str] = []      # ua_session_terminate of a ringing UAC session
         self.run = 1                        # which OpenSIPS process this is
         self.started = time.time()          # its start time ("Up since")
         self._next_local = 0
@@ -212,6 +225,7 @@ class OpenSipsPeer:
             "ua_session_terminate": self._ua_session_terminate,
             "ua_session_update": self._ua_session_update,
             "ua_session_list": self._ua_session_list,
+            "ua_session_client_start": self._ua_session_client_start,
         }
         if method not in handlers:
             raise RpcError(-32601, "Method not found")
@@ -306,6 +320,12 @@ class OpenSipsPeer:
         if not isinstance(params, dict) or not params.get("key"):
             raise INVALID_PARAMS
         session = self.find(params["key"])
+        if session is not None and session.entity == "UAC" and session.state == STATE_NEW:
+            # b2b_entities sends a CANCEL for a client entity not confirmed yet, then
+            # deletes it: the 487 that follows raises no event.
+            del self.sessions[session.key]
+            self.cancelled.append(session.key)
+            return "OK"
         if session is None or session.state not in (STATE_ESTABLISHED, STATE_TERMINATED):
             raise RpcError(500, "Failed to terminate session")
         del self.sessions[session.key]
@@ -319,9 +339,29 @@ class OpenSipsPeer:
     def _ua_session_update(self, params: Any) -> str:
         if not isinstance(params, dict) or not params.get("key") or not params.get("method"):
             raise INVALID_PARAMS
-        if self.find(params["key"]) is None:
+        session = self.find(params["key"])
+        if session is None or session.state != STATE_ESTABLISHED:
             raise RpcError(500, "Failed to send sequential request")
+        session.cseq += 1
+        session.requests.append(
+            f"{params['method']} sip:sipp@127.0.0.1:5070 SIP/2.0\r\n"
+            f"CSeq: {session.cseq} {params['method']}\r\n"
+            + build_hdrs(params.get("body"), params.get("content_type"),
+                         params.get("extra_headers"))
+            + f"Contact: <sip:{self.sip_socket}>\r\n"
+            + f"Content-Length: {len(str(params.get('body') or '').encode())}\r\n\r\n"
+            + str(params.get("body") or ""))
         return "OK"
+
+    def _ua_session_client_start(self, params: Any) -> str:
+        if not isinstance(params, dict) or not all(
+                isinstance(params.get(n), str) for n in ("ruri", "to", "from")):
+            raise INVALID_PARAMS
+        key = self.new_key()
+        session = PeerSession(key, f"{random.randint(1, 99999)}@b2b", "", pending=None,
+                              entity="UAC", invite=dict(params))
+        self.sessions[key] = session
+        return key
 
     def _entry(self, session: PeerSession) -> dict[str, Any]:
         """One session as ua_session_list prints it (mi_print_b2be_dlg's fields)."""
@@ -398,10 +438,10 @@ class OpenSipsPeer:
 
     def send_event(self, key: str, event_type: str, method: str, body: str = "",
                    headers: str = "", *, status: int = 0, reason: str | None = None,
-                   extra_params: Any = None) -> int:
+                   extra_params: Any = None, entity_type: str = "UAS") -> int:
         """Send one E_UA_SESSION notification to each live subscriber; return how many."""
         params = {  # insertion order = OpenSIPS 3.6's field order
-            "key": key, "event_type": event_type, "entity_type": "UAS", "status": status,
+            "key": key, "event_type": event_type, "entity_type": entity_type, "status": status,
             "reason": reason, "method": method, "body": body, "headers": headers,
             "extra_params": extra_params,
         }
@@ -476,3 +516,55 @@ class OpenSipsPeer:
         session.state = STATE_TERMINATED
         self.send_event(key, "TERMINATED", "CANCEL", "",
                         self.call_headers(session.call_id, 1, "CANCEL"))
+
+    # ---- transfer (REFER) and outbound calls -----------------------------------------------
+
+    def refer_reply(self, key: str, code: int, reason: str) -> None:
+        """The caller's reply to the engine's REFER (b2b_tm_cback: ANSWERED / REJECTED)."""
+        session = self.sessions[key]
+        headers = self.call_headers(session.call_id, session.cseq, "REFER", key)
+        self.send_event(key, "ANSWERED" if code < 300 else "REJECTED", "REFER", "", headers,
+                        status=code, reason=reason)
+
+    def notify(self, key: str, sipfrag: str, subscription_state: str) -> None:
+        """The caller's NOTIFY of the refer subscription: UPDATED, waiting for a reply."""
+        session = self.sessions[key]
+        session.cseq += 1
+        session.pending = "NOTIFY"
+        body = sipfrag if sipfrag.endswith("\r\n") else sipfrag + "\r\n"
+        headers = self.call_headers(session.call_id, session.cseq, "NOTIFY", key).replace(
+            "Content-Length: 0\r\n",
+            f"Event: refer\r\nSubscription-State: {subscription_state}\r\n"
+            f"Content-Type: message/sipfrag;version=2.0\r\nContent-Length: {len(body)}\r\n")
+        self.send_event(key, "UPDATED", "NOTIFY", body, headers)
+
+    def callee_reply(self, key: str, code: int, reason: str, body: str = "") -> None:
+        """A reply to a UAC session's INVITE: EARLY (1xx), ANSWERED (2xx, auto-ACKed),
+        REJECTED (>= 300)."""
+        session = self.sessions[key]
+        kind = "EARLY" if code < 200 else "ANSWERED" if code < 300 else "REJECTED"
+        if kind == "ANSWERED":
+            session.state = STATE_ESTABLISHED
+        elif kind == "REJECTED":
+            session.state = STATE_TERMINATED
+        to = str((session.invite or {}).get("to", ""))
+        headers = (f"Via: SIP/2.0/UDP {self.sip_socket};branch=z9hG4bK-b2b\r\n"
+                   f"From: <{(session.invite or {}).get('from', '')}>;tag=b2bfrom\r\n"
+                   f"To: <{to}>;tag=callee\r\nCall-ID: {session.call_id}\r\n"
+                   f"CSeq: 1 INVITE\r\nContent-Length: {len(body)}\r\n")
+        self.send_event(key, kind, "INVITE", body, headers, status=code, reason=reason,
+                        entity_type="UAC")
+
+    def callee_bye(self, key: str) -> None:
+        session = self.sessions.pop(key)
+        self.send_event(key, "TERMINATED", "BYE", "",
+                        self.call_headers(session.call_id, 2, "BYE", key), entity_type="UAC")
+
+
+def build_hdrs(body: Any, content_type: Any, extra_headers: Any) -> str:
+    """ua_build_hdrs of b2b_entities 3.6.8: the header text a request or reply gets."""
+    extra = "" if extra_headers is None else str(extra_headers)
+    if body is None:
+        return "?" * len(extra)  # allocated, never filled: uninitialised bytes
+    head = DEFAULT_SDP_CONTENT_TYPE if content_type is None else str(content_type)
+    return head + extra

@@ -18,7 +18,9 @@ from opensips_ai_core.grpc_clients.asr import AsrClient
 from opensips_ai_core.grpc_clients.llm import LlmClient
 from opensips_ai_core.grpc_clients.tts import TtsClient
 from opensips_ai_core.http import HttpServer
+from opensips_ai_core.http_calls import CallApi
 from opensips_ai_core.media.ports import RtpPortAllocator
+from opensips_ai_core.outbound import OutboundCalls
 from opensips_ai_core.pipeline.protocols import Services
 from opensips_ai_core.signalling.base import SignallingBackend
 from voice_common import get_development_logger
@@ -33,11 +35,15 @@ def make_backend(settings: CoreSettings) -> SignallingBackend:
 
         return OpenSipsBackend(settings.opensips_mi_host, settings.opensips_mi_port,
                                settings.event_host, settings.event_port,
-                               expire=settings.event_expire_s)
+                               expire=settings.event_expire_s,
+                               outbound_socket=settings.opensips_outbound_socket)
+    from opensips_ai_core.signalling.sip.auth import Credentials
     from opensips_ai_core.signalling.sip.uas import DirectSipBackend
 
+    credentials = Credentials(settings.sip_auth_user, settings.sip_auth_password or "") \
+        if settings.sip_auth_user else None
     return DirectSipBackend(settings.sip_host, settings.sip_port,
-                            public_ip=settings.public_ip)
+                            public_ip=settings.public_ip, credentials=credentials)
 
 
 class CoreApp:
@@ -54,6 +60,14 @@ class CoreApp:
         self.manager.backend = self.backend
         self.http = HttpServer(settings.http_host, settings.http_port, self.health_details,
                                self.manager.snapshot)
+        self.outbound = OutboundCalls(self.manager, bot)
+        disabled = None if settings.call_api_allowed else (
+            "the call API is off: CORE_HTTP_HOST is not a loopback address and "
+            "CORE_API_TOKEN is not set")
+        if disabled is not None:
+            log.warning("%s", disabled)
+        self.http.add_routes(
+            CallApi(self.outbound, settings.api_token, disabled=disabled).add_routes)
         self.http.add_check("started", self._started_check)
         self.http.add_check("capacity", self._capacity_check)
         self.http.add_check("drain", self._drain_check)

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import math
 import secrets
 
@@ -31,7 +32,12 @@ from opensips_ai_core.config import BotConfig, CoreSettings
 from opensips_ai_core.media.ports import RtpPortAllocator, RtpPortsExhaustedError
 from opensips_ai_core.media.session import RtpSession
 from opensips_ai_core.pipeline.conversation import Call, Services
-from opensips_ai_core.signalling.base import CallInfo, SignallingBackend, SignallingError
+from opensips_ai_core.signalling.base import (
+    CallInfo,
+    SignallingBackend,
+    SignallingError,
+    TransferResult,
+)
 from opensips_ai_core.signalling.sdp import (
     NegotiatedMedia,
     SessionDescription,
@@ -70,6 +76,8 @@ class CallManager:
         # Set while draining: when the drain's time is up (loop time), for Retry-After.
         self.drain_deadline: float | None = None
         self._released = asyncio.Event()  # a slot was freed (what a drain waits on)
+        # Per-call bots (an outbound call's overrides), taken when the call starts.
+        self._bots: dict[str, BotConfig] = {}
 
     # ------------------------------------------------------------ capacity
     @property
@@ -172,8 +180,11 @@ class CallManager:
         session.configure(media.remote_ip, media.remote_port, media.codec, media.payload_type,
                           media.dtmf_payload_type)
         session.set_sending(media.direction not in HOLD_DIRECTIONS)
-        call = Call(info, session, self.services, self.bot, self.hangup)
+        call = Call(info, session, self.services, self._bots.pop(info.call_id, self.bot),
+                    self.hangup)
         callbacks.call = call
+        if hasattr(self.backend, "transfer"):
+            call.transfer = functools.partial(self.transfer, info.call_id)
         self.calls[info.call_id] = call
         self.sessions[info.call_id] = session
         self._versions[info.call_id] = version
@@ -217,6 +228,7 @@ class CallManager:
         session = self.sessions.pop(call_id, None)
         self._versions.pop(call_id, None)
         self._awaiting_answer.pop(call_id, None)
+        self._bots.pop(call_id, None)
         try:
             if call is not None:
                 await call.close(reason)
@@ -245,6 +257,29 @@ class CallManager:
             task.add_done_callback(self._byes.discard)
             await asyncio.sleep(0)  # let the BYE go out before the local clean-up
         await self.end_call(call_id, "bot hung up")
+
+    def override_bot(self, call_id: str, bot: BotConfig) -> None:
+        """The bot of one call to come (POST /calls with bot overrides)."""
+        self._bots[call_id] = bot
+
+    async def transfer(self, call_id: str, target: str) -> TransferResult:
+        """Blind-transfer the call's caller to `target`; on success the call is over."""
+        transfer = getattr(self.backend, "transfer", None)
+        if transfer is None:
+            return TransferResult(False, None, "the signalling backend cannot transfer")
+        try:
+            call = self.calls.get(call_id)
+            bot = call.bot if call is not None else self.bot
+            result: TransferResult = await transfer(call_id, target,
+                                                    timeout_s=bot.transfer_timeout_s)
+        except Exception:
+            log.exception("Transfer of %s to %s failed in signalling", call_id, target)
+            return TransferResult(False, None, "transfer failed in signalling")
+        metrics.TRANSFERS.labels("ok" if result.ok else str(result.code or "none")).inc()
+        if result.ok:
+            log.info("Call %s transferred to %s", call_id, target)
+            await self.end_call(call_id, "transferred")
+        return result
 
     async def _signal_hangup(self, call_id: str) -> None:
         assert self.backend is not None

@@ -9,6 +9,8 @@ the start with one clear line and exit code 2.
 
 from __future__ import annotations
 
+import contextlib
+import ipaddress
 import os
 import sys
 import tomllib
@@ -69,6 +71,15 @@ class CoreSettings(ProcessSettings):
     event_host: str = "127.0.0.1"
     event_port: int = Field(50060, ge=0, le=65535)
     event_expire_s: int = Field(3600, ge=10, le=86400)
+    # The HTTP call API (POST/GET/DELETE /calls/...): a bearer token. Without one the
+    # API is served only on a loopback CORE_HTTP_HOST (`call_api_allowed`).
+    api_token: str | None = Field(None, min_length=16, repr=False)
+    # Digest credentials for outbound calls of the direct SIP backend (401/407).
+    sip_auth_user: str | None = None
+    sip_auth_password: str | None = Field(None, repr=False)
+    # OpenSIPS backend, outbound calls: OpenSIPS' own SIP socket ("udp:IP:PORT") for the
+    # Contact of ua_session_client_start, where the script sets no advertised_contact.
+    opensips_outbound_socket: str | None = Field(None, pattern=r"^(udp|tcp):[^\s:]+:\d+$")
 
     @field_validator("asr_target", "llm_target", "tts_target")
     @classmethod
@@ -94,6 +105,15 @@ class CoreSettings(ProcessSettings):
         if self.drain_timeout_s is not None:
             return self.drain_timeout_s
         return 0.0 if self.development_mode else PRODUCTION_DRAIN_TIMEOUT_S
+
+    @property
+    def call_api_allowed(self) -> bool:
+        """The call API places calls: open only on loopback, elsewhere behind a token."""
+        host = self.http_host.strip("[]")
+        loopback = host == "localhost"
+        with contextlib.suppress(ValueError):
+            loopback = ipaddress.ip_address(host).is_loopback
+        return loopback or bool(self.api_token)
 
     @property
     def rtp_bind_address(self) -> str:
@@ -134,6 +154,40 @@ class BotConfig(BaseModel):
     asr_language: str = "en-US"
     asr_phrases: tuple[str, ...] = ()
     dtmf_flush_s: float = Field(1.5, gt=0)
+    # Blind transfer (REFER): named SIP targets (a table; a plain string is the target
+    # "default"). A reply carrying `transfer_marker` ("[transfer]", or "[transfer:NAME]")
+    # or one of `transfer_phrases` transfers the caller after it played: to the target
+    # named in the marker, else the first target whose name the reply mentions, else the
+    # first target. Without targets nothing is transferred.
+    transfer_to: dict[str, str] = Field(default_factory=dict)
+    transfer_marker: str = "[transfer]"
+    transfer_phrases: tuple[str, ...] = ()
+    transfer_failed: str = "I'm sorry, I couldn't put you through. How else can I help?"
+    transfer_timeout_s: float = Field(30.0, gt=0, le=300)
+    # Outbound calls: before its greeting the bot waits for the callee's first words,
+    # or this long of silence after the answer.
+    outbound_greeting_wait_s: float = Field(1.5, ge=0, le=30)
+
+    @field_validator("transfer_to", mode="before")
+    @classmethod
+    def _transfer_targets(cls, value: Any) -> Any:
+        return {"default": value} if isinstance(value, str) else value
+
+    @field_validator("transfer_phrases", mode="before")
+    @classmethod
+    def _phrase_list(cls, value: Any) -> Any:
+        if isinstance(value, str):  # BOT_TRANSFER_PHRASES="a,b"
+            return tuple(v.strip() for v in value.split(",") if v.strip())
+        return value
+
+    @field_validator("transfer_to")
+    @classmethod
+    def _sip_targets(cls, value: dict[str, str]) -> dict[str, str]:
+        for name, uri in value.items():
+            if not uri.lower().startswith(("sip:", "sips:", "tel:")) or any(
+                    c in uri for c in "<>\r\n \"'"):
+                raise ValueError(f"transfer target {name!r}: {uri!r} is not a SIP URI")
+        return value
 
 
 class BotConfigError(ValueError):

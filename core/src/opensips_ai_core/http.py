@@ -1,6 +1,8 @@
 """The core's HTTP endpoint: /health (readiness), /live (liveness), /metrics, /calls (debug),
 and POST /drain (stop taking calls, let the active ones finish, then exit).
 
+More routes come from `add_routes` (the outbound call API: http_calls.py).
+
 /health is 200 only when the core can take a call now: every registered readiness
 check passes (`add_check(name, check)`, a check returns None when ready or the
 reason it is not). The body names each check's result, e.g.
@@ -52,6 +54,12 @@ class HttpServer:
     def on_drain(self, drain: DrainFn) -> None:
         """What POST /drain does (without one it answers 501)."""
         self._drain = drain
+        # More routes (the call API, http_calls.py), added to the app at start().
+        self._route_adders: list[Callable[[web.Application], None]] = []
+        self.started = time.monotonic()
+
+    def add_routes(self, adder: Callable[[web.Application], None]) -> None:
+        self._route_adders.append(adder)
 
     def add_check(self, name: str, check: ReadinessCheck) -> None:
         """Another condition of readiness (several combine: all must pass)."""
@@ -107,13 +115,15 @@ class HttpServer:
                                  status=202)
 
     async def start(self) -> int:
-        app = web.Application(client_max_size=4096)  # no endpoint takes a body
+        app = web.Application(client_max_size=16384)  # POST /calls: a small JSON body
         app.router.add_get("/health", self._get_health)
         app.router.add_get("/started", self._get_started)
         app.router.add_get("/live", self._get_live)
         app.router.add_get("/metrics", self._get_metrics)
         app.router.add_get("/calls", self._get_calls)
         app.router.add_post("/drain", self._post_drain)
+        for adder in self._route_adders:
+            adder(app)
         # aiohttp's keep-alive timer also runs while a request's headers trickle in:
         # it bounds slow clients as well as idle connections.
         self._runner = web.AppRunner(

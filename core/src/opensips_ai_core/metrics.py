@@ -37,3 +37,7 @@ DRAINING = Gauge("voice_draining", "1 while the core drains: new calls refused, 
 DRAIN_ENDED_CALLS = Counter("voice_drain_ended_calls_total",
                             "Calls still going when a drain's time was up, ended by the core",
                             registry=REGISTRY)
+TRANSFERS = Counter("voice_transfers_total", "Blind transfers: ok, or the failing SIP code",
+                    ["result"], registry=REGISTRY)
+OUTBOUND_CALLS = Counter("voice_outbound_calls_total", "Outbound calls placed, by outcome",
+                         ["result"], registry=REGISTRY)

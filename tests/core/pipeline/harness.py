@@ -44,7 +44,8 @@ class Harness:
 
 
 def new_call(bot: BotConfig | None = None, *, llm: FakeLlm | None = None,
-             tts: FakeTts | None = None, autoplay: bool = False) -> Harness:
+             tts: FakeTts | None = None, autoplay: bool = False,
+             direction: str = "inbound") -> Harness:
     media, asr = FakeMedia(autoplay=autoplay), FakeAsr()
     services = fake_services(llm or FakeLlm(), tts or FakeTts(), asr)
     hangups: list[str] = []
@@ -52,6 +53,7 @@ def new_call(bot: BotConfig | None = None, *, llm: FakeLlm | None = None,
     async def hangup(call_id: str) -> None:
         hangups.append(call_id)
 
-    call = Call(CallInfo("fake-1", "sip:caller@test", "sip:ai@test", "sip"), media,
+    call = Call(CallInfo("fake-1", "sip:caller@test", "sip:ai@test", "sip",
+                         direction=direction), media,
                 services, bot or BotConfig(greeting=GREETING), hangup)
     return Harness(call, media, asr, services.llm, services.tts, hangups)

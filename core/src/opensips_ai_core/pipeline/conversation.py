@@ -8,7 +8,13 @@
 - `generation.Generation`: LLM -> sentences -> TTS with retries;
 - `dtmf.DtmfCollector`: keypad digits joined into one entry;
 - `limits.CallLimits`: maximum duration and the caller's silence;
-- `history.History`: the dialogue, fitted to the LLM's limits.
+- `history.History`: the dialogue, fitted to the LLM's limits;
+- `transfer`: which reply asks for a blind transfer, and to whom.
+
+An outbound call's bot waits for the callee's first words (its greeting answers
+them) or `outbound_greeting_wait_s` of silence before it greets. A reply that asks for
+a transfer hands the caller on once it has played (`transfer`, set by the call
+manager); when that fails the bot says `transfer_failed` and the conversation goes on.
 
 The services and the media come in as `protocols` (tests use in-process fakes).
 """
@@ -17,6 +23,7 @@ from __future__ import annotations
 
 import asyncio
 import enum
+import time
 from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any
 
@@ -33,7 +40,7 @@ from opensips_ai_core.pipeline.recognition import Recognition
 from opensips_ai_core.pipeline.replies import Replies
 from opensips_ai_core.pipeline.timing import TurnTimer
 from opensips_ai_core.pipeline.turn import Turn
-from opensips_ai_core.signalling.base import CallInfo
+from opensips_ai_core.signalling.base import CallInfo, TransferResult
 from opensips_ai_core.tasks import TaskSet
 from voice_common import get_development_logger
 from voice_common.logs import call_id_var
@@ -62,11 +69,14 @@ class Call:
         self.dialogue = History(bot.system_prompt, bot.max_history_turns)
         self.generation = Generation(info.call_id, services.llm, services.tts, bot)
         self.replies = Replies(info.call_id, media, self.dialogue, self.generation, bot,
-                               on_goodbye=self._goodbye)
+                               on_goodbye=self._goodbye, on_transfer=self._transfer_requested)
         self.recognition = Recognition(info.call_id, services.asr, bot, self)
         self.dtmf = DtmfCollector(info.call_id, bot.dtmf_flush_s, self._dtmf_entry)
         self.limits = CallLimits(info.call_id, bot, bot_is_talking=self.bot_is_talking,
                                  prompt=self._prompt, say_and_hang_up=self._say_and_hang_up)
+        # Blind transfer to a SIP URI (set by the call manager where the backend can).
+        self.transfer: Callable[[str], Awaitable[TransferResult]] | None = None
+        self.awaiting_hello = False  # an outbound call: greet once the callee spoke
 
     @property
     def call_id(self) -> str:
@@ -100,9 +110,29 @@ class Call:
             self.state = CallState.ACTIVE
             self.recognition.start()
             self._spawn(self.limits.watch(self._watching), "limits")
-            self.replies.start(TurnTimer(kind="greeting"), fixed_text=self.bot.greeting)
+            if self.info.direction == "outbound":
+                self.awaiting_hello = True
+                self._spawn(self._greet_after_hello(), "greet")
+            else:
+                self.replies.start(TurnTimer(kind="greeting"), fixed_text=self.bot.greeting)
         finally:
             call_id_var.reset(token)
+
+    async def _greet_after_hello(self) -> None:
+        """Outbound: greet after the callee's first words, or after a short silence."""
+        wait_s = self.bot.outbound_greeting_wait_s
+        limits = self.limits
+        while self.state is CallState.ACTIVE and self.awaiting_hello:
+            await asyncio.sleep(0.05)
+            quiet_s = time.monotonic() - limits.last_caller_activity
+            spoke = limits.last_caller_activity != limits.started
+            if not spoke and quiet_s >= wait_s:
+                break  # nobody spoke: greet into the silence
+            if spoke and quiet_s >= wait_s + 3.0:
+                break  # words began but no final transcript came: greet anyway
+        if self.state is CallState.ACTIVE and self.awaiting_hello:
+            self.awaiting_hello = False
+            self.replies.start(TurnTimer(kind="greeting"), fixed_text=self.bot.greeting)
 
     def _watching(self) -> bool:
         return self.state is CallState.ACTIVE and not self.ending
@@ -157,6 +187,12 @@ class Call:
     def caller_said(self, text: str, timer: TurnTimer | None = None) -> None:
         """A finished caller utterance: interrupt the bot if it talks, then reply."""
         log.info("Call %s caller: %r", self.call_id, text)
+        if self.awaiting_hello and self.state is CallState.ACTIVE:
+            # The callee's "hello": it goes into the history and the greeting answers it.
+            self.awaiting_hello = False
+            self.dialogue.add_user(text)
+            self.replies.start(TurnTimer(kind="greeting"), fixed_text=self.bot.greeting)
+            return
         self.barge_in("new utterance")
         if self.state is CallState.ACTIVE:
             self.replies.start(timer or TurnTimer(), user_text=text)
@@ -180,7 +216,8 @@ class Call:
             self.barge_in("caller speech")
 
     def paused(self, text: str) -> None:
-        if self.state is CallState.ACTIVE:
+        # No reply is prepared to the callee's hello: the greeting answers it.
+        if self.state is CallState.ACTIVE and not self.awaiting_hello:
             self.replies.prepare(text)
 
     def utterance(self, text: str, heard: TurnTimer) -> None:
@@ -213,6 +250,27 @@ class Call:
             if goodbye is not None:
                 await goodbye.wait_for_work()
         await self.end_by_bot(why)
+
+    # ----------------------------------------------------------------- transfer
+    def _transfer_requested(self, target: str) -> bool:
+        """A reply asked for a transfer: start it, unless the call cannot transfer."""
+        if self.transfer is None:
+            return False
+        self._spawn(self._transfer_to(target), "transfer")
+        return True
+
+    async def _transfer_to(self, target: str) -> None:
+        """After the reply played: REFER the caller; on failure say so, the call goes on."""
+        assert self.transfer is not None
+        await self.media.wait_idle()
+        if self.state is not CallState.ACTIVE or self.ending:
+            return
+        log.info("Call %s: transferring to %s", self.call_id, target)
+        result = await self.transfer(target)
+        if result.ok or self.state is not CallState.ACTIVE:
+            return
+        log.info("Call %s: transfer to %s failed (%s)", self.call_id, target, result.reason)
+        self._prompt(self.bot.transfer_failed)
 
     def snapshot(self) -> dict[str, object]:
         """For the /calls endpoint and dev-status."""

@@ -21,6 +21,7 @@ from opensips_ai_core.grpc_clients.llm import GenerationResult
 from opensips_ai_core.pipeline.protocols import LanguageModel, SpeechSynthesizer
 from opensips_ai_core.pipeline.retry import RetryWindow, describe
 from opensips_ai_core.pipeline.sentences import SentenceChunker
+from opensips_ai_core.pipeline.transfer import strip_transfer_marker
 from opensips_ai_core.pipeline.turn import Turn
 from voice_common import get_development_logger
 
@@ -93,8 +94,10 @@ class Generation:
         await out.put(self.bot.apology)
 
     def _strip_marker(self, text: str) -> str:
+        """The sentence without the goodbye and transfer markers (never spoken)."""
         marker = self.bot.goodbye_marker
-        return text.replace(marker, "").strip() if marker else text
+        text = text.replace(marker, "").strip() if marker else text
+        return strip_transfer_marker(self.bot, text)
 
     async def _speak_all(self, turn: Turn, sentences: asyncio.Queue[str | None]) -> None:
         while (sentence := await sentences.get()) is not None:

@@ -6,6 +6,9 @@ history marked as cut off. Replies are prepared ahead: at the recognizer's PAUSE
 turn for the hypothesis so far starts held (`prepared`); if the final transcript says
 the same words it is committed and plays at once, otherwise it is discarded without a
 trace in the history. (LiveKit Agents calls this preemptive generation.)
+
+A reply that ended asks, in this order, for a blind transfer (`transfer.py`: the
+conversation starts it once the reply has played) or for the end of the call (goodbye).
 """
 
 from __future__ import annotations
@@ -20,6 +23,7 @@ from opensips_ai_core.pipeline.generation import Generation
 from opensips_ai_core.pipeline.history import TRUNCATED, History
 from opensips_ai_core.pipeline.protocols import MediaPort
 from opensips_ai_core.pipeline.timing import TurnTimer
+from opensips_ai_core.pipeline.transfer import transfer_target
 from opensips_ai_core.pipeline.turn import Turn, TurnState
 from voice_common import get_development_logger
 
@@ -29,13 +33,16 @@ log = get_development_logger("core.replies")
 class Replies:
     def __init__(self, call_id: str, media: MediaPort, history: History,
                  generation: Generation, bot: BotConfig, *,
-                 on_goodbye: Callable[[], None]) -> None:
+                 on_goodbye: Callable[[], None],
+                 on_transfer: Callable[[str], bool] | None = None) -> None:
         self.call_id = call_id
         self.media = media
         self.history = history
         self.generation = generation
         self.bot = bot
         self._on_goodbye = on_goodbye
+        # Starts a transfer to the SIP URI; False when the call cannot transfer.
+        self._on_transfer = on_transfer
         self.current: Turn | None = None
         self.prepared: Turn | None = None  # held, waiting for the final transcript
         self.turns_done: list[TurnTimer] = []
@@ -132,7 +139,8 @@ class Replies:
 
     # ---------------------------------------------------------------- endings
     def _ended(self, turn: Turn) -> None:
-        """A committed turn ended: metrics, its reply into the history, goodbye."""
+        """A committed turn ended: metrics, its reply into the history, transfer or
+        goodbye."""
         outcome = turn.state
         metrics.TURNS.labels(turn.timer.kind, outcome.value).inc()
         if turn.timer.kind == "reply" or turn.spoken:
@@ -143,8 +151,19 @@ class Replies:
             if text:
                 turn.history_index = self.history.add_assistant(text)
         self.turns_done.append(turn.timer)
-        if outcome is TurnState.DONE and self._is_goodbye(turn.reply):
+        if outcome is not TurnState.DONE:
+            return
+        if self._transfers(turn.reply):
+            return
+        if self._is_goodbye(turn.reply):
             self._on_goodbye()
+
+    def _transfers(self, reply: str) -> bool:
+        """Whether the reply asks for a transfer that the call has started."""
+        if self._on_transfer is None:
+            return False
+        target = transfer_target(self.bot, reply)
+        return target is not None and self._on_transfer(target)
 
     def _is_goodbye(self, text: str) -> bool:
         lowered = text.lower()

@@ -35,6 +35,33 @@ class CallInfo:
     callee: str           # To/request URI
     backend: str          # "opensips" or "sip"
     sip_call_id: str = ""
+    direction: str = "inbound"   # "outbound" for calls the core placed (POST /calls)
+
+
+@dataclass(frozen=True)
+class TransferResult:
+    """How a blind transfer (REFER) ended.
+
+    `ok` is True once the far end reported the transferred call answered (sipfrag 2xx);
+    the backend has then ended the bot's call itself (BYE / ua_session_terminate).
+    Otherwise `code` is the refusal of the REFER (405, 603...), the sipfrag's final
+    status (408, 486...), 408 when no final NOTIFY came in time, or None when the
+    REFER got no response at all; the call goes on.
+    """
+
+    ok: bool
+    code: int | None
+    reason: str
+
+
+@dataclass(frozen=True)
+class OutboundRequest:
+    """An outbound call to place (POST /calls)."""
+
+    to: str                              # the callee's SIP URI
+    from_uri: str | None = None          # our From URI; default the backend's own
+    caller_id: str | None = None         # the From display name
+    max_ring_s: float = 30.0             # CANCEL after this long without an answer
 
 
 class CallHandler(Protocol):
@@ -75,3 +102,29 @@ class SignallingBackend(Protocol):
         ...
 
     async def stop(self) -> None: ...
+
+
+class TransferringBackend(Protocol):
+    """A backend that can transfer an answered call (both backends implement it)."""
+
+    async def transfer(self, call_id: str, target: str, *,
+                       timeout_s: float = 30.0) -> TransferResult:
+        """Blind-transfer the caller of `call_id` to `target` (a SIP URI), RFC 3515 REFER.
+
+        Waits for the outcome (the final NOTIFY, or `timeout_s` without one). On success
+        the backend ends the bot's call; `CallHandler.end_call` is not called for it.
+        """
+        ...
+
+
+class DialingBackend(Protocol):
+    """A backend that can place outbound calls (both backends implement it)."""
+
+    async def dial(self, call_id: str, request: OutboundRequest) -> int:
+        """Place a call whose key is `call_id`; return the final status (200 when answered).
+
+        The answered call then runs through `CallHandler.new_call(info, None)` (our SDP
+        offer) and `complete_call` (the callee's answer), like an inbound late offer.
+        Raises SignallingError for a final failure before the answer.
+        """
+        ...

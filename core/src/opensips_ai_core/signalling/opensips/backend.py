@@ -29,8 +29,15 @@ import logging
 from dataclasses import dataclass
 from typing import Any
 
-from opensips_ai_core.signalling.base import CallHandler, CallInfo, SignallingError
+from opensips_ai_core.signalling.base import (
+    CallHandler,
+    CallInfo,
+    OutboundRequest,
+    SignallingError,
+    TransferResult,
+)
 from opensips_ai_core.signalling.opensips import metrics
+from opensips_ai_core.signalling.opensips.control import OpenSipsCallControl, Progress
 from opensips_ai_core.signalling.opensips.events import EVENT_NAME, EventListener, UaSessionEvent
 from opensips_ai_core.signalling.opensips.liveness import OpenSipsRun
 from opensips_ai_core.signalling.opensips.mi import MiClient, MiError, MiTimeoutError
@@ -67,7 +74,8 @@ class OpenSipsBackend:
     def __init__(self, mi_host: str, mi_port: int, event_host: str, event_port: int,
                  expire: int = 3600, *, event_socket_host: str | None = None,
                  mi_timeout: float = 2.0, poll_interval: float = 1.0,
-                 missed_polls: int = 3, refresh_max: float = 60.0) -> None:
+                 missed_polls: int = 3, refresh_max: float = 60.0,
+                 outbound_socket: str | None = None) -> None:
         if expire <= 0:
             raise ValueError(f"expire must be > 0 seconds (0 unsubscribes), got {expire}")
         if poll_interval <= 0 or missed_polls < 1:
@@ -92,6 +100,11 @@ class OpenSipsBackend:
         self._supervisor: asyncio.Task[None] | None = None
         self._reconcile: set[str] | None = None  # calls to check against a new run
         self._set_subscribed(False, self._state)
+        # Transfer (REFER) and outbound calls (ua_session_client_start): control.py.
+        # `outbound_socket` ("udp:IP:PORT", OpenSIPS' SIP socket) builds the Contact of
+        # outbound INVITEs where the script sets no b2b_entities advertised_contact.
+        self.outbound_socket = outbound_socket
+        self.control = OpenSipsCallControl(self)
 
     @property
     def event_socket(self) -> str:
@@ -120,7 +133,22 @@ class OpenSipsBackend:
         await self.mi.close()
 
     def active_calls(self) -> list[str]:
-        return list(self._sessions)
+        return list(self._sessions) + self.control.active()
+
+    # ---- transfer and outbound calls (control.py) ---------------------------------------
+
+    async def transfer(self, call_id: str, target: str, *,
+                       timeout_s: float = 30.0) -> TransferResult:
+        """Blind transfer by REFER (ua_session_update); on success the call is ended."""
+        return await self.control.transfer(call_id, target, timeout_s)
+
+    async def dial(self, call_id: str, request: OutboundRequest,
+                   progress: Progress | None = None) -> int:
+        """Place a call with ua_session_client_start; 2xx when answered."""
+        return await self.control.dial(call_id, request, progress)
+
+    def cancel_dial(self, call_id: str) -> bool:
+        return self.control.cancel(call_id)
 
     # ---- readiness ----------------------------------------------------------------------
 
@@ -255,6 +283,8 @@ class OpenSipsBackend:
     # ---- events -------------------------------------------------------------------------
 
     def _on_event(self, event: UaSessionEvent) -> None:
+        if self.control.on_event(event):
+            return  # a transfer's or an outbound call's
         session = self._sessions.get(event.key)
         if event.event_type == "NEW":
             if session is not None:
@@ -490,6 +520,8 @@ class OpenSipsBackend:
         return not isinstance(entry, dict) or entry.get("to_tag") in (None, key)
 
     async def hangup(self, call_id: str) -> None:
+        if call_id not in self._sessions and await self.control.hangup(call_id):
+            return  # an outbound call
         session = self._sessions.pop(call_id, None)
         if session is None:
             log.info("hangup for %s: no such session (already ended)", call_id)

@@ -27,8 +27,14 @@ this module does:
   line, no traceback), answered 400 (513 when oversized, 505 for another SIP
   version) when enough headers are there, dropped otherwise.
 
+- `transfer(call_id, target)`: a blind transfer, an in-dialog REFER (Refer-To,
+  Referred-By); the NOTIFYs of its implicit subscription (`refer.py`) are answered
+  200, other in-dialog NOTIFYs 481; a 2xx sipfrag ends the call with a BYE.
+- `dial(call_id, request)`: an outbound call, the core as a UAC (`uac.py`); its
+  dialog then lives here like an inbound one.
+
 `end_call` is called when the far end ends the call (BYE, CANCEL, no ACK), not
-for calls the bot ends with `hangup`.
+for calls the bot ends with `hangup` or a transfer.
 """
 
 from __future__ import annotations
@@ -41,13 +47,20 @@ import re
 import socket
 from collections.abc import Callable, Iterable
 
-from opensips_ai_core.signalling.base import CallHandler, CallInfo, SignallingError
+from opensips_ai_core.signalling.base import (
+    CallHandler,
+    CallInfo,
+    OutboundRequest,
+    SignallingError,
+    TransferResult,
+)
 from opensips_ai_core.signalling.sdp import (
     SdpError,
     SessionDescription,
     continue_session,
     parse_sdp,
 )
+from opensips_ai_core.signalling.sip.auth import Credentials
 from opensips_ai_core.signalling.sip.message import (
     MANDATORY_HEADERS,
     SipMessage,
@@ -59,6 +72,7 @@ from opensips_ai_core.signalling.sip.message import (
     tag_of,
     uri_host_port,
 )
+from opensips_ai_core.signalling.sip.refer import ReferSubscription, is_refer_notify
 from opensips_ai_core.signalling.sip.transactions import (
     Address,
     Dialog,
@@ -69,6 +83,7 @@ from opensips_ai_core.signalling.sip.transactions import (
     new_branch,
     new_tag,
 )
+from opensips_ai_core.signalling.sip.uac import OutboundDialer
 from opensips_ai_core.tasks import TaskSet
 from voice_common.devlogger import get_development_logger
 
@@ -103,7 +118,7 @@ class DirectSipBackend:
 
     def __init__(self, host: str, port: int, public_ip: str | None = None, *,
                  timers: SipTimers | None = None, max_message_size: int = 32 * 1024,
-                 contact_user: str = "ai") -> None:
+                 contact_user: str = "ai", credentials: Credentials | None = None) -> None:
         self.host = host
         self.requested_port = port
         self.public_ip = public_ip or (host if host not in ("0.0.0.0", "::", "") else "127.0.0.1")
@@ -121,6 +136,8 @@ class DirectSipBackend:
         # Set by the core: while it returns a refusal (a drain), OPTIONS outside a dialog
         # get it too, so that a dispatcher's probing takes this core out of rotation.
         self.options_refusal: Callable[[], SignallingError | None] | None = None
+        self._refers: dict[str, ReferSubscription] = {}  # call id → its REFER's subscription
+        self._dialer = OutboundDialer(self, credentials)
 
     # ---- lifecycle ----------------------------------------------------------------------
 
@@ -229,7 +246,8 @@ class DirectSipBackend:
                 self.timers.transaction_timeout, self._transactions.pop, key, None)
         if method not in KNOWN_METHODS:
             self._reply(transaction, 501, extra=[("Allow", ALLOW_HEADER)])
-        elif method not in ALLOWED:
+        elif method not in ALLOWED and not (method == "NOTIFY" and tag_of(request.get("To"))):
+            # (an in-dialog NOTIFY is the refer subscription's: `_on_in_dialog` takes it)
             self._reply(transaction, 405, extra=[("Allow", ALLOW_HEADER)])
         elif method == "CANCEL":
             self._on_cancel(transaction)
@@ -474,6 +492,8 @@ class DirectSipBackend:
             self._reply(transaction, 200, extra=self._capabilities())
         elif request.method == "INVITE":
             self._on_reinvite(dialog, transaction)
+        elif request.method == "NOTIFY":
+            self._on_notify(dialog, transaction)
         else:
             self._reply(transaction, 405, extra=[("Allow", ALLOW_HEADER)])
 
@@ -525,6 +545,9 @@ class DirectSipBackend:
     def _end_dialog(self, dialog: Dialog) -> None:
         dialog.state = "terminated"
         self._dialogs.pop(dialog.call_id, None)
+        refer = self._refers.get(dialog.call_id)
+        if refer is not None and not refer.final.done():  # a transfer cannot finish now
+            refer.final.set_result((481, "the call ended during the transfer"))
         for transaction in self._transactions.values():
             if transaction.request.call_id == dialog.call_id and transaction.retransmitter:
                 transaction.acked.set()  # stop retransmitting the 200: the call is over
@@ -621,12 +644,122 @@ class DirectSipBackend:
     def _on_response(self, response: SipMessage) -> None:
         vias = response.get_all("Via")
         branch = parse_via(vias[0]).branch if vias else ""
+        if self._dialer.on_response(response, branch):
+            return  # a response to one of our outbound INVITEs
         future = self._client_transactions.get(branch)
         if future is None or future.done():
             self.stats.stray_responses += 1
             return
         if response.status is not None and response.status >= 200:
             future.set_result(response)
+
+    # ---- outbound calls (the core as a UAC: `uac.py`) ----------------------------------
+
+    async def dial(self, call_id: str, request: OutboundRequest,
+                   progress: Callable[[int, str], None] | None = None) -> int:
+        """Place a call (SIP Call-ID `call_id`); 2xx when answered, else SignallingError."""
+        return await self._dialer.dial(call_id, request, progress)
+
+    def cancel_dial(self, call_id: str) -> bool:
+        """Stop ringing an outbound call (CANCEL); False when it is not ringing."""
+        return self._dialer.cancel(call_id)
+
+    async def _notify_end_id(self, call_id: str, reason: str) -> None:
+        """end_call for a call that may have no dialog (an outbound call that failed)."""
+        dialog = self._dialogs.get(call_id)
+        if dialog is not None:
+            self._end_dialog(dialog)
+        assert self._handler is not None
+        try:
+            await self._handler.end_call(call_id, reason)
+        except Exception:
+            log.exception("end_call failed for %s", call_id)
+
+    # ---- blind transfer (REFER, RFC 3515) -----------------------------------------------
+
+    async def transfer(self, call_id: str, target: str, *,
+                       timeout_s: float = 30.0) -> TransferResult:
+        """REFER the caller to `target` inside the call's dialog; on a 2xx sipfrag, BYE.
+
+        The REFER carries Refer-To and Referred-By; the 202 is followed by NOTIFYs
+        (Event: refer, message/sipfrag) that `_on_notify` answers 200 and feeds here.
+        """
+        dialog = self._dialogs.get(call_id)
+        if dialog is None or not dialog.answered:
+            return TransferResult(False, 481, "no such answered call")
+        if call_id in self._refers:
+            return TransferResult(False, 491, "a transfer of this call is already under way")
+        subscription = ReferSubscription()
+        self._refers[call_id] = subscription
+        try:
+            if not dialog.confirmed.is_set():
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(dialog.confirmed.wait(),
+                                           self.timers.transaction_timeout)
+            if self._dialogs.get(call_id) is not dialog:
+                return TransferResult(False, 481, "the call ended")
+            referred_by = header_uri(dialog.local_uri)
+            log.info("transfer of %s to %s: REFER", call_id, target)
+            response = await self._in_dialog_request(dialog, "REFER", [
+                ("Refer-To", f"<{target}>"), ("Referred-By", f"<{referred_by}>"),
+                ("Contact", self.contact)])
+            if response is None or response.status is None:
+                return TransferResult(False, None, "no response to the REFER")
+            if response.status >= 300:
+                return TransferResult(False, response.status,
+                                      f"REFER refused: {response.status} {response.reason}")
+            try:
+                code, reason = await asyncio.wait_for(asyncio.shield(subscription.final),
+                                                      timeout_s)
+            except TimeoutError:
+                return TransferResult(False, 408, f"no final NOTIFY within {timeout_s:g} s")
+            if code >= 300:
+                return TransferResult(False, code, f"transfer failed: {code} {reason}")
+        finally:
+            self._refers.pop(call_id, None)
+            subscription.final.cancel()
+        log.info("transfer of %s to %s succeeded (%d %s): BYE", call_id, target, code, reason)
+        if self._dialogs.get(call_id) is dialog:
+            self._end_dialog(dialog)
+            await self._send_bye(dialog)
+        return TransferResult(True, code, reason)
+
+    def _on_notify(self, dialog: Dialog, transaction: ServerTransaction) -> None:
+        request = transaction.request
+        subscription = self._refers.get(dialog.call_id)
+        if subscription is None or not is_refer_notify(request):
+            self._reply(transaction, 481, reason="Subscription Does Not Exist")
+            return
+        self._reply(transaction, 200)
+        subscription.on_notify(request)
+
+    async def _in_dialog_request(self, dialog: Dialog, method: str,
+                                 extra: Iterable[tuple[str, str]] = (),
+                                 body: bytes = b"") -> SipMessage | None:
+        """Send a request inside `dialog` (route set, next CSeq); its final response or None."""
+        dialog.local_cseq += 1
+        branch = new_branch()
+        request = SipMessage(method=method, uri=dialog.remote_target)
+        request.add("Via", f"SIP/2.0/UDP {self._host_in_uri(self.public_ip)}:{self.port}"
+                           f";branch={branch};rport")
+        request.add("Max-Forwards", "70")
+        request.add("From", dialog.local_uri)
+        request.add("To", dialog.remote_uri)
+        request.add("Call-ID", dialog.call_id)
+        request.add("CSeq", f"{dialog.local_cseq} {method}")
+        for route in dialog.route_set:
+            request.add("Route", route)
+        for name, value in extra:
+            request.add(name, value)
+        request.add("User-Agent", USER_AGENT)
+        request.body = body
+        destination_uri = header_uri(dialog.route_set[0]) if dialog.route_set \
+            else dialog.remote_target
+        try:
+            destination = await self._resolve(uri_host_port(destination_uri))
+        except (OSError, ValueError):
+            destination = dialog.source
+        return await self._client_request(branch, request.to_bytes(), destination)
 
     # ---- sending ------------------------------------------------------------------------
 
