@@ -29,7 +29,7 @@ from opensips_ai_core.grpc_clients.asr import AsrClient
 from opensips_ai_core.grpc_clients.llm import LlmClient
 from opensips_ai_core.grpc_clients.tts import TtsClient
 from opensips_ai_core.media.ports import RtpPortAllocator
-from opensips_ai_core.pipeline.call import Services
+from opensips_ai_core.pipeline.protocols import Services
 from opensips_ai_core.signalling.opensips.backend import OpenSipsBackend
 from opensips_ai_core.signalling.sip.message import SipMessage
 from tests.core.signalling.sip_peer import OFFER, RawSipPeer

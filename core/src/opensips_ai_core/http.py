@@ -49,14 +49,13 @@ class HttpServer:
         self._idle_timeout_s = idle_timeout_s
         self._runner: web.AppRunner | None = None
         self._drain: DrainFn | None = None
+        # More routes (the call API, http_calls.py), added to the app at start().
+        self._route_adders: list[Callable[[web.Application], None]] = []
         self.started = time.monotonic()
 
     def on_drain(self, drain: DrainFn) -> None:
         """What POST /drain does (without one it answers 501)."""
         self._drain = drain
-        # More routes (the call API, http_calls.py), added to the app at start().
-        self._route_adders: list[Callable[[web.Application], None]] = []
-        self.started = time.monotonic()
 
     def add_routes(self, adder: Callable[[web.Application], None]) -> None:
         self._route_adders.append(adder)
