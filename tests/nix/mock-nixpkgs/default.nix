@@ -139,8 +139,11 @@ let
   # Python: the attributes of python3Packages that nix/ uses.
   pythonPackageNames = [
     "aiohttp"
+    "accelerate"
     "cffi"
     "colorlog"
+    "faster-whisper"
+    "gguf"
     "grpcio"
     "grpcio-health-checking"
     "grpcio-tools"

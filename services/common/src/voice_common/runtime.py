@@ -151,6 +151,7 @@ class WarmUpGate(grpc.aio.ServerInterceptor):
         handler = await continuation(details)
         if self.is_open or handler is None or details.method.startswith(HEALTH_METHOD_PREFIX):
             return handler
+        log.info("%s refused while warming up: %s", details.method, self.name)
         return _unavailable(handler, f"{self.name}: {WARMING_UP}")
 
 
