@@ -38,7 +38,7 @@ def ai(tmp_path_factory: pytest.TempPathFactory) -> Iterator[AiServices]:
     cache = tmp_path_factory.mktemp("ai-llm-cache")
     build_demo_llm(cache)
     with (service("asr", logdir, ASR_ENGINE="pocketsphinx") as asr,
-          service("llm", logdir, VOICE_CACHE_DIR=str(cache), LLM_ENABLE_DEBUG="1",
+          service("llm", logdir, VOICE_CACHE_DIR=str(cache), LLM_MODEL="demo", LLM_ENABLE_DEBUG="1",
                   DEVELOPMENT_MODE="1") as llm,
           service("tts", logdir, TTS_ENABLE_DEBUG="1") as tts):
         yield AiServices(asr, llm, tts, logdir, cache)

@@ -63,7 +63,9 @@ def start_server(tmp_path_factory: pytest.TempPathFactory, build: DemoBuild, nam
     port = free_port()
     target = f"127.0.0.1:{port}"
     log_path = tmp_path_factory.mktemp(f"llm-{name}") / "server.log"
-    environment = base_env(LLM_PORT=str(port), VOICE_CACHE_DIR=str(build.cache_dir), **env)
+    # The demo model unless a test names another: its replies are exact.
+    environment = base_env(LLM_PORT=str(port), VOICE_CACHE_DIR=str(build.cache_dir),
+                           **{"LLM_MODEL": "demo", **env})
     with running(python_module("llm_service"), environment, log_path) as proc:
         wait_serving(target, proc, timeout=120, service=SERVICE)
         channel = grpc.insecure_channel(target)

@@ -344,7 +344,7 @@ class Call:
         history = self.history if extra_user is None else [*self.history, ("user", extra_user)]
         keep = self.bot.max_history_turns * 2
         recent = history[-keep:] if keep else history[-1:]
-        return [("system", self.bot.system_prompt), *recent]
+        return [("system", self.bot.llm_system_prompt()), *recent]
 
     async def _run_turn(self, turn: Turn, fixed_text: str | None) -> None:
         token = call_id_var.set(self.call_id)

