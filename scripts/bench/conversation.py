@@ -36,6 +36,7 @@ import argparse
 import importlib.util
 import os
 import re
+import signal
 import sys
 import tempfile
 import time
@@ -68,9 +69,12 @@ CHUNK = RATE * 20 // 1000 * 2  # 20 ms of PCM16
 LEAD_S, TAIL_S = 0.3, 1.2
 # The dev stack's ASR settings (process-compose.yaml): what a call really runs with.
 ASR_DEV_ENV = {"ASR_ENABLE_DEBUG": "1", "VOSK_SHOW_WORDS": "1"}
-REFUSALS = ("can't help", "cannot help", "can not help", "unable to help", "not able to help",
-            "can't assist", "cannot assist", "unable to assist", "didn't catch",
-            "did not catch")
+# "I can't help with that here", "I'm unable to assist with tax returns", "I'm not able to
+# book a table", "sorry, I didn't catch that": the bot declines rather than makes it up.
+REFUSAL = re.compile(
+    r"\b(can't|cannot|can not|unable to|not able to|don't have|do not have)"
+    r"( \w+){0,2}? (help|assist|provide|book|change|do|give|answer|access|see)\b"
+    r"|\bdid(n't| not) catch\b")
 Role = llm_pb2.ChatMessage
 
 
@@ -119,8 +123,7 @@ def normalise(text: str) -> str:
 
 
 def is_refusal(reply: str) -> bool:
-    text = normalise(reply)
-    return any(phrase in text for phrase in REFUSALS)
+    return REFUSAL.search(normalise(reply)) is not None
 
 
 def carries(reply: str, expect: tuple[tuple[str, ...], ...]) -> bool:
@@ -388,6 +391,8 @@ def main() -> int:
     parser.add_argument("--note", default="", help="a sentence for the report (machine load)")
     parser.add_argument("--no-write", action="store_true")
     args = parser.parse_args()
+    # SIGTERM unwinds like an error: the services started here are stopped on the way out.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     started = time.perf_counter()
     results, notes = run(args)
     n = len(load_eval_set()[: args.limit or None])
