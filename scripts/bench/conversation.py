@@ -40,7 +40,6 @@ import signal
 import sys
 import tempfile
 import time
-import tomllib
 from collections.abc import Iterator
 from contextlib import ExitStack
 from dataclasses import dataclass, field
@@ -56,34 +55,26 @@ sys.path.insert(0, str(ROOT))
 from opensips_ai_core.config import BotConfig, load_bot_config  # noqa: E402
 from opensips_ai_core.media.g711 import ulaw_decode, ulaw_encode  # noqa: E402
 from scripts.bench.report import write_section  # noqa: E402
+from tests.support.eval_set import (  # noqa: E402
+    Utterance,
+    carries,
+    is_refusal,
+    load_eval_set,
+    word_errors,
+)
 from tests.support.stack import service  # noqa: E402
 from tests.tts.client import list_voices  # noqa: E402
 from tests.tts.client import stream as tts_stream  # noqa: E402
 from voiceai.asr.v1 import asr_pb2, asr_pb2_grpc  # noqa: E402
 from voiceai.llm.v1 import llm_pb2, llm_pb2_grpc  # noqa: E402
 
-EVAL_SET = ROOT / "tests" / "data" / "eval" / "conversation.toml"
 BOT_CONFIG = ROOT / "core" / "bot.toml"
 RATE = 8000
 CHUNK = RATE * 20 // 1000 * 2  # 20 ms of PCM16
 LEAD_S, TAIL_S = 0.3, 1.2
 # The dev stack's ASR settings (process-compose.yaml): what a call really runs with.
 ASR_DEV_ENV = {"ASR_ENABLE_DEBUG": "1", "VOSK_SHOW_WORDS": "1"}
-# "I can't help with that here", "I'm unable to assist with tax returns", "I'm not able to
-# book a table", "sorry, I didn't catch that": the bot declines rather than makes it up.
-REFUSAL = re.compile(
-    r"\b(can't|cannot|can not|unable to|not able to|don't have|do not have)"
-    r"( \w+){0,2}? (help|assist|provide|book|change|do|give|answer|access|see)\b"
-    r"|\bdid(n't| not) catch\b")
 Role = llm_pb2.ChatMessage
-
-
-@dataclass(frozen=True)
-class Utterance:
-    text: str
-    kind: str
-    expect: tuple[tuple[str, ...], ...]
-    style: str
 
 
 @dataclass
@@ -110,31 +101,6 @@ class MixResult:
     wer: float = 0.0
 
 
-def load_eval_set(path: Path = EVAL_SET) -> list[Utterance]:
-    items = tomllib.loads(path.read_text(encoding="utf-8"))["utterance"]
-    return [Utterance(item["text"], item["kind"],
-                      tuple(tuple(group) for group in item.get("expect", ())), item["style"])
-            for item in items]
-
-
-def normalise(text: str) -> str:
-    text = text.lower().replace("\u2019", "'")
-    return re.sub(r"\s+", " ", re.sub(r"[^a-z0-9', ]+", " ", text)).strip()
-
-
-def is_refusal(reply: str) -> bool:
-    return REFUSAL.search(normalise(reply)) is not None
-
-
-def carries(reply: str, expect: tuple[tuple[str, ...], ...]) -> bool:
-    """Every group has an alternative in the reply, as whole words (a plural or -ed allowed)."""
-    text = normalise(reply)
-    return bool(expect) and all(
-        any(re.search(rf"(?<![a-z0-9]){re.escape(alt.lower())}(?:s|es|ed|d)?(?![a-z0-9])", text)
-            for alt in group)
-        for group in expect)
-
-
 def verdict(utterance: Utterance, reply: str) -> str:
     if not reply.strip():
         return "lost"
@@ -143,19 +109,6 @@ def verdict(utterance: Utterance, reply: str) -> str:
     if carries(reply, utterance.expect):
         return "right"
     return "honest" if is_refusal(reply) else "wrong"
-
-
-def word_errors(reference: str, hypothesis: str) -> tuple[int, int]:
-    """(word edits, reference words): Levenshtein over words, apostrophes dropped."""
-    ref = normalise(reference).replace("'", "").replace(",", "").split()
-    hyp = normalise(hypothesis).replace("'", "").replace(",", "").split()
-    row = list(range(len(hyp) + 1))
-    for i, word in enumerate(ref, 1):
-        previous, row[0] = row[0], i
-        for j, other in enumerate(hyp, 1):
-            previous, row[j] = row[j], min(row[j] + 1, row[j - 1] + 1,
-                                           previous + (word != other))
-    return row[-1], len(ref)
 
 
 def first_sentence_end(text: str) -> bool:
