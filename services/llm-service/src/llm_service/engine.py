@@ -149,13 +149,14 @@ class LanguageModel:
 
         hf_logging.disable_progress_bar()
         started = time.perf_counter()
-        from llm_service.models import resolve, uses_demo
+        from llm_service.models import is_packaged, resolve
 
         if self.settings.threads:
             torch.set_num_threads(self.settings.threads)
-        elif uses_demo(self.settings.model):
-            # The demo model's matrices are 64 wide: a second thread only adds
-            # synchronisation (measured: 10x slower on a busy 2-core machine).
+        elif is_packaged(self.settings.model):
+            # The packaged models are small (the demo's matrices are 64 wide, SmolLM2's
+            # 576): on a busy 2-core machine a second thread mostly waits for the other
+            # (measured: demo 10x, SmolLM2 4-5x slower per reply with two threads).
             torch.set_num_threads(1)
         use_cuda = torch.cuda.is_available() and not self.settings.force_cpu
         self.device = torch.device("cuda" if use_cuda else "cpu")

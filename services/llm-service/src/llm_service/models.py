@@ -19,6 +19,11 @@ def uses_demo(name: str) -> bool:
     return name == DEMO or (not name and not smollm2.available())
 
 
+def is_packaged(name: str) -> bool:
+    """True when `name` resolves to a model this service builds itself (demo or SmolLM2)."""
+    return name.strip() in ("", DEMO)
+
+
 def resolve(name: str) -> str:
     """The directory or hub id to load for LLM_MODEL=`name`, building a packaged model if needed."""
     from llm_service import demo_model, smollm2

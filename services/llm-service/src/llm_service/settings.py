@@ -24,7 +24,7 @@ class LlmSettings(ServiceSettings):
     model: str = ""
     # Unprefixed (docs/architecture.md). CUDA is used only when present and not forced off.
     force_cpu: bool = Field(False, validation_alias="TORCH_FORCE_CPU")
-    # torch intra-op threads; 0 keeps torch's default.
+    # torch intra-op threads; 0: one for the packaged models (demo, SmolLM2), else torch's default.
     threads: int = Field(0, ge=0, le=256)
     # Requests waiting for a generation slot; one more is refused with RESOURCE_EXHAUSTED.
     max_queue: int = Field(16, ge=0, le=10_000)
