@@ -22,10 +22,11 @@ docs/benchmarks.md, per mix:
   (the core starts at the ASR's PAUSE, so a call can be faster).
 
     .venv/bin/python scripts/bench/conversation.py
-        [--asr pocketsphinx+phrases,pocketsphinx,whisper,vosk] [--llm demo,smollm2]
+        [--asr text,pocketsphinx+phrases,pocketsphinx,whisper,vosk] [--llm demo,smollm2]
         [--limit N] [--note TEXT] [--no-write]
 
-ASR engines: `pocketsphinx` (free form), `pocketsphinx+phrases` (the bot's phrase
+ASR engines: `text` (no ASR: the utterance's own words, to measure the LLM alone),
+`pocketsphinx` (free form), `pocketsphinx+phrases` (the bot's phrase
 list, as the core sends it today), `vosk` (needs VOSK_MODEL_PATH to an English model),
 `whisper` (when the ASR service has a Whisper engine); unavailable ones are skipped.
 """
@@ -70,6 +71,8 @@ from voiceai.llm.v1 import llm_pb2, llm_pb2_grpc  # noqa: E402
 
 BOT_CONFIG = ROOT / "core" / "bot.toml"
 RATE = 8000
+# The "ASR" that hears every word: the LLM alone, on the utterance's own text.
+TEXT = "text"
 CHUNK = RATE * 20 // 1000 * 2  # 20 ms of PCM16
 LEAD_S, TAIL_S = 0.3, 1.2
 # The dev stack's ASR settings (process-compose.yaml): what a call really runs with.
@@ -215,6 +218,8 @@ def first_audio_ms(tts_target: str, reply: str) -> float:
 def asr_available(engine: str) -> tuple[dict[str, str] | None, str]:
     """The ASR service's environment for `engine`, or None and why it is skipped."""
     base = engine.removesuffix("+phrases")
+    if base == TEXT:
+        return {}, ""
     if base == "pocketsphinx":
         return {"ASR_ENGINE": "pocketsphinx"}, ""
     if base == "vosk":
@@ -242,6 +247,17 @@ def llm_available(name: str) -> tuple[dict[str, str] | None, str]:
 
 
 # --- the run ------------------------------------------------------------------------------
+
+
+def transcripts(engine: str, env: dict[str, str], logs: Path, utterances: list[Utterance],
+                audio: list[tuple[bytes, float]], *, phrases: list[str]) -> list[Heard]:
+    with service("asr", logs, **ASR_DEV_ENV, **env) as asr:
+        heard = []
+        for utterance, (pcm, speech_end) in zip(utterances, audio, strict=True):
+            heard.append(recognise(asr.target, pcm, speech_end, phrases))
+            print(f"[{engine}] {utterance.text!r} -> {heard[-1].text!r}"
+                  f"{' ' + heard[-1].error if heard[-1].error else ''}", flush=True)
+    return heard
 
 
 def run(args: argparse.Namespace) -> tuple[list[MixResult], list[str]]:
@@ -273,12 +289,10 @@ def run(args: argparse.Namespace) -> tuple[list[MixResult], list[str]]:
                 notes.append(why)
                 continue
             phrases = list(bot.asr_phrases) if engine.endswith("+phrases") else []
-            with service("asr", logs, **ASR_DEV_ENV, **env) as asr:
-                heard = []
-                for utterance, (pcm, speech_end) in zip(utterances, audio, strict=True):
-                    heard.append(recognise(asr.target, pcm, speech_end, phrases))
-                    print(f"[{engine}] {utterance.text!r} -> {heard[-1].text!r}"
-                          f"{' ' + heard[-1].error if heard[-1].error else ''}", flush=True)
+            if engine == TEXT:
+                heard = [Heard(u.text) for u in utterances]
+            else:
+                heard = transcripts(engine, env, logs, utterances, audio, phrases=phrases)
             edits = sum(word_errors(u.text, h.text)[0] for u, h in zip(utterances, heard,
                                                                       strict=True))
             words = sum(word_errors(u.text, "")[1] for u in utterances)
@@ -317,8 +331,9 @@ def table(results: list[MixResult], n: int) -> str:
         latencies = [o.latency_ms for o in mix.outcomes if o.latency_ms is not None]
         lat = (f"{percentile(latencies, 0.5):.0f} / {percentile(latencies, 0.95):.0f}"
                if latencies else "-")
+        wer = "-" if mix.asr == TEXT else f"{mix.wer:.1%}"
         rows.append(
-            f"| {mix.asr} | {mix.llm} | {mix.wer:.1%} | {count['right']}/{n} | "
+            f"| {mix.asr} | {mix.llm} | {wer} | {count['right']}/{n} | "
             f"{count['honest']} | {count['wrong']} | {refused}/{len(off)} | {count['lost']} | "
             f"{lat} |")
     return "\n".join(rows)
@@ -337,7 +352,7 @@ def examples(results: list[MixResult], per_mix: int = 6) -> list[str]:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
-    parser.add_argument("--asr", default="pocketsphinx+phrases,pocketsphinx,whisper,vosk")
+    parser.add_argument("--asr", default="text,pocketsphinx+phrases,pocketsphinx,whisper,vosk")
     parser.add_argument("--llm", default="demo,smollm2",
                         help="demo, smollm2 (the packaged default), or a directory / hub id")
     parser.add_argument("--limit", type=int, default=0, help="the first N utterances only")
@@ -356,7 +371,8 @@ def main() -> int:
         f"(ASR_ENABLE_DEBUG=1, VOSK_SHOW_WORDS=1); replies from the LLM service with "
         f"core/bot.toml's system prompt and knowledge. Turn latency is service level, "
         f"not a SIP call: ASR final after the end of speech + LLM to the end of the first "
-        f"sentence + TTS to its first audio, in sequence.",
+        f"sentence + TTS to its first audio, in sequence. ASR `text`: no recogniser, the "
+        f"utterance's own words (the LLM alone; its latency has no ASR share).",
         "",
         table(results, n),
         "",
