@@ -37,10 +37,12 @@ def ai(tmp_path_factory: pytest.TempPathFactory) -> Iterator[AiServices]:
     logdir = tmp_path_factory.mktemp("ai-logs")
     cache = tmp_path_factory.mktemp("ai-llm-cache")
     build_demo_llm(cache)
-    # The dev stack's settings (process-compose.yaml): word timings and debug output on.
+    # The dev stack's settings (process-compose.yaml): word timings and debug output on;
+    # the demo LLM, whose replies are exact.
     with (service("asr", logdir, ASR_ENGINE="pocketsphinx", VOSK_SHOW_WORDS="1",
                   ASR_ENABLE_DEBUG="1") as asr,
-          service("llm", logdir, VOICE_CACHE_DIR=str(cache), LLM_ENABLE_DEBUG="1",
+          service("llm", logdir, VOICE_CACHE_DIR=str(cache), LLM_MODEL="demo",
+                  LLM_ENABLE_DEBUG="1",
                   DEVELOPMENT_MODE="1") as llm,
           service("tts", logdir, TTS_ENABLE_DEBUG="1") as tts):
         yield AiServices(asr, llm, tts, logdir, cache)

@@ -145,7 +145,8 @@ def main() -> int:
         build_demo_llm(logs / "llm-cache")
         nice = str(SERVICE_NICE)
         with (service("asr", logs, ASR_ENGINE="pocketsphinx", ASR_NICE=nice) as asr,
-              service("llm", logs, VOICE_CACHE_DIR=str(logs / "llm-cache"), LLM_NICE=nice) as llm,
+              service("llm", logs, VOICE_CACHE_DIR=str(logs / "llm-cache"), LLM_MODEL="demo",
+                      LLM_NICE=nice) as llm,
               service("tts", logs, TTS_NICE=nice) as tts,
               core(logs, asr.target, llm.target, tts.target, CORE_MAX_CALLS="200",
                    DEVELOPMENT_MODE="0", CORE_LOG_LEVEL="INFO") as running):

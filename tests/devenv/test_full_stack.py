@@ -43,7 +43,9 @@ def test_dev_start_call_status_stop(tmp_path):
     if taken := busy():
         pytest.skip(f"the dev stack's ports are taken: {taken}")
     env = base_env(RUNTIME_DIR=str(tmp_path / "rt"), VOICE_CACHE_DIR=str(tmp_path / "cache"),
-                   SKIP_SETUP="1", NO_COLOR="1", DEV_RUNNER="devstack")
+                   SKIP_SETUP="1", NO_COLOR="1", DEV_RUNNER="devstack",
+                   # The demo LLM: its replies to the scripted turns are exact (a goodbye).
+                   LLM_MODEL="demo")
     try:
         started = script("dev-start.sh", "--timeout", "300", env=env, timeout=420)
         assert started.returncode == 0, started.stdout + started.stderr

@@ -63,9 +63,10 @@ def start_server(tmp_path_factory: pytest.TempPathFactory, build: DemoBuild, nam
     port = free_port()
     target = f"127.0.0.1:{port}"
     log_path = tmp_path_factory.mktemp(f"llm-{name}") / "server.log"
-    # LLM_ENABLE_DEBUG=1: as the dev stack (process-compose.yaml) runs it; a test may override.
+    # LLM_ENABLE_DEBUG=1: as the dev stack (process-compose.yaml) runs it; the demo model
+    # (its replies are exact) unless a test names another; a test may override either.
     environment = base_env(LLM_PORT=str(port), VOICE_CACHE_DIR=str(build.cache_dir),
-                           **{"LLM_ENABLE_DEBUG": "1", **env})
+                           **{"LLM_ENABLE_DEBUG": "1", "LLM_MODEL": "demo", **env})
     with running(python_module("llm_service"), environment, log_path) as proc:
         wait_serving(target, proc, timeout=120, service=SERVICE)
         channel = grpc.insecure_channel(target)

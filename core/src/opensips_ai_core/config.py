@@ -135,6 +135,9 @@ class BotConfig(BaseModel):
         "You are Ava, the telephone front desk assistant of Example Bank. "
         "Answer in one or two short spoken sentences."
     )
+    # The facts the bot may state (hours, cards, policies, what it cannot do), one per
+    # line: rendered into the system prompt under a heading (llm_system_prompt).
+    knowledge: str = ""
     apology: str = "Sorry, I am having trouble right now. Please say that again."
     silence_prompt: str = "Are you still there?"
     timeout_goodbye: str = "Thank you for calling. Goodbye!"
@@ -188,6 +191,13 @@ class BotConfig(BaseModel):
                     c in uri for c in "<>\r\n \"'"):
                 raise ValueError(f"transfer target {name!r}: {uri!r} is not a SIP URI")
         return value
+
+    def llm_system_prompt(self) -> str:
+        """The system message the LLM gets: the instructions, then the knowledge, if any."""
+        facts = self.knowledge.strip()
+        if not facts:
+            return self.system_prompt
+        return f"{self.system_prompt.strip()}\n\nFacts:\n{facts}"
 
 
 class BotConfigError(ValueError):

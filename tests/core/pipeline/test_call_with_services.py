@@ -70,7 +70,7 @@ async def test_barge_in_cancels_a_reply_the_llm_is_still_writing(ai, tmp_path):
     # An LLM that writes until its token limit (512): the reply is still streaming when the
     # caller talks over it. The demo model is fast, so the barge-in comes right after the
     # first delta, as a caller's speech-start event would.
-    cm = service("llm", tmp_path, VOICE_CACHE_DIR=str(ai.llm_cache), LLM_IGNORE_EOS="1",
+    cm = service("llm", tmp_path, VOICE_CACHE_DIR=str(ai.llm_cache), LLM_MODEL="demo", LLM_IGNORE_EOS="1",
                  LLM_ENABLE_DEBUG="1", DEVELOPMENT_MODE="1")
     slow_llm = await asyncio.to_thread(cm.__enter__)
     try:

@@ -66,7 +66,7 @@ class Call:
         self._hangup = hangup
         self.state = CallState.NEW
         self._tasks = TaskSet(log, "call")
-        self.dialogue = History(bot.system_prompt, bot.max_history_turns)
+        self.dialogue = History(bot.llm_system_prompt(), bot.max_history_turns)
         self.generation = Generation(info.call_id, services.llm, services.tts, bot)
         self.replies = Replies(info.call_id, media, self.dialogue, self.generation, bot,
                                on_goodbye=self._goodbye, on_transfer=self._transfer_requested)

