@@ -358,14 +358,14 @@ def negotiate(
     if dtmf_pt is not None:
         answer_audio.rtpmap[dtmf_pt] = RtpMap(TELEPHONE_EVENT, 8000)
         answer_audio.fmtp[dtmf_pt] = audio.fmtp.get(dtmf_pt, "0-15")
-    media = [answer_audio if i == chosen_index else _rejected_copy(m)
-             for i, m in enumerate(offer.media)]
+    answer_media = [answer_audio if i == chosen_index else _rejected_copy(m)
+                    for i, m in enumerate(offer.media)]
     answer = SessionDescription(
         origin=Origin("opensips-ai", session_id if session_id is not None else int(time.time()),
                       session_version, "IN", _addr_type(local_ip), local_ip),
         session_name="opensips-ai-voice",
         connection=local_ip,
-        media=media,
+        media=answer_media,
     )
     negotiated = NegotiatedMedia(remote_ip, audio.port, codec.encoding.upper(), codec_pt,
                                  dtmf_pt, direction, ptime)

@@ -457,4 +457,5 @@ def _stop_resource_tracker() -> None:
     from multiprocessing import resource_tracker
 
     with contextlib.suppress(OSError, ChildProcessError, AttributeError):
-        resource_tracker._resource_tracker._stop()  # private: there is no public way
+        # Private (and so not in typeshed): there is no public way.
+        resource_tracker._resource_tracker._stop()  # type: ignore[attr-defined]

@@ -88,7 +88,7 @@ class _EventProtocol(asyncio.DatagramProtocol):
     def __init__(self, listener: EventListener) -> None:
         self.listener = listener
 
-    def datagram_received(self, data: bytes, addr: tuple) -> None:  # type: ignore[override]
+    def datagram_received(self, data: bytes, addr: tuple) -> None:
         self.listener._on_datagram(data)
 
 

@@ -103,7 +103,7 @@ class _UdpProtocol(asyncio.DatagramProtocol):
     def __init__(self, backend: DirectSipBackend) -> None:
         self.backend = backend
 
-    def datagram_received(self, data: bytes, addr: tuple) -> None:  # type: ignore[override]
+    def datagram_received(self, data: bytes, addr: tuple) -> None:
         self.backend._on_datagram(data, (addr[0], addr[1]))
 
     def error_received(self, exc: Exception) -> None:
@@ -773,7 +773,8 @@ class DirectSipBackend:
             ipaddress.ip_address(host)
             return host, port
         infos = await asyncio.get_running_loop().getaddrinfo(host, port, type=socket.SOCK_DGRAM)
-        return infos[0][4][0], port
+        # An AF_INET/AF_INET6 socket address begins with the host as a string.
+        return str(infos[0][4][0]), port
 
     def _transaction_key(self, request: SipMessage, method: str | None = None
                          ) -> tuple[str, str, str]:
