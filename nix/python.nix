@@ -53,7 +53,6 @@ let
     ];
     core = [
       ps.numpy
-      ps.soxr
       ps.prometheus-client
       ps.aiohttp
       ps.pydantic

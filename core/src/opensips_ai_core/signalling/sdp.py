@@ -120,9 +120,6 @@ class SessionDescription:
     def direction_for(self, media: MediaDescription) -> str:
         return media.direction or self.direction or "sendrecv"
 
-    def first_audio(self) -> MediaDescription | None:
-        return next((m for m in self.media if m.media == "audio"), None)
-
     def to_text(self) -> str:
         lines = ["v=0", self.origin.to_line(), f"s={self.session_name or '-'}"]
         lines += self.other_lines
@@ -412,8 +409,3 @@ def continue_session(previous: SessionDescription | None,
                      session_version=max(answer.origin.session_version,
                                          previous.origin.session_version + 1))
     return replace(answer, origin=origin)
-
-
-def with_version(sdp: SessionDescription, session_version: int) -> SessionDescription:
-    """A copy with a new o= version (a re-offer of the same session must bump it)."""
-    return replace(sdp, origin=replace(sdp.origin, session_version=session_version))
