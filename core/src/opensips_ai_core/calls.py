@@ -32,12 +32,8 @@ from opensips_ai_core.config import BotConfig, CoreSettings
 from opensips_ai_core.media.ports import RtpPortAllocator, RtpPortsExhaustedError
 from opensips_ai_core.media.session import RtpSession
 from opensips_ai_core.pipeline.conversation import Call, Services
-from opensips_ai_core.signalling.base import (
-    CallInfo,
-    SignallingBackend,
-    SignallingError,
-    TransferResult,
-)
+from opensips_ai_core.signalling.base import CallInfo, SignallingBackend, TransferResult
+from opensips_ai_core.signalling.errors import SignallingError
 from opensips_ai_core.signalling.sdp import (
     NegotiatedMedia,
     SessionDescription,

@@ -10,7 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from opensips_ai_core.signalling.base import CallInfo, SignallingError
+from opensips_ai_core.signalling.base import CallInfo
+from opensips_ai_core.signalling.errors import SignallingError
 from opensips_ai_core.signalling.sdp import (
     NegotiatedMedia,
     SessionDescription,

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from opensips_ai_core.signalling.base import SignallingError
+from opensips_ai_core.signalling.errors import SignallingError
 from opensips_ai_core.signalling.sdp import (
     SdpError,
     continue_session,

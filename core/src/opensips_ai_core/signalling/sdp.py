@@ -21,6 +21,8 @@ import re
 import time
 from dataclasses import dataclass, field, replace
 
+from opensips_ai_core.signalling.errors import SignallingError
+
 DIRECTIONS = ("sendrecv", "sendonly", "recvonly", "inactive")
 # What the answerer says for each offered direction (RFC 3264 section 6.1).
 ANSWER_DIRECTION = {
@@ -311,9 +313,6 @@ def negotiate(
     common codec. The first such audio m-line is accepted; any other m-line is
     declined with port 0, as RFC 3264 requires.
     """
-    # Imported here: base.py imports this module for SessionDescription.
-    from opensips_ai_core.signalling.base import SignallingError
-
     wanted = {name.upper() for name in supported}
     chosen_index: int | None = None
     for index, media in enumerate(offer.media):

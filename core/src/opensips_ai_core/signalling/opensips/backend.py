@@ -29,13 +29,9 @@ import logging
 from dataclasses import dataclass
 from typing import Any
 
-from opensips_ai_core.signalling.base import (
-    CallHandler,
-    CallInfo,
-    OutboundRequest,
-    SignallingError,
-    TransferResult,
-)
+from opensips_ai_core.signalling.base import CallHandler, CallInfo, OutboundRequest, TransferResult
+from opensips_ai_core.signalling.errors import SignallingError
+from opensips_ai_core.signalling.headers import header_uri, reason_for
 from opensips_ai_core.signalling.opensips import metrics
 from opensips_ai_core.signalling.opensips.control import OpenSipsCallControl, Progress
 from opensips_ai_core.signalling.opensips.events import EVENT_NAME, EventListener, UaSessionEvent
@@ -47,7 +43,6 @@ from opensips_ai_core.signalling.sdp import (
     continue_session,
     parse_sdp,
 )
-from opensips_ai_core.signalling.sip.message import header_uri, reason_for
 from opensips_ai_core.tasks import TaskSet
 
 log = logging.getLogger("signalling.opensips")

@@ -47,13 +47,10 @@ import re
 import socket
 from collections.abc import Callable, Iterable
 
-from opensips_ai_core.signalling.base import (
-    CallHandler,
-    CallInfo,
-    OutboundRequest,
-    SignallingError,
-    TransferResult,
-)
+from opensips_ai_core.signalling.base import CallHandler, CallInfo, OutboundRequest, TransferResult
+from opensips_ai_core.signalling.errors import SignallingError
+from opensips_ai_core.signalling.headers import header_uri, reason_for, tag_of
+from opensips_ai_core.signalling.refer import ReferSubscription, is_refer_notify
 from opensips_ai_core.signalling.sdp import (
     SdpError,
     SessionDescription,
@@ -65,14 +62,10 @@ from opensips_ai_core.signalling.sip.message import (
     MANDATORY_HEADERS,
     SipMessage,
     SipParseError,
-    header_uri,
     parse_message,
     parse_via,
-    reason_for,
-    tag_of,
     uri_host_port,
 )
-from opensips_ai_core.signalling.sip.refer import ReferSubscription, is_refer_notify
 from opensips_ai_core.signalling.sip.transactions import (
     Address,
     Dialog,
@@ -727,11 +720,11 @@ class DirectSipBackend:
     def _on_notify(self, dialog: Dialog, transaction: ServerTransaction) -> None:
         request = transaction.request
         subscription = self._refers.get(dialog.call_id)
-        if subscription is None or not is_refer_notify(request):
+        if subscription is None or not is_refer_notify(request.method, request.get("Event")):
             self._reply(transaction, 481, reason="Subscription Does Not Exist")
             return
         self._reply(transaction, 200)
-        subscription.on_notify(request)
+        subscription.on_sipfrag(request.body, request.get("Subscription-State") or "")
 
     async def _in_dialog_request(self, dialog: Dialog, method: str,
                                  extra: Iterable[tuple[str, str]] = (),
