@@ -32,17 +32,13 @@ from typing import Any
 from opensips_ai_core.signalling.base import CallHandler, CallInfo, OutboundRequest, TransferResult
 from opensips_ai_core.signalling.errors import SignallingError
 from opensips_ai_core.signalling.headers import header_uri, reason_for
+from opensips_ai_core.signalling.offer_answer import continue_session
 from opensips_ai_core.signalling.opensips import metrics
 from opensips_ai_core.signalling.opensips.control import OpenSipsCallControl, Progress
 from opensips_ai_core.signalling.opensips.events import EVENT_NAME, EventListener, UaSessionEvent
 from opensips_ai_core.signalling.opensips.liveness import OpenSipsRun
 from opensips_ai_core.signalling.opensips.mi import MiClient, MiError, MiTimeoutError
-from opensips_ai_core.signalling.sdp import (
-    SdpError,
-    SessionDescription,
-    continue_session,
-    parse_sdp,
-)
+from opensips_ai_core.signalling.sdp import SdpError, SessionDescription, parse_sdp
 from opensips_ai_core.tasks import TaskSet
 
 log = logging.getLogger("signalling.opensips")

@@ -50,13 +50,9 @@ from collections.abc import Callable, Iterable
 from opensips_ai_core.signalling.base import CallHandler, CallInfo, OutboundRequest, TransferResult
 from opensips_ai_core.signalling.errors import SignallingError
 from opensips_ai_core.signalling.headers import header_uri, reason_for, tag_of
+from opensips_ai_core.signalling.offer_answer import continue_session
 from opensips_ai_core.signalling.refer import ReferSubscription, is_refer_notify
-from opensips_ai_core.signalling.sdp import (
-    SdpError,
-    SessionDescription,
-    continue_session,
-    parse_sdp,
-)
+from opensips_ai_core.signalling.sdp import SdpError, SessionDescription, parse_sdp
 from opensips_ai_core.signalling.sip.auth import Credentials
 from opensips_ai_core.signalling.sip.message import (
     MANDATORY_HEADERS,
