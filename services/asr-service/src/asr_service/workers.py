@@ -1,3 +1,4 @@
+# Over 400 lines: the thread and process modes behind one interface, kept side by side.
 """Where engine calls run: threads in the service process, or a pool of worker processes.
 
 pocketsphinx's Python binding holds the GIL while it decodes, so threads run its

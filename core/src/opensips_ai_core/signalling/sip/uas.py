@@ -1,3 +1,4 @@
+# Over 400 lines: one UAS state machine (dialogs, transactions, timers) on one socket.
 """`DirectSipBackend`: a small SIP UAS over UDP inside the core (RFC 3261, 3264, 3581).
 
 Hand-written on asyncio's DatagramProtocol because no maintained asyncio SIP UAS
