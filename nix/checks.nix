@@ -14,8 +14,8 @@ let
   # pin). Under Nix the stubs come from nixpkgs' grpcio-tools (see python.nix), so the
   # comparison is not meaningful here; CI (./scripts/dev-test.sh) runs it.
   deselected = [
-    "tests/foundation/test_proto_stubs.py::test_committed_stubs_are_fresh"
-    "tests/foundation/test_proto_stubs.py::test_stale_stub_is_detected"
+    "tests/common/test_proto_stubs.py::test_committed_stubs_are_fresh"
+    "tests/common/test_proto_stubs.py::test_stale_stub_is_detected"
   ];
   # tests/nix reads the flake itself (nix-instantiate, run in CI); tests/devenv drives
   # the non-Nix workflow (scripts/dev-*.sh set up .venv from PyPI, which the sandbox

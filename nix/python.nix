@@ -56,7 +56,6 @@ let
     ];
     core = [
       ps.numpy
-      ps.soxr
       ps.prometheus-client
       ps.aiohttp
       ps.pydantic

@@ -13,6 +13,7 @@ let
       ".dev"
       ".pytest_cache"
       ".ruff_cache"
+      ".mypy_cache"
       "result"
     ]
     || lib.hasSuffix ".egg-info" base

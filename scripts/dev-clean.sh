@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Stop the development stack and remove what running it left: the runtime directory
-# (.dev: state, logs, sockets), Python caches (__pycache__, .pytest_cache, .ruff_cache).
+# (.dev: state, logs, sockets), Python caches (__pycache__, .pytest_cache, .ruff_cache,
+# .mypy_cache).
 # Never touches sources.
 #
 # Usage: scripts/dev-clean.sh [--all]
@@ -58,7 +59,8 @@ rm -rf -- "$RUNTIME_DIR"
 # checkout's .venv too when VENV names another: its libraries' byte-code is set-up's
 # work, and without it every start recompiles torch and transformers).
 find "$ROOT" -path "$VENV" -prune -o -path "$ROOT/.venv" -prune -o -path "$ROOT/.git" -prune \
-  -o -type d \( -name __pycache__ -o -name .pytest_cache -o -name .ruff_cache \) -print0 |
+  -o -type d \( -name __pycache__ -o -name .pytest_cache -o -name .ruff_cache \
+  -o -name .mypy_cache \) -print0 |
   xargs -0 rm -rf --
 
 if [ "$all" = 1 ]; then

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Run the test suite: set up .venv if needed, lint with ruff, then pytest. The whole
-# suite is the default (real models, real service processes, SIPp calls: minutes).
+# Run the test suite: set up .venv if needed, lint with ruff, type-check with mypy, then
+# pytest. The whole suite is the default (real models, real service processes, SIPp
+# calls: minutes).
 #
 # Usage: scripts/dev-test.sh [--fast] [pytest arguments...]
 #   --fast   only what needs no model and no service process (pytest -m "not slow and
@@ -8,7 +9,8 @@
 #   e.g. scripts/dev-test.sh tests/core/media -k rtp -x
 #        scripts/dev-test.sh --fast tests/core
 #
-# Environment: SKIP_LINT=1 skips ruff; SKIP_SETUP=1 skips the set-up check.
+# Environment: SKIP_LINT=1 skips ruff; SKIP_TYPECHECK=1 skips mypy (configured in
+# pyproject.toml); SKIP_SETUP=1 skips the set-up check.
 set -euo pipefail
 source "$(dirname "$0")/lib/common.sh"
 
@@ -24,6 +26,11 @@ cd "$ROOT"
 if [ "${SKIP_LINT:-0}" != 1 ]; then
   info "ruff check"
   "$VENV/bin/ruff" check .
+fi
+
+if [ "${SKIP_TYPECHECK:-0}" != 1 ]; then
+  info "mypy"
+  "$VENV/bin/mypy"
 fi
 
 info "pytest ${marks[*]} $*"

@@ -1,4 +1,5 @@
 #!/usr/bin/env python3
+# Over 400 lines: one self-contained benchmark script (start, time the saves, read logs).
 """The development loop under the warm parent: save -> SERVING per service, cold start to
 ready, and what the warm parent costs in memory; and where the time of a save goes, read
 from log timestamps (helpers shared with devenv.py and devstack_real.py).

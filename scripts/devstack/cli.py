@@ -1,3 +1,4 @@
+# Over 400 lines: one short function per runner command, and their one argument parser.
 """Command line of the runner: up, down, restart, status, wait, exec, logs, check, names.
 
 Paths: the stack file is -f/--file, else $DEV_STACK_FILE, else process-compose.yaml

@@ -30,8 +30,8 @@ def follow(files: dict[str, Path], *, lines: int = 20, keep_following: bool = Tr
     offsets: dict[str, int] = {}
     partial: dict[str, str] = {n: "" for n in files}
     for name, path in files.items():
-        text, offsets[name] = _tail(path, lines)
-        for line in text:
+        last_lines, offsets[name] = _tail(path, lines)
+        for line in last_lines:
             sys.stdout.write(f"{labels[name]}{line}\n")
     sys.stdout.flush()
     while keep_following:

@@ -26,7 +26,8 @@ async def run_exec(command: str, cwd: Path, env: Mapping[str, str], limit_s: flo
         with contextlib.suppress(ProcessLookupError):
             os.killpg(proc.pid, 9)
         await proc.wait()
-        if asyncio.current_task() is not None and asyncio.current_task().cancelling():
+        task = asyncio.current_task()
+        if task is not None and task.cancelling():
             raise
         return False, f"timed out after {limit_s:.0f} s"
     text = out.decode(errors="replace").strip().splitlines()

@@ -1,3 +1,4 @@
+# Over 400 lines: start, probe, restart and stop share every managed process's state.
 """Run a stack in the foreground: start in dependency order, probe, restart, stop cleanly.
 
 Each process runs as `bash -c COMMAND` in its own session (so its own process

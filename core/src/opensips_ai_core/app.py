@@ -11,6 +11,7 @@ CORE_GRACE_PERIOD_S.
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 
 from opensips_ai_core.calls import CallManager
 from opensips_ai_core.config import BotConfig, CoreSettings
@@ -50,10 +51,13 @@ class CoreApp:
     def __init__(self, settings: CoreSettings, bot: BotConfig) -> None:
         self.settings = settings
         self.bot = bot
-        self.services = Services(
-            AsrClient(settings.asr_target),
-            LlmClient(settings.llm_target, timeout_s=settings.llm_timeout_s),
-            TtsClient(settings.tts_target, timeout_s=settings.tts_timeout_s))
+        asr = AsrClient(settings.asr_target)
+        llm = LlmClient(settings.llm_target, timeout_s=settings.llm_timeout_s)
+        tts = TtsClient(settings.tts_target, timeout_s=settings.tts_timeout_s)
+        # The pipeline sees Protocols; the app keeps the gRPC clients for their channels.
+        self.clients: dict[str, AsrClient | LlmClient | TtsClient] = {
+            "asr": asr, "llm": llm, "tts": tts}
+        self.services = Services(asr, llm, tts)
         self.manager = CallManager(settings, bot, self.services,
                                    RtpPortAllocator(settings.rtp_port_min, settings.rtp_port_max))
         self.backend = make_backend(settings)
@@ -73,8 +77,11 @@ class CoreApp:
         self.http.add_check("drain", self._drain_check)
         self.http.on_drain(self.request_drain)
         if hasattr(self.backend, "options_refusal"):
-            self.backend.options_refusal = self.manager.drain_refusal  # type: ignore[attr-defined]
-        if hasattr(self.backend, "readiness"):
+            self.backend.options_refusal = self.manager.drain_refusal
+        # A backend that can lose its signalling path (OpenSIPS: unsubscribed) reports it.
+        self._readiness: Callable[[], tuple[bool, str]] | None = getattr(
+            self.backend, "readiness", None)
+        if self._readiness is not None:
             self.http.add_check("signalling", self._signalling_check)
         self._stop = asyncio.Event()
         self.stop_reason = ""
@@ -96,15 +103,15 @@ class CoreApp:
 
     def _signalling_check(self) -> str | None:
         """A backend that can lose its signalling path (OpenSIPS: unsubscribed) says so."""
-        ok, state = self.backend.readiness()  # type: ignore[attr-defined]
+        if self._readiness is None:
+            return None
+        ok, state = self._readiness()
         return None if ok else f"signalling {state}"
 
     def health_details(self) -> dict[str, object]:
         channels = {name: client.channel.get_state(try_to_connect=False).name
-                    for name, client in (("asr", self.services.asr), ("llm", self.services.llm),
-                                         ("tts", self.services.tts))}
-        readiness = getattr(self.backend, "readiness", None)
-        signalling_state = readiness()[1] if readiness else "ready"
+                    for name, client in self.clients.items()}
+        signalling_state = self._readiness()[1] if self._readiness else "ready"
         return {"signalling": self.backend.name, "signalling_state": signalling_state,
                 "calls": len(self.manager.calls), "capacity": self.manager.capacity(),
                 "draining": self.manager.drain_state() is not None, "services": channels}
@@ -143,6 +150,6 @@ class CoreApp:
         await self.manager.drain(self.settings.grace_period_s)
         await self.backend.stop()
         await self.http.stop()
-        for client in (self.services.asr, self.services.llm, self.services.tts):
+        for client in self.clients.values():
             await client.close()
         return 0

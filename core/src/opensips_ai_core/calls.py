@@ -32,18 +32,10 @@ from opensips_ai_core.config import BotConfig, CoreSettings
 from opensips_ai_core.media.ports import RtpPortAllocator, RtpPortsExhaustedError
 from opensips_ai_core.media.session import RtpSession
 from opensips_ai_core.pipeline.conversation import Call, Services
-from opensips_ai_core.signalling.base import (
-    CallInfo,
-    SignallingBackend,
-    SignallingError,
-    TransferResult,
-)
-from opensips_ai_core.signalling.sdp import (
-    NegotiatedMedia,
-    SessionDescription,
-    make_offer,
-    negotiate,
-)
+from opensips_ai_core.signalling.base import CallInfo, SignallingBackend, TransferResult
+from opensips_ai_core.signalling.errors import SignallingError
+from opensips_ai_core.signalling.offer_answer import NegotiatedMedia, make_offer, negotiate
+from opensips_ai_core.signalling.sdp import SessionDescription
 from voice_common import get_development_logger
 from voice_common.logs import call_id_var
 

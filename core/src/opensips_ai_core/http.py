@@ -132,9 +132,10 @@ class HttpServer:
         await self._runner.setup()
         site = web.TCPSite(self._runner, self.host, self.port)
         await site.start()
-        server = site._server
-        if server is not None and server.sockets:
-            self.port = server.sockets[0].getsockname()[1]
+        # The bound port, for port 0: the runner lists each socket's (host, port, ...).
+        addresses = self._runner.addresses
+        if addresses:
+            self.port = addresses[0][1]
         return self.port
 
     async def stop(self) -> None:

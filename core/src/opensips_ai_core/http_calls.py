@@ -21,7 +21,7 @@ from collections.abc import Awaitable, Callable
 from aiohttp import web
 
 from opensips_ai_core.outbound import OutboundCalls, OutboundRequestError
-from opensips_ai_core.signalling.base import SignallingError
+from opensips_ai_core.signalling.errors import SignallingError
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 

@@ -21,7 +21,8 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from opensips_ai_core import metrics
 from opensips_ai_core.config import BotConfig
-from opensips_ai_core.signalling.base import OutboundRequest, SignallingError
+from opensips_ai_core.signalling.base import OutboundRequest
+from opensips_ai_core.signalling.errors import SignallingError
 from voice_common import get_development_logger
 
 log = get_development_logger("core.outbound")

@@ -59,6 +59,6 @@ def test_a_request_during_warm_up_waits_for_the_answer(tmp_path: Path,
     # The port answered before the model was loaded, and the request was made then. The
     # channel's client-side health checking holds it until the service says SERVING; an
     # RPC that reaches the service anyway is refused UNAVAILABLE ("warming up") and asked
-    # again (tests/foundation/test_runtime.py shows that refusal deterministically).
+    # again (tests/common/test_runtime.py shows that refusal deterministically).
     assert seen == "NOT_SERVING"
     assert "refused while warming up" not in log or "asking again" in caplog.text, caplog.text

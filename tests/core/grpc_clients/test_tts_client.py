@@ -49,5 +49,5 @@ def test_a_sentence_sent_while_voices_load_is_spoken(tmp_path: Path,
     assert seen == "NOT_SERVING"
     # The channel's client-side health checking holds the RPC until SERVING; one that
     # reaches the service anyway is refused UNAVAILABLE ("warming up") and asked again
-    # (tests/foundation/test_runtime.py shows that refusal deterministically).
+    # (tests/common/test_runtime.py shows that refusal deterministically).
     assert "refused while warming up" not in log or "asking again" in caplog.text, caplog.text

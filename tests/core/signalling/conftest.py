@@ -1,4 +1,4 @@
-"""A recording CallHandler that answers with the real `sdp.negotiate`, and shared helpers."""
+"""A recording CallHandler that answers with the real `offer_answer.negotiate`, and shared helpers."""
 
 from __future__ import annotations
 
@@ -10,13 +10,10 @@ from pathlib import Path
 
 import pytest
 
-from opensips_ai_core.signalling.base import CallInfo, SignallingError
-from opensips_ai_core.signalling.sdp import (
-    NegotiatedMedia,
-    SessionDescription,
-    make_offer,
-    negotiate,
-)
+from opensips_ai_core.signalling.base import CallInfo
+from opensips_ai_core.signalling.errors import SignallingError
+from opensips_ai_core.signalling.offer_answer import NegotiatedMedia, make_offer, negotiate
+from opensips_ai_core.signalling.sdp import SessionDescription
 from tests.support.procs import LOOPBACK
 
 

@@ -15,7 +15,7 @@ from collections.abc import AsyncIterator
 
 import pytest
 
-from opensips_ai_core.signalling.base import SignallingError
+from opensips_ai_core.signalling.errors import SignallingError
 from opensips_ai_core.signalling.opensips import MiClient, MiError, MiTimeoutError, OpenSipsBackend
 from opensips_ai_core.signalling.opensips.liveness import OpenSipsRun
 from opensips_ai_core.signalling.sdp import parse_sdp

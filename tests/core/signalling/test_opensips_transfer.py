@@ -13,7 +13,8 @@ from collections.abc import AsyncIterator
 
 import pytest
 
-from opensips_ai_core.signalling.base import OutboundRequest, SignallingError
+from opensips_ai_core.signalling.base import OutboundRequest
+from opensips_ai_core.signalling.errors import SignallingError
 from opensips_ai_core.signalling.opensips import OpenSipsBackend
 from tests.core.signalling.conftest import RecordingHandler, eventually
 from tests.support.opensips_peer import SIPP_OFFER, OpenSipsPeer

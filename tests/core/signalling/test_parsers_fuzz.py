@@ -19,14 +19,14 @@ import os
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from opensips_ai_core.signalling.base import SignallingError
-from opensips_ai_core.signalling.sdp import SdpError, negotiate, parse_sdp
+from opensips_ai_core.signalling.errors import SignallingError
+from opensips_ai_core.signalling.headers import header_uri, tag_of
+from opensips_ai_core.signalling.offer_answer import negotiate
+from opensips_ai_core.signalling.sdp import SdpError, parse_sdp
 from opensips_ai_core.signalling.sip.message import (
     SipParseError,
-    header_uri,
     parse_message,
     parse_via,
-    tag_of,
     uri_host_port,
 )
 

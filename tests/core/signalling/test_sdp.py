@@ -4,14 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from opensips_ai_core.signalling.base import SignallingError
-from opensips_ai_core.signalling.sdp import (
-    SdpError,
-    continue_session,
-    make_offer,
-    negotiate,
-    parse_sdp,
-)
+from opensips_ai_core.signalling.errors import SignallingError
+from opensips_ai_core.signalling.offer_answer import continue_session, make_offer, negotiate
+from opensips_ai_core.signalling.sdp import SdpError, parse_sdp
 
 # The offer in docs/opensips.md's events (SIPp through OpenSIPS 3.6.8).
 OPENSIPS_OFFER = (

@@ -15,7 +15,8 @@ from pathlib import Path
 
 import pytest
 
-from opensips_ai_core.signalling.base import OutboundRequest, SignallingError
+from opensips_ai_core.signalling.base import OutboundRequest
+from opensips_ai_core.signalling.errors import SignallingError
 from opensips_ai_core.signalling.sip import DirectSipBackend
 from opensips_ai_core.signalling.sip.auth import Credentials
 from opensips_ai_core.signalling.sip.transactions import SipTimers

@@ -8,9 +8,9 @@ from collections.abc import AsyncIterator
 
 import pytest
 
+from opensips_ai_core.signalling.headers import tag_of
 from opensips_ai_core.signalling.sdp import parse_sdp
 from opensips_ai_core.signalling.sip import DirectSipBackend, SipTimers
-from opensips_ai_core.signalling.sip.message import tag_of
 from tests.core.signalling.conftest import RecordingHandler, eventually
 from tests.core.signalling.sip_peer import OFFER, RawSipPeer
 from tests.support.procs import LOOPBACK

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from opensips_ai_core.signalling.base import SignallingError
+from opensips_ai_core.signalling.errors import SignallingError
 from opensips_ai_core.signalling.sip import DirectSipBackend
 from tests.core.signalling.conftest import SIPP_DIR, RecordingHandler, eventually
 from tests.support.procs import LOOPBACK, Proc, base_env, free_port

@@ -15,8 +15,9 @@ from pathlib import Path
 
 import pytest
 
+from opensips_ai_core.signalling.headers import tag_of
 from opensips_ai_core.signalling.sip import DirectSipBackend
-from opensips_ai_core.signalling.sip.message import SipMessage, tag_of
+from opensips_ai_core.signalling.sip.message import SipMessage
 from tests.core.signalling.conftest import SIPP_DIR, RecordingHandler, eventually
 from tests.core.signalling.sip_peer import OFFER, RawSipPeer
 from tests.support.procs import LOOPBACK, Proc, base_env, free_port

@@ -23,8 +23,8 @@ import asyncio
 import ipaddress
 import json
 import logging
-from collections.abc import AsyncIterator, Callable
-from typing import TypeVar
+from collections.abc import AsyncGenerator, Callable
+from typing import Any, TypeVar
 
 import grpc
 
@@ -133,8 +133,9 @@ RETRY_BACKOFF_MAX_S = 1.0
 
 
 async def stream_until_deadline(
-    start: Callable[[float], grpc.aio.UnaryStreamCall], timeout_s: float, what: str,
-) -> AsyncIterator[Response]:
+    start: Callable[[float], grpc.aio.UnaryStreamCall[Any, Response]], timeout_s: float,
+    what: str,
+) -> AsyncGenerator[Response, None]:
     """The responses of the server-streaming call `start(timeout)` opens. A service that
     answers UNAVAILABLE before its first response (warming up after a restart, voices
     still loading) is asked again with backoff until `timeout_s` has passed in all:

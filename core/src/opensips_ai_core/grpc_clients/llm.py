@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncGenerator, AsyncIterator, Sequence
 from dataclasses import dataclass
 
 from opensips_ai_core.grpc_clients.channel import open_channel, stream_until_deadline
@@ -52,7 +52,8 @@ class LlmClient:
                                             temperature=temperature),
             call_id=call_id,
         )
-        calls = stream_until_deadline(
+        # The generated stubs are untyped: name the response type here.
+        calls: AsyncGenerator[llm_pb2.GenerateResponse, None] = stream_until_deadline(
             lambda timeout: self.stub.Generate(request, wait_for_ready=True, timeout=timeout),
             self.timeout_s, "LLM")
         try:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator
 
 from opensips_ai_core.grpc_clients.channel import open_channel, stream_until_deadline
 from voice_common import get_development_logger
@@ -24,7 +24,8 @@ class TtsClient:
         """Yield PCM16 audio at `sample_rate`. Closing the generator cancels the RPC."""
         request = tts_pb2.SynthesizeRequest(text=text, voice=voice, sample_rate_hz=sample_rate,
                                             call_id=call_id)
-        calls = stream_until_deadline(
+        # The generated stubs are untyped: name the response type here.
+        calls: AsyncGenerator[tts_pb2.AudioChunk, None] = stream_until_deadline(
             lambda timeout: self.stub.Synthesize(request, wait_for_ready=True,
                                                  timeout=timeout),
             self.timeout_s, "TTS")

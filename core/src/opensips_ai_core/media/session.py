@@ -65,7 +65,7 @@ class _Protocol(asyncio.DatagramProtocol):
     def __init__(self, session: RtpSession) -> None:
         self._session = session
 
-    def datagram_received(self, data: bytes, addr: tuple) -> None:  # type: ignore[type-arg]
+    def datagram_received(self, data: bytes, addr: tuple) -> None:
         try:
             self._session._on_datagram(data, (addr[0], addr[1]))
         except Exception:  # never let a peer's packet kill the endpoint (nor flood the log)

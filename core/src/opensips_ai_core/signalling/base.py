@@ -2,7 +2,7 @@
 
 A backend (OpenSIPS B2B via MI/events, or the direct SIP UAS) turns SIP into
 three calls on a `CallHandler` and offers `hangup`. Everything after the SDP
-answer is shared by both backends.
+answer is shared by both backends. A refusal is a `SignallingError` (errors.py).
 """
 
 from __future__ import annotations
@@ -11,19 +11,6 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from opensips_ai_core.signalling.sdp import SessionDescription
-
-
-class SignallingError(Exception):
-    """A call is refused with a SIP status (e.g. 488 no common codec, 503 at capacity).
-
-    `retry_after` (seconds) becomes a Retry-After header where the backend can send one.
-    """
-
-    def __init__(self, code: int, reason: str, *, retry_after: int | None = None) -> None:
-        super().__init__(f"{code} {reason}")
-        self.code = code
-        self.reason = reason
-        self.retry_after = retry_after
 
 
 @dataclass(frozen=True)

@@ -1,3 +1,4 @@
+# Over 400 lines: the thread and process modes behind one interface, kept side by side.
 """Where engine calls run: threads in the service process, or a pool of worker processes.
 
 pocketsphinx's Python binding holds the GIL while it decodes, so threads run its
@@ -457,4 +458,5 @@ def _stop_resource_tracker() -> None:
     from multiprocessing import resource_tracker
 
     with contextlib.suppress(OSError, ChildProcessError, AttributeError):
-        resource_tracker._resource_tracker._stop()  # private: there is no public way
+        # Private (and so not in typeshed): there is no public way.
+        resource_tracker._resource_tracker._stop()  # type: ignore[attr-defined]

@@ -23,7 +23,9 @@ def check(target: str, service: str = "", timeout: float = 3.0) -> tuple[int, st
     with grpc.insecure_channel(target) as channel:
         stub = health_pb2_grpc.HealthStub(channel)
         try:
-            reply = stub.Check(health_pb2.HealthCheckRequest(service=service), timeout=timeout)
+            # types-grpcio-health-checking declares HealthStub without its methods.
+            reply = stub.Check(  # type: ignore[attr-defined]
+                health_pb2.HealthCheckRequest(service=service), timeout=timeout)
         except grpc.RpcError as err:
             code = err.code()
             if code == grpc.StatusCode.NOT_FOUND:

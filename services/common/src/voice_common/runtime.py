@@ -28,7 +28,7 @@ import sys
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
@@ -86,7 +86,9 @@ class HealthHttpServer:
     async def status(self) -> int:
         # The servicer's own Check: what a gRPC probe would be told (the runtime sets ""
         # before anything serves, so the NOT_FOUND branch that needs a context never runs).
-        reply = await self.health.Check(health_pb2.HealthCheckRequest(service=""), None)
+        reply = await self.health.Check(
+            health_pb2.HealthCheckRequest(service=""),
+            None)  # type: ignore[arg-type]  # no context: see above
         return reply.status
 
     async def _handle(self, request: web.Request) -> web.Response:
@@ -145,9 +147,10 @@ class WarmUpGate(grpc.aio.ServerInterceptor):
 
     async def intercept_service(
         self,
-        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler]],
+        continuation: Callable[[grpc.HandlerCallDetails],
+                               Awaitable[grpc.RpcMethodHandler[Any, Any] | None]],
         details: grpc.HandlerCallDetails,
-    ) -> grpc.RpcMethodHandler:
+    ) -> grpc.RpcMethodHandler[Any, Any] | None:
         handler = await continuation(details)
         if self.is_open or handler is None or details.method.startswith(HEALTH_METHOD_PREFIX):
             return handler

@@ -1,3 +1,4 @@
+# Over 400 lines: one B2B session state machine; transfers and outbound calls are in control.py.
 """`OpenSipsBackend`: calls through OpenSIPS 3.6 `b2b_entities` (the upstream connector's way).
 
 OpenSIPS terminates SIP and raises E_UA_SESSION events (NEW, UPDATED, TERMINATED)
@@ -29,25 +30,16 @@ import logging
 from dataclasses import dataclass
 from typing import Any
 
-from opensips_ai_core.signalling.base import (
-    CallHandler,
-    CallInfo,
-    OutboundRequest,
-    SignallingError,
-    TransferResult,
-)
+from opensips_ai_core.signalling.base import CallHandler, CallInfo, OutboundRequest, TransferResult
+from opensips_ai_core.signalling.errors import SignallingError
+from opensips_ai_core.signalling.headers import header_uri, reason_for
+from opensips_ai_core.signalling.offer_answer import continue_session
 from opensips_ai_core.signalling.opensips import metrics
 from opensips_ai_core.signalling.opensips.control import OpenSipsCallControl, Progress
 from opensips_ai_core.signalling.opensips.events import EVENT_NAME, EventListener, UaSessionEvent
 from opensips_ai_core.signalling.opensips.liveness import OpenSipsRun
 from opensips_ai_core.signalling.opensips.mi import MiClient, MiError, MiTimeoutError
-from opensips_ai_core.signalling.sdp import (
-    SdpError,
-    SessionDescription,
-    continue_session,
-    parse_sdp,
-)
-from opensips_ai_core.signalling.sip.message import header_uri, reason_for
+from opensips_ai_core.signalling.sdp import SdpError, SessionDescription, parse_sdp
 from opensips_ai_core.tasks import TaskSet
 
 log = logging.getLogger("signalling.opensips")

@@ -28,17 +28,13 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-from opensips_ai_core.signalling.base import (
-    CallInfo,
-    OutboundRequest,
-    SignallingError,
-    TransferResult,
-)
+from opensips_ai_core.signalling.base import CallInfo, OutboundRequest, TransferResult
+from opensips_ai_core.signalling.errors import SignallingError
+from opensips_ai_core.signalling.headers import reason_for
 from opensips_ai_core.signalling.opensips.events import UaSessionEvent
 from opensips_ai_core.signalling.opensips.mi import MiError
+from opensips_ai_core.signalling.refer import ReferSubscription
 from opensips_ai_core.signalling.sdp import SdpError, parse_sdp
-from opensips_ai_core.signalling.sip.message import reason_for
-from opensips_ai_core.signalling.sip.refer import ReferSubscription
 
 if TYPE_CHECKING:
     from opensips_ai_core.signalling.opensips.backend import OpenSipsBackend

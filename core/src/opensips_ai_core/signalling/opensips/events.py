@@ -15,6 +15,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from opensips_ai_core.signalling.headers import canonical_name
+
 log = logging.getLogger("signalling.opensips.events")
 
 EVENT_NAME = "E_UA_SESSION"
@@ -37,8 +39,6 @@ class UaSessionEvent:
 
     def header(self, name: str) -> str | None:
         """The first header with this name (case-insensitive, compact forms understood)."""
-        from opensips_ai_core.signalling.sip.message import canonical_name
-
         wanted = canonical_name(name).lower()
         for line in self.headers.replace("\r\n", "\n").split("\n"):
             header, colon, value = line.partition(":")
@@ -88,7 +88,7 @@ class _EventProtocol(asyncio.DatagramProtocol):
     def __init__(self, listener: EventListener) -> None:
         self.listener = listener
 
-    def datagram_received(self, data: bytes, addr: tuple) -> None:  # type: ignore[override]
+    def datagram_received(self, data: bytes, addr: tuple) -> None:
         self.listener._on_datagram(data)
 
 

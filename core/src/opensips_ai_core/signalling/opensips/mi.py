@@ -40,7 +40,7 @@ class _MiProtocol(asyncio.DatagramProtocol):
     def __init__(self, client: MiClient) -> None:
         self.client = client
 
-    def datagram_received(self, data: bytes, addr: tuple) -> None:  # type: ignore[override]
+    def datagram_received(self, data: bytes, addr: tuple) -> None:
         self.client._on_reply(data)
 
     def error_received(self, exc: Exception) -> None:

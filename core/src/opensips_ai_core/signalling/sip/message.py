@@ -21,38 +21,17 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 
+from opensips_ai_core.signalling.headers import canonical_name
+
 MAX_MESSAGE_SIZE = 32 * 1024
 SIP_VERSION = "SIP/2.0"
 MANDATORY_HEADERS = ("Via", "From", "To", "Call-ID", "CSeq")
 
-COMPACT_FORMS = {
-    "i": "Call-ID", "m": "Contact", "e": "Content-Encoding", "l": "Content-Length",
-    "c": "Content-Type", "f": "From", "s": "Subject", "k": "Supported", "t": "To",
-    "v": "Via", "o": "Event", "r": "Refer-To", "u": "Allow-Events", "a": "Accept-Contact",
-}
-# Canonical spelling of the headers we read or write; others keep their received spelling.
-CANONICAL = {name.lower(): name for name in (
-    "Call-ID", "Contact", "Content-Encoding", "Content-Length", "Content-Type", "From",
-    "Subject", "Supported", "To", "Via", "CSeq", "Max-Forwards", "Route", "Record-Route",
-    "Allow", "Accept", "User-Agent", "Server", "Require", "Unsupported", "Event",
-    "Refer-To", "Allow-Events", "Accept-Contact", "Reason", "Warning", "Retry-After",
-)}
 # Headers whose comma-separated values are separate entries (RFC 3261 7.3.1).
 MULTI_VALUE = {"Via", "Route", "Record-Route", "Contact"}
 TOKEN = re.compile(r"^[A-Za-z0-9\-.!%*_+`'~]+$")
 _VERSION = re.compile(r"SIP/[0-9]{1,3}\.[0-9]{1,3}", re.IGNORECASE)  # RFC 3261 7.1
 _DECIMAL = re.compile(r"[0-9]{1,10}")
-
-REASONS = {
-    100: "Trying", 180: "Ringing", 200: "OK", 400: "Bad Request", 404: "Not Found",
-    405: "Method Not Allowed", 408: "Request Timeout", 415: "Unsupported Media Type",
-    420: "Bad Extension", 480: "Temporarily Unavailable",
-    481: "Call/Transaction Does Not Exist", 486: "Busy Here", 487: "Request Terminated",
-    488: "Not Acceptable Here", 491: "Request Pending", 500: "Server Internal Error",
-    501: "Not Implemented", 503: "Service Unavailable", 505: "Version Not Supported",
-    513: "Message Too Large",
-    603: "Decline",
-}
 
 
 class SipParseError(ValueError):
@@ -115,13 +94,6 @@ class SipMessage:
         lines += [f"{k}: {v}" for k, v in self.headers if k.lower() != "content-length"]
         lines.append(f"Content-Length: {len(self.body)}")
         return ("\r\n".join(lines) + "\r\n\r\n").encode() + self.body
-
-
-def canonical_name(name: str) -> str:
-    name = name.strip()
-    if len(name) == 1:
-        name = COMPACT_FORMS.get(name.lower(), name)
-    return CANONICAL.get(name.lower(), name)
 
 
 def split_values(value: str) -> list[str]:
@@ -286,34 +258,6 @@ def _try_partial(data: bytes) -> SipMessage | None:
         return None
 
 
-# ---- header parameter helpers -------------------------------------------------------------
-
-def header_params(value: str) -> dict[str, str]:
-    """Parameters after the URI/value: ';tag=x;lr' → {'tag': 'x', 'lr': ''} (outside <>)."""
-    end = value.rfind(">")
-    tail = value[end + 1:] if end >= 0 else value.split(";", 1)[1] if ";" in value else ""
-    params: dict[str, str] = {}
-    for raw in tail.split(";"):
-        piece = raw.strip()
-        if piece:
-            key, _, val = piece.partition("=")
-            params[key.strip().lower()] = val.strip()
-    return params
-
-
-def header_uri(value: str) -> str:
-    """The URI of a name-addr or addr-spec: '"A" <sip:a@h>;tag=1' → 'sip:a@h'."""
-    start = value.find("<")
-    if start >= 0:
-        end = value.find(">", start)
-        return value[start + 1:end if end > 0 else None].strip()
-    return value.split(";", 1)[0].strip()
-
-
-def tag_of(value: str | None) -> str | None:
-    return header_params(value).get("tag") if value else None
-
-
 @dataclass
 class Via:
     transport: str
@@ -363,7 +307,3 @@ def uri_host_port(uri: str) -> tuple[str, int]:
     hostport = rest.rsplit("@", 1)[-1]
     host, port = split_host_port(hostport)
     return host, port or 5060
-
-
-def reason_for(code: int) -> str:
-    return REASONS.get(code, "Unknown")

@@ -25,7 +25,9 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-from opensips_ai_core.signalling.base import CallInfo, OutboundRequest, SignallingError
+from opensips_ai_core.signalling.base import CallInfo, OutboundRequest
+from opensips_ai_core.signalling.errors import SignallingError
+from opensips_ai_core.signalling.headers import header_uri, reason_for, tag_of
 from opensips_ai_core.signalling.sdp import SdpError, SessionDescription, parse_sdp
 from opensips_ai_core.signalling.sip.auth import (
     Credentials,
@@ -33,13 +35,7 @@ from opensips_ai_core.signalling.sip.auth import (
     authorization,
     parse_challenge,
 )
-from opensips_ai_core.signalling.sip.message import (
-    SipMessage,
-    header_uri,
-    reason_for,
-    tag_of,
-    uri_host_port,
-)
+from opensips_ai_core.signalling.sip.message import SipMessage, uri_host_port
 from opensips_ai_core.signalling.sip.transactions import (
     Address,
     Dialog,

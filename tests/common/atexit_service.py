@@ -5,7 +5,7 @@ writes ATEXIT_MARKER: the marker exists only when the interpreter's teardown ran
 STUBBORN_CHILD=1 it also starts a multiprocessing child that ignores SIGTERM and that
 nothing joins (a worker a service forgot), printing `stubborn child pid N` and, once
 it ignores SIGTERM, `stubborn child ready`.
-Run: python -m voice_common.launch --prefix ECHO tests.foundation.atexit_service
+Run: python -m voice_common.launch --prefix ECHO tests.common.atexit_service
 """
 
 from __future__ import annotations

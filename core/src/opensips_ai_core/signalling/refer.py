@@ -1,9 +1,11 @@
-"""Blind transfer by REFER (RFC 3515) from inside the UAS's dialog: the subscription side.
+"""Blind transfer by REFER (RFC 3515) from inside the bot's dialog: the subscription side.
 
 A REFER creates an implicit subscription to the `refer` event: the transferee sends
 NOTIFYs whose `message/sipfrag` body is the status line of the new call it placed
 ("SIP/2.0 100 Trying", then "SIP/2.0 200 OK" or a failure). `ReferSubscription`
 follows those NOTIFYs; the backend answers each with 200 and waits for the final one.
+Both backends use it: the direct-SIP UAS with its own NOTIFYs, the OpenSIPS backend
+with the NOTIFYs that ua_session events carry.
 """
 
 from __future__ import annotations
@@ -11,7 +13,7 @@ from __future__ import annotations
 import asyncio
 import re
 
-from opensips_ai_core.signalling.sip.message import SipMessage, header_params
+from opensips_ai_core.signalling.headers import header_params
 
 _SIPFRAG_STATUS = re.compile(r"^\s*SIP/2\.0\s+([1-6][0-9]{2})\b(.*)$", re.MULTILINE)
 
@@ -24,10 +26,10 @@ def sipfrag_status(body: bytes) -> tuple[int, str] | None:
     return int(match.group(1)), match.group(2).strip()
 
 
-def is_refer_notify(request: SipMessage) -> bool:
+def is_refer_notify(method: str | None, event: str | None) -> bool:
     """A NOTIFY of the refer event package (Event: refer, optionally ;id=CSeq)."""
-    event = (request.get("Event") or "").split(";")[0].strip().lower()
-    return request.method == "NOTIFY" and event == "refer"
+    package = (event or "").split(";")[0].strip().lower()
+    return method == "NOTIFY" and package == "refer"
 
 
 class ReferSubscription:
@@ -37,10 +39,6 @@ class ReferSubscription:
         self.final: asyncio.Future[tuple[int, str]] = \
             asyncio.get_running_loop().create_future()
         self.progress: list[int] = []   # every sipfrag status seen, in order
-
-    def on_notify(self, request: SipMessage) -> None:
-        """Take one NOTIFY (already answered 200)."""
-        self.on_sipfrag(request.body, request.get("Subscription-State") or "")
 
     def on_sipfrag(self, body: bytes, subscription_state: str) -> None:
         """A NOTIFY's sipfrag and Subscription-State. A final status or a terminated

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.foundation.test_runtime import ECHO, _open_stream, echo_env
+from tests.common.test_runtime import ECHO, _open_stream, echo_env
 from tests.support.procs import (
     base_env,
     free_port,
@@ -27,7 +27,7 @@ from tests.support.procs import (
 from voiceai.asr.v1 import asr_pb2
 
 ATEXIT_SERVICE = python_module("voice_common.launch", "--prefix", "ECHO",
-                               "tests.foundation.atexit_service")
+                               "tests.common.atexit_service")
 
 
 def http(url: str, method: str = "GET") -> tuple[int, str] | None:
