@@ -96,6 +96,10 @@ class RtpPacer:
         self._closed = False
         self._send_error_logged = False
 
+        # The call's recording (recording/audio.py): each audio frame sent, with its RTP
+        # timestamp and SSRC. On the clock thread: it must only append.
+        self.tap: Callable[[int, int, PcmArray], None] | None = None
+
         self.packets_sent = 0
         self.bytes_sent = 0
         self.resyncs = 0
@@ -268,6 +272,8 @@ class RtpPacer:
             self.sequence_number = seq_add(self.sequence_number, 1)
             self.packets_sent += 1
             self.bytes_sent += len(packet)
+            if pcm is not None and self.tap is not None:
+                self.tap(self.timestamp, self.ssrc, pcm)
             if pcm is not None and not self._talkspurt_announced:
                 self._talkspurt_announced = True
                 self._to_loop(self._fire_talkspurt_start)
