@@ -16,7 +16,8 @@ from tenacity import (
     AsyncRetrying,
     retry_if_exception_type,
     stop_after_attempt,
-    wait_exponential_jitter,
+    wait_exponential,
+    wait_random,
 )
 
 
@@ -36,14 +37,15 @@ async def post_json(url: str, payload: dict[str, Any], *, attempts: int, timeout
     timeout = aiohttp.ClientTimeout(total=timeout_s)
     retrying = AsyncRetrying(
         stop=stop_after_attempt(attempts),
-        wait=wait_exponential_jitter(initial=backoff_s, max=max_backoff_s, jitter=backoff_s),
+        wait=wait_exponential(multiplier=backoff_s, max=max_backoff_s) + wait_random(0, backoff_s),
         retry=retry_if_exception_type(_RetryableError), reraise=True)
     async with aiohttp.ClientSession(timeout=timeout) as session:
+        # An attempt that failed with a retryable error is swallowed by `with attempt`
+        # and tried again; the last one's error is raised (reraise).
         async for attempt in retrying:
             with attempt:
                 await _post_once(session, url, body)
-            return attempt.retry_state.attempt_number
-    raise WebhookError("no attempt made")  # not reached: AsyncRetrying tries at least once
+    return int(retrying.statistics.get("attempt_number", 1))
 
 
 async def _post_once(session: aiohttp.ClientSession, url: str, body: bytes) -> None:
