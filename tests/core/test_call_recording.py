@@ -129,6 +129,7 @@ async def webhook(answer: Callable[[int], int | None]) -> AsyncIterator[Webhook]
     try:
         yield Webhook(f"http://{LOOPBACK}:{port}/calls-ended", bodies, answers)
     finally:
+        never.set()  # the handlers still waiting answer now: the server stops at once
         await runner.cleanup()
 
 

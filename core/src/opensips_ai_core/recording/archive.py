@@ -112,7 +112,7 @@ class CallArchive:
                                       backoff_s=settings.webhook_backoff_s)
         except WebhookError as err:
             self._failed("webhook", f"post-call webhook {url} for {transcript['call_id']} "
-                         f"failed after {settings.webhook_attempts} attempt(s): {err}")
+                         f"failed: {err}")
         else:
             self._worked("webhook")
             log.debug("Post-call webhook delivered %s (attempt %d)", transcript["call_id"],

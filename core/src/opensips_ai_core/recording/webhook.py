@@ -42,9 +42,13 @@ async def post_json(url: str, payload: dict[str, Any], *, attempts: int, timeout
     async with aiohttp.ClientSession(timeout=timeout) as session:
         # An attempt that failed with a retryable error is swallowed by `with attempt`
         # and tried again; the last one's error is raised (reraise).
-        async for attempt in retrying:
-            with attempt:
-                await _post_once(session, url, body)
+        try:
+            async for attempt in retrying:
+                with attempt:
+                    await _post_once(session, url, body)
+        except WebhookError as err:
+            tried = retrying.statistics.get("attempt_number", 1)
+            raise WebhookError(f"{err} (attempt {tried} of {attempts})") from None
     return int(retrying.statistics.get("attempt_number", 1))
 
 
