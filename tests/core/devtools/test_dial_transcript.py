@@ -49,9 +49,9 @@ def test_dev_call_prints_the_cores_transcript_and_the_call_is_recorded(
         out = result.stdout
         assert result.returncode == 0, out + result.stderr
         call_id = re.search(r"Call-ID (\S+)\)", out).group(1)
-        wait_until(lambda: (recordings / f"{call_id}.json").exists(), 30, 0.1,
+        wait_until((recordings / f"{call_id}.json").exists, 30, 0.1,
                    "the transcript file")
-        wait_until(lambda: (recordings / f"{call_id}.wav").exists(), 30, 0.1, "the WAV file")
+        wait_until((recordings / f"{call_id}.wav").exists, 30, 0.1, "the WAV file")
 
     transcript = json.loads((recordings / f"{call_id}.json").read_text())
     greeting, reply = transcript["turns"][:2]
