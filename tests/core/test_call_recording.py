@@ -4,7 +4,7 @@ The call manager runs behind the direct SIP UAS on 127.0.0.1; the caller is the
 project's test phone (devtools.sip_uac + softphone.RtpPeer). The AI services are the
 in-process fakes of tests/core/pipeline/fakes.py, with a TTS that speaks a tone, so
 that each channel of the WAV can be matched sample for sample against what went over
-the wire. The same with the real services: tests/e2e/test_recording.py.
+the wire. With the real services: tests/core/devtools/test_dial_transcript.py.
 """
 
 from __future__ import annotations

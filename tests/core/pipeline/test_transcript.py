@@ -1,9 +1,9 @@
 """The call's transcript (pipeline/transcript.py) on the fakes: what was heard, what the
 bot said, cut-offs, DTMF, prepared replies, latency and how the call ended.
 
-`on_first_packet()` is called where the pacer would (the fakes send no RTP). The same
-transcript of a real call over SIP/RTP with the real services is checked in
-tests/e2e/test_recording.py.
+`on_first_packet()` is called where the pacer would (the fakes send no RTP). The
+transcript of calls over real SIP/RTP is checked in tests/core/test_call_recording.py,
+with the real services in tests/core/devtools/test_dial_transcript.py.
 """
 
 from __future__ import annotations
