@@ -315,3 +315,48 @@ async def test_a_webhook_that_refuses_is_not_retried(tmp_path: Path) -> None:
                                              "turns": []}
     finally:
         await anext(refusing, None)
+
+
+def files_in(directory: Path) -> list[str]:
+    return sorted(p.name for p in directory.iterdir())
+
+
+@pytest.fixture
+def full_disk(tmp_path: Path):
+    """A 64 KiB tmpfs (mounting needs root: skipped elsewhere), unmounted afterwards."""
+    import shutil as _shutil
+    import subprocess
+
+    mount = tmp_path / "small-disk"
+    mount.mkdir()
+    if _shutil.which("mount") is None:
+        pytest.skip("no mount(8)")
+    done = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64k", "tmpfs", str(mount)],
+                          capture_output=True, text=True, timeout=10, check=False)
+    if done.returncode != 0:
+        pytest.skip(f"cannot mount a small tmpfs here: {done.stderr.strip()}")
+    try:
+        yield mount
+    finally:
+        subprocess.run(["umount", "-l", str(mount)], capture_output=True, timeout=10,
+                       check=False)
+
+
+async def test_a_full_disk_leaves_no_partial_file_and_the_transcript_still_fits(
+        full_disk: Path) -> None:
+    import time as _time
+
+    archive = CallArchive(settings_for(full_disk))
+    bot = BotConfig(record_audio=True, save_transcript=True)
+    recorder = archive.recorder(bot, _time.perf_counter())
+    for n in range(500):  # 10 s of the caller: a 320 KB WAV, five times the disk
+        recorder.caller.frames.append((recorder.t0 + 0.02 * n, 160 * n, 1, tone(0.02, 440.0)))
+    before = (failures("recording"), failures("transcript"))
+    task = archive.call_ended({"call_id": "full@127.0.0.1", "sip_call_id": "full@127.0.0.1",
+                               "turns": []}, recorder, bot)
+    await task
+    assert failures("recording") - before[0] == 1 and failures("transcript") == before[1]
+    # The WAV failed whole (its temporary file removed); the transcript was written.
+    assert files_in(full_disk) == ["full@127.0.0.1.json"]
+    assert json.loads((full_disk / "full@127.0.0.1.json").read_text())["call_id"] \
+        == "full@127.0.0.1"
