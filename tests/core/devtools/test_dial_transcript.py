@@ -62,7 +62,7 @@ def test_dev_call_prints_the_cores_transcript_and_the_call_is_recorded(
     assert "balance" in reply["heard"]
     assert f"bot: {reply['said']}\n" in out and "balance" in reply["said"].lower()
     assert f"  core latency: {reply['latency_ms']} ms" in out
-    assert "caller latency:" in out and "call ended: " in out
+    assert "  turn latency: " in out and "call ended: " in out
     assert "the caller heard, by ASR" not in out  # --check-audio was not asked for
     assert transcript["sip_call_id"] == call_id and transcript["ended"]
 

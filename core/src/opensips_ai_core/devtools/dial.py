@@ -3,8 +3,8 @@
 Speaks the text as the caller (made by the TTS service) and prints, per turn, what
 the core's recognizer heard and the reply the bot actually spoke, as the core itself
 recorded them (its `GET /calls/{Call-ID}/transcript`, the call's SIP Call-ID being
-the core's key), then the turn latency: the core's (end of speech to its first reply
-packet) and the caller's (end of its audio to the first reply audio it received).
+the core's key), then the latency: the core's (end of speech to its first reply
+packet) and the caller's ("turn latency": end of its audio to the first reply audio).
 `--check-audio` also transcribes the bot's audio with the ASR service, to check
 what the caller really heard. Used by scripts/dev-call.sh against the running stack.
 """
@@ -145,8 +145,8 @@ async def place_call(args: argparse.Namespace) -> int:
             if args.check_audio:
                 reply = await transcribe(args.asr, turn.reply)
                 print(f"  (the caller heard, by ASR: {reply})")
-            print(f"  caller latency: {turn.latency_s * 1000:.0f} ms "
-                  "(end of caller audio -> first reply audio received)")
+            print(f"  turn latency: {turn.latency_s * 1000:.0f} ms "
+                  "(as the caller heard it: end of its audio -> first reply audio)")
             if sip.bye_received.is_set():
                 break
         else:
