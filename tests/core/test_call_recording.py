@@ -360,3 +360,44 @@ async def test_a_full_disk_leaves_no_partial_file_and_the_transcript_still_fits(
     assert files_in(full_disk) == ["full@127.0.0.1.json"]
     assert json.loads((full_disk / "full@127.0.0.1.json").read_text())["call_id"] \
         == "full@127.0.0.1"
+
+
+class TransferringBackend:
+    """A signalling backend's transfer as the call manager sees it (REFER itself: the
+    SIPp tests of tests/core/test_call_transfer.py)."""
+
+    def __init__(self, *results) -> None:
+        self.results = list(results)
+
+    async def transfer(self, call_id: str, target: str, *, timeout_s: float):
+        return self.results.pop(0)
+
+    async def hangup(self, call_id: str) -> None:
+        pass
+
+
+async def test_transfers_are_in_the_transcript_failed_or_done(tmp_path: Path) -> None:
+    from opensips_ai_core.signalling.base import CallInfo, TransferResult
+    from tests.core.pipeline.fakes import FakeMedia
+
+    settings = settings_for(tmp_path)
+    manager = CallManager(settings, BotConfig(), fake_services(),
+                          RtpPortAllocator(settings.rtp_port_min, settings.rtp_port_max))
+    manager.backend = TransferringBackend(TransferResult(False, 486, "Busy Here"),
+                                          TransferResult(True, 200, "OK"))
+
+    async def hangup(call_id: str) -> None:
+        pass
+
+    call = Call(CallInfo("x-1", "sip:a@test", "sip:b@test", "sip", sip_call_id="sip-x-1"),
+                FakeMedia(autoplay=True), manager.services, BotConfig(greeting="Hi."), hangup)
+    manager.calls["x-1"] = call
+    call.start()
+    await manager.transfer("x-1", "sip:advisers@127.0.0.1")
+    await manager.transfer("x-1", "sip:sales@127.0.0.1")
+    ended = manager.transcript("sip-x-1")  # by the SIP Call-ID, once ended
+    assert ended is not None and ended["ended"] == "transferred"
+    transfers = [e for e in ended["events"] if e["type"] == "transfer"]
+    assert [(t["target"], t["ok"], t["code"]) for t in transfers] == [
+        ("sip:advisers@127.0.0.1", False, 486), ("sip:sales@127.0.0.1", True, 200)]
+    assert manager.transcript("x-1") is ended and manager.transcript("nobody") is None
