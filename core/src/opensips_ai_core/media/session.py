@@ -246,7 +246,11 @@ class RtpSession:
                 return
             pcm = self.codec.decode(packet.payload)
             if self.inbound_tap is not None:
-                self.inbound_tap(packet.timestamp, packet.ssrc, pcm)
+                try:
+                    self.inbound_tap(packet.timestamp, packet.ssrc, pcm)
+                except Exception:  # the recording stops, the call goes on
+                    self.inbound_tap = None
+                    self._log_once_exc("inbound-tap", "The call's recording failed and stops")
             try:
                 self._on_audio(pcm)
             except Exception:
