@@ -60,6 +60,7 @@ let
       ps.aiohttp
       ps.pydantic
       ps.pyyaml
+      ps.tenacity  # the post-call webhook's retries
     ];
   };
 

@@ -1,12 +1,14 @@
 #!/usr/bin/env bash
 # Place a real test call against the running stack: speak the text as the caller
-# (made by the TTS service), record the bot's reply, print its transcript (by the ASR
-# service) and the turn latency (end of caller speech to the first reply audio).
+# (made by the TTS service); print per turn what the core's recognizer heard and the
+# reply the bot spoke (the core's transcript), then the turn latency.
 #
 # Usage: scripts/dev-call.sh [options] "text" ["more text" ...]
 #   e.g. scripts/dev-call.sh "what is my balance" "thank you goodbye"
 # Options: --sip HOST:PORT (the core's direct SIP, default 127.0.0.1:5080),
-#          --asr / --tts HOST:PORT, --codec PCMU|PCMA, --timeout SECONDS.
+#          --asr / --tts HOST:PORT, --http HOST:PORT (the core's HTTP API, default
+#          127.0.0.1:8088), --check-audio (also transcribe the bot's audio by ASR),
+#          --codec PCMU|PCMA, --timeout SECONDS.
 # Start the stack first: scripts/dev-start.sh.
 set -euo pipefail
 source "$(dirname "$0")/lib/common.sh"

@@ -71,7 +71,8 @@ class CoreApp:
         if disabled is not None:
             log.warning("%s", disabled)
         self.http.add_routes(
-            CallApi(self.outbound, settings.api_token, disabled=disabled).add_routes)
+            CallApi(self.outbound, settings.api_token, disabled=disabled,
+                    transcripts=self.manager.transcript).add_routes)
         self.http.add_check("started", self._started_check)
         self.http.add_check("capacity", self._capacity_check)
         self.http.add_check("drain", self._drain_check)

@@ -32,6 +32,8 @@ from opensips_ai_core.config import BotConfig, CoreSettings
 from opensips_ai_core.media.ports import RtpPortAllocator, RtpPortsExhaustedError
 from opensips_ai_core.media.session import RtpSession
 from opensips_ai_core.pipeline.conversation import Call, Services
+from opensips_ai_core.recording.archive import CallArchive
+from opensips_ai_core.recording.audio import CallRecorder
 from opensips_ai_core.signalling.base import CallInfo, SignallingBackend, TransferResult
 from opensips_ai_core.signalling.errors import SignallingError
 from opensips_ai_core.signalling.offer_answer import NegotiatedMedia, make_offer, negotiate
@@ -70,6 +72,9 @@ class CallManager:
         self._released = asyncio.Event()  # a slot was freed (what a drain waits on)
         # Per-call bots (an outbound call's overrides), taken when the call starts.
         self._bots: dict[str, BotConfig] = {}
+        # Recordings, transcripts, the post-call webhook (recording/archive.py).
+        self.archive = CallArchive(settings)
+        self._recorders: dict[str, CallRecorder] = {}
 
     # ------------------------------------------------------------ capacity
     @property
@@ -175,6 +180,11 @@ class CallManager:
         call = Call(info, session, self.services, self._bots.pop(info.call_id, self.bot),
                     self.hangup)
         callbacks.call = call
+        recorder = self.archive.recorder(call.bot, call.transcript.started)
+        if recorder is not None:
+            self._recorders[info.call_id] = recorder
+            session.inbound_tap = recorder.on_caller_frame
+            session.pacer.tap = recorder.on_bot_frame
         if hasattr(self.backend, "transfer"):
             call.transfer = functools.partial(self.transfer, info.call_id)
         self.calls[info.call_id] = call
@@ -232,6 +242,9 @@ class CallManager:
                 metrics.RTP_PACKETS.labels("in", "malformed").inc(stats.malformed)
                 await session.close()
         finally:
+            recorder = self._recorders.pop(call_id, None)
+            if call is not None:
+                self.archive.call_ended(call.transcript.to_dict(), recorder, call.bot)
             if call is not None or session is not None:
                 self._admitted.discard(call_id)
                 self._released.set()
@@ -268,6 +281,8 @@ class CallManager:
             log.exception("Transfer of %s to %s failed in signalling", call_id, target)
             return TransferResult(False, None, "transfer failed in signalling")
         metrics.TRANSFERS.labels("ok" if result.ok else str(result.code or "none")).inc()
+        if call is not None:
+            call.transcript.transfer(target, result.ok, result.code, result.reason)
         if result.ok:
             log.info("Call %s transferred to %s", call_id, target)
             await self.end_call(call_id, "transferred")
@@ -355,9 +370,18 @@ class CallManager:
             _done, pending = await asyncio.wait(set(self._byes), timeout=timeout_s)
             for task in pending:
                 task.cancel()
+        await self.archive.close(timeout_s)
 
     def snapshot(self) -> list[dict[str, object]]:
         return [call.snapshot() for call in self.calls.values()]
+
+    def transcript(self, call_id: str) -> dict[str, object] | None:
+        """A call's transcript so far, or an ended call's, by its id or SIP Call-ID."""
+        call = self.calls.get(call_id) or next(
+            (c for c in self.calls.values() if c.info.sip_call_id == call_id), None)
+        if call is not None:
+            return call.transcript.to_dict()
+        return self.archive.transcript(call_id)
 
 
 class _Callbacks:

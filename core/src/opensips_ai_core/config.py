@@ -80,6 +80,14 @@ class CoreSettings(ProcessSettings):
     # OpenSIPS backend, outbound calls: OpenSIPS' own SIP socket ("udp:IP:PORT") for the
     # Contact of ua_session_client_start, where the script sets no advertised_contact.
     opensips_outbound_socket: str | None = Field(None, pattern=r"^(udp|tcp):[^\s:]+:\d+$")
+    # Recordings and transcripts of the calls whose bot asks (record_audio,
+    # save_transcript), named by call id; and the post-call webhook of every call whose
+    # bot names none of its own (recording/archive.py).
+    recordings_dir: Path = Path("recordings")
+    webhook_url: str | None = Field(None, pattern=r"^https?://\S+$")
+    webhook_attempts: int = Field(5, ge=1, le=20)
+    webhook_timeout_s: float = Field(10.0, gt=0, le=300)
+    webhook_backoff_s: float = Field(1.0, gt=0, le=60)  # the first retry's delay
 
     @field_validator("asr_target", "llm_target", "tts_target")
     @classmethod
@@ -170,6 +178,12 @@ class BotConfig(BaseModel):
     # Outbound calls: before its greeting the bot waits for the callee's first words,
     # or this long of silence after the answer.
     outbound_greeting_wait_s: float = Field(1.5, ge=0, le=30)
+    # What is kept of each call (in CORE_RECORDINGS_DIR, named by call id): a stereo WAV
+    # (caller left, bot right) and a JSON transcript; and an http(s) URL the transcript
+    # is POSTed to once the call ended ("": CORE_WEBHOOK_URL, if set).
+    record_audio: bool = False
+    save_transcript: bool = False
+    post_call_webhook: str = Field("", pattern=r"^(https?://\S+)?$")
 
     @field_validator("transfer_to", mode="before")
     @classmethod

@@ -3,7 +3,9 @@
 `POST /calls` takes JSON `{"to": "sip:...", "from": "sip:...", "caller_id": "Bank",
 "max_ring_s": 30, "bot": {"greeting": "..."}}` (only `to` is required) and answers
 202 with the call's record (`call_id`, `state`); `GET /calls/{id}` shows the record,
-`DELETE /calls/{id}` cancels a ringing call or hangs up. A malformed request gets 400
+`DELETE /calls/{id}` cancels a ringing call or hangs up. `GET /calls/{id}/transcript`
+shows any call's transcript (inbound or outbound, by its id or SIP Call-ID): live while
+it goes on, then kept a while after it ended (recording/archive.py). A malformed request gets 400
 and `{"error": "<one line>"}`; a core at capacity 503 with Retry-After.
 
 With a token (CORE_API_TOKEN) these routes need `Authorization: Bearer <token>`
@@ -24,6 +26,8 @@ from opensips_ai_core.outbound import OutboundCalls, OutboundRequestError
 from opensips_ai_core.signalling.errors import SignallingError
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+# A call's transcript by its id or SIP Call-ID (CallManager.transcript), None if unknown.
+TranscriptFn = Callable[[str], dict[str, object] | None]
 
 
 def error(status: int, why: str, **headers: str) -> web.Response:
@@ -32,8 +36,9 @@ def error(status: int, why: str, **headers: str) -> web.Response:
 
 class CallApi:
     def __init__(self, outbound: OutboundCalls, token: str | None, *,
-                 disabled: str | None = None) -> None:
+                 disabled: str | None = None, transcripts: TranscriptFn | None = None) -> None:
         self.outbound = outbound
+        self.transcripts = transcripts
         self.token = token
         self.disabled = disabled  # why the API is off, or None
 
@@ -41,6 +46,7 @@ class CallApi:
         app.router.add_post("/calls", self._guarded(self._post))
         app.router.add_get("/calls/{call_id}", self._guarded(self._get))
         app.router.add_delete("/calls/{call_id}", self._guarded(self._delete))
+        app.router.add_get("/calls/{call_id}/transcript", self._guarded(self._transcript))
 
     def _guarded(self, handler: Handler) -> Handler:
         async def guarded(request: web.Request) -> web.StreamResponse:
@@ -84,3 +90,9 @@ class CallApi:
         if record is None:
             return error(404, "no such outbound call")
         return web.json_response(record.snapshot())
+
+    async def _transcript(self, request: web.Request) -> web.Response:
+        found = self.transcripts(request.match_info["call_id"]) if self.transcripts else None
+        if found is None:
+            return error(404, "no such call (or it ended too long ago)")
+        return web.json_response(found)

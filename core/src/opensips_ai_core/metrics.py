@@ -41,3 +41,15 @@ TRANSFERS = Counter("voice_transfers_total", "Blind transfers: ok, or the failin
                     ["result"], registry=REGISTRY)
 OUTBOUND_CALLS = Counter("voice_outbound_calls_total", "Outbound calls placed, by outcome",
                          ["result"], registry=REGISTRY)
+# Recordings, transcripts and the post-call webhook (recording/): what was kept, and what
+# failed (a full disk, an unwritable directory, a webhook down or slow); a failure never
+# touches the call.
+POST_CALL_OUTPUTS = Counter("voice_post_call_outputs_total",
+                            "Recordings, transcripts and webhook deliveries done", ["kind"],
+                            registry=REGISTRY)
+POST_CALL_FAILURES = Counter("voice_post_call_failures_total",
+                             "Recordings, transcripts and webhook deliveries that failed",
+                             ["kind"], registry=REGISTRY)
+RECORDING_DROPPED_SAMPLES = Counter(
+    "voice_recording_dropped_samples_total",
+    "Audio samples left out of a recording past its bound", registry=REGISTRY)

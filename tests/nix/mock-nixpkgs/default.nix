@@ -166,6 +166,7 @@ let
     "setuptools"
     "soxr"
     "srt"
+    "tenacity"
     "tokenizers"
     "torch"
     "tqdm"

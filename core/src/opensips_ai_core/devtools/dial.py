@@ -1,8 +1,12 @@
 """`python -m opensips_ai_core.devtools.dial "what is my balance"`: one real test call.
 
-Speaks the text as the caller (made by the TTS service), records the bot's reply,
-prints its transcript (by the ASR service) and the turn latency. Used by
-scripts/dev-call.sh against the running stack.
+Speaks the text as the caller (made by the TTS service) and prints, per turn, what
+the core's recognizer heard and the reply the bot actually spoke, as the core itself
+recorded them (its `GET /calls/{Call-ID}/transcript`, the call's SIP Call-ID being
+the core's key), then the latency: the core's (end of speech to its first reply
+packet) and the caller's ("turn latency": end of its audio to the first reply audio).
+`--check-audio` also transcribes the bot's audio with the ASR service, to check
+what the caller really heard. Used by scripts/dev-call.sh against the running stack.
 """
 
 from __future__ import annotations
@@ -12,7 +16,10 @@ import asyncio
 import os
 import sys
 import time
+import urllib.parse
+from typing import Any
 
+import aiohttp
 import grpc
 
 from opensips_ai_core.devtools.sip_uac import SipCaller, make_sdp, parse_media_address
@@ -27,6 +34,77 @@ from opensips_ai_core.devtools.softphone import (
 def _target(value: str) -> tuple[str, int]:
     host, _, port = value.rpartition(":")
     return host or "127.0.0.1", int(port)
+
+
+class CoreTranscript:
+    """The call's transcript from the core's HTTP API; each turn printed once."""
+
+    def __init__(self, http: str, call_id: str, token: str | None) -> None:
+        quoted = urllib.parse.quote(call_id, safe="@")
+        self.url = f"http://{http}/calls/{quoted}/transcript"
+        self.headers = {"Authorization": f"Bearer {token}"} if token else {}
+        self.shown = 0
+        self.problem: str | None = None
+
+    async def fetch(self) -> dict[str, Any] | None:
+        try:
+            async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=5)) as client, \
+                    client.get(self.url, headers=self.headers) as response:
+                if response.status != 200:
+                    body = await response.text()
+                    self.problem = f"{self.url} answered {response.status}: {body.strip()}"
+                    return None
+                data: dict[str, Any] = await response.json()
+                return data
+        except (aiohttp.ClientError, TimeoutError) as err:
+            self.problem = f"{self.url}: {err or type(err).__name__}"
+            return None
+
+    async def new_turns(self, want_reply: bool, wait_s: float = 3.0) -> list[dict[str, Any]]:
+        """Turns not printed yet; with `want_reply`, waits a while for a reply turn."""
+        deadline = time.monotonic() + wait_s
+        while True:
+            data = await self.fetch()
+            turns = data["turns"][self.shown:] if data is not None else []
+            if data is None or not want_reply or any(t["kind"] == "reply" for t in turns) \
+                    or time.monotonic() >= deadline:
+                self.shown += len(turns)
+                return turns
+            await asyncio.sleep(0.2)
+
+
+def print_turn(turn: dict[str, Any]) -> None:
+    if turn.get("heard"):
+        print(f"  recognizer heard: {turn['heard']}")
+    cut = " [interrupted]" if turn.get("interrupted") else ""
+    label = "bot" if turn["kind"] == "reply" else f"bot ({turn['kind']})"
+    print(f"{label}: {turn['said']}{cut}")
+    if turn.get("latency_ms") is not None:
+        stages = " ".join(f"{k}={v}" for k, v in turn.get("stages_ms", {}).items())
+        print(f"  core latency: {turn['latency_ms']} ms (end of speech -> first reply packet;"
+              f" {stages})")
+
+
+async def show_turns(transcript: CoreTranscript, want_reply: bool) -> None:
+    turns = await transcript.new_turns(want_reply)
+    if transcript.problem is not None and not turns:
+        print(f"  (no transcript from the core: {transcript.problem})", file=sys.stderr)
+    for turn in turns:
+        print_turn(turn)
+
+
+async def show_ending(transcript: CoreTranscript) -> None:
+    """Turns not shown yet (a goodbye) and how the core says the call ended."""
+    for _ in range(10):
+        data = await transcript.fetch()
+        if data is None or data.get("ended"):
+            break
+        await asyncio.sleep(0.2)
+    if data is None:
+        return
+    for turn in data["turns"][transcript.shown:]:
+        print_turn(turn)
+    print(f"call ended: {data.get('ended')} after {data.get('duration_s')} s")
 
 
 async def place_call(args: argparse.Namespace) -> int:
@@ -44,33 +122,41 @@ async def place_call(args: argparse.Namespace) -> int:
             return 1
         ip, port, _ = parse_media_address(answer.body)
         rtp.start((ip, port))
-        print(f"answered in {(time.monotonic() - started) * 1000:.0f} ms ({args.sip})")
+        print(f"answered in {(time.monotonic() - started) * 1000:.0f} ms ({args.sip}, "
+              f"Call-ID {sip.call_id})")
+        transcript = CoreTranscript(args.http, sip.call_id, args.token)
         first = await rtp.wait_for_speech(started, args.timeout)
         if first is None:
             print("no greeting heard", file=sys.stderr)
             return 1
         last = await rtp.wait_for_silence(first, 0.8, args.timeout)
-        greeting = await transcribe(args.asr, rtp.audio_between(first, last))
-        print(f"bot (greeting): {greeting}")
+        await show_turns(transcript, want_reply=False)
+        if args.check_audio:
+            greeting = await transcribe(args.asr, rtp.audio_between(first, last))
+            print(f"  (the caller heard, by ASR: {greeting})")
         for text, pcm in utterances:
-            print(f"caller: {text}")
+            print(f"caller says: {text}")
             turn = await speak_and_listen(rtp, pcm, reply_timeout=args.timeout)
             if turn.latency_s is None:
+                await show_turns(transcript, want_reply=False)
                 print("bot: (no reply)", file=sys.stderr)
                 return 1
-            reply = await transcribe(args.asr, turn.reply)
-            print(f"bot: {reply}")
-            print(f"turn latency: {turn.latency_s * 1000:.0f} ms "
-                  "(end of caller speech -> first reply audio)")
+            await show_turns(transcript, want_reply=True)
+            if args.check_audio:
+                reply = await transcribe(args.asr, turn.reply)
+                print(f"  (the caller heard, by ASR: {reply})")
+            print(f"  turn latency: {turn.latency_s * 1000:.0f} ms "
+                  "(as the caller heard it: end of its audio -> first reply audio)")
             if sip.bye_received.is_set():
-                print("the bot hung up")
-                return 0
-        await asyncio.sleep(0.5)
+                break
+        else:
+            await asyncio.sleep(0.5)
         if sip.bye_received.is_set():
             print("the bot hung up")
         else:
             await sip.bye()
             print("hung up")
+        await show_ending(transcript)
         return 0
     finally:
         await rtp.close()
@@ -86,6 +172,13 @@ def main(argv: list[str] | None = None) -> int:
                         help="the core's direct SIP address (default %(default)s)")
     parser.add_argument("--asr", default=env.get("CORE_ASR_TARGET", "127.0.0.1:50051"))
     parser.add_argument("--tts", default=env.get("CORE_TTS_TARGET", "127.0.0.1:50053"))
+    parser.add_argument("--http", default=f"127.0.0.1:{env.get('CORE_HTTP_PORT', '8088')}",
+                        help="the core's HTTP API, for the call's transcript "
+                             "(default %(default)s)")
+    parser.add_argument("--token", default=env.get("CORE_API_TOKEN"),
+                        help="the core's API token, if it has one (default: CORE_API_TOKEN)")
+    parser.add_argument("--check-audio", action="store_true",
+                        help="also transcribe the bot's audio with the ASR service")
     parser.add_argument("--codec", choices=("PCMU", "PCMA"), default="PCMU")
     parser.add_argument("--timeout", type=float, default=30.0, help="seconds per wait")
     args = parser.parse_args(argv)

@@ -96,6 +96,10 @@ class RtpPacer:
         self._closed = False
         self._send_error_logged = False
 
+        # The call's recording (recording/audio.py): each audio frame sent, with its RTP
+        # timestamp and SSRC. On the clock thread: it must only append.
+        self.tap: Callable[[int, int, PcmArray], None] | None = None
+
         self.packets_sent = 0
         self.bytes_sent = 0
         self.resyncs = 0
@@ -268,12 +272,23 @@ class RtpPacer:
             self.sequence_number = seq_add(self.sequence_number, 1)
             self.packets_sent += 1
             self.bytes_sent += len(packet)
+            if pcm is not None and self.tap is not None:
+                self._record(pcm)
             if pcm is not None and not self._talkspurt_announced:
                 self._talkspurt_announced = True
                 self._to_loop(self._fire_talkspurt_start)
         self.timestamp = ts_add(self.timestamp, self.frame_samples)
         if pcm is not None and not self._queued:
             self._to_loop(self._set_idle_if_empty)
+
+    def _record(self, pcm: PcmArray) -> None:
+        """The frame to the call's recording; a failing recording stops, the call goes on."""
+        try:
+            assert self.tap is not None
+            self.tap(self.timestamp, self.ssrc, pcm)
+        except Exception:
+            self.tap = None
+            log.exception("The call's recording failed and stops (the call goes on)")
 
     def _set_idle_if_empty(self) -> None:
         # On the loop, later: audio queued since the clock thread saw the queue empty wins.

@@ -105,6 +105,9 @@ class RtpSession:
         self._candidates: dict[Address, tuple[int, int, int]] = {}
         self._logged: set[str] = set()
         self._closed = False
+        # The call's recording (recording/audio.py): each decoded caller frame, with its
+        # RTP timestamp and SSRC.
+        self.inbound_tap: Callable[[int, int, npt.NDArray[np.int16]], None] | None = None
         # The pacer's codec is replaced by configure(); until then it only queues.
         self.pacer = RtpPacer(codec_by_name("PCMU"), self._send,
                               on_talkspurt_start=on_talkspurt_start)
@@ -242,6 +245,12 @@ class RtpSession:
             if not packet.payload:  # a keep-alive or an empty packet: nothing to hear
                 return
             pcm = self.codec.decode(packet.payload)
+            if self.inbound_tap is not None:
+                try:
+                    self.inbound_tap(packet.timestamp, packet.ssrc, pcm)
+                except Exception:  # the recording stops, the call goes on
+                    self.inbound_tap = None
+                    self._log_once_exc("inbound-tap", "The call's recording failed and stops")
             try:
                 self._on_audio(pcm)
             except Exception:

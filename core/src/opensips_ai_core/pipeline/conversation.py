@@ -39,6 +39,7 @@ from opensips_ai_core.pipeline.protocols import MediaPort, Services
 from opensips_ai_core.pipeline.recognition import Recognition
 from opensips_ai_core.pipeline.replies import Replies
 from opensips_ai_core.pipeline.timing import TurnTimer
+from opensips_ai_core.pipeline.transcript import Transcript
 from opensips_ai_core.pipeline.turn import Turn
 from opensips_ai_core.signalling.base import CallInfo, TransferResult
 from opensips_ai_core.tasks import TaskSet
@@ -67,9 +68,11 @@ class Call:
         self.state = CallState.NEW
         self._tasks = TaskSet(log, "call")
         self.dialogue = History(bot.llm_system_prompt(), bot.max_history_turns)
+        self.transcript = Transcript(info)
         self.generation = Generation(info.call_id, services.llm, services.tts, bot)
         self.replies = Replies(info.call_id, media, self.dialogue, self.generation, bot,
-                               on_goodbye=self._goodbye, on_transfer=self._transfer_requested)
+                               on_goodbye=self._goodbye, on_transfer=self._transfer_requested,
+                               transcript=self.transcript)
         self.recognition = Recognition(info.call_id, services.asr, bot, self)
         self.dtmf = DtmfCollector(info.call_id, bot.dtmf_flush_s, self._dtmf_entry)
         self.limits = CallLimits(info.call_id, bot, bot_is_talking=self.bot_is_talking,
@@ -145,6 +148,7 @@ class Call:
         if self.state is CallState.CLOSED:
             return
         self.state = CallState.CLOSED
+        self.transcript.end(reason)
         log.info("Call %s closed (%s) after %.1f s, %d turns", self.call_id, reason,
                  self.limits.duration_s(), len(self.turns_done))
         self.dtmf.close()
@@ -163,6 +167,7 @@ class Call:
         self.replies.ending = True
         await self.media.wait_idle()
         log.info("Call %s: bot hangs up (%s)", self.call_id, why)
+        self.transcript.bot_hangs_up(why)
         await self._hangup(self.call_id)
 
     # ----------------------------------------------------------------- the caller
@@ -187,6 +192,7 @@ class Call:
     def caller_said(self, text: str, timer: TurnTimer | None = None) -> None:
         """A finished caller utterance: interrupt the bot if it talks, then reply."""
         log.info("Call %s caller: %r", self.call_id, text)
+        self.transcript.heard(text, timer)
         if self.awaiting_hello and self.state is CallState.ACTIVE:
             # The callee's "hello": it goes into the history and the greeting answers it.
             self.awaiting_hello = False
@@ -222,7 +228,9 @@ class Call:
 
     def utterance(self, text: str, heard: TurnTimer) -> None:
         self.limits.caller_spoke()
-        if not self.replies.commit_prepared(text, heard):
+        if self.replies.commit_prepared(text, heard):
+            self.transcript.heard(text, heard)
+        else:
             self.caller_said(text, heard)
 
     # ----------------------------------------------------------------- the bot

@@ -23,6 +23,7 @@ from opensips_ai_core.pipeline.generation import Generation
 from opensips_ai_core.pipeline.history import TRUNCATED, History
 from opensips_ai_core.pipeline.protocols import MediaPort
 from opensips_ai_core.pipeline.timing import TurnTimer
+from opensips_ai_core.pipeline.transcript import Transcript
 from opensips_ai_core.pipeline.transfer import transfer_target
 from opensips_ai_core.pipeline.turn import Turn, TurnState
 from voice_common import get_development_logger
@@ -34,7 +35,8 @@ class Replies:
     def __init__(self, call_id: str, media: MediaPort, history: History,
                  generation: Generation, bot: BotConfig, *,
                  on_goodbye: Callable[[], None],
-                 on_transfer: Callable[[str], bool] | None = None) -> None:
+                 on_transfer: Callable[[str], bool] | None = None,
+                 transcript: Transcript | None = None) -> None:
         self.call_id = call_id
         self.media = media
         self.history = history
@@ -43,6 +45,7 @@ class Replies:
         self._on_goodbye = on_goodbye
         # Starts a transfer to the SIP URI; False when the call cannot transfer.
         self._on_transfer = on_transfer
+        self.transcript = transcript  # what each turn said and how it ended
         self.current: Turn | None = None
         self.prepared: Turn | None = None  # held, waiting for the final transcript
         self.turns_done: list[TurnTimer] = []
@@ -62,7 +65,8 @@ class Replies:
             return None
         if user_text is not None:
             self.history.add_user(user_text)
-        turn = Turn(self.call_id, self.media, timer, messages=self.history.for_llm())
+        turn = Turn(self.call_id, self.media, timer, messages=self.history.for_llm(),
+                    user_text=user_text or "")
         self.current = turn
         if fixed_text is not None:
             turn.start(functools.partial(self.generation.say, text=fixed_text), self._ended)
@@ -112,6 +116,7 @@ class Replies:
         log.info("Call %s caller: %r (reply prepared at the pause)", self.call_id, text)
         self.barge_in("new utterance")
         self.history.add_user(text)
+        turn.user_text = text  # as the final said it
         turn.timer.mark("asr_final", heard.asr_final)
         turn.timer.speech_end = heard.speech_end
         self.current = turn
@@ -133,6 +138,10 @@ class Replies:
         elif turn is not None and still_playing and turn.history_index is not None:
             # Fully generated but not fully heard: the history says it was cut off.
             self.history.mark_cut_off(turn.history_index)
+            if self.transcript is not None:
+                self.transcript.cut_off(turn)
+        if self.transcript is not None:
+            self.transcript.barge_in(why)
         metrics.BARGE_INS.inc()
         log.info("Call %s barge-in (%s): playback cleared; cancelled streams: %s", self.call_id,
                  why, ", ".join(cancelled) or "none")
@@ -151,6 +160,8 @@ class Replies:
             if text:
                 turn.history_index = self.history.add_assistant(text)
         self.turns_done.append(turn.timer)
+        if self.transcript is not None:
+            self.transcript.turn_ended(turn)
         if outcome is not TurnState.DONE:
             return
         if self._transfers(turn.reply):
