@@ -20,15 +20,13 @@ import argparse
 import hashlib
 import json
 import logging
-import os
-import shutil
 import sys
-import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from llm_service.model_cache import build_once
 from voice_common.paths import cache_dir
 
 log = logging.getLogger(__name__)
@@ -230,22 +228,7 @@ def train(out_dir: Path, data_path: Path = DATA_FILE) -> Path:
 def ensure_built(out_dir: Path | None = None) -> Path:
     """The demo model's directory, trained first if it is not there yet."""
     target = out_dir or default_dir()
-    if (target / "config.json").exists() and (target / "model.safetensors").exists():
-        return target
-    target.parent.mkdir(parents=True, exist_ok=True)
-    # Build beside the target and rename: a concurrent build or a crash never
-    # leaves a half-written model where the service would load it.
-    scratch = Path(tempfile.mkdtemp(prefix=f".{target.name}-", dir=target.parent))
-    try:
-        train(scratch)
-        try:
-            os.rename(scratch, target)
-        except OSError:
-            if not (target / "config.json").exists():
-                raise
-    finally:
-        shutil.rmtree(scratch, ignore_errors=True)
-    return target
+    return build_once(target, train)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -24,13 +24,11 @@ import argparse
 import hashlib
 import importlib.metadata
 import logging
-import os
-import shutil
 import sys
-import tempfile
 import time
 from pathlib import Path
 
+from llm_service.model_cache import build_once
 from voice_common.paths import cache_dir
 
 log = logging.getLogger("llm_service.smollm2")
@@ -132,22 +130,7 @@ def ensure_built(out_dir: Path | None = None) -> Path:
     if source is None:
         raise FileNotFoundError(f"the {DISTRIBUTION} package is not installed")
     target = out_dir or default_dir()
-    if (target / "config.json").exists() and (target / "model.safetensors").exists():
-        return target
-    target.parent.mkdir(parents=True, exist_ok=True)
-    # Convert beside the target and rename: a concurrent build or a crash never
-    # leaves a half-written model where the service would load it.
-    scratch = Path(tempfile.mkdtemp(prefix=f".{target.name}-", dir=target.parent))
-    try:
-        convert(source, scratch)
-        try:
-            os.rename(scratch, target)
-        except OSError:
-            if not (target / "config.json").exists():
-                raise
-    finally:
-        shutil.rmtree(scratch, ignore_errors=True)
-    return target
+    return build_once(target, lambda scratch: convert(source, scratch))
 
 
 def main(argv: list[str] | None = None) -> int:
