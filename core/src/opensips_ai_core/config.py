@@ -153,6 +153,9 @@ class BotConfig(BaseModel):
     drain_goodbye: str = "Sorry, I have to end this call now. Please call again. Goodbye!"
     goodbye_phrases: tuple[str, ...] = ("goodbye", "bye bye")
     goodbye_marker: str = "[hangup]"
+    # The caller's own goodbye ends the call too, once the bot's reply has played: a
+    # real model does not always answer a farewell with one of `goodbye_phrases`.
+    caller_goodbye_ends_call: bool = True
     max_call_duration_s: float = Field(600.0, gt=0)
     silence_timeout_s: float = Field(30.0, gt=0)
     barge_in_min_words: int = Field(1, ge=0, le=20)

@@ -8,6 +8,7 @@ import pytest
 from opensips_ai_core.config import BotConfig
 from opensips_ai_core.pipeline.dtmf import MAX_DIGITS
 from opensips_ai_core.pipeline.history import MAX_CONTENT_CHARS, MAX_MESSAGES
+from tests.core.pipeline.fakes import LlmPlan
 from tests.core.pipeline.harness import GREETING, until
 
 pytestmark = [pytest.mark.timeout(20)]
@@ -102,6 +103,28 @@ async def test_maximum_duration_says_goodbye_and_hangs_up(make_call) -> None:
     await h.asr.stream.partial("i keep talking")  # no silence: the duration ends it
     await until(lambda: h.hangups == ["fake-1"], "the bot's hang-up")
     assert h.tts.texts[-1] == bot.timeout_goodbye and h.call.ending
+
+
+async def test_the_callers_goodbye_ends_the_call_once_the_reply_played(make_call) -> None:
+    """A real model does not always say goodbye back (SmolLM2 answered "thank you
+    goodbye" with an apology): the caller's own goodbye ends the call after the reply."""
+    h = make_call()
+    await h.greeted()
+    h.llm.plans.append(LlmPlan(reply="You are welcome."))
+    await h.reply_to("thank you goodbye")
+    await until(lambda: h.call.ending, "the bot to start hanging up")
+    h.media.play_out()
+    await until(lambda: h.hangups == ["fake-1"], "the bot's hang-up")
+    assert h.tts.texts[-1] == "You are welcome."
+
+
+async def test_the_callers_goodbye_can_be_left_to_the_model(make_call) -> None:
+    h = make_call(BotConfig(greeting=GREETING, caller_goodbye_ends_call=False), autoplay=True)
+    await h.greeted()
+    h.llm.plans.append(LlmPlan(reply="You are welcome."))
+    await h.reply_to("thank you goodbye")
+    await until(lambda: len(h.call.turns_done) == 2, "the reply played")
+    assert not h.call.ending and h.hangups == []
 
 
 async def test_goodbye_reply_hangs_up_once_played(make_call) -> None:

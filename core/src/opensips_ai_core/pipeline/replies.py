@@ -166,7 +166,7 @@ class Replies:
             return
         if self._transfers(turn.reply):
             return
-        if self._is_goodbye(turn.reply):
+        if self._is_goodbye(turn.reply) or self._caller_said_goodbye(turn):
             self._on_goodbye()
 
     def _transfers(self, reply: str) -> bool:
@@ -175,6 +175,14 @@ class Replies:
             return False
         target = transfer_target(self.bot, reply)
         return target is not None and self._on_transfer(target)
+
+    def _caller_said_goodbye(self, turn: Turn) -> bool:
+        """The caller's words of a reply turn held a goodbye phrase (not the marker: that
+        is the bot's)."""
+        if not self.bot.caller_goodbye_ends_call or turn.timer.kind != "reply":
+            return False
+        heard = turn.user_text.lower()
+        return any(phrase.lower() in heard for phrase in self.bot.goodbye_phrases)
 
     def _is_goodbye(self, text: str) -> bool:
         lowered = text.lower()
