@@ -6,8 +6,11 @@ from __future__ import annotations
 import asyncio
 import json
 from collections.abc import AsyncIterator
+from unittest import mock
 
 import pytest
+from aiohttp import web
+from aiohttp.test_utils import make_mocked_request
 
 from opensips_ai_core.http import HttpServer
 from tests.support.procs import LOOPBACK
@@ -110,3 +113,28 @@ async def test_200_kb_of_headers_are_refused(server: HttpServer) -> None:
     status, _ = await request(server.port, get("/health", long_one))
     assert status in (400, 431)
     assert (await request(server.port, get("/live")))[0] == 200
+
+
+def _post_drain_from(peer: str, authorization: str = "") -> web.Request:
+    """A POST /drain as if from `peer` (a mocked transport: nothing is sent anywhere)."""
+    transport = mock.Mock()
+    transport.get_extra_info.side_effect = lambda name, default=None: (
+        (peer, 40000) if name == "peername" else default)
+    headers = {"Authorization": authorization} if authorization else {}
+    return make_mocked_request("POST", "/drain", headers=headers, transport=transport)
+
+
+async def test_drain_is_taken_from_loopback_or_with_the_token() -> None:
+    """Anyone who reaches the HTTP port must not take a core out of rotation."""
+    asked: list[str] = []
+    http = HttpServer(LOOPBACK, 0, lambda: {}, lambda: [])
+    http.on_drain(lambda why: asked.append(why) or {"calls": 0}, token="s3cret-token-0123456")
+    refused = await http._post_drain(_post_drain_from("192.0.2.7"))
+    assert refused.status == 403 and asked == []
+    wrong = await http._post_drain(_post_drain_from("192.0.2.7", "Bearer nope"))
+    assert wrong.status == 403 and asked == []
+    with_token = await http._post_drain(
+        _post_drain_from("192.0.2.7", "Bearer s3cret-token-0123456"))
+    assert with_token.status == 202 and len(asked) == 1
+    local = await http._post_drain(_post_drain_from("127.0.0.1"))
+    assert local.status == 202 and len(asked) == 2

@@ -76,7 +76,7 @@ class CoreApp:
         self.http.add_check("started", self._started_check)
         self.http.add_check("capacity", self._capacity_check)
         self.http.add_check("drain", self._drain_check)
-        self.http.on_drain(self.request_drain)
+        self.http.on_drain(self.request_drain, token=settings.api_token or "")
         if hasattr(self.backend, "options_refusal"):
             self.backend.options_refusal = self.manager.drain_refusal
         # A backend that can lose its signalling path (OpenSIPS: unsubscribed) reports it.

@@ -17,6 +17,8 @@ request within `idle_timeout_s` is closed, and request headers are bounded
 
 from __future__ import annotations
 
+import hmac
+import ipaddress
 import time
 from collections.abc import Callable
 
@@ -49,13 +51,17 @@ class HttpServer:
         self._idle_timeout_s = idle_timeout_s
         self._runner: web.AppRunner | None = None
         self._drain: DrainFn | None = None
+        self._drain_token = ""
         # More routes (the call API, http_calls.py), added to the app at start().
         self._route_adders: list[Callable[[web.Application], None]] = []
         self.started = time.monotonic()
 
-    def on_drain(self, drain: DrainFn) -> None:
-        """What POST /drain does (without one it answers 501)."""
+    def on_drain(self, drain: DrainFn, *, token: str = "") -> None:
+        """What POST /drain does (without one it answers 501). It is taken from a
+        loopback peer (a preStop hook in the pod), or with `Authorization: Bearer TOKEN`
+        when a token is set: anyone else reaching the port must not take a core out."""
         self._drain = drain
+        self._drain_token = token
 
     def add_routes(self, adder: Callable[[web.Application], None]) -> None:
         self._route_adders.append(adder)
@@ -110,6 +116,13 @@ class HttpServer:
         if self._drain is None:
             return web.json_response({"error": "this server cannot drain"}, status=501)
         peer = request.remote or "?"
+        bearer = request.headers.get("Authorization", "")
+        allowed = _is_loopback(peer) or (
+            bool(self._drain_token) and hmac.compare_digest(bearer, f"Bearer {self._drain_token}"))
+        if not allowed:
+            return web.json_response(
+                {"error": "POST /drain is taken from loopback, or with the CORE_API_TOKEN "
+                          "bearer token"}, status=403)
         return web.json_response({"status": "draining", **self._drain(f"POST /drain from {peer}")},
                                  status=202)
 
@@ -141,3 +154,10 @@ class HttpServer:
     async def stop(self) -> None:
         if self._runner is not None:
             await self._runner.cleanup()
+
+
+def _is_loopback(host: str) -> bool:
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
