@@ -216,7 +216,8 @@ class Call:
             self.barge_in("speech start")
 
     def speech_without_partials(self) -> None:
-        self.barge_in("speech start (the ASR sends no partials)")
+        if self.bot.barge_in_min_words > 0:  # at 0 speech_started did
+            self.barge_in("speech start (the ASR sends no partials)")
 
     def stream_broke(self) -> bool:
         if not self.replies.commit_held():
