@@ -61,10 +61,13 @@ async def call_on(asr_target: str) -> AsyncIterator[tuple[Call, FakeMedia]]:
         await asr.close()
 
 
-async def speak(call: Call, pcm: np.ndarray) -> None:
-    """The caller's audio as the RTP session delivers it: 20 ms frames in real time."""
+async def speak(call: Call, pcm: np.ndarray, sent: list[int] | None = None) -> None:
+    """The caller's audio as the RTP session delivers it: 20 ms frames in real time
+    (`sent[0]`: the samples delivered so far)."""
     for at in range(0, len(pcm), FRAME):
         call.on_audio(pcm[at:at + FRAME])
+        if sent is not None:
+            sent[0] = at + len(pcm[at:at + FRAME])
         await asyncio.sleep(0.02)
 
 
@@ -108,26 +111,39 @@ async def test_asr_killed_mid_utterance_recognises_it_again_after_restart(
         tmp_path: Path) -> None:
     with service("asr", tmp_path, timeout=120, ASR_ENGINE="pocketsphinx") as svc:
         async with call_on(svc.target) as (call, media):
+            # A first utterance, answered: it is not recognised again after the break.
+            first = utterance(tmp_path)
+            await speak(call, first)
+            await until(lambda: call.history[-1][0] == "assistant"
+                        and any(r == "user" for r, _ in call.history), "the first reply",
+                        timeout=60)
+            media.play_out()
             before = breaks("replayed")
             restarted: list[asyncio.Task[None]] = []
             started = call.speech_started
+            sent, sent_at_kill = [0], [0]
 
             def start_then_die() -> None:
                 started()
                 if not restarted:
+                    sent_at_kill[0] = sent[0]
                     kill(svc)
                     restarted.append(asyncio.create_task(asyncio.to_thread(start, svc, 120)))
 
             call.speech_started = start_then_die  # type: ignore[method-assign]
-            await speak(call, utterance(tmp_path))
-            assert restarted, "no SPEECH_START"
+            await speak(call, utterance(tmp_path), sent)
+            await until(lambda: bool(restarted), "SPEECH_START", timeout=30)
             await restarted[0]
             await until(lambda: call.history[-1][0] == "assistant"
-                        and any(r == "user" for r, _ in call.history), "the reply",
+                        and [r for r, _ in call.history].count("user") == 2, "the reply",
                         timeout=60)
             assert breaks("replayed") == before + 1
             stream = call.recognition.stream
             assert isinstance(stream, AsrSession) and stream.replayed_bytes > 0
+            # What followed the first final only (its trailing silence, up to 1.5 s of gap
+            # fill, the second utterance until the break): not the first utterance.
+            before_second = stream.replayed_bytes - 2 * sent_at_kill[0]
+            assert before_second < 2 * len(first)
             users = [t for r, t in call.history if r == "user"]
-            assert len(users) == 1 and users[0].split()
+            assert len(users) == 2 and users[1].split()
             assert media.queued or media.played
