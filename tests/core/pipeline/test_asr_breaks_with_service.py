@@ -83,7 +83,11 @@ def kill(svc: Service) -> None:
 
 
 async def test_asr_killed_after_the_pause_plays_the_held_reply(tmp_path: Path) -> None:
-    with service("asr", tmp_path, timeout=120, ASR_ENGINE="pocketsphinx") as svc:
+    # A 3 s endpoint: the caller's 0.5 s of silence and the core's gap fill (at most
+    # 1.5 s) cannot end the utterance, so the final never races the kill, however late
+    # the PAUSE is read on a busy machine.
+    with service("asr", tmp_path, timeout=120, ASR_ENGINE="pocketsphinx",
+                 ASR_ENDPOINT_SILENCE_S="3.0") as svc:
         async with call_on(svc.target) as (call, media):
             before = breaks("committed")
             paused: list[str] = []
