@@ -16,6 +16,11 @@ BARGE_INS = Counter("voice_barge_ins_total", "Caller interruptions of the bot", 
 PREPARED_REPLIES = Counter("voice_prepared_replies_total",
                            "Replies prepared at a caller's pause: used, or discarded",
                            ["outcome"], registry=REGISTRY)
+ASR_STREAM_BREAKS = Counter(
+    "voice_asr_stream_breaks_total",
+    "Broken ASR streams, by what answered the caller: a held reply committed, the "
+    "utterance's audio recognised again, or idle (nothing was being said)",
+    ["outcome"], registry=REGISTRY)
 SERVICE_ERRORS = Counter("voice_service_errors_total", "Failed calls to AI services",
                          ["service", "code"], registry=REGISTRY)
 TURN_LATENCY = Histogram(

@@ -20,7 +20,7 @@ import numpy as np
 
 from llm_service.validation import InvalidRequestError, validate_messages
 from opensips_ai_core.grpc_clients.llm import ROLES, GenerationResult
-from opensips_ai_core.pipeline.protocols import AsrHandler, Services
+from opensips_ai_core.pipeline.protocols import AsrHandler, BreakHandler, Services
 from voiceai.asr.v1 import asr_pb2
 from voiceai.llm.v1 import llm_pb2
 
@@ -70,9 +70,17 @@ class FakeMedia:
 
 # ------------------------------------------------------------------------- ASR
 class FakeAsrStream:
-    def __init__(self, call_id: str, on_response: AsrHandler) -> None:
+    """The call's recognition stream as `grpc_clients.asr.AsrSession` behaves: `fail()`
+    breaks it with a real `AioRpcError`; the break handler decides whether the audio
+    sent since the last final goes again on the reopened stream (`replayed`)."""
+
+    def __init__(self, call_id: str, on_response: AsrHandler,
+                 on_break: BreakHandler | None = None) -> None:
         self.call_id = call_id
         self.on_response = on_response
+        self.on_break = on_break
+        self.replayed: list[bytes] = []
+        self._final_at = 0  # len(audio) at the last final
         self.epoch: float | None = None
         self.reconnects = 0
         self.audio = bytearray()
@@ -90,7 +98,15 @@ class FakeAsrStream:
         self.closed = True
 
     # What the recognizer says, as the real stream hands it over.
+    def fail(self, error: grpc.aio.AioRpcError) -> None:
+        """The stream breaks and is reopened at once."""
+        self.reconnects += 1
+        if self.on_break is not None and self.on_break(error):
+            self.replayed.append(bytes(self.audio[self._final_at:]))
+        self._final_at = len(self.audio)
+
     async def final(self, text: str) -> None:
+        self._final_at = len(self.audio)
         await self.on_response(asr_pb2.RecognizeResponse(final=asr_pb2.Transcript(text=text)))
 
     async def partial(self, text: str) -> None:
@@ -111,8 +127,9 @@ class FakeAsr:
         self.streams: list[FakeAsrStream] = []
 
     def session(self, call_id: str, on_response: AsrHandler, *, sample_rate: int = 8000,
-                language: str = "", phrases: tuple[str, ...] = ()) -> FakeAsrStream:
-        stream = FakeAsrStream(call_id, on_response)
+                language: str = "", phrases: tuple[str, ...] = (),
+                on_break: BreakHandler | None = None) -> FakeAsrStream:
+        stream = FakeAsrStream(call_id, on_response, on_break)
         self.streams.append(stream)
         return stream
 

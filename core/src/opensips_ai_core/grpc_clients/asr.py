@@ -3,7 +3,10 @@
 Audio is pushed from the RTP receive path with `send()` (never blocks). A
 background task keeps a `StreamingRecognize` stream open; if it breaks because
 the service restarts, a new stream is opened with the same config and the audio
-buffered meanwhile (bounded: the oldest is dropped first) is sent on it.
+buffered meanwhile (bounded: the oldest is dropped first) is sent on it. The audio
+already sent since the last final is kept too (same bound): when the break handler
+asks for it, the utterance in progress is sent again first, so that it is recognised
+on the new stream instead of lost with the old one.
 """
 
 from __future__ import annotations
@@ -22,6 +25,8 @@ from voiceai.asr.v1 import asr_pb2, asr_pb2_grpc
 log = get_development_logger(__name__)
 
 ResponseHandler = Callable[[asr_pb2.RecognizeResponse], Awaitable[None]]
+# The stream broke: True to send the utterance in progress again on the reopened one.
+BreakHandler = Callable[[grpc.aio.AioRpcError], bool]
 
 
 class AsrClient:
@@ -32,11 +37,13 @@ class AsrClient:
 
     def session(self, call_id: str, on_response: ResponseHandler, *, sample_rate: int = 8000,
                 language: str = "", phrases: tuple[str, ...] = (),
+                on_break: BreakHandler | None = None,
                 max_buffer_s: float = 10.0) -> AsrSession:
         config = asr_pb2.StreamingConfig(
             sample_rate_hz=sample_rate, language=language, interim_results=True,
             phrases=list(phrases), call_id=call_id)
-        return AsrSession(self, config, on_response, max_buffer_s=max_buffer_s)
+        return AsrSession(self, config, on_response, on_break=on_break,
+                          max_buffer_s=max_buffer_s)
 
     async def close(self) -> None:
         await self.channel.close()
@@ -57,15 +64,21 @@ class AsrSession:
     """The call's recognition stream; reopened transparently when it breaks."""
 
     def __init__(self, client: AsrClient, config: asr_pb2.StreamingConfig,
-                 on_response: ResponseHandler, *, max_buffer_s: float) -> None:
+                 on_response: ResponseHandler, *, max_buffer_s: float,
+                 on_break: BreakHandler | None = None) -> None:
         self.client = client
         self.config = config
         self.on_response = on_response
+        self.on_break = on_break
         bytes_per_s = config.sample_rate_hz * 2
         self.max_buffered = int(max_buffer_s * bytes_per_s)
         # (arrival time, audio): the time maps the stream's audio offsets onto the clock.
         self._pending: collections.deque[tuple[float, bytes]] = collections.deque()
         self._pending_bytes = 0
+        # What the current stream was sent since its last final: (offset, arrival, audio).
+        self._sent: collections.deque[tuple[int, float, bytes]] = collections.deque()
+        self._sent_bytes = 0  # the current stream's audio offset, in bytes
+        self.replayed_bytes = 0
         self._wakeup = asyncio.Event()
         self._closed = False
         self._task: asyncio.Task[None] | None = None
@@ -101,6 +114,9 @@ class AsrSession:
             chunk = self._next_chunk()
             if first:
                 self.epoch, first = chunk[0], False
+                self._sent.clear()
+                self._sent_bytes = 0
+            self._keep_sent(chunk)
             yield asr_pb2.RecognizeRequest(audio=chunk[1])
 
     def _next_chunk(self) -> tuple[float, bytes]:
@@ -122,6 +138,35 @@ class AsrSession:
             chunk += part
         return started, bytes(chunk)
 
+    def _keep_sent(self, chunk: tuple[float, bytes]) -> None:
+        self._sent.append((self._sent_bytes, *chunk))
+        self._sent_bytes += len(chunk[1])
+        while len(self._sent) > 1 and self._sent_bytes - self._sent[0][0] > self.max_buffered:
+            self._sent.popleft()
+
+    def _heard_up_to(self, final: asr_pb2.Transcript) -> None:
+        """A final: the audio it covered needs no replay (all of it when the engine gives
+        no end offset)."""
+        if final.audio_end_s <= 0:
+            self._sent.clear()
+            return
+        end = int(final.audio_end_s * self.config.sample_rate_hz) * 2
+        while self._sent and self._sent[0][0] + len(self._sent[0][2]) <= end:
+            self._sent.popleft()
+
+    def _broke(self, err: grpc.aio.AioRpcError) -> None:
+        """Ask the handler whether the utterance in progress goes again, ahead of the
+        audio buffered since the break."""
+        replay = self.on_break is not None and self.on_break(err)
+        sent, self._sent = list(self._sent), collections.deque()
+        if not replay:
+            return
+        for _, arrived, audio in reversed(sent):
+            self._pending.appendleft((arrived, audio))
+            self._pending_bytes += len(audio)
+            self.replayed_bytes += len(audio)
+        self._wakeup.set()
+
     async def _run(self) -> None:
         backoff = 0.1
         while not self._closed:
@@ -129,6 +174,8 @@ class AsrSession:
             try:
                 async for response in call:
                     backoff = 0.1
+                    if response.WhichOneof("result") == "final":
+                        self._heard_up_to(response.final)
                     await self.on_response(response)
                 return  # the server ended the stream after our half-close
             except asyncio.CancelledError:
@@ -144,6 +191,10 @@ class AsrSession:
                     # unless the service restarted; back off longer.
                     backoff = 2.0
                 self.reconnects += 1
+                try:
+                    self._broke(err)
+                except Exception:
+                    log.exception("ASR break handler of %s", self.config.call_id)
                 log.warning("ASR stream of %s broke (%s); reopening in %.1f s, %d bytes buffered",
                             self.config.call_id, err.code().name, backoff, self._pending_bytes)
                 await asyncio.sleep(backoff)

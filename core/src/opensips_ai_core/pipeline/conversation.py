@@ -215,6 +215,16 @@ class Call:
         if self.bot.barge_in_min_words == 0:
             self.barge_in("speech start")
 
+    def speech_without_partials(self) -> None:
+        if self.bot.barge_in_min_words > 0:  # at 0 speech_started did
+            self.barge_in("speech start (the ASR sends no partials)")
+
+    def stream_broke(self) -> bool:
+        if not self.replies.commit_held():
+            return False
+        self.limits.caller_spoke()
+        return True
+
     def words_heard(self, text: str) -> None:
         self.limits.caller_active()
         self.replies.heard_more(text)

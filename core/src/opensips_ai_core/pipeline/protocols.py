@@ -11,12 +11,16 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
+import grpc
 import numpy as np
 
 from opensips_ai_core.grpc_clients.llm import GenerationResult
 from voiceai.asr.v1 import asr_pb2
 
 AsrHandler = Callable[[asr_pb2.RecognizeResponse], Awaitable[None]]
+# The stream broke (it is being reopened): True to send the audio of the utterance in
+# progress (everything since the last final) again on the new stream.
+BreakHandler = Callable[[grpc.aio.AioRpcError], bool]
 
 
 class RecognitionStream(Protocol):
@@ -33,7 +37,8 @@ class RecognitionStream(Protocol):
 
 class SpeechRecognizer(Protocol):
     def session(self, call_id: str, on_response: AsrHandler, *, sample_rate: int = 8000,
-                language: str = "", phrases: tuple[str, ...] = ()) -> RecognitionStream: ...
+                language: str = "", phrases: tuple[str, ...] = (),
+                on_break: BreakHandler | None = None) -> RecognitionStream: ...
 
 
 class LanguageModel(Protocol):

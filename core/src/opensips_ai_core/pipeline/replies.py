@@ -124,6 +124,20 @@ class Replies:
         turn.commit()
         return True
 
+    def commit_held(self) -> bool:
+        """The ASR stream broke before the final: the reply held for the PAUSE answers
+        what the PAUSE heard. False when none is held."""
+        turn = self.prepared
+        if turn is None or self.closed:
+            return False
+        heard = TurnTimer()
+        heard.mark("asr_final")
+        if not self.commit_prepared(turn.user_text, heard):
+            return False
+        if self.transcript is not None:
+            self.transcript.heard(turn.user_text, heard)
+        return True
+
     # ---------------------------------------------------------------- barge-in
     def barge_in(self, why: str) -> None:
         """The caller talks over the bot: silence it, cancel what it still generates."""
