@@ -55,7 +55,10 @@ class Turn:
         self.state = TurnState.HELD if held else TurnState.PLAYING
         self.reply = ""                       # the full reply, once generated
         self.spoken: list[str] = []           # the sentences sent to TTS so far
-        self.in_flight: set[str] = set()      # "LLM", "TTS": the RPCs running now
+        self.in_flight: set[str] = set()      # "LLM", "TTS", "TOOL": what runs now
+        self.tool_calls: list[tuple[str, str, str]] = []  # (name, arguments, "ok"/"failed")
+        self.transfer_to: str | None = None   # the LLM called the built-in `transfer`
+        self.hang_up = False                  # the LLM called the built-in `hang_up`
         self.held_audio: list[np.ndarray | bytes] = []
         self.history_index: int | None = None  # where its reply went in the history
         self.task: asyncio.Task[None] | None = None
