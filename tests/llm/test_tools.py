@@ -8,14 +8,25 @@ its own below, as a model with a tool-aware template would produce it.
 from __future__ import annotations
 
 import json
+import urllib.request
 
 import grpc
 import pytest
 
 from llm_service.demo_tools import ASK_ACCOUNT, BLOCKED, SORRY
 from llm_service.tool_calls import ToolCallExtractor
+from opensips_ai_core.config import BotConfig, ToolConfig
+from opensips_ai_core.grpc_clients.llm import LlmClient
+from tests.core.pipeline.harness import new_call, until
 from tests.llm.conftest import SERVICE, Role, start_server
-from tests.support.procs import health_status
+from tests.support.procs import (
+    base_env,
+    free_port,
+    health_status,
+    python_module,
+    running,
+    wait_until,
+)
 from voiceai.llm.v1 import llm_pb2
 
 ACCOUNT_SCHEMA = json.dumps({"type": "object", "properties": {"account": {"type": "string"}},
@@ -161,3 +172,63 @@ def test_arguments_as_a_json_string_and_an_unclosed_tag():
                                  '</tool_call><tool_call>{"name": "a"')
     assert text == "" and [json.loads(c.arguments_json) for c in calls] == [{"x": 1}]
     assert extractor.flush() == ""
+
+
+# ---------------------------------------------------------------- core + demo LLM + bank
+@pytest.fixture(scope="module")
+def mock_bank(tmp_path_factory):
+    """The dev stack's mock bank (opensips_ai_core.devtools.mock_bank), a real subprocess."""
+    port = free_port()
+    log_path = tmp_path_factory.mktemp("mock-bank") / "bank.log"
+    args = python_module("opensips_ai_core.devtools.mock_bank", "--port", str(port))
+    with running(args, base_env(), log_path) as proc:
+        base = f"http://127.0.0.1:{port}"
+        wait_until(lambda: _http_ok(f"{base}/health", proc), 30, message="the mock bank")
+        yield base
+
+
+def _http_ok(url: str, proc) -> bool:
+    if proc.popen.poll() is not None:
+        raise RuntimeError(f"the mock bank exited:\n{proc.output()}")
+    try:
+        with urllib.request.urlopen(url, timeout=2) as response:
+            return response.status == 200
+    except OSError:
+        return False
+
+
+def bank_bot(base: str) -> BotConfig:
+    schema = json.loads(ACCOUNT_SCHEMA)
+    return BotConfig(greeting="Hello.", tools=(
+        ToolConfig(name="get_balance", description="The balance of an account.",
+                   parameters=schema, url=f"{base}/get_balance"),
+        ToolConfig(name="block_card", description="Block the card of an account.",
+                   parameters=schema, url=f"{base}/block_card"),
+    ))
+
+
+async def test_the_core_asks_for_the_account_calls_the_bank_and_speaks_the_balance(
+        server, mock_bank):
+    """The core's conversation (fake media and TTS) with the real LLM client and service
+    (demo model) and the real mock bank over HTTP: the caller keys the account in."""
+    bot = bank_bot(mock_bank)
+    h = new_call(bot, llm=LlmClient(server.target), autoplay=True)  # type: ignore[arg-type]
+    try:
+        await h.greeted()
+        await h.reply_to("what is my balance")
+        assert h.tts.texts[-1] == ASK_ACCOUNT["get_balance"]
+        for digit in "12345678#":
+            h.call.on_dtmf(digit)
+        await until(lambda: h.call.turn.user_text == "[DTMF 12345678#]", "the keyed account")
+        await h.call.turn.wait_for_work()
+        assert h.tts.texts[-2:] == [bot.tool_filler, "Your balance is 1,250.40 dollars."]
+        assert h.call.turn.tool_calls == [("get_balance", '{"account":"12345678"}', "ok")]
+
+        await h.reply_to("i lost my card")
+        await h.reply_to("nine nine nine nine")  # spoken; no such account: the bank says 404
+        assert h.tts.texts[-2:] == [bot.tool_filler, bot.tool_failed]
+        await h.reply_to("goodbye")
+        assert "Goodbye" in h.tts.texts[-1]
+    finally:
+        await h.call.close("test over")
+        await h.llm.close()
