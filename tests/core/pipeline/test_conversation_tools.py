@@ -203,3 +203,19 @@ def test_tool_config_is_checked() -> None:
         ToolConfig(name="t", url="http://127.0.0.1:1/x", parameters={"type": "objekt"})
     with pytest.raises(ValueError, match="unique"):
         BotConfig(tools=(ToolConfig(name="t", url="http://127.0.0.1:1/x"),) * 2)
+
+
+def test_the_demo_bots_commented_tools_load_when_uncommented() -> None:
+    """core/bot.toml carries the mock bank's tools commented out (see its comment): they
+    must stay a valid configuration for whoever turns them on."""
+    import re
+    import tomllib
+
+    from opensips_ai_core.config import DEFAULT_BOT_CONFIG
+
+    text = DEFAULT_BOT_CONFIG.read_text()
+    start = text.index("# [[bot.tools]]")
+    enabled = text[:start] + re.sub(r"^# ?", "", text[start:], flags=re.MULTILINE)
+    bot = BotConfig.model_validate(tomllib.loads(enabled)["bot"])
+    assert [tool.name for tool in bot.tools] == ["get_balance", "block_card"]
+    assert all(tool.url.startswith("http://127.0.0.1:8090/") for tool in bot.tools)
