@@ -163,6 +163,33 @@ async def test_barge_in_cancels_a_running_tool_call(make_call, tool_server) -> N
     assert h.call.history[-1] == ("assistant", "You said hello. Anything else?")
 
 
+async def test_a_reply_prepared_at_a_pause_calls_its_tool_only_once_committed(
+        make_call, tool_server) -> None:
+    h = make_call(bot(tool_server), llm=calling('{"account": "1234"}',
+                                                 LlmPlan(reply="About your card.")))
+    await h.greeted()
+    await h.asr.stream.pause("what is my balance")
+    discarded = h.call.prepared
+    await until(lambda: discarded.held_audio, "the held filler")
+    await h.reply_to("i lost my card")  # the final differs: the prepared reply goes
+    assert discarded.state is TurnState.DISCARDED
+    assert h.call.history[-1] == ("assistant", "About your card.")
+    assert tool_server.bodies == []  # a discarded reply acted on nothing
+
+    h.llm.plans += [LlmPlan(tool_call=ToolCall("call_2", "get_balance", '{"account": "1234"}')),
+                    LlmPlan(reply=ANSWER)]
+    h.media.play_out()
+    await h.asr.stream.pause("what is my balance please")
+    prepared = h.call.prepared
+    await until(lambda: prepared.held_audio, "the held filler")
+    assert tool_server.bodies == []  # held: waiting for the final transcript
+    await h.asr.stream.final("what is my balance please")
+    await prepared.wait_for_work()
+    assert prepared.state is TurnState.DONE
+    assert tool_server.bodies == [("balance", {"account": "1234"})]
+    assert h.call.history[-1] == ("assistant", f"{FILLER} {ANSWER}")
+
+
 async def test_built_in_hang_up_ends_the_call_after_the_reply(make_call, tool_server) -> None:
     h = make_call(bot(tool_server), autoplay=True,
                   llm=FakeLlm(plans=[LlmPlan(reply="Have a nice day.",

@@ -89,6 +89,9 @@ class Generation:
                 break
             await out.put(self.bot.tool_filler)
             said.append(self.bot.tool_filler)
+            # A reply prepared at the caller's pause may still be discarded: a tool can
+            # act (block a card), so it runs only for what the caller really said.
+            await turn.wait_until_committed()
             turn.in_flight.add("TOOL")
             try:
                 outcome = await self.tool_runner.run(call)

@@ -65,6 +65,9 @@ class Turn:
         self._media = media
         self._outcome: TurnState | None = None  # how its work ended (kept while held)
         self._ended = asyncio.Event()
+        self._playing = asyncio.Event()  # set once it is (or was) PLAYING
+        if not held:
+            self._playing.set()
         self._on_end: Callable[[Turn], None] | None = None
 
     # ---------------------------------------------------------------- reading
@@ -145,6 +148,7 @@ class Turn:
         if self.state is not TurnState.HELD:
             raise RuntimeError(f"commit of a {self.state.value} turn")
         self.state = TurnState.PLAYING
+        self._playing.set()
         for pcm in self.held_audio:
             self._media.enqueue(pcm)
         self.held_audio.clear()
@@ -169,6 +173,10 @@ class Turn:
         assert self.task is not None
         self.task.cancel()
         return cancelled
+
+    async def wait_until_committed(self) -> None:
+        """Until a held turn is committed (a discarded one is cancelled meanwhile)."""
+        await self._playing.wait()
 
     async def wait_for_work(self) -> None:
         """Until its LLM/TTS work has stopped, however it ended (its audio may still play)."""
