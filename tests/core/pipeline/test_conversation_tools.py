@@ -114,6 +114,8 @@ async def test_a_tool_call_says_the_filler_posts_the_arguments_and_speaks_the_an
         '{"account":"1234","balance":1250.4,"currency":"dollars"}')
     assert h.call.history[-1] == ("assistant", f"{FILLER} {ANSWER}")
     assert h.call.turn.tool_calls == [("get_balance", '{"account": "1234"}', "ok")]
+    assert h.call.transcript.turns[-1]["tool_calls"] == [
+        {"name": "get_balance", "arguments": '{"account": "1234"}', "outcome": "ok"}]
 
 
 BAD_TOOLS = {
