@@ -232,3 +232,38 @@ async def test_the_core_asks_for_the_account_calls_the_bank_and_speaks_the_balan
     finally:
         await h.call.close("test over")
         await h.llm.close()
+
+
+# A tool-aware chat template in the Hermes/Qwen style (tools listed in the system turn,
+# calls and results as tagged turns), standing for a hub model's.
+HERMES_TEMPLATE = (
+    "{%- if tools %}<|system|>Tools:{% for t in tools %} {{ t | tojson }}{% endfor %}\n"
+    "{%- endif %}"
+    "{%- for m in messages %}"
+    "{%- if m.role == 'tool' %}<|user|><tool_response>{{ m.content }}</tool_response>\n"
+    "{%- elif m.tool_calls is defined %}<|assistant|>{% for c in m.tool_calls %}"
+    "<tool_call>{{ c.function | tojson }}</tool_call>{% endfor %}\n"
+    "{%- else %}<|{{ m.role }}|>{{ m.content }}\n{%- endif %}"
+    "{%- endfor %}<|assistant|>"
+)
+
+
+def test_tools_and_tool_turns_reach_a_tool_aware_chat_template(demo_build):
+    from transformers import AutoTokenizer
+
+    from llm_service.engine import LanguageModel, Message, ToolCallRecord, ToolSpec
+    from llm_service.settings import LlmSettings
+
+    model = LanguageModel(LlmSettings())
+    model.tokenizer = AutoTokenizer.from_pretrained(demo_build.model_dir)
+    model.tokenizer.chat_template = HERMES_TEMPLATE
+    call = ToolCallRecord("call_1", "get_balance", {"account": "1234"})
+    prompt = model.render_prompt(
+        [Message("user", "my balance"), Message("assistant", "", tool_calls=(call,)),
+         Message("tool", '{"balance": 3}', tool_call_id="call_1")],
+        (ToolSpec("get_balance", "The balance.", json.loads(ACCOUNT_SCHEMA)),))
+    assert '"name": "get_balance"' in prompt.text and '"required": ["account"]' in prompt.text
+    assert '<tool_call>{"name": "get_balance", "arguments": {"account": "1234"}}</tool_call>' \
+        in prompt.text
+    assert '<tool_response>{"balance": 3}</tool_response>' in prompt.text
+    assert prompt.ids and prompt.text.endswith("<|assistant|>")
