@@ -248,3 +248,20 @@ def test_the_demo_bots_commented_tools_load_when_uncommented() -> None:
     bot = BotConfig.model_validate(tomllib.loads(enabled)["bot"])
     assert [tool.name for tool in bot.tools] == ["get_balance", "block_card"]
     assert all(tool.url.startswith("http://127.0.0.1:8090/") for tool in bot.tools)
+
+
+def test_tool_results_are_fitted_into_the_llms_limits() -> None:
+    """A long dialogue (fitted by history.py) plus tool results: the oldest turns go, the
+    caller's last turn and the results stay, within 16000 characters."""
+    from opensips_ai_core.pipeline.history import MAX_TOTAL_CHARS
+    from opensips_ai_core.pipeline.tools import fit_exchanges
+
+    dialogue = [("system", "s"), *[("user" if i % 2 else "assistant", "x" * 1900)
+                                   for i in range(7)], ("user", "my balance")]
+    results = [ToolExchange(ToolCall(f"c{i}", "get_balance", "{}"), "y" * 3990)
+               for i in range(3)]
+    fitted = fit_exchanges([*dialogue, *results])
+    assert fitted[0] == ("system", "s") and fitted[-4:] == [("user", "my balance"), *results]
+    total = sum(len(m.result_json) + 2 if isinstance(m, ToolExchange) else len(m[1])
+                for m in fitted)
+    assert total <= MAX_TOTAL_CHARS and len(fitted) < len(dialogue) + 3

@@ -26,6 +26,7 @@ from opensips_ai_core.pipeline.tools import (
     TRANSFER,
     ToolFailure,
     ToolRunner,
+    fit_exchanges,
     offered_tools,
     parse_arguments,
 )
@@ -103,7 +104,7 @@ class Generation:
                 await out.put(self.bot.tool_failed)
                 said.append(self.bot.tool_failed)
                 break
-            messages.append(ToolExchange(call, outcome.result_json))
+            messages = fit_exchanges([*messages, ToolExchange(call, outcome.result_json)])
         else:
             log.warning("Call %s: more than %d tool calls in one reply", self.call_id,
                         MAX_TOOL_ROUNDS)

@@ -21,7 +21,8 @@ import aiohttp
 import jsonschema
 
 from opensips_ai_core.config import BotConfig, ToolConfig
-from opensips_ai_core.grpc_clients.llm import ToolCall, ToolSpec
+from opensips_ai_core.grpc_clients.llm import ChatItem, ToolCall, ToolExchange, ToolSpec
+from opensips_ai_core.pipeline.history import MAX_MESSAGES, MAX_TOTAL_CHARS
 from voice_common import get_development_logger
 
 log = get_development_logger("core.tools")
@@ -70,6 +71,29 @@ def parse_arguments(call: ToolCall, schema: dict[str, Any]) -> dict[str, Any] | 
     return arguments
 
 
+def fit_exchanges(messages: list[ChatItem]) -> list[ChatItem]:
+    """`messages` with tool exchanges added, fitted again to the LLM's limits (history.py:
+    64 messages, a tool exchange being two, 16000 characters): the oldest dialogue after
+    the system prompt goes first; the caller's last turn and the exchanges stay."""
+    def size(item: ChatItem) -> int:
+        if isinstance(item, ToolExchange):
+            return len(item.result_json) + len(item.call.arguments_json)
+        return len(item[1])
+
+    def count(items: list[ChatItem]) -> int:
+        return sum(2 if isinstance(item, ToolExchange) else 1 for item in items)
+
+    fitted = list(messages)
+    first_exchange = next((i for i, item in enumerate(fitted)
+                           if isinstance(item, ToolExchange)), len(fitted))
+    # Keep the system prompt [0] and the caller's turn just before the first exchange.
+    while first_exchange > 2 and (count(fitted) > MAX_MESSAGES or
+                                  sum(size(item) for item in fitted) > MAX_TOTAL_CHARS):
+        del fitted[1]
+        first_exchange -= 1
+    return fitted
+
+
 class ToolRunner:
     def __init__(self, call_id: str, tools: Sequence[ToolConfig]) -> None:
         self.call_id = call_id
@@ -109,7 +133,9 @@ class ToolRunner:
             result = json.loads(body)
         except (json.JSONDecodeError, UnicodeDecodeError):
             return ToolFailure("the reply is not JSON")
-        return ToolSuccess(json.dumps(result, separators=(",", ":")))
+        # ensure_ascii off: "\u00e9" escapes could make a 4000-byte reply too long for
+        # the LLM's 4000-character message limit.
+        return ToolSuccess(json.dumps(result, separators=(",", ":"), ensure_ascii=False))
 
     def _failed(self, call: ToolCall, failure: ToolFailure) -> ToolFailure:
         log.warning("Call %s tool %s(%.200s) failed: %s", self.call_id, call.name,
