@@ -8,7 +8,6 @@ its own below, as a model with a tool-aware template would produce it.
 from __future__ import annotations
 
 import json
-import urllib.request
 
 import grpc
 import pytest
@@ -19,14 +18,8 @@ from opensips_ai_core.config import BotConfig, ToolConfig
 from opensips_ai_core.grpc_clients.llm import LlmClient
 from tests.core.pipeline.harness import new_call, until
 from tests.llm.conftest import SERVICE, Role, start_server
-from tests.support.procs import (
-    base_env,
-    free_port,
-    health_status,
-    python_module,
-    running,
-    wait_until,
-)
+from tests.support.bank import mock_bank
+from tests.support.procs import health_status
 from voiceai.llm.v1 import llm_pb2
 
 ACCOUNT_SCHEMA = json.dumps({"type": "object", "properties": {"account": {"type": "string"}},
@@ -176,25 +169,9 @@ def test_arguments_as_a_json_string_and_an_unclosed_tag():
 
 # ---------------------------------------------------------------- core + demo LLM + bank
 @pytest.fixture(scope="module")
-def mock_bank(tmp_path_factory):
-    """The dev stack's mock bank (opensips_ai_core.devtools.mock_bank), a real subprocess."""
-    port = free_port()
-    log_path = tmp_path_factory.mktemp("mock-bank") / "bank.log"
-    args = python_module("opensips_ai_core.devtools.mock_bank", "--port", str(port))
-    with running(args, base_env(), log_path) as proc:
-        base = f"http://127.0.0.1:{port}"
-        wait_until(lambda: _http_ok(f"{base}/health", proc), 30, message="the mock bank")
+def bank(tmp_path_factory):
+    with mock_bank(tmp_path_factory.mktemp("mock-bank")) as base:
         yield base
-
-
-def _http_ok(url: str, proc) -> bool:
-    if proc.popen.poll() is not None:
-        raise RuntimeError(f"the mock bank exited:\n{proc.output()}")
-    try:
-        with urllib.request.urlopen(url, timeout=2) as response:
-            return response.status == 200
-    except OSError:
-        return False
 
 
 def bank_bot(base: str) -> BotConfig:
@@ -208,10 +185,10 @@ def bank_bot(base: str) -> BotConfig:
 
 
 async def test_the_core_asks_for_the_account_calls_the_bank_and_speaks_the_balance(
-        server, mock_bank):
+        server, bank):
     """The core's conversation (fake media and TTS) with the real LLM client and service
     (demo model) and the real mock bank over HTTP: the caller keys the account in."""
-    bot = bank_bot(mock_bank)
+    bot = bank_bot(bank)
     h = new_call(bot, llm=LlmClient(server.target), autoplay=True)  # type: ignore[arg-type]
     try:
         await h.greeted()
