@@ -61,6 +61,7 @@ let
       ps.pydantic
       ps.pyyaml
       ps.tenacity  # the post-call webhook's retries
+      ps.jsonschema  # tool call arguments against the tools' schemas
     ];
   };
 

@@ -84,7 +84,7 @@ def test_the_runner_accepts_it_and_orders_core_last() -> None:
     from devstack import config
 
     project = config.load(STACK)
-    assert set(project.processes) == {"asr", "llm", "tts", "core", "opensips"}
+    assert set(project.processes) == {"asr", "llm", "tts", "core", "opensips", "bank"}
     assert config.start_order(project)[-1] == "core"
 
 
@@ -93,7 +93,7 @@ def _env(process: dict[str, Any], stack: dict[str, Any]) -> dict[str, str]:
     return dict(item.split("=", 1) for item in pairs)
 
 
-@pytest.mark.parametrize("name", ["asr", "llm", "tts", "core", "opensips"])
+@pytest.mark.parametrize("name", ["asr", "llm", "tts", "core", "opensips", "bank"])
 def test_each_process_is_configured_for_development(stack, name: str) -> None:
     process = stack["processes"][name]
     env = _env(process, stack)
@@ -114,7 +114,9 @@ def test_each_process_is_configured_for_development(stack, name: str) -> None:
     expected = "on_failure" if name == "opensips" else "always"
     assert process["availability"]["restart"] == expected
     # No pause after a hot reload's clean exit; voice_common.launch throttles crash loops.
-    assert process["availability"]["backoff_seconds"] == (1 if name == "opensips" else 0)
+    # (OpenSIPS and the mock bank have no hot reload: one second between restarts.)
+    assert process["availability"]["backoff_seconds"] == (
+        1 if name in ("opensips", "bank") else 0)
     if name in SERVICES:
         prefix, port, health_port = SERVICES[name]
         assert env[f"{prefix}_HOT_RELOAD"] == "1" and env[f"{prefix}_PORT"] == str(port)
@@ -128,6 +130,12 @@ def test_each_process_is_configured_for_development(stack, name: str) -> None:
                                                  "path": "/health", "scheme": "http"}, kind
     if name == "asr":
         assert env["VOSK_SHOW_WORDS"] == "1"
+    if name == "bank":  # the demo bot's tools (core/bot.toml) call it here
+        assert "opensips_ai_core.devtools.mock_bank" in process["command"]
+        assert "--port 8090" in process["command"]
+        for kind in ("readiness_probe", "liveness_probe"):
+            assert process[kind]["http_get"] == {"host": "127.0.0.1", "port": "8090",
+                                                 "path": "/health", "scheme": "http"}, kind
 
 
 def test_core_waits_for_every_service_healthy(stack) -> None:
@@ -147,12 +155,12 @@ def test_core_waits_for_every_service_healthy(stack) -> None:
 def test_no_probe_starts_a_python(stack) -> None:
     """A Python per probe per second cost 29% of a 2-core machine: every process whose
     health a Python would check (gRPC services, core) is probed over HTTP."""
-    for name in ("asr", "llm", "tts", "core"):
+    for name in ("asr", "llm", "tts", "core", "bank"):
         for kind in ("readiness_probe", "liveness_probe"):
             probe = stack["processes"][name][kind]
             assert set(probe) & {"exec", "http_get"} == {"http_get"}, (name, kind)
     ports = [stack["processes"][n]["readiness_probe"]["http_get"]["port"]
-             for n in ("asr", "llm", "tts", "core")]
+             for n in ("asr", "llm", "tts", "core", "bank")]
     assert len(set(ports)) == len(ports)
 
 
@@ -179,7 +187,7 @@ def test_every_dollar_in_the_file_is_meant_for_process_compose() -> None:
     assert config.expand_env(text, {"ASR_PORT": "1", "HOME": "/x"}) == text.replace("$$", "$")
 
 
-@pytest.mark.parametrize("name", ["asr", "llm", "tts", "core", "opensips"])
+@pytest.mark.parametrize("name", ["asr", "llm", "tts", "core", "opensips", "bank"])
 def test_readiness_gives_a_slow_start_time_not_retries(stack, name: str) -> None:
     """In process-compose the readiness probe's failure_threshold-th failure in a row
     stops the process for good and skips its dependents, counting across hot-reload

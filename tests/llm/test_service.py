@@ -72,7 +72,7 @@ BAD_REQUESTS = {
         Role(role=Role.USER, content="hi"), Role(role=Role.ASSISTANT, content="hello")]),
         "last message must be from the user"),
     "role unspecified": (llm_pb2.GenerateRequest(messages=[Role(content="hi")]),
-                         "use SYSTEM, USER or ASSISTANT"),
+                         "use SYSTEM, USER, ASSISTANT or TOOL"),
     "empty user turn": (request("   ", history=False), "empty"),
     "max_new_tokens too big": (request("hi", max_new_tokens=513), "to 512"),
     "max_new_tokens negative": (request("hi", max_new_tokens=-1), "to 512"),

@@ -132,6 +132,41 @@ class CoreSettings(ProcessSettings):
         return self.public_ip or self.rtp_bind_address
 
 
+BUILTIN_TOOLS = ("transfer", "hang_up")
+
+
+class ToolConfig(BaseModel):
+    """A tool the LLM may call: the core POSTs the arguments (JSON) to `url` and feeds
+    the JSON reply back to the LLM (pipeline/tools.py)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    name: str = Field(pattern=r"^[A-Za-z0-9_-]{1,64}$")
+    description: str = Field("", max_length=1000)
+    # JSON schema of the arguments (an object); the call's arguments are checked against it.
+    parameters: dict[str, Any] = Field(default_factory=lambda: {"type": "object"})
+    url: str = Field(pattern=r"^https?://\S+$")
+    timeout_s: float = Field(5.0, gt=0, le=60)
+
+    @field_validator("name")
+    @classmethod
+    def _not_builtin(cls, value: str) -> str:
+        if value in BUILTIN_TOOLS:
+            raise ValueError(f"tool name {value!r} is built in ({', '.join(BUILTIN_TOOLS)})")
+        return value
+
+    @field_validator("parameters")
+    @classmethod
+    def _valid_schema(cls, value: dict[str, Any]) -> dict[str, Any]:
+        import jsonschema
+
+        try:
+            jsonschema.validators.validator_for(value).check_schema(value)
+        except jsonschema.SchemaError as err:
+            raise ValueError(f"parameters is not a valid JSON schema: {err.message}") from None
+        return value
+
+
 class BotConfig(BaseModel):
     """Who the bot is and how a call may go."""
 
@@ -187,6 +222,23 @@ class BotConfig(BaseModel):
     record_audio: bool = False
     save_transcript: bool = False
     post_call_webhook: str = Field("", pattern=r"^(https?://\S+)?$")
+    # Tools the LLM may call ([[bot.tools]] tables), besides the built-in `transfer`
+    # (offered when there are transfer targets) and `hang_up`. While one runs the bot
+    # says `tool_filler`; when one fails (timeout, HTTP error, a reply that is not JSON
+    # or too big, arguments against the schema) it says `tool_failed` and goes on.
+    tools: tuple[ToolConfig, ...] = ()
+    tool_filler: str = "One moment, please."
+    tool_failed: str = "Sorry, I could not do that right now. How else can I help?"
+
+    @field_validator("tools")
+    @classmethod
+    def _unique_tools(cls, value: tuple[ToolConfig, ...]) -> tuple[ToolConfig, ...]:
+        names = [tool.name for tool in value]
+        if len(set(names)) != len(names):
+            raise ValueError(f"tool names must be unique: {names}")
+        if len(names) > 14:  # the LLM contract allows 16, the two built-ins included
+            raise ValueError(f"at most 14 tools, not {len(names)}")
+        return value
 
     @field_validator("transfer_to", mode="before")
     @classmethod

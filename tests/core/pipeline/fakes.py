@@ -18,11 +18,16 @@ from dataclasses import dataclass, field
 import grpc
 import numpy as np
 
-from llm_service.validation import InvalidRequestError, validate_messages
-from opensips_ai_core.grpc_clients.llm import ROLES, GenerationResult
+from llm_service.validation import InvalidRequestError, validate_messages, validate_tools
+from opensips_ai_core.grpc_clients.llm import (
+    ChatItem,
+    GenerationResult,
+    ToolCall,
+    ToolSpec,
+    build_request,
+)
 from opensips_ai_core.pipeline.protocols import AsrHandler, BreakHandler, Services
 from voiceai.asr.v1 import asr_pb2
-from voiceai.llm.v1 import llm_pb2
 
 
 def rpc_error(code: grpc.StatusCode, details: str) -> grpc.aio.AioRpcError:
@@ -148,10 +153,12 @@ class LlmPlan:
     error: grpc.aio.AioRpcError | None = None
     error_after: grpc.aio.AioRpcError | None = None
     block: asyncio.Event | None = None
+    tool_call: ToolCall | None = None  # called after `reply`'s words
 
 
-def echo_reply(messages: Sequence[tuple[str, str]]) -> str:
-    last = messages[-1][1]
+def echo_reply(messages: Sequence[ChatItem]) -> str:
+    item = messages[-1]
+    last = item.result_json if not isinstance(item, tuple) else item[1]
     if "goodbye" in last.lower():
         return "Thank you for calling. Goodbye!"
     return f"You said {last[:40]}. Anything else?"
@@ -161,19 +168,22 @@ def echo_reply(messages: Sequence[tuple[str, str]]) -> str:
 class FakeLlm:
     timeout_s: float = 5.0
     plans: list[LlmPlan] = field(default_factory=list)
-    default: Callable[[Sequence[tuple[str, str]]], str] = echo_reply
-    requests: list[list[tuple[str, str]]] = field(default_factory=list)
+    default: Callable[[Sequence[ChatItem]], str] = echo_reply
+    requests: list[list[ChatItem]] = field(default_factory=list)
+    offered: list[list[str]] = field(default_factory=list)  # tool names, per request
     refusals: list[str] = field(default_factory=list)
     cancelled: int = 0
 
-    async def generate(self, messages: Sequence[tuple[str, str]], *, call_id: str = "",
+    async def generate(self, messages: Sequence[ChatItem], *, call_id: str = "",
                        max_new_tokens: int = 0, temperature: float = 0.0,
-                       result: GenerationResult | None = None) -> AsyncIterator[str]:
+                       result: GenerationResult | None = None,
+                       tools: Sequence[ToolSpec] = ()) -> AsyncIterator[str]:
         self.requests.append(list(messages))
-        request = llm_pb2.GenerateRequest(messages=[
-            llm_pb2.ChatMessage(role=ROLES[role], content=content) for role, content in messages])
+        self.offered.append([tool.name for tool in tools])
+        request = build_request(messages, tools=tools)
         try:
             validate_messages(request)
+            validate_tools(request)
         except InvalidRequestError as err:  # as the service answers it
             self.refusals.append(str(err))
             raise rpc_error(grpc.StatusCode.INVALID_ARGUMENT, str(err)) from None
@@ -181,13 +191,16 @@ class FakeLlm:
         if plan.error is not None:
             raise plan.error
         try:
-            for index, word in enumerate(plan.reply.split(" ")):
+            words = plan.reply.split(" ") if plan.reply or plan.tool_call is None else []
+            for index, word in enumerate(words):
                 delta = word if index == 0 else " " + word
                 if result is not None:
                     result.text += delta
                     result.deltas += 1
                 yield delta
                 await asyncio.sleep(0)
+            if plan.tool_call is not None and result is not None:
+                result.tool_calls.append(plan.tool_call)
             if plan.block is not None:
                 await plan.block.wait()
             if plan.error_after is not None:

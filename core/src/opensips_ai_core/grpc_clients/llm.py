@@ -1,9 +1,14 @@
-"""LLM client: stream text deltas for a chat; cancelling the iterator cancels the RPC."""
+"""LLM client: stream text deltas for a chat; cancelling the iterator cancels the RPC.
+
+Tool calls the model makes arrive in `GenerationResult.tool_calls` (the contract's
+`tool_call` events); a conversation item may be a `ToolExchange` (the call and its
+result), sent as the assistant's tool call followed by a TOOL message.
+"""
 
 from __future__ import annotations
 
 from collections.abc import AsyncGenerator, AsyncIterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from opensips_ai_core.grpc_clients.channel import open_channel, stream_until_deadline
 from voice_common import get_development_logger
@@ -18,6 +23,31 @@ ROLES = {
 }
 
 
+@dataclass(frozen=True)
+class ToolCall:
+    id: str
+    name: str
+    arguments_json: str
+
+
+@dataclass(frozen=True)
+class ToolExchange:
+    """A tool call the model made and the JSON result the core got for it."""
+
+    call: ToolCall
+    result_json: str
+
+
+@dataclass(frozen=True)
+class ToolSpec:
+    name: str
+    description: str
+    parameters_json: str
+
+
+ChatItem = tuple[str, str] | ToolExchange
+
+
 @dataclass
 class GenerationResult:
     """Filled while streaming; `timings` arrives with the last message."""
@@ -25,6 +55,32 @@ class GenerationResult:
     text: str = ""
     timings: llm_pb2.GenerationTimings | None = None
     deltas: int = 0
+    tool_calls: list[ToolCall] = field(default_factory=list)
+
+
+def build_request(messages: Sequence[ChatItem], *, tools: Sequence[ToolSpec] = (),
+                  call_id: str = "", max_new_tokens: int = 0, temperature: float = 0.0
+                  ) -> llm_pb2.GenerateRequest:
+    chat: list[llm_pb2.ChatMessage] = []
+    for item in messages:
+        if isinstance(item, ToolExchange):
+            call = item.call
+            chat.append(llm_pb2.ChatMessage(
+                role=llm_pb2.ChatMessage.ASSISTANT, tool_calls=[llm_pb2.ToolCall(
+                    id=call.id, name=call.name, arguments_json=call.arguments_json)]))
+            chat.append(llm_pb2.ChatMessage(role=llm_pb2.ChatMessage.TOOL,
+                                            tool_call_id=call.id, content=item.result_json))
+        else:
+            role, content = item
+            chat.append(llm_pb2.ChatMessage(role=ROLES[role], content=content))
+    return llm_pb2.GenerateRequest(
+        messages=chat,
+        tools=[llm_pb2.Tool(name=t.name, description=t.description,
+                            parameters_json=t.parameters_json) for t in tools],
+        params=llm_pb2.GenerationParams(max_new_tokens=max_new_tokens,
+                                        temperature=temperature),
+        call_id=call_id,
+    )
 
 
 class LlmClient:
@@ -37,21 +93,17 @@ class LlmClient:
 
     async def generate(
         self,
-        messages: Sequence[tuple[str, str]],
+        messages: Sequence[ChatItem],
         *,
         call_id: str = "",
         max_new_tokens: int = 0,
         temperature: float = 0.0,
         result: GenerationResult | None = None,
+        tools: Sequence[ToolSpec] = (),
     ) -> AsyncIterator[str]:
         """Yield text deltas. Closing the generator early cancels the RPC at once."""
-        request = llm_pb2.GenerateRequest(
-            messages=[llm_pb2.ChatMessage(role=ROLES[role], content=content)
-                      for role, content in messages],
-            params=llm_pb2.GenerationParams(max_new_tokens=max_new_tokens,
-                                            temperature=temperature),
-            call_id=call_id,
-        )
+        request = build_request(messages, tools=tools, call_id=call_id,
+                                max_new_tokens=max_new_tokens, temperature=temperature)
         # The generated stubs are untyped: name the response type here.
         calls: AsyncGenerator[llm_pb2.GenerateResponse, None] = stream_until_deadline(
             lambda timeout: self.stub.Generate(request, wait_for_ready=True, timeout=timeout),
@@ -63,6 +115,9 @@ class LlmClient:
                         result.text += response.delta
                         result.deltas += 1
                     yield response.delta
+                elif response.HasField("tool_call") and result is not None:
+                    call = response.tool_call
+                    result.tool_calls.append(ToolCall(call.id, call.name, call.arguments_json))
                 elif response.HasField("done") and result is not None:
                     result.timings = response.done
         except GeneratorExit:

@@ -17,10 +17,19 @@ import grpc
 
 from opensips_ai_core import metrics
 from opensips_ai_core.config import BotConfig
-from opensips_ai_core.grpc_clients.llm import GenerationResult
+from opensips_ai_core.grpc_clients.llm import ChatItem, GenerationResult, ToolCall, ToolExchange
 from opensips_ai_core.pipeline.protocols import LanguageModel, SpeechSynthesizer
 from opensips_ai_core.pipeline.retry import RetryWindow, describe
 from opensips_ai_core.pipeline.sentences import SentenceChunker
+from opensips_ai_core.pipeline.tools import (
+    HANG_UP,
+    TRANSFER,
+    ToolFailure,
+    ToolRunner,
+    fit_exchanges,
+    offered_tools,
+    parse_arguments,
+)
 from opensips_ai_core.pipeline.transfer import strip_transfer_marker
 from opensips_ai_core.pipeline.turn import Turn
 from voice_common import get_development_logger
@@ -28,6 +37,8 @@ from voice_common import get_development_logger
 log = get_development_logger("core.generation")
 
 SAMPLE_RATE = 8000
+# Tool calls one reply may chain (call, result, call again...) before the bot gives up.
+MAX_TOOL_ROUNDS = 3
 
 
 class Generation:
@@ -37,6 +48,10 @@ class Generation:
         self.llm = llm
         self.tts = tts
         self.bot = bot
+        self.tool_runner = ToolRunner(call_id, bot.tools)
+        # Built-ins only alongside configured tools: a bot without tools sends no tool
+        # list, so models whose template renders tools see the prompt they always did.
+        self.tools = offered_tools(bot) if bot.tools else []
 
     async def say(self, turn: Turn, text: str) -> None:
         """A fixed text (greeting, prompt, goodbye) as the turn's reply."""
@@ -58,6 +73,59 @@ class Generation:
         await speaker
 
     async def _write(self, turn: Turn, out: asyncio.Queue[str | None]) -> None:
+        messages: list[ChatItem] = list(turn.messages)
+        said: list[str] = []
+        for _ in range(MAX_TOOL_ROUNDS + 1):
+            result = await self._generate(turn, messages, out)
+            if result is None:  # lost: apologised
+                said.append(self.bot.apology)
+                break
+            if result.text.strip():
+                said.append(result.text.strip())
+            if not result.tool_calls:
+                break
+            call = result.tool_calls[0]  # one at a time: the next round may call the next
+            if call.name in (TRANSFER, HANG_UP):
+                self._builtin(turn, call)
+                break
+            await out.put(self.bot.tool_filler)
+            said.append(self.bot.tool_filler)
+            # A reply prepared at the caller's pause may still be discarded: a tool can
+            # act (block a card), so it runs only for what the caller really said.
+            await turn.wait_until_committed()
+            turn.in_flight.add("TOOL")
+            try:
+                outcome = await self.tool_runner.run(call)
+            finally:
+                turn.in_flight.discard("TOOL")
+            turn.tool_calls.append((call.name, call.arguments_json,
+                                    "failed" if isinstance(outcome, ToolFailure) else "ok"))
+            if isinstance(outcome, ToolFailure):
+                await out.put(self.bot.tool_failed)
+                said.append(self.bot.tool_failed)
+                break
+            messages = fit_exchanges([*messages, ToolExchange(call, outcome.result_json)])
+        else:
+            log.warning("Call %s: more than %d tool calls in one reply", self.call_id,
+                        MAX_TOOL_ROUNDS)
+            await out.put(self.bot.tool_failed)
+            said.append(self.bot.tool_failed)
+        turn.reply = " ".join(said)
+
+    def _builtin(self, turn: Turn, call: ToolCall) -> None:
+        """`transfer` / `hang_up`: mark the turn; replies.py acts once it has played."""
+        if call.name == HANG_UP:
+            turn.hang_up = True
+            return
+        schema = {"type": "object", "properties": {"target": {"type": "string"}}}
+        arguments = parse_arguments(call, schema)
+        target = arguments.get("target", "") if isinstance(arguments, dict) else ""
+        targets = self.bot.transfer_to
+        turn.transfer_to = targets.get(target) or next(iter(targets.values()), None)
+
+    async def _generate(self, turn: Turn, messages: list[ChatItem],
+                        out: asyncio.Queue[str | None]) -> GenerationResult | None:
+        """One LLM request, its sentences queued for TTS; None when it was lost."""
         window = RetryWindow(self.llm.timeout_s)
         while True:
             result = GenerationResult()
@@ -66,19 +134,19 @@ class Generation:
             try:
                 async with asyncio.timeout(window.remaining_s()):
                     async for delta in self.llm.generate(
-                            turn.messages, call_id=self.call_id,
+                            messages, call_id=self.call_id,
                             max_new_tokens=self.bot.max_new_tokens,
-                            temperature=self.bot.temperature, result=result):
+                            temperature=self.bot.temperature, result=result,
+                            tools=self.tools):
                         turn.timer.mark("llm_first_token")
                         for sentence in chunker.feed(delta):
                             await out.put(self._strip_marker(sentence))
                 rest = chunker.flush()
                 if rest:
                     await out.put(self._strip_marker(rest))
-                turn.reply = result.text.strip()
-                if result.timings is not None:
+                if result.timings is not None and turn.timer.llm_server_ttft_ms is None:
                     turn.timer.llm_server_ttft_ms = result.timings.time_to_first_token_ms
-                return
+                return result
             except (grpc.aio.AioRpcError, TimeoutError) as err:
                 code, details = describe(err)
                 metrics.SERVICE_ERRORS.labels("llm", code).inc()
@@ -90,8 +158,8 @@ class Generation:
             finally:
                 turn.in_flight.discard("LLM")
         # The turn is lost: say so rather than stay silent.
-        turn.reply = self.bot.apology
         await out.put(self.bot.apology)
+        return None
 
     def _strip_marker(self, text: str) -> str:
         """The sentence without the goodbye and transfer markers (never spoken)."""

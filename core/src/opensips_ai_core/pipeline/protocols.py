@@ -14,7 +14,7 @@ from typing import Protocol
 import grpc
 import numpy as np
 
-from opensips_ai_core.grpc_clients.llm import GenerationResult
+from opensips_ai_core.grpc_clients.llm import ChatItem, GenerationResult, ToolSpec
 from voiceai.asr.v1 import asr_pb2
 
 AsrHandler = Callable[[asr_pb2.RecognizeResponse], Awaitable[None]]
@@ -45,10 +45,11 @@ class LanguageModel(Protocol):
     # The deadline of one generation, waiting for a restart included (CORE_LLM_TIMEOUT_S).
     timeout_s: float
 
-    def generate(self, messages: Sequence[tuple[str, str]], *, call_id: str = "",
+    def generate(self, messages: Sequence[ChatItem], *, call_id: str = "",
                  max_new_tokens: int = 0, temperature: float = 0.0,
-                 result: GenerationResult | None = None) -> AsyncIterator[str]:
-        """Text deltas; closing the iterator early cancels the generation."""
+                 result: GenerationResult | None = None,
+                 tools: Sequence[ToolSpec] = ()) -> AsyncIterator[str]:
+        """Text deltas (tool calls into `result`); closing the iterator early cancels it."""
         ...
 
 

@@ -178,16 +178,17 @@ class Replies:
             self.transcript.turn_ended(turn)
         if outcome is not TurnState.DONE:
             return
-        if self._transfers(turn.reply):
+        if self._transfers(turn):
             return
-        if self._is_goodbye(turn.reply) or self._caller_said_goodbye(turn):
+        if turn.hang_up or self._is_goodbye(turn.reply) or self._caller_said_goodbye(turn):
             self._on_goodbye()
 
-    def _transfers(self, reply: str) -> bool:
-        """Whether the reply asks for a transfer that the call has started."""
+    def _transfers(self, turn: Turn) -> bool:
+        """Whether the reply (or its `transfer` tool call) asks for a transfer that the
+        call has started."""
         if self._on_transfer is None:
             return False
-        target = transfer_target(self.bot, reply)
+        target = turn.transfer_to or transfer_target(self.bot, turn.reply)
         return target is not None and self._on_transfer(target)
 
     def _caller_said_goodbye(self, turn: Turn) -> bool:

@@ -107,6 +107,9 @@ class Transcript:
             "interrupted": cut_off or turn.state is TurnState.INTERRUPTED,
             "first_audio_s": self.offset(timer.first_rtp) if timer.first_rtp else None,
         }
+        if turn.tool_calls:
+            entry["tool_calls"] = [{"name": name, "arguments": arguments, "outcome": outcome}
+                                   for name, arguments, outcome in turn.tool_calls]
         if turn.user_text.startswith(DTMF_PREFIX):
             entry["dtmf"] = turn.user_text[len(DTMF_PREFIX):].rstrip("]")
         if timer.speech_end is not None:

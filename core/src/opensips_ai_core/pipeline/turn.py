@@ -55,13 +55,19 @@ class Turn:
         self.state = TurnState.HELD if held else TurnState.PLAYING
         self.reply = ""                       # the full reply, once generated
         self.spoken: list[str] = []           # the sentences sent to TTS so far
-        self.in_flight: set[str] = set()      # "LLM", "TTS": the RPCs running now
+        self.in_flight: set[str] = set()      # "LLM", "TTS", "TOOL": what runs now
+        self.tool_calls: list[tuple[str, str, str]] = []  # (name, arguments, "ok"/"failed")
+        self.transfer_to: str | None = None   # the LLM called the built-in `transfer`
+        self.hang_up = False                  # the LLM called the built-in `hang_up`
         self.held_audio: list[np.ndarray | bytes] = []
         self.history_index: int | None = None  # where its reply went in the history
         self.task: asyncio.Task[None] | None = None
         self._media = media
         self._outcome: TurnState | None = None  # how its work ended (kept while held)
         self._ended = asyncio.Event()
+        self._playing = asyncio.Event()  # set once it is (or was) PLAYING
+        if not held:
+            self._playing.set()
         self._on_end: Callable[[Turn], None] | None = None
 
     # ---------------------------------------------------------------- reading
@@ -142,6 +148,7 @@ class Turn:
         if self.state is not TurnState.HELD:
             raise RuntimeError(f"commit of a {self.state.value} turn")
         self.state = TurnState.PLAYING
+        self._playing.set()
         for pcm in self.held_audio:
             self._media.enqueue(pcm)
         self.held_audio.clear()
@@ -166,6 +173,10 @@ class Turn:
         assert self.task is not None
         self.task.cancel()
         return cancelled
+
+    async def wait_until_committed(self) -> None:
+        """Until a held turn is committed (a discarded one is cancelled meanwhile)."""
+        await self._playing.wait()
 
     async def wait_for_work(self) -> None:
         """Until its LLM/TTS work has stopped, however it ended (its audio may still play)."""

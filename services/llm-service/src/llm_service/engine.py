@@ -22,7 +22,7 @@ log = logging.getLogger(__name__)
 dlog = get_development_logger(__name__)
 
 _TRUE = {"1", "true", "yes", "on"}
-ROLE_NAMES = {"system": "System", "user": "User", "assistant": "Assistant"}
+ROLE_NAMES = {"system": "System", "user": "User", "assistant": "Assistant", "tool": "Tool"}
 # Without a chat template the prompt is plain text; the model's next "User:" line
 # would be it talking for the caller, so it ends the reply.
 PLAIN_STOP = "\nUser:"
@@ -37,9 +37,46 @@ def offline() -> bool:
 
 
 @dataclass(frozen=True)
+class ToolCallRecord:
+    """A tool call the assistant made earlier in the conversation."""
+
+    id: str
+    name: str
+    arguments: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class ToolSpec:
+    name: str
+    description: str
+    parameters: dict[str, Any]  # JSON schema
+
+
+@dataclass(frozen=True)
 class Message:
-    role: str  # "system" | "user" | "assistant"
+    role: str  # "system" | "user" | "assistant" | "tool"
     content: str
+    tool_call_id: str = ""  # "tool": the call this result answers
+    tool_calls: tuple[ToolCallRecord, ...] = ()  # "assistant": the calls it made
+
+
+def chat_dict(message: Message) -> dict[str, Any]:
+    """One message in the transformers chat format (tool calls as OpenAI-style functions)."""
+    item: dict[str, Any] = {"role": message.role, "content": message.content}
+    if message.tool_call_id:
+        item["tool_call_id"] = message.tool_call_id
+    if message.tool_calls:
+        item["tool_calls"] = [
+            {"id": call.id, "type": "function",
+             "function": {"name": call.name, "arguments": call.arguments}}
+            for call in message.tool_calls
+        ]
+    return item
+
+
+def tool_dict(tool: ToolSpec) -> dict[str, Any]:
+    return {"type": "function", "function": {
+        "name": tool.name, "description": tool.description, "parameters": tool.parameters}}
 
 
 @dataclass(frozen=True)
@@ -184,13 +221,19 @@ class LanguageModel:
                  sum(p.numel() for p in self.model.parameters()) / 1e6,
                  (time.perf_counter() - started) * 1000)
 
-    def render_prompt(self, messages: list[Message]) -> Prompt:
-        """The token ids to feed: the tokenizer's chat template, else a plain dialogue."""
+    def render_prompt(self, messages: list[Message], tools: tuple[ToolSpec, ...] = ()
+                      ) -> Prompt:
+        """The token ids to feed: the tokenizer's chat template, else a plain dialogue.
+
+        Tools go to the template (`tools=`); a template that ignores them renders
+        the prompt without them, and the model then simply does not call any.
+        """
         tokenizer = self.tokenizer
-        chat = [{"role": m.role, "content": m.content} for m in messages]
+        chat = [chat_dict(m) for m in messages]
         if getattr(tokenizer, "chat_template", None):
+            extra: dict[str, Any] = {"tools": [tool_dict(t) for t in tools]} if tools else {}
             text = tokenizer.apply_chat_template(chat, tokenize=False,
-                                                 add_generation_prompt=True)
+                                                 add_generation_prompt=True, **extra)
             # The template writes any BOS itself; adding special tokens would double it.
             ids = tokenizer.encode(text, add_special_tokens=False)
             return Prompt(ids=list(ids), text=text, stop=())

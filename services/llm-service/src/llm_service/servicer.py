@@ -9,10 +9,26 @@ from collections.abc import AsyncIterator
 
 import grpc
 
-from llm_service.engine import Delta, Event, Failed, Finished, GenerationJob, LanguageModel
+from llm_service.demo_tools import demo_step
+from llm_service.engine import (
+    Delta,
+    Event,
+    Failed,
+    Finished,
+    GenerationJob,
+    LanguageModel,
+    Message,
+)
+from llm_service.models import uses_demo
 from llm_service.scheduler import QueueFullError, RoundRobinScheduler
 from llm_service.settings import LlmSettings
-from llm_service.validation import InvalidRequestError, validate_messages, validate_params
+from llm_service.tool_calls import ParsedToolCall, ToolCallExtractor
+from llm_service.validation import (
+    InvalidRequestError,
+    validate_messages,
+    validate_params,
+    validate_tools,
+)
 from voice_common.devlogger import get_development_logger
 from voiceai.llm.v1 import llm_pb2, llm_pb2_grpc
 
@@ -36,13 +52,14 @@ class LanguageModelServicer(llm_pb2_grpc.LanguageModelServicer):
         try:
             messages = validate_messages(request)
             params = validate_params(request.params, self.settings.max_new_tokens)
+            tools = validate_tools(request)
         except InvalidRequestError as err:
             log.warning("refused request (%s): %s", request.call_id or "-", err)
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(err))
             return
         # Rendering and tokenizing a 16000-character prompt is CPU work: off the loop.
         try:
-            prompt = await asyncio.to_thread(self.model.render_prompt, messages)
+            prompt = await asyncio.to_thread(self.model.render_prompt, messages, tools)
         except Exception as err:  # e.g. a chat template that refuses a system message
             log.warning("prompt rendering failed (%s): %s", request.call_id or "-", err)
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT,
@@ -76,12 +93,35 @@ class LanguageModelServicer(llm_pb2_grpc.LanguageModelServicer):
             log.warning("refused request (%s): %s", request.call_id or "-", err)
             await context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, str(err))
             return
+        offered = [tool.name for tool in tools]
+        extractor = ToolCallExtractor(offered) if offered else None
+        # The demo's tool step needs its whole reply (demo_tools.py); others stream.
+        demo_reply: list[str] | None = [] if offered and uses_demo(self.settings.model) else None
         try:
             while True:
                 event = await events.get()
                 if isinstance(event, Delta):
-                    yield llm_pb2.GenerateResponse(delta=event.text)
+                    if demo_reply is not None:
+                        demo_reply.append(event.text)
+                        continue
+                    if extractor is None:
+                        yield llm_pb2.GenerateResponse(delta=event.text)
+                        continue
+                    text, calls = extractor.feed(event.text)
+                    for response in _responses(text, calls):
+                        yield response
                 elif isinstance(event, Finished):
+                    reason = event.finish_reason
+                    if demo_reply is not None:
+                        text, calls = _demo_outcome(messages, offered, "".join(demo_reply))
+                    elif extractor is not None:
+                        text, calls = extractor.flush(), extractor.calls
+                    else:
+                        text, calls = "", []
+                    for response in _responses(text, calls if demo_reply is not None else []):
+                        yield response
+                    if calls:
+                        reason = "tool_calls"
                     yield llm_pb2.GenerateResponse(done=llm_pb2.GenerationTimings(
                         time_to_first_token_ms=event.time_to_first_token_ms,
                         tokens_per_second=event.tokens_per_second,
@@ -89,7 +129,7 @@ class LanguageModelServicer(llm_pb2_grpc.LanguageModelServicer):
                         completion_tokens=event.completion_tokens,
                         total_ms=event.total_ms,
                         queue_ms=event.queue_ms,
-                        finish_reason=event.finish_reason,
+                        finish_reason=reason,
                     ))
                     return
                 elif isinstance(event, Failed):
@@ -100,3 +140,21 @@ class LanguageModelServicer(llm_pb2_grpc.LanguageModelServicer):
             # worker drops the job before its next token step and logs it.
             if not job.finished:
                 job.cancel("client cancelled" if context.cancelled() else "stream closed")
+
+
+def _responses(text: str, calls: list[ParsedToolCall]) -> list[llm_pb2.GenerateResponse]:
+    out = [llm_pb2.GenerateResponse(delta=text)] if text else []
+    out += [llm_pb2.GenerateResponse(tool_call=llm_pb2.ToolCall(
+        id=call.id, name=call.name, arguments_json=call.arguments_json)) for call in calls]
+    return out
+
+
+def _demo_outcome(messages: list[Message], offered: list[str], reply: str
+                  ) -> tuple[str, list[ParsedToolCall]]:
+    step = demo_step(messages, offered, reply)
+    if step is None:
+        return reply, []
+    if step.call is not None:
+        log.info("demo tool call %s %s", step.call.name, step.call.arguments_json)
+        return step.text, [step.call]
+    return step.text, []
