@@ -260,7 +260,7 @@ def main() -> int:
         with (service("asr", logs, ASR_ENGINE="pocketsphinx", ASR_NICE=SERVICE_NICE,
                       ASR_MAX_CONCURRENT_STREAMS="48") as asr,
               service("llm", logs, VOICE_CACHE_DIR=str(logs / "llm-cache"),
-                      LLM_NICE=SERVICE_NICE) as llm,
+                      LLM_MODEL="demo", LLM_NICE=SERVICE_NICE) as llm,
               service("tts", logs, TTS_NICE=SERVICE_NICE) as tts):
             targets = (asr.target, llm.target, tts.target)
             rows = [row for level in args.calls.split(",")

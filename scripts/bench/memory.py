@@ -89,7 +89,8 @@ def main() -> int:
             "asr (pocketsphinx)": stack.enter_context(
                 service("asr", logdir, ASR_ENGINE="pocketsphinx", **nice)),
             "llm (demo model)": stack.enter_context(
-                service("llm", logdir, VOICE_CACHE_DIR=str(logdir / "cache"), LLM_NICE="10")),
+                service("llm", logdir, VOICE_CACHE_DIR=str(logdir / "cache"), LLM_MODEL="demo",
+                        LLM_NICE="10")),
             "tts (piper)": stack.enter_context(service("tts", logdir, TTS_NICE="10")),
         }
         vosk_model = os.environ.get("VOSK_MODEL_PATH") or packaged_korean_model()

@@ -75,7 +75,7 @@ def run_warm(module: str, env: dict[str, str], log: Path, *,
 @pytest.mark.parametrize("named", [False, True], ids=["demo-model", "transformers-folder"])
 def test_the_llm_answers_with_the_parents_model_after_a_reload(
         demo_build: DemoBuild, tmp_path: Path, named: bool) -> None:
-    """The embedded demo model (LLM_MODEL empty), and a transformers folder named by
+    """The embedded demo model (LLM_MODEL=demo), and a transformers folder named by
     LLM_MODEL (the demo model's, the same files a real model would have)."""
     item = next(i for i in load_dialogue() if i["name"] == "lost_card")
 
@@ -85,7 +85,7 @@ def test_the_llm_answers_with_the_parents_model_after_a_reload(
                                    request(item["questions"][0]))
         assert "".join(deltas) == item["answer"] and done.finish_reason == "stop"
 
-    model = {"LLM_MODEL": str(demo_build.model_dir)} if named else {}
+    model = {"LLM_MODEL": str(demo_build.model_dir) if named else "demo"}
     run_warm("llm_service", {"VOICE_CACHE_DIR": str(demo_build.cache_dir),
                              "TORCH_FORCE_CPU": "1", **model},
              tmp_path / "llm.log", check=check, kept_line="kept from the warm parent (no load)",

@@ -74,6 +74,7 @@ class CallManager:
         self._bots: dict[str, BotConfig] = {}
         # Recordings, transcripts, the post-call webhook (recording/archive.py).
         self.archive = CallArchive(settings)
+        self._closing: dict[str, Call] = {}  # ended, closing, not archived yet
         self._recorders: dict[str, CallRecorder] = {}
 
     # ------------------------------------------------------------ capacity
@@ -227,6 +228,9 @@ class CallManager:
 
     async def end_call(self, call_id: str, reason: str) -> None:
         call = self.calls.pop(call_id, None)
+        if call is not None:
+            # Its transcript stays readable while it closes, until the archive has it.
+            self._closing[call_id] = call
         session = self.sessions.pop(call_id, None)
         self._versions.pop(call_id, None)
         self._awaiting_answer.pop(call_id, None)
@@ -245,6 +249,7 @@ class CallManager:
             recorder = self._recorders.pop(call_id, None)
             if call is not None:
                 self.archive.call_ended(call.transcript.to_dict(), recorder, call.bot)
+                self._closing.pop(call_id, None)
             if call is not None or session is not None:
                 self._admitted.discard(call_id)
                 self._released.set()
@@ -377,8 +382,9 @@ class CallManager:
 
     def transcript(self, call_id: str) -> dict[str, object] | None:
         """A call's transcript so far, or an ended call's, by its id or SIP Call-ID."""
-        call = self.calls.get(call_id) or next(
-            (c for c in self.calls.values() if c.info.sip_call_id == call_id), None)
+        live = [*self.calls.values(), *self._closing.values()]
+        call = self.calls.get(call_id) or self._closing.get(call_id) or next(
+            (c for c in live if c.info.sip_call_id == call_id), None)
         if call is not None:
             return call.transcript.to_dict()
         return self.archive.transcript(call_id)

@@ -49,7 +49,7 @@ def replicas(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Replicas]:
         tts = [stack.enter_context(service("tts", logdir, TTS_ENABLE_DEBUG="1"))
                for _ in range(2)]
         llm = stack.enter_context(service("llm", logdir, VOICE_CACHE_DIR=str(cache),
-                                          LLM_ENABLE_DEBUG="1", DEVELOPMENT_MODE="1"))
+                                          LLM_MODEL="demo", LLM_ENABLE_DEBUG="1", DEVELOPMENT_MODE="1"))
         yield Replicas(asr, tts, llm)
 
 

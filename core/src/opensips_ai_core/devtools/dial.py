@@ -95,9 +95,9 @@ async def show_turns(transcript: CoreTranscript, want_reply: bool) -> None:
 
 async def show_ending(transcript: CoreTranscript) -> None:
     """Turns not shown yet (a goodbye) and how the core says the call ended."""
-    for _ in range(10):
+    for _ in range(25):  # the core archives the call once it has closed: up to 5 s
         data = await transcript.fetch()
-        if data is None or data.get("ended"):
+        if data is not None and data.get("ended"):
             break
         await asyncio.sleep(0.2)
     if data is None:
