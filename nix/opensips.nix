@@ -27,6 +27,9 @@ let
     "uac_auth"
     "mi_datagram"
     "event_datagram"
+    # The proxy mode (core/opensips/opensips-dispatcher.cfg): calls spread over cores.
+    "dispatcher"
+    "db_text"
   ];
   # proto_udp and proto_tcp are built into the 3.6 core.
   builtinModules = [
@@ -95,7 +98,7 @@ stdenv.mkDerivation {
   };
 
   meta = {
-    description = "OpenSIPS SIP server (B2B UA session modules only)";
+    description = "OpenSIPS SIP server (B2B UA session and dispatcher modules only)";
     homepage = "https://opensips.org";
     license = lib.licenses.gpl2Plus;
     platforms = lib.platforms.linux;
