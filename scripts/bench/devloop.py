@@ -393,10 +393,11 @@ def main() -> int:
                    timeout=300)
     torch_import = time.monotonic() - began
     body = "\n".join([
-        f"**Measured under load**: the machine was shared with other engineers' work (load "
-        f"average up to {load:.1f} on {os.cpu_count()} cores); an idle machine will do "
-        "better. Hot reload under the warm parent (voice_common.warm_parent): the "
-        "supervised process keeps its PID, a save forks a fresh child.",
+        f"Load average up to {load:.1f} on {os.cpu_count()} cores during the run"
+        f"{' (other work was running: an idle machine will do better)' if load > 1.0 else ''}"
+        ". Hot reload under the warm parent (voice_common.warm_parent): the supervised "
+        "process keeps its PID, a save forks a fresh child. The services run with their "
+        "default engines (Whisper ASR, SmolLM2 when installed, Piper).",
         "",
         f"Cold start (all four processes at once, spawn to every /health 200, set-up and "
         f"demo model done): **{cold_first:.1f} s**; again with the warm parents' import "
