@@ -86,6 +86,12 @@ class RtpPeer(asyncio.DatagramProtocol):
     async def open(self, host: str = "127.0.0.1") -> RtpPeer:
         loop = asyncio.get_running_loop()
         await loop.create_datagram_endpoint(lambda: self, local_addr=(host, 0))
+        # Linux turns receive timestamps on for the whole stack from a work queue, after
+        # the first SIOCGSTAMPNS (connection_made) returns: a datagram that arrives before
+        # that work ran is not stamped, and the ioctl answers "now". Give it a moment so
+        # the first packet of a call is stamped on arrival too (seen on a busy machine).
+        if self._fileno is not None:
+            await asyncio.sleep(0.1)
         return self
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
