@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import shutil
 import socket
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
@@ -16,16 +15,6 @@ from tests.core.signalling.conftest import SIPP_DIR, RecordingHandler, eventuall
 from tests.support.procs import LOOPBACK, Proc, base_env, free_port
 
 pytestmark = pytest.mark.skipif(shutil.which("sipp") is None, reason="sipp is not installed")
-
-
-@pytest.fixture
-async def uas(handler: RecordingHandler) -> AsyncIterator[DirectSipBackend]:
-    backend = DirectSipBackend(LOOPBACK, 0)
-    await backend.start(handler)
-    try:
-        yield backend
-    finally:
-        await backend.stop()
 
 
 def start_sipp(scenario: str, uas: DirectSipBackend, logdir: Path) -> Proc:

@@ -25,16 +25,6 @@ from tests.support.procs import LOOPBACK, Proc, base_env, free_port
 pytestmark = pytest.mark.skipif(shutil.which("sipp") is None, reason="sipp is not installed")
 
 
-@pytest.fixture
-async def uas(handler: RecordingHandler) -> AsyncIterator[DirectSipBackend]:
-    backend = DirectSipBackend(LOOPBACK, 0)
-    await backend.start(handler)
-    try:
-        yield backend
-    finally:
-        await backend.stop()
-
-
 def sipp(scenario: str, logdir: Path, *extra: str, port: int | None = None) -> Proc:
     """One SIPp call (-m 1), bounded by -timeout, in its own process group."""
     args = [
