@@ -76,6 +76,15 @@ async def transcribe_reply(asr_target: str, pcm: np.ndarray) -> str:
     return f"{restricted} || {free}"
 
 
+def is_greeting(text: str) -> bool:
+    """The greeting "Hello, this is Example Bank. How can I help you?" in either pass.
+
+    Either of its sentences will do: under load the second may come after a pause, and
+    pocketsphinx's free pass mangles "how can I help you" more often than the bank's name.
+    """
+    return "help you" in text or "example bank" in text
+
+
 def is_balance_answer(text: str) -> bool:
     return "account balance" in text or "hundred fifty dollars" in text
 

@@ -23,6 +23,7 @@ from opensips_ai_core.devtools.softphone import (
 from tests.e2e.audio import (
     is_balance_answer,
     is_goodbye_answer,
+    is_greeting,
     speech_of,
     transcribe_reply,
 )
@@ -62,7 +63,8 @@ async def direct_call(core):
 async def wait_greeting(rtp: RtpPeer, since: float) -> np.ndarray:
     first = await rtp.wait_for_speech(since, 30)
     assert first is not None, "no greeting"
-    last = await rtp.wait_for_silence(first, 0.8, 30)
+    # Its two sentences may be apart when the machine is busy: 1.5 s of quiet ends it.
+    last = await rtp.wait_for_silence(first, 1.5, 30)
     return rtp.audio_between(first, last)
 
 
@@ -97,7 +99,7 @@ async def test_opensips_b2b_call_answers_and_the_bot_terminates(ai, start_core):
         assert payload_type == 0  # PCMU, the first offered
         rtp.start((ip, port))
         greeting = await wait_greeting(rtp, started)
-        assert "help you" in await transcribe_reply(ai.asr.target, greeting)
+        assert is_greeting(await transcribe_reply(ai.asr.target, greeting))
 
         answer = await ask(rtp, ai, "what is my balance")
         assert is_balance_answer(answer), answer
