@@ -78,6 +78,11 @@ class RtpPeer(asyncio.DatagramProtocol):
         self._queue_empty.set()
         self.sending = True
 
+    def set_codec(self, codec: str, payload_type: int) -> None:
+        """The codec the offer/answer chose (an answerer opens its port before it knows)."""
+        self.codec = codec_by_name(codec)
+        self.payload_type = payload_type
+
     @property
     def local_port(self) -> int:
         assert self.transport is not None
