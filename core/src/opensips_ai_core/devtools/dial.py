@@ -7,6 +7,14 @@ the core's key), then the latency: the core's (end of speech to its first reply
 packet) and the caller's ("turn latency": end of its audio to the first reply audio).
 `--check-audio` also transcribes the bot's audio with the ASR service, to check
 what the caller really heard. Used by scripts/dev-call.sh against the running stack.
+
+The caller is a phone that supports blind transfer (RFC 3515): when the bot REFERs it
+(the demo's "I want to talk to a person"), it answers 202, follows the REFER
+(`devtools.transferee`: NOTIFY 100 Trying, INVITE to the Refer-To target, the final
+NOTIFY) and prints each step, the bot's BYE, and what the transfer target said (always
+transcribed by the ASR service: the target keeps no transcript for the core to show).
+`--refuse-transfer` answers the REFER 405 instead, as a phone without transfer does:
+the bot then says it could not put the caller through, and the call goes on.
 """
 
 from __future__ import annotations
@@ -22,13 +30,19 @@ from typing import Any
 import aiohttp
 import grpc
 
-from opensips_ai_core.devtools.sip_uac import SipCaller, make_sdp, parse_media_address
+from opensips_ai_core.devtools.sip_uac import (
+    ReferRequest,
+    SipCaller,
+    make_sdp,
+    parse_media_address,
+)
 from opensips_ai_core.devtools.softphone import (
     RtpPeer,
     speak_and_listen,
     synthesize,
     transcribe,
 )
+from opensips_ai_core.devtools.transferee import BlindTransfer, TransferOutcome
 
 
 def _target(value: str) -> tuple[str, int]:
@@ -60,13 +74,14 @@ class CoreTranscript:
             self.problem = f"{self.url}: {err or type(err).__name__}"
             return None
 
-    async def new_turns(self, want_reply: bool, wait_s: float = 3.0) -> list[dict[str, Any]]:
-        """Turns not printed yet; with `want_reply`, waits a while for a reply turn."""
+    async def new_turns(self, want_reply: bool, wait_s: float = 3.0,
+                        kind: str = "reply") -> list[dict[str, Any]]:
+        """Turns not printed yet; with `want_reply`, waits a while for a `kind` turn."""
         deadline = time.monotonic() + wait_s
         while True:
             data = await self.fetch()
             turns = data["turns"][self.shown:] if data is not None else []
-            if data is None or not want_reply or any(t["kind"] == "reply" for t in turns) \
+            if data is None or not want_reply or any(t["kind"] == kind for t in turns) \
                     or time.monotonic() >= deadline:
                 self.shown += len(turns)
                 return turns
@@ -85,8 +100,8 @@ def print_turn(turn: dict[str, Any]) -> None:
               f" {stages})")
 
 
-async def show_turns(transcript: CoreTranscript, want_reply: bool) -> None:
-    turns = await transcript.new_turns(want_reply)
+async def show_turns(transcript: CoreTranscript, want_reply: bool, kind: str = "reply") -> None:
+    turns = await transcript.new_turns(want_reply, kind=kind)
     if transcript.problem is not None and not turns:
         print(f"  (no transcript from the core: {transcript.problem})", file=sys.stderr)
     for turn in turns:
@@ -107,13 +122,87 @@ async def show_ending(transcript: CoreTranscript) -> None:
     print(f"call ended: {data.get('ended')} after {data.get('duration_s')} s")
 
 
+async def next_refer(sip: SipCaller, refers: asyncio.Queue[ReferRequest], shown: int,
+                     wait_s: float) -> ReferRequest | None:
+    """A REFER not handled yet (accepted: from the queue; refused: from `sip.refers`)."""
+    try:
+        return await asyncio.wait_for(refers.get(), wait_s)
+    except TimeoutError:
+        return sip.refers[shown] if len(sip.refers) > shown else None
+
+
+async def listen(rtp: RtpPeer, since: float, timeout: float) -> tuple[float, float] | None:
+    """(first, last) time of the next thing said on `rtp` after `since`, or None."""
+    first = await rtp.wait_for_speech(since, timeout)
+    if first is None:
+        return None
+    return first, await rtp.wait_for_silence(first, 0.8, timeout)
+
+
+async def refused_transfer(args: argparse.Namespace, refer: ReferRequest, rtp: RtpPeer,
+                           transcript: CoreTranscript) -> None:
+    print(f"bot asked to transfer to {refer.refer_to} (REFER, Referred-By: "
+          f"{refer.referred_by or '-'})")
+    print("  caller: 405 Method Not Allowed (--refuse-transfer)")
+    heard = await listen(rtp, time.monotonic() - 1.0, args.timeout)
+    await show_turns(transcript, want_reply=True, kind="prompt")
+    if heard is not None and args.check_audio:
+        said = await transcribe(args.asr, rtp.audio_between(*heard))
+        print(f"  (the caller heard, by ASR: {said})")
+
+
+async def followed_transfer(args: argparse.Namespace, sip: SipCaller, refer: ReferRequest,
+                            rtp: RtpPeer, transcript: CoreTranscript) -> TransferOutcome:
+    """Follow an accepted REFER and print it; the bot's call is over when it succeeded."""
+    print(f"bot asked to transfer to {refer.refer_to} (REFER, Referred-By: "
+          f"{refer.referred_by or '-'})")
+    print("  caller: 202 Accepted")
+    outcome = await BlindTransfer(sip, refer, codec=args.codec,
+                                  ring_timeout_s=min(args.timeout, 20.0)).run()
+    for index, notified in enumerate(outcome.notified):
+        answered = "no answer" if notified.answered is None else \
+            f"the bot answered {notified.answered}"
+        print(f"  caller -> bot: NOTIFY {notified.sipfrag} ({answered})")
+        if index == 0 and len(outcome.notified) > 1:
+            print(f"  caller -> {refer.refer_to}: INVITE, {outcome.status} {outcome.reason}")
+    if not outcome.ok:
+        heard = await listen(rtp, time.monotonic() - 1.0, args.timeout)
+        await show_turns(transcript, want_reply=True, kind="prompt")
+        if heard is None:
+            print("  (the bot said nothing after the failed transfer)", file=sys.stderr)
+        return outcome
+    try:
+        await asyncio.wait_for(sip.bye_received.wait(), args.timeout)
+        print("the bot hung up (BYE): the caller is with the transfer target now")
+    except TimeoutError:
+        print(f"  (no BYE from the bot within {args.timeout:g} s)", file=sys.stderr)
+    rtp.sending = False
+    assert outcome.rtp is not None and outcome.leg is not None
+    heard = await listen(outcome.rtp, 0.0, args.timeout)
+    if heard is None:
+        print("adviser: (nothing heard)", file=sys.stderr)
+    else:
+        said = await transcribe(args.asr, outcome.rtp.audio_between(*heard))
+        print(f"{refer.refer_to} said (by ASR): {said}")
+    try:
+        await asyncio.wait_for(outcome.leg.bye_received.wait(), 5.0)
+        print(f"{refer.refer_to} hung up")
+    except TimeoutError:
+        await outcome.leg.bye()
+        print(f"hung up on {refer.refer_to}")
+    return outcome
+
+
 async def place_call(args: argparse.Namespace) -> int:
     utterances = []
     for text in args.text:
         pcm = await synthesize(args.tts, text)
         utterances.append((text, pcm))
     rtp = await RtpPeer(codec=args.codec, payload_type=0 if args.codec == "PCMU" else 8).open()
-    sip = await SipCaller(_target(args.sip)).open()
+    refers: asyncio.Queue[ReferRequest] = asyncio.Queue()
+    sip = await SipCaller(_target(args.sip), on_refer=None if args.refuse_transfer
+                          else refers.put_nowait).open()
+    transfers: list[TransferOutcome] = []
     try:
         started = time.monotonic()
         answer = await sip.invite(make_sdp("127.0.0.1", rtp.local_port, codecs=(args.codec,)))
@@ -147,18 +236,28 @@ async def place_call(args: argparse.Namespace) -> int:
                 print(f"  (the caller heard, by ASR: {reply})")
             print(f"  turn latency: {turn.latency_s * 1000:.0f} ms "
                   "(as the caller heard it: end of its audio -> first reply audio)")
+            # A transfer's REFER follows the reply that announced it, once it has played.
+            refer = await next_refer(sip, refers, len(transfers), 0.5)
+            if refer is not None and args.refuse_transfer:
+                transfers.append(TransferOutcome(refer, 405, "Method Not Allowed"))
+                await refused_transfer(args, refer, rtp, transcript)
+            elif refer is not None:
+                transfers.append(await followed_transfer(args, sip, refer, rtp, transcript))
             if sip.bye_received.is_set():
                 break
-        else:
-            await asyncio.sleep(0.5)
-        if sip.bye_received.is_set():
-            print("the bot hung up")
-        else:
+        if not sip.bye_received.is_set():
             await sip.bye()
             print("hung up")
+        elif not any(t.ok for t in transfers):
+            print("the bot hung up")
         await show_ending(transcript)
         return 0
     finally:
+        for outcome in transfers:
+            if outcome.rtp is not None:
+                await outcome.rtp.close()
+            if outcome.leg is not None:
+                outcome.leg.close()
         await rtp.close()
         sip.close()
 
@@ -179,6 +278,9 @@ def main(argv: list[str] | None = None) -> int:
                         help="the core's API token, if it has one (default: CORE_API_TOKEN)")
     parser.add_argument("--check-audio", action="store_true",
                         help="also transcribe the bot's audio with the ASR service")
+    parser.add_argument("--refuse-transfer", action="store_true",
+                        help="answer the bot's REFER 405 (a phone without transfer) instead "
+                             "of following it")
     parser.add_argument("--codec", choices=("PCMU", "PCMA"), default="PCMU")
     parser.add_argument("--timeout", type=float, default=30.0, help="seconds per wait")
     args = parser.parse_args(argv)
