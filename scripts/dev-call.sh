@@ -3,11 +3,18 @@
 # (made by the TTS service); print per turn what the core's recognizer heard and the
 # reply the bot spoke (the core's transcript), then the turn latency.
 #
+# The caller's phone supports blind transfer (REFER): asked for a person, the bot
+# transfers the call to the dev stack's mock adviser (sip:advisers@127.0.0.1:5090), and
+# this prints the REFER, the 202, the NOTIFYs, the new INVITE, the bot's BYE and what
+# the adviser said (transcribed by ASR).
+#
 # Usage: scripts/dev-call.sh [options] "text" ["more text" ...]
 #   e.g. scripts/dev-call.sh "what is my balance" "thank you goodbye"
+#        scripts/dev-call.sh "i want to talk to a person"        # a transfer
 # Options: --sip HOST:PORT (the core's direct SIP, default 127.0.0.1:5080),
 #          --asr / --tts HOST:PORT, --http HOST:PORT (the core's HTTP API, default
 #          127.0.0.1:8088), --check-audio (also transcribe the bot's audio by ASR),
+#          --refuse-transfer (answer the bot's REFER 405, as a phone without transfer),
 #          --codec PCMU|PCMA, --timeout SECONDS.
 # Start the stack first: scripts/dev-start.sh.
 set -euo pipefail

@@ -84,7 +84,8 @@ def test_the_runner_accepts_it_and_orders_core_last() -> None:
     from devstack import config
 
     project = config.load(STACK)
-    assert set(project.processes) == {"asr", "llm", "tts", "core", "opensips", "bank"}
+    assert set(project.processes) == {"asr", "llm", "tts", "core", "opensips", "bank",
+                                     "adviser"}
     assert config.start_order(project)[-1] == "core"
 
 
@@ -93,7 +94,7 @@ def _env(process: dict[str, Any], stack: dict[str, Any]) -> dict[str, str]:
     return dict(item.split("=", 1) for item in pairs)
 
 
-@pytest.mark.parametrize("name", ["asr", "llm", "tts", "core", "opensips", "bank"])
+@pytest.mark.parametrize("name", ["asr", "llm", "tts", "core", "opensips", "bank", "adviser"])
 def test_each_process_is_configured_for_development(stack, name: str) -> None:
     process = stack["processes"][name]
     env = _env(process, stack)
@@ -114,9 +115,9 @@ def test_each_process_is_configured_for_development(stack, name: str) -> None:
     expected = "on_failure" if name == "opensips" else "always"
     assert process["availability"]["restart"] == expected
     # No pause after a hot reload's clean exit; voice_common.launch throttles crash loops.
-    # (OpenSIPS and the mock bank have no hot reload: one second between restarts.)
+    # (OpenSIPS and the mocks have no hot reload: one second between restarts.)
     assert process["availability"]["backoff_seconds"] == (
-        1 if name in ("opensips", "bank") else 0)
+        1 if name in ("opensips", "bank", "adviser") else 0)
     if name in SERVICES:
         prefix, port, health_port = SERVICES[name]
         assert env[f"{prefix}_HOT_RELOAD"] == "1" and env[f"{prefix}_PORT"] == str(port)
@@ -135,6 +136,13 @@ def test_each_process_is_configured_for_development(stack, name: str) -> None:
         assert "--port 8090" in process["command"]
         for kind in ("readiness_probe", "liveness_probe"):
             assert process[kind]["http_get"] == {"host": "127.0.0.1", "port": "8090",
+                                                 "path": "/health", "scheme": "http"}, kind
+    if name == "adviser":  # the demo bot's transfer target (core/bot.toml) is here
+        assert "opensips_ai_core.devtools.mock_adviser" in process["command"]
+        assert "--port 5090" in process["command"]
+        assert "--tts 127.0.0.1:50053" in process["command"]
+        for kind in ("readiness_probe", "liveness_probe"):
+            assert process[kind]["http_get"] == {"host": "127.0.0.1", "port": "5090",
                                                  "path": "/health", "scheme": "http"}, kind
 
 
@@ -155,12 +163,12 @@ def test_core_waits_for_every_service_healthy(stack) -> None:
 def test_no_probe_starts_a_python(stack) -> None:
     """A Python per probe per second cost 29% of a 2-core machine: every process whose
     health a Python would check (gRPC services, core) is probed over HTTP."""
-    for name in ("asr", "llm", "tts", "core", "bank"):
+    for name in ("asr", "llm", "tts", "core", "bank", "adviser"):
         for kind in ("readiness_probe", "liveness_probe"):
             probe = stack["processes"][name][kind]
             assert set(probe) & {"exec", "http_get"} == {"http_get"}, (name, kind)
     ports = [stack["processes"][n]["readiness_probe"]["http_get"]["port"]
-             for n in ("asr", "llm", "tts", "core", "bank")]
+             for n in ("asr", "llm", "tts", "core", "bank", "adviser")]
     assert len(set(ports)) == len(ports)
 
 
@@ -187,7 +195,7 @@ def test_every_dollar_in_the_file_is_meant_for_process_compose() -> None:
     assert config.expand_env(text, {"ASR_PORT": "1", "HOME": "/x"}) == text.replace("$$", "$")
 
 
-@pytest.mark.parametrize("name", ["asr", "llm", "tts", "core", "opensips", "bank"])
+@pytest.mark.parametrize("name", ["asr", "llm", "tts", "core", "opensips", "bank", "adviser"])
 def test_readiness_gives_a_slow_start_time_not_retries(stack, name: str) -> None:
     """In process-compose the readiness probe's failure_threshold-th failure in a row
     stops the process for good and skips its dependents, counting across hot-reload
