@@ -76,13 +76,17 @@ class CoreTranscript:
 
     async def new_turns(self, want_reply: bool, wait_s: float = 3.0,
                         kind: str = "reply") -> list[dict[str, Any]]:
-        """Turns not printed yet; with `want_reply`, waits a while for a `kind` turn."""
+        """Turns not printed yet; with `want_reply`, waits a while for a `kind` turn and
+        returns those up to it (what follows it is for the next call)."""
         deadline = time.monotonic() + wait_s
         while True:
             data = await self.fetch()
             turns = data["turns"][self.shown:] if data is not None else []
-            if data is None or not want_reply or any(t["kind"] == kind for t in turns) \
+            wanted = next((i for i, t in enumerate(turns) if t["kind"] == kind), None)
+            if data is None or not want_reply or wanted is not None \
                     or time.monotonic() >= deadline:
+                if want_reply and wanted is not None:
+                    turns = turns[:wanted + 1]
                 self.shown += len(turns)
                 return turns
             await asyncio.sleep(0.2)
@@ -139,16 +143,24 @@ async def listen(rtp: RtpPeer, since: float, timeout: float) -> tuple[float, flo
     return first, await rtp.wait_for_silence(first, 0.8, timeout)
 
 
+async def after_failed_transfer(args: argparse.Namespace, rtp: RtpPeer,
+                                transcript: CoreTranscript) -> None:
+    """The bot says it could not put the caller through (its `transfer_failed` prompt,
+    which may have started already): show it, and let it finish before the next turn."""
+    turns = await transcript.new_turns(want_reply=True, wait_s=args.timeout, kind="prompt")
+    for turn in turns:
+        print_turn(turn)
+    if not turns:
+        print("  (the bot said nothing after the failed transfer)", file=sys.stderr)
+    await rtp.wait_for_silence(time.monotonic() - 0.5, 0.8, args.timeout)
+
+
 async def refused_transfer(args: argparse.Namespace, refer: ReferRequest, rtp: RtpPeer,
                            transcript: CoreTranscript) -> None:
     print(f"bot asked to transfer to {refer.refer_to} (REFER, Referred-By: "
           f"{refer.referred_by or '-'})")
     print("  caller: 405 Method Not Allowed (--refuse-transfer)")
-    heard = await listen(rtp, time.monotonic() - 1.0, args.timeout)
-    await show_turns(transcript, want_reply=True, kind="prompt")
-    if heard is not None and args.check_audio:
-        said = await transcribe(args.asr, rtp.audio_between(*heard))
-        print(f"  (the caller heard, by ASR: {said})")
+    await after_failed_transfer(args, rtp, transcript)
 
 
 async def followed_transfer(args: argparse.Namespace, sip: SipCaller, refer: ReferRequest,
@@ -166,10 +178,7 @@ async def followed_transfer(args: argparse.Namespace, sip: SipCaller, refer: Ref
         if index == 0 and len(outcome.notified) > 1:
             print(f"  caller -> {refer.refer_to}: INVITE, {outcome.status} {outcome.reason}")
     if not outcome.ok:
-        heard = await listen(rtp, time.monotonic() - 1.0, args.timeout)
-        await show_turns(transcript, want_reply=True, kind="prompt")
-        if heard is None:
-            print("  (the bot said nothing after the failed transfer)", file=sys.stderr)
+        await after_failed_transfer(args, rtp, transcript)
         return outcome
     try:
         await asyncio.wait_for(sip.bye_received.wait(), args.timeout)
