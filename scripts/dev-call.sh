@@ -15,6 +15,7 @@
 #          --asr / --tts HOST:PORT, --http HOST:PORT (the core's HTTP API, default
 #          127.0.0.1:8088), --check-audio (also transcribe the bot's audio by ASR),
 #          --refuse-transfer (answer the bot's REFER 405, as a phone without transfer),
+#          --ring-timeout SECONDS (how long the transfer target may ring, default 20),
 #          --codec PCMU|PCMA, --timeout SECONDS.
 # Start the stack first: scripts/dev-start.sh.
 set -euo pipefail

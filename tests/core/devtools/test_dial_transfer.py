@@ -4,7 +4,8 @@ The services are the session's (`ai`: pocketsphinx, the demo LLM, Piper, with th
 stack's settings); the core is a subprocess on free loopback ports whose transfer
 target (BOT_TRANSFER_TO) is the mock adviser (`devtools.mock_adviser`, a subprocess
 saying its line through the same TTS); dev-call runs as scripts/dev-call.sh runs it.
-Real SIP (REFER, NOTIFY, INVITE, BYE) and RTP over 127.0.0.1.
+Real SIP (REFER, NOTIFY, INVITE, BYE) and RTP over 127.0.0.1. Also: the caller that
+refuses the REFER (405), and a target that never answers (a bound UDP port).
 """
 
 from __future__ import annotations
@@ -58,11 +59,12 @@ def stack(ai: AiServices, tmp_path_factory: pytest.TempPathFactory) -> Iterator[
         adviser.stop()
 
 
-def dev_call(stack: Stack, ai: AiServices, *options: str) -> str:
+def dev_call(stack: Stack | Core, ai: AiServices, *options: str) -> str:
+    running = stack.core if isinstance(stack, Stack) else stack
     result = subprocess.run(
         python_module("opensips_ai_core.devtools.dial", "--sip",
-                      f"{LOOPBACK}:{stack.core.sip_port}", "--http",
-                      f"{LOOPBACK}:{stack.core.http_port}", "--asr", ai.asr.target,
+                      f"{LOOPBACK}:{running.sip_port}", "--http",
+                      f"{LOOPBACK}:{running.http_port}", "--asr", ai.asr.target,
                       "--tts", ai.tts.target, *options, ASK),
         env=base_env(), capture_output=True, text=True, timeout=300, check=False)
     print(result.stdout)  # shown with -s, or when the test fails
@@ -105,3 +107,25 @@ def test_dev_call_refusing_the_transfer_keeps_the_call(stack: Stack, ai: AiServi
     assert f"bot (prompt): {FAILED}\n" in out, out
     assert out.splitlines()[-2:][0] == "hung up"  # the caller ended the call, not the bot
     assert stack.adviser.output().count("INVITE ") == before  # nobody called the adviser
+
+
+def test_dev_call_reports_a_target_that_never_answers(ai: AiServices, tmp_path) -> None:
+    silent = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)  # bound, never answers
+    silent.bind((LOOPBACK, 0))
+    target = f"sip:advisers@{LOOPBACK}:{silent.getsockname()[1]}"
+    try:
+        with core(tmp_path, ai.asr.target, ai.llm.target, ai.tts.target,
+                  BOT_TRANSFER_TO=target) as running:
+            out = dev_call(running, ai, "--ring-timeout", "3")
+    finally:
+        silent.close()
+    steps = [line for line in out.splitlines() if line.startswith("  caller")]
+    assert steps == [
+        "  caller: 202 Accepted",
+        "  caller -> bot: NOTIFY SIP/2.0 100 Trying (the bot answered 200)",
+        f"  caller -> {target}: INVITE, 408 Request Timeout",
+        "  caller -> bot: NOTIFY SIP/2.0 408 Request Timeout (the bot answered 200)",
+    ], out
+    assert f"bot (prompt): {FAILED}\n" in out, out
+    assert "the bot hung up" not in out and "hung up\n" in out  # the call went on
+    assert "call ended: transferred" not in out

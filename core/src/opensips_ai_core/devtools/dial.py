@@ -127,12 +127,20 @@ async def show_ending(transcript: CoreTranscript) -> None:
 
 
 async def next_refer(sip: SipCaller, refers: asyncio.Queue[ReferRequest], shown: int,
-                     wait_s: float) -> ReferRequest | None:
-    """A REFER not handled yet (accepted: from the queue; refused: from `sip.refers`)."""
-    try:
-        return await asyncio.wait_for(refers.get(), wait_s)
-    except TimeoutError:
-        return sip.refers[shown] if len(sip.refers) > shown else None
+                     rtp: RtpPeer, quiet_s: float = 0.6) -> ReferRequest | None:
+    """A REFER not handled yet (accepted: from the queue; refused: from `sip.refers`).
+
+    The bot sends it once its reply has played: while the bot is still talking (a
+    reply's second sentence may come after a pause), keep waiting for it."""
+    while True:
+        try:
+            return await asyncio.wait_for(refers.get(), quiet_s)
+        except TimeoutError:
+            pass
+        if sip.on_refer is None and len(sip.refers) > shown:  # refused: never queued
+            return sip.refers[shown]
+        if sip.bye_received.is_set() or not rtp.speech_frames_after(time.monotonic() - quiet_s):
+            return None
 
 
 async def listen(rtp: RtpPeer, since: float, timeout: float) -> tuple[float, float] | None:
@@ -170,7 +178,7 @@ async def followed_transfer(args: argparse.Namespace, sip: SipCaller, refer: Ref
           f"{refer.referred_by or '-'})")
     print("  caller: 202 Accepted")
     outcome = await BlindTransfer(sip, refer, codec=args.codec,
-                                  ring_timeout_s=min(args.timeout, 20.0)).run()
+                                  ring_timeout_s=args.ring_timeout).run()
     for index, notified in enumerate(outcome.notified):
         answered = "no answer" if notified.answered is None else \
             f"the bot answered {notified.answered}"
@@ -246,7 +254,7 @@ async def place_call(args: argparse.Namespace) -> int:
             print(f"  turn latency: {turn.latency_s * 1000:.0f} ms "
                   "(as the caller heard it: end of its audio -> first reply audio)")
             # A transfer's REFER follows the reply that announced it, once it has played.
-            refer = await next_refer(sip, refers, len(transfers), 0.5)
+            refer = await next_refer(sip, refers, len(transfers), rtp)
             if refer is not None and args.refuse_transfer:
                 transfers.append(TransferOutcome(refer, 405, "Method Not Allowed"))
                 await refused_transfer(args, refer, rtp, transcript)
@@ -290,6 +298,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--refuse-transfer", action="store_true",
                         help="answer the bot's REFER 405 (a phone without transfer) instead "
                              "of following it")
+    parser.add_argument("--ring-timeout", type=float, default=20.0,
+                        help="seconds the transfer target may take to answer before the "
+                             "caller reports 408 to the bot (default %(default)s)")
     parser.add_argument("--codec", choices=("PCMU", "PCMA"), default="PCMU")
     parser.add_argument("--timeout", type=float, default=30.0, help="seconds per wait")
     args = parser.parse_args(argv)
