@@ -6,7 +6,8 @@
 # The caller's phone supports blind transfer (REFER): asked for a person, the bot
 # transfers the call to the dev stack's mock adviser (sip:advisers@127.0.0.1:5090), and
 # this prints the REFER, the 202, the NOTIFYs, the new INVITE, the bot's BYE and what
-# the adviser said (transcribed by ASR).
+# the adviser said (transcribed by ASR). The demo model answers "talk to a person" with
+# a transfer (LLM_MODEL=demo ./scripts/dev-start.sh); SmolLM2, the default, may not.
 #
 # Usage: scripts/dev-call.sh [options] "text" ["more text" ...]
 #   e.g. scripts/dev-call.sh "what is my balance" "thank you goodbye"

@@ -143,12 +143,13 @@ async def next_refer(sip: SipCaller, refers: asyncio.Queue[ReferRequest], shown:
             return None
 
 
-async def listen(rtp: RtpPeer, since: float, timeout: float) -> tuple[float, float] | None:
+async def listen(rtp: RtpPeer, since: float, timeout: float,
+                 quiet_s: float = 1.2) -> tuple[float, float] | None:
     """(first, last) time of the next thing said on `rtp` after `since`, or None."""
     first = await rtp.wait_for_speech(since, timeout)
     if first is None:
         return None
-    return first, await rtp.wait_for_silence(first, 0.8, timeout)
+    return first, await rtp.wait_for_silence(first, quiet_s, timeout)
 
 
 async def after_failed_transfer(args: argparse.Namespace, rtp: RtpPeer,
@@ -197,7 +198,7 @@ async def followed_transfer(args: argparse.Namespace, sip: SipCaller, refer: Ref
     assert outcome.rtp is not None and outcome.leg is not None
     heard = await listen(outcome.rtp, 0.0, args.timeout)
     if heard is None:
-        print("adviser: (nothing heard)", file=sys.stderr)
+        print(f"{refer.refer_to}: (nothing heard)", file=sys.stderr)
     else:
         said = await transcribe(args.asr, outcome.rtp.audio_between(*heard))
         print(f"{refer.refer_to} said (by ASR): {said}")
