@@ -17,7 +17,12 @@ from collections.abc import AsyncIterator
 import pytest
 
 from opensips_ai_core.devtools.mock_adviser import Adviser, start
-from opensips_ai_core.devtools.sip_uac import ReferRequest, SipCaller, make_sdp
+from opensips_ai_core.devtools.sip_uac import (
+    ReferRequest,
+    SipCaller,
+    make_sdp,
+    parse_media_address,
+)
 from opensips_ai_core.devtools.softphone import RtpPeer
 from opensips_ai_core.devtools.transferee import BlindTransfer, TransferOutcome
 from opensips_ai_core.signalling.sip import DirectSipBackend
@@ -156,3 +161,35 @@ async def test_a_target_that_never_answers_is_reported_in_the_final_notify(
     finally:
         silent.close()
         await caller.close()
+
+
+async def test_the_adviser_refuses_an_invite_without_sdp_and_plays_a_chime_without_tts(
+        ) -> None:
+    """Bad input for the mock adviser: an INVITE without an offer gets 488 and the adviser
+    stays up; a TTS service that is not there: the call is answered with the chime."""
+    nowhere = f"{LOOPBACK}:{free_port()}"  # nothing listens: the TTS call fails at once
+    mock = Adviser(tts=nowhere, hangup_after_s=0.2)
+    sip, runner = await start(mock, LOOPBACK, 0)
+    late = SipCaller((LOOPBACK, sip.port), user="advisers")
+    caller = SipCaller((LOOPBACK, sip.port), user="advisers")
+    rtp = RtpPeer()
+    try:
+        await late.open()
+        refused = await late.invite("")
+        assert (refused.status, mock.answered) == (488, [])
+        await rtp.open()
+        await caller.open()
+        answer = await caller.invite(make_sdp(LOOPBACK, rtp.local_port))
+        assert answer.status == 200, answer
+        ip, port, _ = parse_media_address(answer.body)
+        rtp.start((ip, port))
+        assert await rtp.wait_for_speech(0.0, 20) is not None, "no chime"
+        await asyncio.wait_for(caller.bye_received.wait(), 20)
+        assert mock._audio is None  # the chime is not kept: the next call asks TTS again
+    finally:
+        await rtp.close()
+        late.close()
+        caller.close()
+        await mock.close()
+        await sip.stop()
+        await runner.cleanup()
