@@ -28,9 +28,7 @@ this module does:
   line, no traceback), answered 400 (513 when oversized, 505 for another SIP
   version) when enough headers are there, dropped otherwise.
 
-- `transfer(call_id, target)`: a blind transfer, an in-dialog REFER (Refer-To,
-  Referred-By); the NOTIFYs of its implicit subscription (`refer.py`) are answered
-  200, other in-dialog NOTIFYs 481; a 2xx sipfrag ends the call with a BYE.
+- `transfer(call_id, target)`: a blind transfer, an in-dialog REFER (`transfer.py`).
 - `dial(call_id, request)`: an outbound call, the core as a UAC (`uac.py`); its
   dialog then lives here like an inbound one.
 
@@ -52,7 +50,6 @@ from opensips_ai_core.signalling.base import CallHandler, CallInfo, OutboundRequ
 from opensips_ai_core.signalling.errors import SignallingError
 from opensips_ai_core.signalling.headers import header_uri, reason_for, tag_of
 from opensips_ai_core.signalling.offer_answer import continue_session
-from opensips_ai_core.signalling.refer import ReferSubscription, is_refer_notify
 from opensips_ai_core.signalling.sdp import SdpError, SessionDescription, parse_sdp
 from opensips_ai_core.signalling.sip.auth import Credentials
 from opensips_ai_core.signalling.sip.message import (
@@ -73,6 +70,7 @@ from opensips_ai_core.signalling.sip.transactions import (
     new_branch,
     new_tag,
 )
+from opensips_ai_core.signalling.sip.transfer import ReferTransfers
 from opensips_ai_core.signalling.sip.uac import OutboundDialer
 from opensips_ai_core.tasks import TaskSet
 from voice_common.devlogger import get_development_logger
@@ -126,8 +124,8 @@ class DirectSipBackend:
         # Set by the core: while it returns a refusal (a drain), OPTIONS outside a dialog
         # get it too, so that a dispatcher's probing takes this core out of rotation.
         self.options_refusal: Callable[[], SignallingError | None] | None = None
-        self._refers: dict[str, ReferSubscription] = {}  # call id → its REFER's subscription
         self._dialer = OutboundDialer(self, credentials)
+        self._transfers = ReferTransfers(self)
 
     # ---- lifecycle ----------------------------------------------------------------------
 
@@ -483,7 +481,7 @@ class DirectSipBackend:
         elif request.method == "INVITE":
             self._on_reinvite(dialog, transaction)
         elif request.method == "NOTIFY":
-            self._on_notify(dialog, transaction)
+            self._transfers.on_notify(dialog, transaction)
         else:
             self._reply(transaction, 405, extra=[("Allow", ALLOW_HEADER)])
 
@@ -535,9 +533,7 @@ class DirectSipBackend:
     def _end_dialog(self, dialog: Dialog) -> None:
         dialog.state = "terminated"
         self._dialogs.pop(dialog.call_id, None)
-        refer = self._refers.get(dialog.call_id)
-        if refer is not None and not refer.final.done():  # a transfer cannot finish now
-            refer.final.set_result((481, "the call ended during the transfer"))
+        self._transfers.call_ended(dialog.call_id)
         for transaction in self._transactions.values():
             if transaction.request.call_id == dialog.call_id and transaction.retransmitter:
                 transaction.acked.set()  # stop retransmitting the 200: the call is over
@@ -665,63 +661,12 @@ class DirectSipBackend:
         except Exception:
             log.exception("end_call failed for %s", call_id)
 
-    # ---- blind transfer (REFER, RFC 3515) -----------------------------------------------
+    # ---- blind transfer (REFER, RFC 3515: `transfer.py`) -------------------------------
 
     async def transfer(self, call_id: str, target: str, *,
                        timeout_s: float = 30.0) -> TransferResult:
-        """REFER the caller to `target` inside the call's dialog; on a 2xx sipfrag, BYE.
-
-        The REFER carries Refer-To and Referred-By; the 202 is followed by NOTIFYs
-        (Event: refer, message/sipfrag) that `_on_notify` answers 200 and feeds here.
-        """
-        dialog = self._dialogs.get(call_id)
-        if dialog is None or not dialog.answered:
-            return TransferResult(False, 481, "no such answered call")
-        if call_id in self._refers:
-            return TransferResult(False, 491, "a transfer of this call is already under way")
-        subscription = ReferSubscription()
-        self._refers[call_id] = subscription
-        try:
-            if not dialog.confirmed.is_set():
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(dialog.confirmed.wait(),
-                                           self.timers.transaction_timeout)
-            if self._dialogs.get(call_id) is not dialog:
-                return TransferResult(False, 481, "the call ended")
-            referred_by = header_uri(dialog.local_uri)
-            log.info("transfer of %s to %s: REFER", call_id, target)
-            response = await self._in_dialog_request(dialog, "REFER", [
-                ("Refer-To", f"<{target}>"), ("Referred-By", f"<{referred_by}>"),
-                ("Contact", self.contact)])
-            if response is None or response.status is None:
-                return TransferResult(False, None, "no response to the REFER")
-            if response.status >= 300:
-                return TransferResult(False, response.status,
-                                      f"REFER refused: {response.status} {response.reason}")
-            try:
-                code, reason = await asyncio.wait_for(asyncio.shield(subscription.final),
-                                                      timeout_s)
-            except TimeoutError:
-                return TransferResult(False, 408, f"no final NOTIFY within {timeout_s:g} s")
-            if code >= 300:
-                return TransferResult(False, code, f"transfer failed: {code} {reason}")
-        finally:
-            self._refers.pop(call_id, None)
-            subscription.final.cancel()
-        log.info("transfer of %s to %s succeeded (%d %s): BYE", call_id, target, code, reason)
-        if self._dialogs.get(call_id) is dialog:
-            self._end_dialog(dialog)
-            await self._send_bye(dialog)
-        return TransferResult(True, code, reason)
-
-    def _on_notify(self, dialog: Dialog, transaction: ServerTransaction) -> None:
-        request = transaction.request
-        subscription = self._refers.get(dialog.call_id)
-        if subscription is None or not is_refer_notify(request.method, request.get("Event")):
-            self._reply(transaction, 481, reason="Subscription Does Not Exist")
-            return
-        self._reply(transaction, 200)
-        subscription.on_sipfrag(request.body, request.get("Subscription-State") or "")
+        """REFER the caller to `target` inside the call's dialog; on a 2xx sipfrag, BYE."""
+        return await self._transfers.transfer(call_id, target, timeout_s=timeout_s)
 
     async def _in_dialog_request(self, dialog: Dialog, method: str,
                                  extra: Iterable[tuple[str, str]] = (),
