@@ -1,19 +1,17 @@
-# Over 400 lines: the UAS core (RFC 3261 8.2, 12-15), whose handlers of INVITE, ACK,
-# CANCEL, BYE, re-INVITE and hang-up share one dialog table and its states; the socket
-# and transactions are in endpoint.py, REFER in transfer.py, outbound calls in uac.py.
 """`DirectSipBackend`: a small SIP UAS over UDP inside the core (RFC 3261, 3264, 3581).
 
 Hand-written on asyncio's DatagramProtocol because no maintained asyncio SIP UAS
 library fits: the Python SIP stacks that exist are either unmaintained, blocking,
 thread-based, or full B2BUA/PBX frameworks. A voice bot needs only INVITE/ACK/
 BYE/CANCEL/OPTIONS, re-INVITE, retransmissions and offer/answer, which is what
-this module does:
+this module does with the ones named below:
 
 - INVITE → 100 Trying → `CallHandler.new_call` → 200 OK (To-tag, Contact,
   Record-Route copied, SDP answer), retransmitted T1, 2*T1 … T2 until the ACK;
   after 64*T1 without ACK the call is ended with a BYE. An INVITE without a body
   is a late offer: the 200 carries the core's offer and the ACK the answer
-  (`complete_call`); an ACK without a usable answer ends the call with a BYE.
+  (`complete_call`); an ACK without a usable answer ends the call with a BYE
+  (`sessions.py`, with re-INVITEs).
 - Below the dialogs, the socket, parsing, malformed datagrams, server and client
   transactions and their retransmissions are `endpoint.py`'s (`SipEndpoint`).
 - CANCEL → 200 + 487 for the INVITE; BYE → 200; OPTIONS → 200 with Allow/Accept
@@ -40,11 +38,11 @@ from collections.abc import Callable, Iterable
 from opensips_ai_core.signalling.base import CallHandler, CallInfo, OutboundRequest, TransferResult
 from opensips_ai_core.signalling.errors import SignallingError
 from opensips_ai_core.signalling.headers import header_uri, reason_for, tag_of
-from opensips_ai_core.signalling.offer_answer import continue_session
-from opensips_ai_core.signalling.sdp import SdpError, SessionDescription, parse_sdp
+from opensips_ai_core.signalling.sdp import SessionDescription
 from opensips_ai_core.signalling.sip.auth import Credentials
 from opensips_ai_core.signalling.sip.endpoint import SipEndpoint
 from opensips_ai_core.signalling.sip.message import SipMessage
+from opensips_ai_core.signalling.sip.sessions import SessionNegotiation
 from opensips_ai_core.signalling.sip.transactions import (
     Address,
     Dialog,
@@ -84,6 +82,7 @@ class DirectSipBackend(SipEndpoint):
         self.options_refusal: Callable[[], SignallingError | None] | None = None
         self._dialer = OutboundDialer(self, credentials)
         self._transfers = ReferTransfers(self)
+        self._sessions = SessionNegotiation(self)
 
     # ---- lifecycle ----------------------------------------------------------------------
 
@@ -152,7 +151,7 @@ class DirectSipBackend(SipEndpoint):
             return
         offer: SessionDescription | None = None
         if request.body.strip():
-            offer = self._offer_of(transaction)
+            offer = self._sessions.offer_of(transaction)
             if offer is None:
                 return
         # else: no body at all, a late offer (RFC 3261 13.2.1): ours goes in the 200.
@@ -170,24 +169,6 @@ class DirectSipBackend(SipEndpoint):
                         callee=header_uri(request.get("To") or ""), backend=self.name,
                         sip_call_id=call_id)
         dialog.handler_task = self._tasks.spawn(self._answer_call(dialog, transaction, info, offer))
-
-    def _offer_of(self, transaction: ServerTransaction) -> SessionDescription | None:
-        """The SDP offer of an INVITE, or None after answering 415/400."""
-        request = transaction.request
-        content_type = (request.get("Content-Type") or "").split(";")[0].strip().lower()
-        encoding = (request.get("Content-Encoding") or "identity").strip().lower()
-        if not request.body.strip() or content_type != "application/sdp" \
-                or encoding != "identity":
-            self._reply(transaction, 415, extra=[("Accept", "application/sdp"),
-                                                 ("Accept-Encoding", "identity")])
-            return None
-        try:
-            return parse_sdp(request.body.decode("utf-8"))
-        except (SdpError, UnicodeDecodeError) as error:
-            log.warning("bad SDP in INVITE %s: %s", request.call_id, error)
-            self._reply(transaction, 400, reason="Bad Request (malformed SDP)",
-                        extra=[("Warning", f'399 {self.public_ip} "{str(error)[:80]}"')])
-            return None
 
     async def _answer_call(self, dialog: Dialog, transaction: ServerTransaction,
                            info: CallInfo, offer: SessionDescription | None) -> None:
@@ -267,30 +248,9 @@ class DirectSipBackend(SipEndpoint):
                     transaction.acked.set()
             if dialog.awaiting_answer:
                 dialog.awaiting_answer = False
-                self._tasks.spawn(self._complete_call(dialog, request))
+                self._tasks.spawn(self._sessions.complete_call(dialog, request))
         else:
             self.stats.retransmissions_absorbed += 1  # a retransmitted ACK
-
-    async def _complete_call(self, dialog: Dialog, ack: SipMessage) -> None:
-        """A late offer's answer, from the ACK; without a usable one the call ends (BYE)."""
-        assert self._handler is not None
-        try:
-            if not ack.body.strip():
-                raise SignallingError(488, "no SDP answer in the ACK")
-            answer = parse_sdp(ack.body.decode("utf-8"))
-            await self._handler.complete_call(dialog.call_id, answer)
-            return
-        except (SdpError, UnicodeDecodeError, SignallingError) as error:
-            log.warning("late offer of %s: unusable answer in the ACK (%s): ending the call",
-                        dialog.call_id, error)
-        except asyncio.CancelledError:
-            raise
-        except Exception:
-            log.exception("complete_call failed for %s", dialog.call_id)
-        if self._dialogs.get(dialog.call_id) is not dialog:
-            return
-        await self._notify_end(dialog, "no usable SDP answer")
-        await self._send_bye(dialog)
 
     # ---- CANCEL -------------------------------------------------------------------------
 
@@ -334,56 +294,11 @@ class DirectSipBackend(SipEndpoint):
         elif request.method == "OPTIONS":
             self._reply(transaction, 200, extra=self._capabilities())
         elif request.method == "INVITE":
-            self._on_reinvite(dialog, transaction)
+            self._sessions.on_reinvite(dialog, transaction)
         elif request.method == "NOTIFY":
             self._transfers.on_notify(dialog, transaction)
         else:
             self._reply(transaction, 405, extra=[("Allow", ALLOW_HEADER)])
-
-    def _on_reinvite(self, dialog: Dialog, transaction: ServerTransaction) -> None:
-        request = transaction.request
-        if dialog.pending_ack_cseq is not None or (
-                dialog.handler_task is not None and not dialog.handler_task.done()):
-            # The previous INVITE is not finished (RFC 3261 14.2).
-            self._reply(transaction, 500, extra=[("Retry-After", "1")])
-            return
-        self._reply(transaction, 100)
-        contact = request.get("Contact")
-        if contact:
-            dialog.remote_target = header_uri(contact)  # a target refresh (RFC 3261 12.2.2)
-        if not request.body.strip():
-            # An offerless re-INVITE: our current session is the offer (RFC 3261 14.2).
-            if dialog.local_sdp is None:
-                self._final_non_2xx(transaction, 488, reason_for(488), dialog.local_tag)
-                return
-            answer = dialog.local_sdp  # unchanged session: same version
-            dialog.local_sdp = answer
-            self._send_2xx(dialog, transaction, answer)
-            return
-        offer = self._offer_of(transaction)
-        if offer is None:
-            return
-        dialog.handler_task = self._tasks.spawn(self._update_call(dialog, transaction, offer))
-
-    async def _update_call(self, dialog: Dialog, transaction: ServerTransaction,
-                           offer: SessionDescription) -> None:
-        assert self._handler is not None
-        try:
-            answer = await self._handler.update_call(dialog.call_id, offer)
-        except SignallingError as error:
-            self._final_non_2xx(transaction, error.code, error.reason, dialog.local_tag)
-            return
-        except asyncio.CancelledError:
-            raise
-        except Exception:
-            log.exception("update_call failed for %s", dialog.call_id)
-            self._final_non_2xx(transaction, 500, reason_for(500), dialog.local_tag)
-            return
-        if dialog.state == "terminated":
-            return
-        answer = continue_session(dialog.local_sdp, answer)
-        dialog.local_sdp = answer
-        self._send_2xx(dialog, transaction, answer)
 
     def _end_dialog(self, dialog: Dialog) -> None:
         dialog.state = "terminated"
