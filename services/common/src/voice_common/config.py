@@ -68,6 +68,9 @@ class ProcessSettings(BaseSettings):
     log_level_global: LogLevel = Field(None, validation_alias="LOG_LEVEL")
 
     log_level: LogLevel = None
+    # `<PREFIX>_HOT_RELOAD`: read by `voice_common.launch` before any settings exist (it
+    # decides whether the process becomes a warm parent); declared here so that a bad
+    # value is refused with one line, as every other is.
     hot_reload: bool = False
     grace_period_s: float = Field(5.0, ge=0, le=300)
     # `<PREFIX>_NICE`: lower this process's CPU priority by this much (0-19) at start, so
