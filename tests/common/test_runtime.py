@@ -158,6 +158,12 @@ def test_health_command_exit_codes(logdir):
         ("LOG_LEVEL", "loud", "LOG_LEVEL='loud'"),
         ("DEVELOPMENT_MODE", "maybe", "DEVELOPMENT_MODE='maybe'"),
         ("ECHO_GRACE_PERIOD_S", "-1", "ECHO_GRACE_PERIOD_S='-1'"),
+        ("ECHO_HOT_RELOAD", "maybe", "ECHO_HOT_RELOAD='maybe'"),
+        ("ECHO_MAX_CONNECTION_AGE_S", "0",
+         "ECHO_MAX_CONNECTION_AGE_S='0': Input should be greater than or equal to 1"),
+        ("ECHO_MAX_CONNECTION_AGE_GRACE_S", "-1", "ECHO_MAX_CONNECTION_AGE_GRACE_S='-1'"),
+        ("ECHO_MAX_CONNECTION_AGE_GRACE_S", "forever",
+         "ECHO_MAX_CONNECTION_AGE_GRACE_S='forever'"),
     ],
 )
 def test_bad_environment_value_exits_2_with_one_line(variable, value, expected):

@@ -12,18 +12,24 @@ resolves to, and asks each replica's `grpc.health.v1` service (the service confi
 new RPC. One RPC stays on the replica it started on, so a call's ASR stream stays on
 its replica; a reopened stream (after that replica is lost) may go to another.
 
-`wait_for_ready` makes a call wait (up to its deadline) while every replica is
-restarting instead of failing at once; short reconnect backoffs bring the channel
-back within a fraction of a second of a replica listening again.
+`wait_for_ready` makes a call wait (up to its deadline) while no replica is SERVING
+(restarting, warming up) instead of failing at once; short reconnect backoffs bring
+the channel back within a fraction of a second of a replica listening again.
+
+The clients make one attempt per request and retry nothing themselves: retrying a
+failed request is the pipeline's job (`pipeline/retry.py`), the one layer that knows
+whether the caller already heard part of the answer. What stays here is gRPC's own
+connection handling, which is no retry policy: waiting for a SERVING replica, and
+gRPC's transparent retry of an RPC that never reached a server (no `retryPolicy` in
+the service config). The ASR stream's reopen (`asr.py`) keeps a session alive for the
+whole call rather than retrying a request.
 """
 
 from __future__ import annotations
 
-import asyncio
 import ipaddress
 import json
-import logging
-from collections.abc import AsyncGenerator, Callable
+from collections.abc import AsyncGenerator
 from typing import Any, TypeVar
 
 import grpc
@@ -33,6 +39,8 @@ from opensips_ai_core.grpc_clients import status_fix
 # Every channel of the core opens here: the services' own status, never grpcio's INTERNAL.
 status_fix.install()
 
+# What a retry may cure (a restart, a replica lost, a deadline): read by the pipeline's
+# retries and the ASR stream's reopen backoff.
 RETRYABLE = frozenset({grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED,
                        grpc.StatusCode.ABORTED})
 
@@ -50,6 +58,8 @@ CHANNEL_OPTIONS = [
     ("grpc.max_reconnect_backoff_ms", 1000),
     ("grpc.keepalive_time_ms", 20000),
     ("grpc.keepalive_timeout_ms", 5000),
+    # gRPC's transparent retry of an RPC that never left the client (a connection
+    # closing under it); the service config sets no retryPolicy of its own.
     ("grpc.enable_retries", 1),
     # A DNS name is looked up again when a replica goes away; gRPC's default waits at
     # least 30 s between lookups, too long for a replaced Kubernetes pod.
@@ -125,41 +135,16 @@ def is_retryable(err: BaseException) -> bool:
     return isinstance(err, grpc.aio.AioRpcError) and err.code() in RETRYABLE
 
 
-log = logging.getLogger(__name__)
 Response = TypeVar("Response")
-# First wait after an UNAVAILABLE answer; doubled up to the cap.
-RETRY_BACKOFF_S = 0.1
-RETRY_BACKOFF_MAX_S = 1.0
 
 
-async def stream_until_deadline(
-    start: Callable[[float], grpc.aio.UnaryStreamCall[Any, Response]], timeout_s: float,
-    what: str,
-) -> AsyncGenerator[Response, None]:
-    """The responses of the server-streaming call `start(timeout)` opens. A service that
-    answers UNAVAILABLE before its first response (warming up after a restart, voices
-    still loading) is asked again with backoff until `timeout_s` has passed in all:
-    `wait_for_ready` waits only for a connection, not for a service that is not SERVING.
-    Closing the generator cancels the call."""
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout_s
-    backoff = RETRY_BACKOFF_S
-    while True:
-        call = start(max(0.0, deadline - loop.time()))
-        received = False
-        try:
-            async for response in call:
-                received = True
-                yield response
-            return
-        except grpc.aio.AioRpcError as err:
-            remaining = deadline - loop.time()
-            if received or err.code() != grpc.StatusCode.UNAVAILABLE or remaining <= backoff:
-                raise
-            log.info("%s unavailable (%s); asking again in %.1f s", what, err.details(),
-                     backoff)
-        finally:
-            if not call.done():
-                call.cancel()
-        await asyncio.sleep(backoff)
-        backoff = min(backoff * 2, RETRY_BACKOFF_MAX_S)
+async def responses(call: grpc.aio.UnaryStreamCall[Any, Response]
+                    ) -> AsyncGenerator[Response, None]:
+    """The responses of one server-streaming call; closing the generator early cancels
+    the call. A failure is raised as it came: the caller decides whether to try again."""
+    try:
+        async for response in call:
+            yield response
+    finally:
+        if not call.done():
+            call.cancel()

@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import AsyncGenerator, AsyncIterator, Sequence
 from dataclasses import dataclass, field
 
-from opensips_ai_core.grpc_clients.channel import open_channel, stream_until_deadline
+from opensips_ai_core.grpc_clients.channel import open_channel, responses
 from voice_common import get_development_logger
 from voiceai.llm.v1 import llm_pb2, llm_pb2_grpc
 
@@ -88,7 +88,8 @@ class LlmClient:
         self.target = target
         self.channel = open_channel(target)
         self.stub = llm_pb2_grpc.LanguageModelStub(self.channel)
-        # The whole generation, waiting for a restarting service included.
+        # The whole generation, waiting for a restarting service included: the deadline
+        # of one attempt, and of all the pipeline's attempts together (pipeline/retry.py).
         self.timeout_s = timeout_s
 
     async def generate(
@@ -101,13 +102,13 @@ class LlmClient:
         result: GenerationResult | None = None,
         tools: Sequence[ToolSpec] = (),
     ) -> AsyncIterator[str]:
-        """Yield text deltas. Closing the generator early cancels the RPC at once."""
+        """Yield text deltas. Closing the generator early cancels the RPC at once. One
+        attempt: a failure (`grpc.aio.AioRpcError`) is the caller's to retry."""
         request = build_request(messages, tools=tools, call_id=call_id,
                                 max_new_tokens=max_new_tokens, temperature=temperature)
         # The generated stubs are untyped: name the response type here.
-        calls: AsyncGenerator[llm_pb2.GenerateResponse, None] = stream_until_deadline(
-            lambda timeout: self.stub.Generate(request, wait_for_ready=True, timeout=timeout),
-            self.timeout_s, "LLM")
+        calls: AsyncGenerator[llm_pb2.GenerateResponse, None] = responses(
+            self.stub.Generate(request, wait_for_ready=True, timeout=self.timeout_s))
         try:
             async for response in calls:
                 if response.HasField("delta"):

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncGenerator, AsyncIterator
 
-from opensips_ai_core.grpc_clients.channel import open_channel, stream_until_deadline
+from opensips_ai_core.grpc_clients.channel import open_channel, responses
 from voice_common import get_development_logger
 from voiceai.tts.v1 import tts_pb2, tts_pb2_grpc
 
@@ -14,21 +14,21 @@ log = get_development_logger(__name__)
 class TtsClient:
     def __init__(self, target: str, *, timeout_s: float = 20.0) -> None:
         self.target = target
-        # One sentence's synthesis, waiting for a restarting service included.
+        # One sentence's synthesis, waiting for a restarting service included: the
+        # deadline of one attempt, and of all the pipeline's attempts together.
         self.timeout_s = timeout_s
         self.channel = open_channel(target)
         self.stub = tts_pb2_grpc.SynthesizerStub(self.channel)
 
     async def synthesize(self, text: str, *, sample_rate: int = 8000, voice: str = "",
                          call_id: str = "") -> AsyncIterator[bytes]:
-        """Yield PCM16 audio at `sample_rate`. Closing the generator cancels the RPC."""
+        """Yield PCM16 audio at `sample_rate`. Closing the generator cancels the RPC. One
+        attempt: a failure (`grpc.aio.AioRpcError`) is the caller's to retry."""
         request = tts_pb2.SynthesizeRequest(text=text, voice=voice, sample_rate_hz=sample_rate,
                                             call_id=call_id)
         # The generated stubs are untyped: name the response type here.
-        calls: AsyncGenerator[tts_pb2.AudioChunk, None] = stream_until_deadline(
-            lambda timeout: self.stub.Synthesize(request, wait_for_ready=True,
-                                                 timeout=timeout),
-            self.timeout_s, "TTS")
+        calls: AsyncGenerator[tts_pb2.AudioChunk, None] = responses(
+            self.stub.Synthesize(request, wait_for_ready=True, timeout=self.timeout_s))
         try:
             async for chunk in calls:
                 if chunk.audio:

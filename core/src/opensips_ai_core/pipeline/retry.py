@@ -1,9 +1,13 @@
-"""Retrying a service call within its deadline, with backoff.
+"""Retrying a service call within its deadline, with backoff: the core's one owner of
+request retries.
 
-A restarting service answers UNAVAILABLE at once while it warms up (TTS: "voices are
-still loading"): `wait_for_ready` does not wait for that, the channel is up. Two
-attempts milliseconds apart both failed and the reply was lost; attempts spaced
-100 ms, 200 ms, ... (at most 1 s) until the deadline ride the restart out.
+The gRPC clients make one attempt each (`grpc_clients/channel.py`); only here is it
+known whether the caller already heard part of an answer (an LLM delta, TTS audio),
+after which trying again would repeat it. A failure that a retry may cure (UNAVAILABLE:
+a service restarting, warming up or lost; DEADLINE_EXCEEDED; ABORTED) is tried again
+100 ms, 200 ms, ... (at most 1 s) later until the deadline: a restart delays the reply
+instead of losing it. Two attempts milliseconds apart both met a TTS still loading its
+voices and the reply was lost; the spacing rides that out.
 """
 
 from __future__ import annotations

@@ -5,6 +5,11 @@ Start-up:  bind a `grpc.aio` server, register the standard `grpc.health.v1`
            mark every registered service SERVING. Until then every other RPC is
            answered UNAVAILABLE ("warming up"): a client retries it, where a half-loaded
            model would have failed it for good.
+Age:       a client connection older than `<PREFIX>_MAX_CONNECTION_AGE_S` (5 min) gets
+           a GOAWAY: the client opens a new one (re-resolving a DNS name, so new
+           replicas get work) while the RPCs open on the old one go on until they end
+           (or `<PREFIX>_MAX_CONNECTION_AGE_GRACE_S`, unset by default: an ASR stream
+           lasts a whole call and must not be cut by the connection's age).
 Shutdown:  on SIGTERM/SIGINT (a hot reload is a SIGTERM from voice_common.warm_parent's
            watcher) mark NOT_SERVING, stop
            accepting RPCs, let in-flight streams finish for `grace_period_s`,
@@ -175,6 +180,22 @@ def _unavailable(handler: grpc.RpcMethodHandler, message: str) -> grpc.RpcMethod
     return grpc.unary_unary_rpc_method_handler(refuse, **shape)
 
 
+def server_options(settings: ServiceSettings) -> list[tuple[str, int]]:
+    """The gRPC server's channel arguments: message limits and connection age."""
+    options = [
+        ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
+        ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
+        ("grpc.so_reuseport", 0),
+        ("grpc.max_connection_age_ms", round(settings.max_connection_age_s * 1000)),
+    ]
+    if settings.max_connection_age_grace_s is not None:
+        # Unset, gRPC's default grace is unlimited: the old connection closes with the
+        # last RPC on it.
+        options.append(("grpc.max_connection_age_grace_ms",
+                        round(settings.max_connection_age_grace_s * 1000)))
+    return options
+
+
 class GrpcServiceRuntime:
     def __init__(self, definition: ServiceDefinition) -> None:
         self.definition = definition
@@ -195,14 +216,8 @@ class GrpcServiceRuntime:
 
     async def start(self) -> int:
         """Bind and serve (NOT_SERVING until `warm_up` finishes); return the bound port."""
-        server = grpc.aio.server(
-            interceptors=[self.gate],
-            options=[
-                ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
-                ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
-                ("grpc.so_reuseport", 0),
-            ]
-        )
+        server = grpc.aio.server(interceptors=[self.gate],
+                                 options=server_options(self.settings))
         self.service_names = list(self.definition.register(server))
         health_pb2_grpc.add_HealthServicer_to_server(self.health, server)
         await self._set_all(health_pb2.HealthCheckResponse.NOT_SERVING)

@@ -1,36 +1,27 @@
-# Over 400 lines: one UAS state machine (dialogs, transactions, timers) on one socket.
 """`DirectSipBackend`: a small SIP UAS over UDP inside the core (RFC 3261, 3264, 3581).
 
 Hand-written on asyncio's DatagramProtocol because no maintained asyncio SIP UAS
 library fits: the Python SIP stacks that exist are either unmaintained, blocking,
 thread-based, or full B2BUA/PBX frameworks. A voice bot needs only INVITE/ACK/
 BYE/CANCEL/OPTIONS, re-INVITE, retransmissions and offer/answer, which is what
-this module does:
+this module does with the ones named below:
 
 - INVITE → 100 Trying → `CallHandler.new_call` → 200 OK (To-tag, Contact,
   Record-Route copied, SDP answer), retransmitted T1, 2*T1 … T2 until the ACK;
   after 64*T1 without ACK the call is ended with a BYE. An INVITE without a body
   is a late offer: the 200 carries the core's offer and the ACK the answer
-  (`complete_call`); an ACK without a usable answer ends the call with a BYE.
-- A final non-2xx response to an INVITE is retransmitted (Timer G) until its ACK
-  or 64*T1 (Timer H); the transaction is then freed (after Timer I).
-- Retransmitted requests get the last response again (server transactions keyed by
-  Via branch, sent-by and method).
+  (`complete_call`); an ACK without a usable answer ends the call with a BYE
+  (`sessions.py`, with re-INVITEs).
+- Below the dialogs, the socket, parsing, malformed datagrams, server and client
+  transactions and their retransmissions are `endpoint.py`'s (`SipEndpoint`).
 - CANCEL → 200 + 487 for the INVITE; BYE → 200; OPTIONS → 200 with Allow/Accept
   (503 with Retry-After while the core drains: `options_refusal`);
   re-INVITE → `update_call` → 200 with the new SDP; unknown dialog → 481; known but
   unsupported methods → 405 with Allow; unknown method names → 501 (names are
   case-sensitive: `options` is unknown); a SIP version other than 2.0 → 505.
-- Responses go where RFC 3261 18.2.2 / RFC 3581 say (rport → the source address).
 - `hangup(call_id)` sends an in-dialog BYE (route set, next CSeq) and waits for its
   final response (200, 481) or the 64*T1 timeout.
-- Malformed datagrams are counted per kind in `stats`, logged once per kind (one
-  line, no traceback), answered 400 (513 when oversized, 505 for another SIP
-  version) when enough headers are there, dropped otherwise.
-
-- `transfer(call_id, target)`: a blind transfer, an in-dialog REFER (Refer-To,
-  Referred-By); the NOTIFYs of its implicit subscription (`refer.py`) are answered
-  200, other in-dialog NOTIFYs 481; a 2xx sipfrag ends the call with a BYE.
+- `transfer(call_id, target)`: a blind transfer, an in-dialog REFER (`transfer.py`).
 - `dial(call_id, request)`: an outbound call, the core as a UAC (`uac.py`); its
   dialog then lives here like an inbound one.
 
@@ -42,39 +33,25 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import ipaddress
-import logging
-import re
-import socket
 from collections.abc import Callable, Iterable
 
 from opensips_ai_core.signalling.base import CallHandler, CallInfo, OutboundRequest, TransferResult
 from opensips_ai_core.signalling.errors import SignallingError
 from opensips_ai_core.signalling.headers import header_uri, reason_for, tag_of
-from opensips_ai_core.signalling.offer_answer import continue_session
-from opensips_ai_core.signalling.refer import ReferSubscription, is_refer_notify
-from opensips_ai_core.signalling.sdp import SdpError, SessionDescription, parse_sdp
+from opensips_ai_core.signalling.sdp import SessionDescription
 from opensips_ai_core.signalling.sip.auth import Credentials
-from opensips_ai_core.signalling.sip.message import (
-    MANDATORY_HEADERS,
-    SipMessage,
-    SipParseError,
-    parse_message,
-    parse_via,
-    uri_host_port,
-)
+from opensips_ai_core.signalling.sip.endpoint import SipEndpoint
+from opensips_ai_core.signalling.sip.message import SipMessage
+from opensips_ai_core.signalling.sip.sessions import SessionNegotiation
 from opensips_ai_core.signalling.sip.transactions import (
     Address,
     Dialog,
     ServerTransaction,
-    SipStats,
     SipTimers,
-    backoff_intervals,
-    new_branch,
     new_tag,
 )
+from opensips_ai_core.signalling.sip.transfer import ReferTransfers
 from opensips_ai_core.signalling.sip.uac import OutboundDialer
-from opensips_ai_core.tasks import TaskSet
 from voice_common.devlogger import get_development_logger
 
 log = get_development_logger("signalling.sip")
@@ -85,23 +62,9 @@ KNOWN_METHODS = frozenset({
     *ALLOWED, "REGISTER", "PRACK", "SUBSCRIBE", "NOTIFY", "PUBLISH", "INFO", "REFER",
     "MESSAGE", "UPDATE",
 })
-USER_AGENT = "opensips-ai-core"
-_RPORT_EMPTY = re.compile(r";\s*rport(?=\s*(;|$))", re.IGNORECASE)
 
 
-class _UdpProtocol(asyncio.DatagramProtocol):
-    def __init__(self, backend: DirectSipBackend) -> None:
-        self.backend = backend
-
-    def datagram_received(self, data: bytes, addr: tuple) -> None:
-        self.backend._on_datagram(data, (addr[0], addr[1]))
-
-    def error_received(self, exc: Exception) -> None:
-        # ICMP errors (port unreachable) for an earlier send: nothing to do but note it.
-        log.debug("SIP socket error: %s", exc)
-
-
-class DirectSipBackend:
+class DirectSipBackend(SipEndpoint):
     """SignallingBackend that is itself the SIP UAS on udp HOST:PORT."""
 
     name = "sip"
@@ -109,131 +72,41 @@ class DirectSipBackend:
     def __init__(self, host: str, port: int, public_ip: str | None = None, *,
                  timers: SipTimers | None = None, max_message_size: int = 32 * 1024,
                  contact_user: str = "ai", credentials: Credentials | None = None) -> None:
-        self.host = host
-        self.requested_port = port
-        self.public_ip = public_ip or (host if host not in ("0.0.0.0", "::", "") else "127.0.0.1")
-        self.timers = timers or SipTimers()
-        self.max_message_size = max_message_size
+        super().__init__(host, port, public_ip, timers=timers,
+                         max_message_size=max_message_size)
         self.contact_user = contact_user
-        self.stats = SipStats()
         self._handler: CallHandler | None = None
-        self._transport: asyncio.DatagramTransport | None = None
-        self._transactions: dict[tuple[str, str, str], ServerTransaction] = {}
         self._dialogs: dict[str, Dialog] = {}
-        self._client_transactions: dict[str, asyncio.Future[SipMessage]] = {}
-        self._tasks = TaskSet(log, "SIP")
-        self._logged_kinds: set[str] = set()
         # Set by the core: while it returns a refusal (a drain), OPTIONS outside a dialog
         # get it too, so that a dispatcher's probing takes this core out of rotation.
         self.options_refusal: Callable[[], SignallingError | None] | None = None
-        self._refers: dict[str, ReferSubscription] = {}  # call id → its REFER's subscription
         self._dialer = OutboundDialer(self, credentials)
+        self._transfers = ReferTransfers(self)
+        self._sessions = SessionNegotiation(self)
 
     # ---- lifecycle ----------------------------------------------------------------------
 
     async def start(self, handler: CallHandler) -> None:
         self._handler = handler
-        loop = asyncio.get_running_loop()
-        family = socket.AF_INET6 if ":" in self.host else socket.AF_INET
-        transport, _ = await loop.create_datagram_endpoint(
-            lambda: _UdpProtocol(self), local_addr=(self.host, self.requested_port),
-            family=family)
-        self._transport = transport
+        await self._listen()
         log.info("direct SIP UAS listening on udp:%s:%d", self.host, self.port)
-
-    @property
-    def port(self) -> int:
-        if self._transport is None:
-            return self.requested_port
-        return self._transport.get_extra_info("sockname")[1]
 
     @property
     def contact(self) -> str:
         return f"<sip:{self.contact_user}@{self._host_in_uri(self.public_ip)}:{self.port}>"
 
     async def stop(self) -> None:
-        await self._tasks.cancel_all()
-        for future in self._client_transactions.values():
-            future.cancel()
-        if self._transport is not None:
-            self._transport.close()
-            self._transport = None
+        await self._close()
         self._dialogs.clear()
-        self._transactions.clear()
 
     def active_calls(self) -> list[str]:
         return [d.call_id for d in self._dialogs.values() if d.state != "terminated"]
 
-    # ---- receiving ----------------------------------------------------------------------
+    # ---- requests (new ones: `SipEndpoint` absorbs retransmissions) ------------------
 
-    def _on_datagram(self, data: bytes, source: Address) -> None:
-        self.stats.datagrams += 1
-        if not data.strip(b"\r\n"):
-            return  # CRLF keep-alive (RFC 5626): nothing to answer
-        try:
-            message = parse_message(data, self.max_message_size)
-        except SipParseError as error:
-            self._on_malformed(error, source)
-            return
-        try:
-            if message.is_request:
-                self.stats.requests += 1
-                self._on_request(message, source)
-            else:
-                self.stats.responses_received += 1
-                self._on_response(message)
-        except SipParseError as error:  # e.g. an unparseable Via found while handling
-            if error.partial is None:
-                error.partial = message  # well-formed enough to answer 400 to the source
-            self._on_malformed(error, source)
-        except Exception as error:  # a bug must cost one datagram, not the socket or a log flood
-            kind = f"handler:{type(error).__name__}"
-            self.stats.malformed[kind] = self.stats.malformed.get(kind, 0) + 1
-            first = kind not in self._logged_kinds
-            self._logged_kinds.add(kind)
-            log.log(logging.ERROR if first else logging.DEBUG,
-                    "SIP from %s:%d not handled: %s: %s", source[0], source[1],
-                    type(error).__name__, str(error)[:200], exc_info=not first)
-
-    def _on_malformed(self, error: SipParseError, source: Address) -> None:
-        self.stats.malformed[error.kind] = self.stats.malformed.get(error.kind, 0) + 1
-        level = logging.DEBUG if error.kind in self._logged_kinds else logging.WARNING
-        self._logged_kinds.add(error.kind)
-        log.log(level, "malformed SIP from %s:%d (%s); further ones of this kind at DEBUG",
-                source[0], source[1], error)
-        partial = error.partial
-        answerable = (
-            partial is not None and partial.is_request and partial.method != "ACK"
-            and all(partial.get(name) for name in MANDATORY_HEADERS)
-        )
-        if not answerable or partial is None:
-            self.stats.malformed_dropped += 1
-            return
-        code = {"oversized": 513, "unsupported_version": 505}.get(error.kind, 400)
-        response = self._response(partial, code, source, extra=[
-            ("Warning", f'399 {self.public_ip} "{error.kind}: {error.detail[:80]}"')])
-        self._send(response.to_bytes(), self._reply_address(partial, source))
-        self.stats.bad_requests_answered += 1
-
-    def _on_request(self, request: SipMessage, source: Address) -> None:
+    def _on_new_request(self, transaction: ServerTransaction, source: Address) -> None:
+        request = transaction.request
         method = request.method or ""
-        if method == "ACK":
-            self._on_ack(request)
-            return
-        key = self._transaction_key(request)
-        existing = self._transactions.get(key)
-        if existing is not None:
-            # A retransmission: answer with the last response, if there is one yet.
-            self.stats.retransmissions_absorbed += 1
-            if existing.last_response is not None:
-                self._send(existing.last_response, existing.reply_to)
-            return
-        transaction = ServerTransaction(key, request, self._reply_address(request, source), source)
-        self._transactions[key] = transaction
-        if method != "INVITE":
-            # Timer J: a non-INVITE transaction absorbs retransmissions for 64*T1.
-            asyncio.get_running_loop().call_later(
-                self.timers.transaction_timeout, self._transactions.pop, key, None)
         if method not in KNOWN_METHODS:
             self._reply(transaction, 501, extra=[("Allow", ALLOW_HEADER)])
         elif method not in ALLOWED and not (method == "NOTIFY" and tag_of(request.get("To"))):
@@ -278,7 +151,7 @@ class DirectSipBackend:
             return
         offer: SessionDescription | None = None
         if request.body.strip():
-            offer = self._offer_of(transaction)
+            offer = self._sessions.offer_of(transaction)
             if offer is None:
                 return
         # else: no body at all, a late offer (RFC 3261 13.2.1): ours goes in the 200.
@@ -296,24 +169,6 @@ class DirectSipBackend:
                         callee=header_uri(request.get("To") or ""), backend=self.name,
                         sip_call_id=call_id)
         dialog.handler_task = self._tasks.spawn(self._answer_call(dialog, transaction, info, offer))
-
-    def _offer_of(self, transaction: ServerTransaction) -> SessionDescription | None:
-        """The SDP offer of an INVITE, or None after answering 415/400."""
-        request = transaction.request
-        content_type = (request.get("Content-Type") or "").split(";")[0].strip().lower()
-        encoding = (request.get("Content-Encoding") or "identity").strip().lower()
-        if not request.body.strip() or content_type != "application/sdp" \
-                or encoding != "identity":
-            self._reply(transaction, 415, extra=[("Accept", "application/sdp"),
-                                                 ("Accept-Encoding", "identity")])
-            return None
-        try:
-            return parse_sdp(request.body.decode("utf-8"))
-        except (SdpError, UnicodeDecodeError) as error:
-            log.warning("bad SDP in INVITE %s: %s", request.call_id, error)
-            self._reply(transaction, 400, reason="Bad Request (malformed SDP)",
-                        extra=[("Warning", f'399 {self.public_ip} "{str(error)[:80]}"')])
-            return None
 
     async def _answer_call(self, dialog: Dialog, transaction: ServerTransaction,
                            info: CallInfo, offer: SessionDescription | None) -> None:
@@ -356,30 +211,9 @@ class DirectSipBackend:
                     extra=[("Contact", self.contact), ("Content-Type", "application/sdp"),
                            *self._capabilities()[:2]])
         transaction.retransmitter = self._tasks.spawn(
-            self._retransmit(transaction, on_timeout=dialog))
+            self._retransmit(transaction, on_timeout=lambda: self._no_ack(dialog)))
 
-    async def _retransmit(self, transaction: ServerTransaction, on_timeout: Dialog | None) -> None:
-        """Resend the final response T1, 2*T1 … T2 apart until ACKed or 64*T1 passed."""
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + self.timers.transaction_timeout
-        for interval in backoff_intervals(self.timers):
-            wait = min(interval, deadline - loop.time())
-            if wait <= 0:
-                break
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(transaction.acked.wait(), wait)
-            if transaction.acked.is_set():
-                break
-            if loop.time() >= deadline:
-                break
-            if transaction.last_response is not None:
-                self._send(transaction.last_response, transaction.reply_to)
-                self.stats.retransmissions_sent += 1
-        # Keep the transaction a little to absorb late INVITE/ACK retransmissions (Timer I).
-        loop.call_later(self.timers.t2 + self.timers.t1, self._drop_transaction, transaction)
-        if transaction.acked.is_set() or on_timeout is None:
-            return
-        dialog = on_timeout
+    async def _no_ack(self, dialog: Dialog) -> None:
         log.warning("no ACK for the 200 of %s after %.1f s: ending the call",
                     dialog.call_id, self.timers.transaction_timeout)
         if self._dialogs.get(dialog.call_id) is not dialog:
@@ -390,9 +224,9 @@ class DirectSipBackend:
         await self._notify_end(dialog, "no ACK")
         await self._send_bye(dialog)
 
-    def _drop_transaction(self, transaction: ServerTransaction) -> None:
-        if self._transactions.get(transaction.key) is transaction:
-            del self._transactions[transaction.key]
+    def _local_tag(self, call_id: str) -> str | None:
+        dialog = self._dialogs.get(call_id)
+        return dialog.local_tag if dialog is not None else None
 
     def _on_ack(self, request: SipMessage) -> None:
         transaction = self._transactions.get(self._transaction_key(request, "INVITE"))
@@ -414,30 +248,9 @@ class DirectSipBackend:
                     transaction.acked.set()
             if dialog.awaiting_answer:
                 dialog.awaiting_answer = False
-                self._tasks.spawn(self._complete_call(dialog, request))
+                self._tasks.spawn(self._sessions.complete_call(dialog, request))
         else:
             self.stats.retransmissions_absorbed += 1  # a retransmitted ACK
-
-    async def _complete_call(self, dialog: Dialog, ack: SipMessage) -> None:
-        """A late offer's answer, from the ACK; without a usable one the call ends (BYE)."""
-        assert self._handler is not None
-        try:
-            if not ack.body.strip():
-                raise SignallingError(488, "no SDP answer in the ACK")
-            answer = parse_sdp(ack.body.decode("utf-8"))
-            await self._handler.complete_call(dialog.call_id, answer)
-            return
-        except (SdpError, UnicodeDecodeError, SignallingError) as error:
-            log.warning("late offer of %s: unusable answer in the ACK (%s): ending the call",
-                        dialog.call_id, error)
-        except asyncio.CancelledError:
-            raise
-        except Exception:
-            log.exception("complete_call failed for %s", dialog.call_id)
-        if self._dialogs.get(dialog.call_id) is not dialog:
-            return
-        await self._notify_end(dialog, "no usable SDP answer")
-        await self._send_bye(dialog)
 
     # ---- CANCEL -------------------------------------------------------------------------
 
@@ -481,63 +294,16 @@ class DirectSipBackend:
         elif request.method == "OPTIONS":
             self._reply(transaction, 200, extra=self._capabilities())
         elif request.method == "INVITE":
-            self._on_reinvite(dialog, transaction)
+            self._sessions.on_reinvite(dialog, transaction)
         elif request.method == "NOTIFY":
-            self._on_notify(dialog, transaction)
+            self._transfers.on_notify(dialog, transaction)
         else:
             self._reply(transaction, 405, extra=[("Allow", ALLOW_HEADER)])
-
-    def _on_reinvite(self, dialog: Dialog, transaction: ServerTransaction) -> None:
-        request = transaction.request
-        if dialog.pending_ack_cseq is not None or (
-                dialog.handler_task is not None and not dialog.handler_task.done()):
-            # The previous INVITE is not finished (RFC 3261 14.2).
-            self._reply(transaction, 500, extra=[("Retry-After", "1")])
-            return
-        self._reply(transaction, 100)
-        contact = request.get("Contact")
-        if contact:
-            dialog.remote_target = header_uri(contact)  # a target refresh (RFC 3261 12.2.2)
-        if not request.body.strip():
-            # An offerless re-INVITE: our current session is the offer (RFC 3261 14.2).
-            if dialog.local_sdp is None:
-                self._final_non_2xx(transaction, 488, reason_for(488), dialog.local_tag)
-                return
-            answer = dialog.local_sdp  # unchanged session: same version
-            dialog.local_sdp = answer
-            self._send_2xx(dialog, transaction, answer)
-            return
-        offer = self._offer_of(transaction)
-        if offer is None:
-            return
-        dialog.handler_task = self._tasks.spawn(self._update_call(dialog, transaction, offer))
-
-    async def _update_call(self, dialog: Dialog, transaction: ServerTransaction,
-                           offer: SessionDescription) -> None:
-        assert self._handler is not None
-        try:
-            answer = await self._handler.update_call(dialog.call_id, offer)
-        except SignallingError as error:
-            self._final_non_2xx(transaction, error.code, error.reason, dialog.local_tag)
-            return
-        except asyncio.CancelledError:
-            raise
-        except Exception:
-            log.exception("update_call failed for %s", dialog.call_id)
-            self._final_non_2xx(transaction, 500, reason_for(500), dialog.local_tag)
-            return
-        if dialog.state == "terminated":
-            return
-        answer = continue_session(dialog.local_sdp, answer)
-        dialog.local_sdp = answer
-        self._send_2xx(dialog, transaction, answer)
 
     def _end_dialog(self, dialog: Dialog) -> None:
         dialog.state = "terminated"
         self._dialogs.pop(dialog.call_id, None)
-        refer = self._refers.get(dialog.call_id)
-        if refer is not None and not refer.final.done():  # a transfer cannot finish now
-            refer.final.set_result((481, "the call ended during the transfer"))
+        self._transfers.call_ended(dialog.call_id)
         for transaction in self._transactions.values():
             if transaction.request.call_id == dialog.call_id and transaction.retransmitter:
                 transaction.acked.set()  # stop retransmitting the 200: the call is over
@@ -578,28 +344,7 @@ class DirectSipBackend:
         """Send an in-dialog BYE and wait for its final response; None on timeout."""
         dialog.state = "terminated"
         self._dialogs.pop(dialog.call_id, None)
-        dialog.local_cseq += 1
-        branch = new_branch()
-        request = SipMessage(method="BYE", uri=dialog.remote_target)
-        request.add("Via", f"SIP/2.0/UDP {self._host_in_uri(self.public_ip)}:{self.port}"
-                           f";branch={branch};rport")
-        request.add("Max-Forwards", "70")
-        request.add("From", dialog.local_uri)
-        request.add("To", dialog.remote_uri)
-        request.add("Call-ID", dialog.call_id)
-        request.add("CSeq", f"{dialog.local_cseq} BYE")
-        for route in dialog.route_set:
-            request.add("Route", route)
-        request.add("User-Agent", USER_AGENT)
-        destination_uri = header_uri(dialog.route_set[0]) if dialog.route_set \
-            else dialog.remote_target
-        try:
-            destination = await self._resolve(uri_host_port(destination_uri))
-        except (OSError, ValueError) as error:  # SipParseError and UnicodeError are ValueErrors
-            log.warning("BYE for %s: cannot resolve %s (%s); using the INVITE's source",
-                        dialog.call_id, destination_uri, error)
-            destination = dialog.source
-        response = await self._client_request(branch, request.to_bytes(), destination)
+        response = await self._in_dialog_request(dialog, "BYE")
         code = response.status if response is not None else None
         if code is None:
             log.warning("BYE for %s: no response after %.1f s", dialog.call_id,
@@ -610,40 +355,10 @@ class DirectSipBackend:
             log.warning("BYE for %s answered %d", dialog.call_id, code)
         return code
 
-    async def _client_request(self, branch: str, data: bytes,
-                              destination: Address) -> SipMessage | None:
-        """A non-INVITE client transaction: Timer E retransmissions, Timer F timeout."""
-        loop = asyncio.get_running_loop()
-        future: asyncio.Future[SipMessage] = loop.create_future()
-        self._client_transactions[branch] = future
-        deadline = loop.time() + self.timers.transaction_timeout
-        try:
-            self._send(data, destination)
-            for interval in backoff_intervals(self.timers):
-                wait = min(interval, deadline - loop.time())
-                if wait <= 0:
-                    return None
-                with contextlib.suppress(TimeoutError):
-                    return await asyncio.wait_for(asyncio.shield(future), wait)
-                self._send(data, destination)
-                self.stats.retransmissions_sent += 1
-            return None
-        finally:
-            self._client_transactions.pop(branch, None)
-
-    def _on_response(self, response: SipMessage) -> None:
-        vias = response.get_all("Via")
-        branch = parse_via(vias[0]).branch if vias else ""
-        if self._dialer.on_response(response, branch):
-            return  # a response to one of our outbound INVITEs
-        future = self._client_transactions.get(branch)
-        if future is None or future.done():
-            self.stats.stray_responses += 1
-            return
-        if response.status is not None and response.status >= 200:
-            future.set_result(response)
-
     # ---- outbound calls (the core as a UAC: `uac.py`) ----------------------------------
+
+    def _on_invite_response(self, response: SipMessage, branch: str) -> bool:
+        return self._dialer.on_response(response, branch)
 
     async def dial(self, call_id: str, request: OutboundRequest,
                    progress: Callable[[int, str], None] | None = None) -> int:
@@ -665,193 +380,9 @@ class DirectSipBackend:
         except Exception:
             log.exception("end_call failed for %s", call_id)
 
-    # ---- blind transfer (REFER, RFC 3515) -----------------------------------------------
+    # ---- blind transfer (REFER, RFC 3515: `transfer.py`) -------------------------------
 
     async def transfer(self, call_id: str, target: str, *,
                        timeout_s: float = 30.0) -> TransferResult:
-        """REFER the caller to `target` inside the call's dialog; on a 2xx sipfrag, BYE.
-
-        The REFER carries Refer-To and Referred-By; the 202 is followed by NOTIFYs
-        (Event: refer, message/sipfrag) that `_on_notify` answers 200 and feeds here.
-        """
-        dialog = self._dialogs.get(call_id)
-        if dialog is None or not dialog.answered:
-            return TransferResult(False, 481, "no such answered call")
-        if call_id in self._refers:
-            return TransferResult(False, 491, "a transfer of this call is already under way")
-        subscription = ReferSubscription()
-        self._refers[call_id] = subscription
-        try:
-            if not dialog.confirmed.is_set():
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(dialog.confirmed.wait(),
-                                           self.timers.transaction_timeout)
-            if self._dialogs.get(call_id) is not dialog:
-                return TransferResult(False, 481, "the call ended")
-            referred_by = header_uri(dialog.local_uri)
-            log.info("transfer of %s to %s: REFER", call_id, target)
-            response = await self._in_dialog_request(dialog, "REFER", [
-                ("Refer-To", f"<{target}>"), ("Referred-By", f"<{referred_by}>"),
-                ("Contact", self.contact)])
-            if response is None or response.status is None:
-                return TransferResult(False, None, "no response to the REFER")
-            if response.status >= 300:
-                return TransferResult(False, response.status,
-                                      f"REFER refused: {response.status} {response.reason}")
-            try:
-                code, reason = await asyncio.wait_for(asyncio.shield(subscription.final),
-                                                      timeout_s)
-            except TimeoutError:
-                return TransferResult(False, 408, f"no final NOTIFY within {timeout_s:g} s")
-            if code >= 300:
-                return TransferResult(False, code, f"transfer failed: {code} {reason}")
-        finally:
-            self._refers.pop(call_id, None)
-            subscription.final.cancel()
-        log.info("transfer of %s to %s succeeded (%d %s): BYE", call_id, target, code, reason)
-        if self._dialogs.get(call_id) is dialog:
-            self._end_dialog(dialog)
-            await self._send_bye(dialog)
-        return TransferResult(True, code, reason)
-
-    def _on_notify(self, dialog: Dialog, transaction: ServerTransaction) -> None:
-        request = transaction.request
-        subscription = self._refers.get(dialog.call_id)
-        if subscription is None or not is_refer_notify(request.method, request.get("Event")):
-            self._reply(transaction, 481, reason="Subscription Does Not Exist")
-            return
-        self._reply(transaction, 200)
-        subscription.on_sipfrag(request.body, request.get("Subscription-State") or "")
-
-    async def _in_dialog_request(self, dialog: Dialog, method: str,
-                                 extra: Iterable[tuple[str, str]] = (),
-                                 body: bytes = b"") -> SipMessage | None:
-        """Send a request inside `dialog` (route set, next CSeq); its final response or None."""
-        dialog.local_cseq += 1
-        branch = new_branch()
-        request = SipMessage(method=method, uri=dialog.remote_target)
-        request.add("Via", f"SIP/2.0/UDP {self._host_in_uri(self.public_ip)}:{self.port}"
-                           f";branch={branch};rport")
-        request.add("Max-Forwards", "70")
-        request.add("From", dialog.local_uri)
-        request.add("To", dialog.remote_uri)
-        request.add("Call-ID", dialog.call_id)
-        request.add("CSeq", f"{dialog.local_cseq} {method}")
-        for route in dialog.route_set:
-            request.add("Route", route)
-        for name, value in extra:
-            request.add(name, value)
-        request.add("User-Agent", USER_AGENT)
-        request.body = body
-        destination_uri = header_uri(dialog.route_set[0]) if dialog.route_set \
-            else dialog.remote_target
-        try:
-            destination = await self._resolve(uri_host_port(destination_uri))
-        except (OSError, ValueError):
-            destination = dialog.source
-        return await self._client_request(branch, request.to_bytes(), destination)
-
-    # ---- sending ------------------------------------------------------------------------
-
-    @staticmethod
-    def _host_in_uri(host: str) -> str:
-        return f"[{host}]" if ":" in host else host
-
-    async def _resolve(self, host_port: tuple[str, int]) -> Address:
-        host, port = host_port
-        with contextlib.suppress(ValueError):
-            ipaddress.ip_address(host)
-            return host, port
-        infos = await asyncio.get_running_loop().getaddrinfo(host, port, type=socket.SOCK_DGRAM)
-        # An AF_INET/AF_INET6 socket address begins with the host as a string.
-        return str(infos[0][4][0]), port
-
-    def _transaction_key(self, request: SipMessage, method: str | None = None
-                         ) -> tuple[str, str, str]:
-        via = parse_via(request.get_all("Via")[0])
-        branch = via.branch
-        if not branch.startswith("z9hG4bK"):
-            # RFC 2543 peers: no usable branch; Call-ID, CSeq number and From-tag instead.
-            branch = f"{request.call_id}|{request.cseq[0]}|{tag_of(request.get('From'))}"
-        return branch, f"{via.host}:{via.port or 5060}", method or request.method or ""
-
-    def _reply_address(self, request: SipMessage, source: Address) -> Address:
-        """RFC 3261 18.2.2 with RFC 3581: rport → the source address and port."""
-        try:
-            via = parse_via(request.get_all("Via")[0])
-        except (SipParseError, IndexError):
-            return source
-        if "rport" in via.params:
-            return source
-        host = via.params.get("received") or via.host
-        try:
-            ipaddress.ip_address(host)
-        except ValueError:
-            host = source[0]
-        return host, via.port or 5060
-
-    def _response(self, request: SipMessage, code: int, source: Address | None = None, *,
-                  reason: str | None = None, to_tag: str | None = None,
-                  extra: Iterable[tuple[str, str]] = (), body: bytes = b"") -> SipMessage:
-        response = SipMessage(status=code, reason=reason or reason_for(code))
-        for index, via in enumerate(request.get_all("Via")):
-            stamped = self._stamp_via(via, source) if index == 0 and source else via
-            response.add("Via", stamped)
-        response.add("From", request.get("From") or "")
-        to = request.get("To") or ""
-        if code > 100 and not tag_of(to):
-            to = f"{to};tag={to_tag or new_tag()}"
-        response.add("To", to)
-        response.add("Call-ID", request.call_id)
-        response.add("CSeq", request.get("CSeq") or "")
-        if request.method == "INVITE" and 100 < code < 300:
-            for route in request.get_all("Record-Route"):
-                response.add("Record-Route", route)
-        response.add("Server", USER_AGENT)
-        for name, value in extra:
-            response.add(name, value)
-        response.body = body
-        return response
-
-    @staticmethod
-    def _stamp_via(via: str, source: Address) -> str:
-        """Add received= (and fill rport=) to the top Via (RFC 3261 18.2.1, RFC 3581 4)."""
-        try:
-            parsed = parse_via(via)
-        except SipParseError:
-            return via
-        has_rport = "rport" in parsed.params
-        if (has_rport or parsed.host != source[0]) and "received" not in parsed.params:
-            via = f"{via};received={source[0]}"
-        if has_rport and not parsed.params["rport"]:
-            via = _RPORT_EMPTY.sub(f";rport={source[1]}", via, count=1)
-        return via
-
-    def _reply(self, transaction: ServerTransaction, code: int, *, reason: str | None = None,
-               to_tag: str | None = None, extra: Iterable[tuple[str, str]] = (),
-               body: bytes = b"") -> None:
-        request = transaction.request
-        if to_tag is None and code > 100:
-            dialog = self._dialogs.get(request.call_id)
-            to_tag = dialog.local_tag if dialog is not None else None
-        response = self._response(request, code, transaction.source, reason=reason,
-                                  to_tag=to_tag, extra=extra, body=body)
-        data = response.to_bytes()
-        if code >= 200:
-            transaction.final_code = code
-        transaction.last_response = data
-        self._send(data, transaction.reply_to)
-        if code >= 300 and request.method == "INVITE" and transaction.retransmitter is None:
-            # Timer G until the ACK, Timer H gives up; then the transaction is freed.
-            transaction.retransmitter = self._tasks.spawn(
-                self._retransmit(transaction, on_timeout=None))
-
-    def _send(self, data: bytes, destination: Address) -> None:
-        if self._transport is None:
-            return
-        self._transport.sendto(data, destination)
-        if data.startswith(b"SIP/2.0 "):
-            self.stats.responses_sent += 1
-        log.debug_data_flow("sip->udp", data.split(b"\r\n", 1)[0].decode(errors="replace"),
-                            len(data))
-
+        """REFER the caller to `target` inside the call's dialog; on a 2xx sipfrag, BYE."""
+        return await self._transfers.transfer(call_id, target, timeout_s=timeout_s)
