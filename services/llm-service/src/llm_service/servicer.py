@@ -18,6 +18,7 @@ from llm_service.engine import (
     GenerationJob,
     LanguageModel,
     Message,
+    ToolSpec,
 )
 from llm_service.models import uses_demo
 from llm_service.scheduler import QueueFullError, RoundRobinScheduler
@@ -44,6 +45,7 @@ class LanguageModelServicer(llm_pb2_grpc.LanguageModelServicer):
         self.settings = settings
         self.model = model
         self.scheduler = scheduler
+        self.said_tools_ignored = False
 
     async def Generate(  # noqa: N802 - the contract's name
         self, request: llm_pb2.GenerateRequest, context: grpc.aio.ServicerContext,
@@ -65,6 +67,7 @@ class LanguageModelServicer(llm_pb2_grpc.LanguageModelServicer):
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT,
                                 f"the model's chat template refused the messages: {err}")
             return
+        self._note_ignored_tools(tools, prompt.text)
         limit = self.model.max_positions
         if limit and len(prompt.ids) >= limit:
             await context.abort(
@@ -140,6 +143,18 @@ class LanguageModelServicer(llm_pb2_grpc.LanguageModelServicer):
             # worker drops the job before its next token step and logs it.
             if not job.finished:
                 job.cancel("client cancelled" if context.cancelled() else "stream closed")
+
+
+    def _note_ignored_tools(self, tools: tuple[ToolSpec, ...], prompt: str) -> None:
+        """Say once when the chat template dropped the offered tools (SmolLM2's does):
+        the model is never told about them, so it answers in plain text and calls none."""
+        if (not tools or self.said_tools_ignored or uses_demo(self.settings.model)
+                or any(tool.name in prompt for tool in tools)):
+            return
+        self.said_tools_ignored = True
+        log.warning("the model's chat template ignores tools: %s not in its prompt, so it "
+                    "cannot call them and answers in plain text",
+                    ", ".join(tool.name for tool in tools))
 
 
 def _responses(text: str, calls: list[ParsedToolCall]) -> list[llm_pb2.GenerateResponse]:
