@@ -125,4 +125,4 @@ def test_offered_the_bots_tools_it_answers_in_plain_text_and_the_service_says_wh
         assert responses[-1].done.finish_reason in ("stop", "length")
     log = server.proc.output()
     assert log.count("chat template ignores tools") == 1, log[-2000:]
-    assert "get_balance, block_card, transfer, hang_up not in its prompt" in log
+    assert "get_balance, block_card, transfer, hang_up are not in its prompt" in log

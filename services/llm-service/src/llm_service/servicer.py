@@ -45,7 +45,7 @@ class LanguageModelServicer(llm_pb2_grpc.LanguageModelServicer):
         self.settings = settings
         self.model = model
         self.scheduler = scheduler
-        self.said_tools_ignored = False
+        self.template_renders_tools: bool | None = None  # found on the first tools request
 
     async def Generate(  # noqa: N802 - the contract's name
         self, request: llm_pb2.GenerateRequest, context: grpc.aio.ServicerContext,
@@ -67,7 +67,8 @@ class LanguageModelServicer(llm_pb2_grpc.LanguageModelServicer):
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT,
                                 f"the model's chat template refused the messages: {err}")
             return
-        self._note_ignored_tools(tools, prompt.text)
+        if tools and self.template_renders_tools is None and not uses_demo(self.settings.model):
+            await self._check_template_renders_tools(messages, tools, prompt.text)
         limit = self.model.max_positions
         if limit and len(prompt.ids) >= limit:
             await context.abort(
@@ -144,17 +145,20 @@ class LanguageModelServicer(llm_pb2_grpc.LanguageModelServicer):
             if not job.finished:
                 job.cancel("client cancelled" if context.cancelled() else "stream closed")
 
-
-    def _note_ignored_tools(self, tools: tuple[ToolSpec, ...], prompt: str) -> None:
-        """Say once when the chat template dropped the offered tools (SmolLM2's does):
-        the model is never told about them, so it answers in plain text and calls none."""
-        if (not tools or self.said_tools_ignored or uses_demo(self.settings.model)
-                or any(tool.name in prompt for tool in tools)):
+    async def _check_template_renders_tools(self, messages: list[Message],
+                                            tools: tuple[ToolSpec, ...], prompt: str) -> None:
+        """Once: does the chat template render `tools=` at all? SmolLM2's does not: its
+        model is never told about the tools, answers in plain text and calls none. Said
+        once in the log, where an operator looking for the missing tool calls reads it."""
+        try:
+            plain = await asyncio.to_thread(self.model.render_prompt, messages, ())
+        except Exception:  # the check is only advice: the request goes on without it
             return
-        self.said_tools_ignored = True
-        log.warning("the model's chat template ignores tools: %s not in its prompt, so it "
-                    "cannot call them and answers in plain text",
-                    ", ".join(tool.name for tool in tools))
+        self.template_renders_tools = plain.text != prompt
+        if not self.template_renders_tools:
+            log.warning("the model's chat template ignores tools: %s are not in its prompt, "
+                        "so it cannot call them and answers in plain text",
+                        ", ".join(tool.name for tool in tools))
 
 
 def _responses(text: str, calls: list[ParsedToolCall]) -> list[llm_pb2.GenerateResponse]:
