@@ -373,7 +373,8 @@ def main() -> int:
         f"{n} caller utterances (tests/data/eval/conversation.toml), spoken by the TTS "
         f"service, 8 kHz through G.711 mu-law, streamed in real time to the ASR service "
         f"(ASR_ENABLE_DEBUG=1, VOSK_SHOW_WORDS=1); replies from the LLM service with "
-        f"core/bot.toml's system prompt and knowledge. Turn latency is service level, "
+        f"core/bot.toml's system prompt, knowledge and tools (a tool call is scored as "
+        f"the text `[tool NAME ARGS]`, not run). Turn latency is service level, "
         f"not a SIP call: ASR final after the end of speech + LLM to the end of the first "
         f"sentence + TTS to its first audio, in sequence. ASR `text`: no recogniser, the "
         f"utterance's own words (the LLM alone; its latency has no ASR share).",
