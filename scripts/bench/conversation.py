@@ -6,7 +6,9 @@ sent through G.711 mu-law and back, as a telephone call carries them. Per ASR
 engine (--asr) each utterance is streamed in real time, 20 ms at a time, to the
 ASR service with the dev stack's settings (ASR_ENABLE_DEBUG=1, VOSK_SHOW_WORDS=1);
 per LLM (--llm) the transcript goes to the LLM service as the core sends it
-(core/bot.toml's system prompt with its knowledge, the greeting, the utterance);
+(core/bot.toml's system prompt with its knowledge, the greeting, the utterance, the
+bot's tools); a tool call the model makes is scored as the text `[tool NAME ARGS]`
+(the set expects `get_balance` where the caller gave an account number), not run;
 the reply's first sentence goes to the TTS service. Printed and written to
 docs/benchmarks.md, per mix:
 
@@ -54,7 +56,9 @@ ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 
 from opensips_ai_core.config import BotConfig, load_bot_config  # noqa: E402
+from opensips_ai_core.grpc_clients.llm import build_request  # noqa: E402
 from opensips_ai_core.media.g711 import ulaw_decode, ulaw_encode  # noqa: E402
+from opensips_ai_core.pipeline.tools import offered_tools  # noqa: E402
 from scripts.bench.report import write_section  # noqa: E402
 from tests.support.eval_set import (  # noqa: E402
     Utterance,
@@ -67,7 +71,7 @@ from tests.support.stack import service  # noqa: E402
 from tests.tts.client import list_voices  # noqa: E402
 from tests.tts.client import stream as tts_stream  # noqa: E402
 from voiceai.asr.v1 import asr_pb2, asr_pb2_grpc  # noqa: E402
-from voiceai.llm.v1 import llm_pb2, llm_pb2_grpc  # noqa: E402
+from voiceai.llm.v1 import llm_pb2_grpc  # noqa: E402
 
 BOT_CONFIG = ROOT / "core" / "bot.toml"
 RATE = 8000
@@ -77,7 +81,6 @@ CHUNK = RATE * 20 // 1000 * 2  # 20 ms of PCM16
 LEAD_S, TAIL_S = 0.3, 1.2
 # The dev stack's ASR settings (process-compose.yaml): what a call really runs with.
 ASR_DEV_ENV = {"ASR_ENABLE_DEBUG": "1", "VOSK_SHOW_WORDS": "1"}
-Role = llm_pb2.ChatMessage
 
 
 @dataclass
@@ -187,13 +190,11 @@ def recognise(target: str, pcm: bytes, speech_end_s: float, phrases: list[str]) 
 def ask(stub: llm_pb2_grpc.LanguageModelStub, bot: BotConfig,
         heard: str) -> tuple[str, float]:
     """The reply and the ms from the request to the end of its first sentence (or its end)."""
-    request = llm_pb2.GenerateRequest(
-        messages=[Role(role=Role.SYSTEM, content=bot.llm_system_prompt()),
-                  Role(role=Role.ASSISTANT, content=bot.greeting),
-                  Role(role=Role.USER, content=heard)],
-        params=llm_pb2.GenerationParams(max_new_tokens=bot.max_new_tokens,
-                                        temperature=bot.temperature),
-        call_id="eval")
+    # As the core builds it (grpc_clients/llm.py), the bot's tools included.
+    request = build_request(
+        [("system", bot.llm_system_prompt()), ("assistant", bot.greeting), ("user", heard)],
+        tools=offered_tools(bot) if bot.tools else [], call_id="eval",
+        max_new_tokens=bot.max_new_tokens, temperature=bot.temperature)
     started = time.perf_counter()
     first_sentence_at = None
     text = ""
@@ -202,6 +203,9 @@ def ask(stub: llm_pb2_grpc.LanguageModelStub, bot: BotConfig,
             text += response.delta
             if first_sentence_at is None and first_sentence_end(text):
                 first_sentence_at = time.perf_counter()
+        elif response.HasField("tool_call"):
+            call = response.tool_call
+            text += f" [tool {call.name} {call.arguments_json}]"
     end = time.perf_counter()
     return text.strip(), ((first_sentence_at or end) - started) * 1000
 
@@ -369,7 +373,8 @@ def main() -> int:
         f"{n} caller utterances (tests/data/eval/conversation.toml), spoken by the TTS "
         f"service, 8 kHz through G.711 mu-law, streamed in real time to the ASR service "
         f"(ASR_ENABLE_DEBUG=1, VOSK_SHOW_WORDS=1); replies from the LLM service with "
-        f"core/bot.toml's system prompt and knowledge. Turn latency is service level, "
+        f"core/bot.toml's system prompt, knowledge and tools (a tool call is scored as "
+        f"the text `[tool NAME ARGS]`, not run). Turn latency is service level, "
         f"not a SIP call: ASR final after the end of speech + LLM to the end of the first "
         f"sentence + TTS to its first audio, in sequence. ASR `text`: no recogniser, the "
         f"utterance's own words (the LLM alone; its latency has no ASR share).",

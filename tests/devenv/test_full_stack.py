@@ -1,9 +1,11 @@
 """The real stack as a developer runs it: dev-start, dev-call, dev-status, dev-stop.
 
 It uses process-compose.yaml's own ports (50051-50053, their HTTP health 8051-8053,
-5080, 8088), so it is skipped
+5080, 8088, the mock bank's 8090), so it is skipped
 when any of them is taken (a developer's stack already running). The demo LLM goes to
-a temporary VOICE_CACHE_DIR, the runtime state to a temporary RUNTIME_DIR.
+a temporary VOICE_CACHE_DIR, the runtime state to a temporary RUNTIME_DIR. The call asks
+for the balance, says the account number (the stack's ASR, Whisper, hears the digits),
+and hears the balance the stack's mock bank returned (core/bot.toml's get_balance).
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ from tests.support.procs import ROOT, base_env
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(600)]
 
-TCP_PORTS = (50051, 50052, 50053, 8051, 8052, 8053, 8088)
+TCP_PORTS = (50051, 50052, 50053, 8051, 8052, 8053, 8088, 8090)
 UDP_PORTS = (5080,)
 
 
@@ -60,11 +62,13 @@ def test_dev_start_call_status_stop(tmp_path):
         # The core is probed on /started (a full core must not be stopped by the runner).
         assert "HTTP 200 started" in rows["core"], status.stdout
 
-        call = script("dev-call.sh", "what is my balance", "thank you goodbye", env=env,
-                      timeout=180)
+        call = script("dev-call.sh", "what is my balance", "1 2 3 4 5 6 7 8",
+                      "thank you goodbye", env=env, timeout=240)
         out = call.stdout
         assert call.returncode == 0, out + call.stderr
         assert "bot (greeting):" in out
+        assert "bot: Please tell me your account number" in out, out
+        assert "bot: One moment, please. Your balance is 1,250.40 dollars." in out, out
         assert "turn latency:" in out
         assert "the bot hung up" in out, out
     finally:

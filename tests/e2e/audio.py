@@ -20,10 +20,12 @@ FRAME = 160
 ANSWER_PHRASES = [
     "hello", "this is example bank", "how can i help you", "how can i help you today",
     "thank you for calling example bank", "thank you for calling", "goodbye",
-    "your current account balance is one thousand two hundred fifty dollars and forty cents",
+    # The balance: the bot asks for the account number, then speaks the mock bank's answer
+    # (tests/support/bank.py) for account 12345678...
+    "please tell me your account number", "or key it in and press hash", "one moment please",
+    "your balance is one thousand two hundred fifty point four zero dollars",
     # ...and in pieces: on a loaded machine TTS audio can arrive with pauses between parts.
-    "your current account balance is", "one thousand two hundred fifty dollars",
-    "and forty cents",
+    "your balance is", "one thousand two hundred fifty point four zero dollars",
     "i have blocked your card for your safety",
     "a new card will arrive by mail within five working days",
     "our branches are open monday to friday", "and saturday",
@@ -85,8 +87,15 @@ def is_greeting(text: str) -> bool:
     return "help you" in text or "example bank" in text
 
 
-def is_balance_answer(text: str) -> bool:
-    return "account balance" in text or "hundred fifty dollars" in text
+def is_account_question(text: str) -> bool:
+    """"Please tell me your account number, or key it in and press hash." (the balance's
+    first step, core/bot.toml's get_balance tool) in either pass."""
+    return "account number" in text or "tell me your account" in text or "press hash" in text
+
+
+def is_bank_balance(text: str) -> bool:
+    """The mock bank's balance of account 12345678, "Your balance is 1,250.40 dollars."."""
+    return "two hundred fifty point four" in text
 
 
 def is_goodbye_answer(text: str) -> bool:
@@ -118,5 +127,5 @@ def speech_of(tts_target: str, text: str) -> np.ndarray:
     return np.concatenate([pcm, np.zeros(4000, np.int16)])  # 0.5 s of trailing silence
 
 
-__all__ = ["FRAME", "hear", "is_balance_answer", "is_goodbye_answer", "pcmu_frames", "speech_of",
-           "speech_segments", "transcribe_reply"]
+__all__ = ["FRAME", "hear", "is_account_question", "is_bank_balance", "is_goodbye_answer",
+           "pcmu_frames", "speech_of", "speech_segments", "transcribe_reply"]

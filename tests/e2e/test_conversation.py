@@ -21,16 +21,24 @@ from opensips_ai_core.devtools.softphone import (
     speak_and_listen,
 )
 from tests.e2e.audio import (
-    is_balance_answer,
+    is_account_question,
+    is_bank_balance,
     is_goodbye_answer,
     is_greeting,
     speech_of,
     transcribe_reply,
 )
+from tests.support.bank import mock_bank
 from tests.support.opensips_peer import SIPP_OFFER, OpenSipsPeer
 from tests.support.stack import restart, start, stop
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(300)]
+
+# The demo bot's balance (core/bot.toml's get_balance tool) from the mock bank
+# (tests/support/bank.py) for the account the caller keys in.
+ASK_ACCOUNT = "Please tell me your account number, or key it in and press hash."
+ACCOUNT = "12345678"
+BANK_BALANCE = "One moment, please. Your balance is 1,250.40 dollars."
 
 
 async def enter(cm):
@@ -76,15 +84,54 @@ async def ask(rtp: RtpPeer, ai, text: str) -> str:
     return await transcribe_reply(ai.asr.target, turn.reply)
 
 
-async def test_opensips_b2b_call_answers_and_the_bot_terminates(ai, start_core):
+async def history_until(core, content: str, timeout: float = 90.0) -> list[dict]:
+    """The call's history once the bot said `content` (the core's /calls)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        calls = await asyncio.to_thread(core.calls)
+        history = calls[0]["history"] if calls else []
+        if {"role": "assistant", "content": content} in history:
+            return history
+        if time.monotonic() > deadline:
+            raise AssertionError(f"no {content!r} in the history: {history}")
+        await asyncio.sleep(0.2)
+
+
+async def reply_said(rtp: RtpPeer, core, since: float, content: str) -> np.ndarray:
+    """The bot's audio from its first sound after `since` until it went quiet once the
+    history holds `content` (the filler and the answer may have a pause between them)."""
+    first = await rtp.wait_for_speech(since, 60)
+    assert first is not None, f"no spoken reply ({content!r})"
+    await history_until(core, content)
+    last = await rtp.wait_for_silence(first, 1.5, 30)
+    return rtp.audio_between(first - 0.05, last + 0.05)
+
+
+async def key_in(rtp: RtpPeer, core, ai, digits: str, content: str) -> str:
+    """Key `digits` in (RFC 4733 events), then what the recognizer hears of the reply."""
+    keyed = time.monotonic()
+    for digit in digits:
+        rtp.send_dtmf(digit)
+    reply = await reply_said(rtp, core, keyed, content)
+    return await transcribe_reply(ai.asr.target, reply)
+
+
+async def test_opensips_b2b_call_answers_and_the_bot_terminates(ai, start_core, tmp_path):
     """The OpenSIPS backend against a peer speaking OpenSIPS 3.6.8's wire format.
 
     OpenSIPS cannot be installed here, so tests/support/opensips_peer.py plays its
     part exactly as docs/opensips.md documents it (E_UA_SESSION events over
     UDP, MI JSON-RPC over UDP), with SIPp's SDP offer pointing at our RTP peer.
+    The balance comes from the mock bank over HTTP, for the account keyed in by DTMF.
     """
+    with mock_bank(tmp_path) as base:
+        await b2b_balance_call(ai, start_core, base)
+
+
+async def b2b_balance_call(ai, start_core, base: str) -> None:
     peer = await OpenSipsPeer().start()
-    cm = start_core(CORE_SIGNALLING="opensips", OPENSIPS_MI_PORT=str(peer.mi_port))
+    cm = start_core(CORE_SIGNALLING="opensips", OPENSIPS_MI_PORT=str(peer.mi_port),
+                    BOT_TOOLS_BASE_URL=base)
     core = await enter(cm)
     rtp = await RtpPeer().open()
     try:
@@ -101,8 +148,10 @@ async def test_opensips_b2b_call_answers_and_the_bot_terminates(ai, start_core):
         greeting = await wait_greeting(rtp, started)
         assert is_greeting(await transcribe_reply(ai.asr.target, greeting))
 
-        answer = await ask(rtp, ai, "what is my balance")
-        assert is_balance_answer(answer), answer
+        question = await ask(rtp, ai, "what is my balance")
+        assert is_account_question(question), question
+        answer = await key_in(rtp, core, ai, f"{ACCOUNT}#", BANK_BALANCE)
+        assert is_bank_balance(answer), answer
         goodbye = await ask(rtp, ai, "thank you goodbye")
         assert is_goodbye_answer(goodbye), goodbye
         # The bot ends the call itself once its goodbye has played.
@@ -208,7 +257,7 @@ async def test_services_restarted_mid_call_do_not_drop_the_call(ai, start_core):
             for svc in (ai.asr, ai.llm, ai.tts):
                 await asyncio.to_thread(restart, svc)
             answer = await ask(rtp, ai, "what is my balance")
-            assert is_balance_answer(answer), answer
+            assert is_account_question(answer), answer
             assert not sip.bye_received.is_set()
             calls = core.calls()
     finally:
@@ -229,7 +278,7 @@ async def test_llm_down_gets_an_apology_and_the_call_goes_on(ai, start_core):
                 await asyncio.to_thread(start, ai.llm)
             assert "sorry" in apology or "trouble" in apology, apology
             answer = await ask(rtp, ai, "what is my balance")
-            assert is_balance_answer(answer), answer
+            assert is_account_question(answer), answer
             assert not sip.bye_received.is_set()
     finally:
         await leave(cm)

@@ -1,7 +1,9 @@
 """A real SIP call from SIPp to the core's direct SIP port, through the real services.
 
 SIPp (Debian's sip-tester) dials, plays the caller's words as headerless PCMU made by
-the TTS service at test time (SIPp sends such files raw), and waits for the bot's BYE.
+the TTS service at test time (SIPp sends such files raw), keys in the account number
+the bot asks for with its own RFC 2833 DTMF (`play_dtmf`), and waits for the bot's BYE.
+The balance comes from the mock bank over HTTP (BOT_TOOLS_BASE_URL).
 SIPp keeps nothing it receives, so the core's reply RTP is read off the loopback
 interface (tests/support/sniffer.py) and handed to the ASR service.
 """
@@ -17,14 +19,18 @@ import pytest
 from opensips_ai_core.media.g711 import ulaw_encode
 from tests.e2e.audio import (
     hear,
-    is_balance_answer,
+    is_account_question,
+    is_bank_balance,
     is_goodbye_answer,
     pcmu_frames,
     speech_of,
     speech_segments,
 )
+from tests.e2e.test_conversation import ACCOUNT
 from tests.support import sniffer
+from tests.support.bank import mock_bank
 from tests.support.procs import running
+from tests.support.stack import free_rtp_range
 
 pytestmark = [
     pytest.mark.e2e,
@@ -41,7 +47,8 @@ def write_pcmu(path: Path, pcm: np.ndarray) -> float:
     return len(pcm) / 8000
 
 
-def test_sipp_call_is_answered_and_the_bot_answers_then_hangs_up(ai, start_core, tmp_path):
+def test_sipp_call_gets_the_balance_of_a_keyed_in_account_then_the_bot_hangs_up(
+        ai, start_core, tmp_path):
     question = speech_of(ai.tts.target, "what is my balance")
     goodbye = speech_of(ai.tts.target, "thank you goodbye")
     question_file, goodbye_file = tmp_path / "question.pcmu", tmp_path / "goodbye.pcmu"
@@ -50,17 +57,20 @@ def test_sipp_call_is_answered_and_the_bot_answers_then_hangs_up(ai, start_core,
     scenario = tmp_path / "call.xml"
     scenario.write_text(SCENARIO.read_text().format(
         greeting_ms=5000, question_file=question_file, goodbye_file=goodbye_file,
-        answer_ms=int(question_s * 1000) + 7000, bye_timeout_ms=20000))
+        answer_ms=int(question_s * 1000) + 8000, account=ACCOUNT, balance_ms=16000,
+        bye_timeout_ms=20000))
+    # SIPp's audio and its DTMF both come from this port (the SDP's m= line).
+    media_port = free_rtp_range(4)[0]
 
-    with start_core() as core:
+    with mock_bank(tmp_path) as base, start_core(BOT_TOOLS_BASE_URL=base) as core:
         with sniffer.UdpSniffer(*core.rtp_range) as capture:
             cmd = ["sipp", f"127.0.0.1:{core.sip_port}", "-sf", str(scenario), "-m", "1",
-                   "-i", "127.0.0.1", "-mi", "127.0.0.1", "-p", "0", "-timeout", "60",
-                   "-timeout_error", "-trace_err", "-error_file", str(tmp_path / "sipp.err"),
-                   "-nostdin"]
+                   "-i", "127.0.0.1", "-mi", "127.0.0.1", "-mp", str(media_port), "-p", "0",
+                   "-timeout", "90", "-timeout_error", "-trace_err",
+                   "-error_file", str(tmp_path / "sipp.err"), "-nostdin"]
             with running(cmd, {"PATH": "/usr/bin:/bin"}, tmp_path / "sipp.log",
                          cwd=tmp_path) as sipp:
-                code = sipp.wait(90)
+                code = sipp.wait(120)
                 output = sipp.output()
             errors = tmp_path / "sipp.err"
             log = errors.read_text(errors="replace") if errors.exists() else ""
@@ -68,15 +78,20 @@ def test_sipp_call_is_answered_and_the_bot_answers_then_hangs_up(ai, start_core,
                               f"{core.proc.output()[-3000:]}"
             datagrams = capture.snapshot()
         metrics = core.metrics()
+        core_log = core.proc.output()
 
     frames = pcmu_frames(datagrams)
     assert frames, "the core sent no PCMU RTP"
     segments = speech_segments(frames)
-    # Greeting, the answer to the question, the goodbye.
-    assert len(segments) >= 3, [len(s) for s in segments]
+    # Greeting, the question for the account number, the filler and the balance, the goodbye.
+    assert len(segments) >= 4, [len(s) for s in segments]
     heard = [hear(ai.asr.target, s) for s in segments]
-    answer = " ".join(heard[1:-1])
-    assert is_balance_answer(answer), heard
+    asked = next((i for i, text in enumerate(heard) if is_account_question(text)), None)
+    assert asked is not None, heard
+    assert any(is_bank_balance(text) for text in heard[asked + 1:-1]), heard
     assert is_goodbye_answer(heard[-1]), heard
+    # SIPp's keys reached the dialogue, and the bank was asked for that account.
+    assert f'tool get_balance({{"account":"{ACCOUNT}"}})' in core_log
+    assert f"get_balance {ACCOUNT}" in (tmp_path / "bank.log").read_text()
     assert 'voice_calls_total{backend="sip",result="answered"} 1.0' in metrics
     assert "voice_turn_latency_seconds_count" in metrics

@@ -105,3 +105,24 @@ def test_a_knowledge_question_gets_the_fact(server, bot):
 def test_an_off_topic_request_gets_a_refusal(server, bot):
     reply, _ = ask(server, bot, "Can you help me fill in my tax return?")
     assert is_refusal(reply), reply
+
+
+def test_offered_the_bots_tools_it_answers_in_plain_text_and_the_service_says_why(server, bot):
+    """SmolLM2's chat template drops `tools=`, so the model never learns of the demo
+    bot's get_balance/block_card (sent as the core sends them): no tool call comes back,
+    the reply is plain text, and the service logs once that the template ignores tools."""
+    from opensips_ai_core.grpc_clients.llm import build_request
+    from opensips_ai_core.pipeline.tools import offered_tools
+
+    for question in ("What is my balance?", "I lost my card."):
+        request = build_request(
+            [("system", bot.llm_system_prompt()), ("assistant", bot.greeting),
+             ("user", question)], tools=offered_tools(bot), call_id="smollm2-tools",
+            max_new_tokens=bot.max_new_tokens, temperature=bot.temperature)
+        responses = list(server.stub.Generate(request, timeout=300))
+        assert not [r for r in responses if r.HasField("tool_call")]
+        assert "".join(r.delta for r in responses if r.HasField("delta")).strip()
+        assert responses[-1].done.finish_reason in ("stop", "length")
+    log = server.proc.output()
+    assert log.count("chat template ignores tools") == 1, log[-2000:]
+    assert "get_balance, block_card, transfer, hang_up are not in its prompt" in log

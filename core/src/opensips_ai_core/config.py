@@ -16,6 +16,7 @@ import sys
 import tomllib
 from pathlib import Path
 from typing import Any, Literal
+from urllib.parse import urlsplit
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
@@ -135,9 +136,33 @@ class CoreSettings(ProcessSettings):
 BUILTIN_TOOLS = ("transfer", "hang_up")
 
 
+def _http_base_url(value: str) -> str:
+    """`value` if it is an http(s) URL with a host (and a valid port), else ValueError."""
+    problem = ""
+    try:
+        parts = urlsplit(value)
+        parts.port  # noqa: B018 - raises ValueError for a port out of range or not a number
+    except ValueError as err:
+        problem = str(err)
+    else:
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            problem = "expected http://HOST[:PORT][/PATH]"
+        elif parts.query or parts.fragment or any(c.isspace() for c in value):
+            problem = "no query, fragment or spaces allowed"
+    if problem:
+        raise ValueError(f"{value!r} is not a base URL: {problem}")
+    return value
+
+
+def tool_url(base_url: str, url: str) -> str:
+    """Where a tool is POSTed: `url` itself, or a path ("/get_balance") after `base_url`."""
+    return url if url.startswith(("http://", "https://")) else base_url.rstrip("/") + url
+
+
 class ToolConfig(BaseModel):
     """A tool the LLM may call: the core POSTs the arguments (JSON) to `url` and feeds
-    the JSON reply back to the LLM (pipeline/tools.py)."""
+    the JSON reply back to the LLM (pipeline/tools.py). `url` is absolute, or a path
+    ("/get_balance") after the bot's `tools_base_url`."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -145,7 +170,7 @@ class ToolConfig(BaseModel):
     description: str = Field("", max_length=1000)
     # JSON schema of the arguments (an object); the call's arguments are checked against it.
     parameters: dict[str, Any] = Field(default_factory=lambda: {"type": "object"})
-    url: str = Field(pattern=r"^https?://\S+$")
+    url: str = Field(pattern=r"^(https?://\S+|/\S*)$")
     timeout_s: float = Field(5.0, gt=0, le=60)
 
     @field_validator("name")
@@ -227,6 +252,9 @@ class BotConfig(BaseModel):
     # says `tool_filler`; when one fails (timeout, HTTP error, a reply that is not JSON
     # or too big, arguments against the schema) it says `tool_failed` and goes on.
     tools: tuple[ToolConfig, ...] = ()
+    # Where tools whose `url` is a path live ("http://127.0.0.1:8090": the dev stack's
+    # mock bank): BOT_TOOLS_BASE_URL points all of them elsewhere at once.
+    tools_base_url: str = ""
     tool_filler: str = "One moment, please."
     tool_failed: str = "Sorry, I could not do that right now. How else can I help?"
 
@@ -239,6 +267,19 @@ class BotConfig(BaseModel):
         if len(names) > 14:  # the LLM contract allows 16, the two built-ins included
             raise ValueError(f"at most 14 tools, not {len(names)}")
         return value
+
+    @field_validator("tools_base_url")
+    @classmethod
+    def _tools_base_url(cls, value: str) -> str:
+        return _http_base_url(value) if value else value
+
+    @model_validator(mode="after")
+    def _tool_paths_have_a_base(self) -> BotConfig:
+        relative = [t.name for t in self.tools if not t.url.startswith(("http://", "https://"))]
+        if relative and not self.tools_base_url:
+            raise ValueError(f"tools {relative} have a path as url: set tools_base_url "
+                             "(or BOT_TOOLS_BASE_URL)")
+        return self
 
     @field_validator("transfer_to", mode="before")
     @classmethod

@@ -234,20 +234,48 @@ def test_tool_config_is_checked() -> None:
         BotConfig(tools=(ToolConfig(name="t", url="http://127.0.0.1:1/x"),) * 2)
 
 
-def test_the_demo_bots_commented_tools_load_when_uncommented() -> None:
-    """core/bot.toml carries the mock bank's tools commented out (see its comment): they
-    must stay a valid configuration for whoever turns them on."""
-    import re
-    import tomllib
+def test_the_demo_bot_offers_the_mock_banks_tools() -> None:
+    """core/bot.toml declares get_balance and block_card as paths after tools_base_url,
+    the dev stack's mock bank; BOT_TOOLS_BASE_URL moves them (tests use their own bank)."""
+    from opensips_ai_core.config import DEFAULT_BOT_CONFIG, load_bot_config, tool_url
 
-    from opensips_ai_core.config import DEFAULT_BOT_CONFIG
+    demo = load_bot_config(DEFAULT_BOT_CONFIG, {})
+    assert [tool.name for tool in demo.tools] == ["get_balance", "block_card"]
+    assert [tool_url(demo.tools_base_url, tool.url) for tool in demo.tools] == [
+        "http://127.0.0.1:8090/get_balance", "http://127.0.0.1:8090/block_card"]
+    moved = load_bot_config(DEFAULT_BOT_CONFIG, {"BOT_TOOLS_BASE_URL": "http://127.0.0.1:9/api/"})
+    assert tool_url(moved.tools_base_url, moved.tools[0].url) == "http://127.0.0.1:9/api/get_balance"
+    # The digit words: the demo's restricted recognizer hears spoken account numbers.
+    assert {"zero", "one", "five", "nine"} <= set(demo.asr_phrases)
 
-    text = DEFAULT_BOT_CONFIG.read_text()
-    start = text.index("# [[bot.tools]]")
-    enabled = text[:start] + re.sub(r"^# ?", "", text[start:], flags=re.MULTILINE)
-    bot = BotConfig.model_validate(tomllib.loads(enabled)["bot"])
-    assert [tool.name for tool in bot.tools] == ["get_balance", "block_card"]
-    assert all(tool.url.startswith("http://127.0.0.1:8090/") for tool in bot.tools)
+
+@pytest.mark.parametrize("value", ["127.0.0.1:8090", "ftp://bank", "http://", "http://bank:99999",
+                                   "http://bank/x?y=1", "http://bank /x"])
+def test_a_bad_tools_base_url_is_one_line_naming_the_variable(value: str) -> None:
+    from opensips_ai_core.config import DEFAULT_BOT_CONFIG, BotConfigError, load_bot_config
+
+    with pytest.raises(BotConfigError) as caught:
+        load_bot_config(DEFAULT_BOT_CONFIG, {"BOT_TOOLS_BASE_URL": value})
+    message = str(caught.value)
+    assert message.startswith(f"BOT_TOOLS_BASE_URL={value!r} (environment): ")
+    assert "is not a base URL" in message and "\n" not in message
+
+
+def test_a_tool_path_without_a_base_url_is_refused() -> None:
+    with pytest.raises(ValueError, match="set tools_base_url"):
+        BotConfig(tools=(ToolConfig(name="t", url="/t"),))
+
+
+async def test_a_tool_path_is_posted_after_the_base_url(make_call, tool_server) -> None:
+    tool = ToolConfig(name="get_balance", parameters=SCHEMA, url="/balance", timeout_s=0.5)
+    config = BotConfig(greeting=GREETING, tools=(tool,), tools_base_url=tool_server.base,
+                       tool_filler=FILLER, tool_failed=FAILED)
+    h = make_call(config, autoplay=True,
+                  llm=calling('{"account": "1234"}', LlmPlan(reply=ANSWER)))
+    await h.greeted()
+    await h.reply_to("what is my balance, account 1234")
+    assert h.tts.texts[1:] == [FILLER, ANSWER]
+    assert tool_server.bodies == [("balance", {"account": "1234"})]
 
 
 def test_tool_results_are_fitted_into_the_llms_limits() -> None:

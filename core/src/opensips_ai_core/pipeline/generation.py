@@ -48,7 +48,7 @@ class Generation:
         self.llm = llm
         self.tts = tts
         self.bot = bot
-        self.tool_runner = ToolRunner(call_id, bot.tools)
+        self.tool_runner = ToolRunner(call_id, bot.tools, bot.tools_base_url)
         # Built-ins only alongside configured tools: a bot without tools sends no tool
         # list, so models whose template renders tools see the prompt they always did.
         self.tools = offered_tools(bot) if bot.tools else []

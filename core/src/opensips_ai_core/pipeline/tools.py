@@ -20,7 +20,7 @@ from typing import Any
 import aiohttp
 import jsonschema
 
-from opensips_ai_core.config import BotConfig, ToolConfig
+from opensips_ai_core.config import BotConfig, ToolConfig, tool_url
 from opensips_ai_core.grpc_clients.llm import ChatItem, ToolCall, ToolExchange, ToolSpec
 from opensips_ai_core.pipeline.history import MAX_MESSAGES, MAX_TOTAL_CHARS
 from voice_common import get_development_logger
@@ -95,9 +95,10 @@ def fit_exchanges(messages: list[ChatItem]) -> list[ChatItem]:
 
 
 class ToolRunner:
-    def __init__(self, call_id: str, tools: Sequence[ToolConfig]) -> None:
+    def __init__(self, call_id: str, tools: Sequence[ToolConfig], base_url: str = "") -> None:
         self.call_id = call_id
         self.tools = {tool.name: tool for tool in tools}
+        self.base_url = base_url  # for tools whose url is a path (BotConfig.tools_base_url)
 
     async def run(self, call: ToolCall) -> ToolSuccess | ToolFailure:
         """Run one configured tool; cancelling the task cancels the HTTP request."""
@@ -123,7 +124,7 @@ class ToolRunner:
     async def _post(self, tool: ToolConfig, arguments: dict[str, Any]
                     ) -> ToolSuccess | ToolFailure:
         async with aiohttp.ClientSession() as session, \
-                session.post(tool.url, json=arguments) as response:
+                session.post(tool_url(self.base_url, tool.url), json=arguments) as response:
             if not 200 <= response.status < 300:
                 return ToolFailure(f"HTTP {response.status}")
             body = await response.content.read(MAX_RESULT_BYTES + 1)

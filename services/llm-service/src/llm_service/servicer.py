@@ -18,6 +18,7 @@ from llm_service.engine import (
     GenerationJob,
     LanguageModel,
     Message,
+    ToolSpec,
 )
 from llm_service.models import uses_demo
 from llm_service.scheduler import QueueFullError, RoundRobinScheduler
@@ -44,6 +45,7 @@ class LanguageModelServicer(llm_pb2_grpc.LanguageModelServicer):
         self.settings = settings
         self.model = model
         self.scheduler = scheduler
+        self.template_renders_tools: bool | None = None  # found on the first tools request
 
     async def Generate(  # noqa: N802 - the contract's name
         self, request: llm_pb2.GenerateRequest, context: grpc.aio.ServicerContext,
@@ -65,6 +67,8 @@ class LanguageModelServicer(llm_pb2_grpc.LanguageModelServicer):
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT,
                                 f"the model's chat template refused the messages: {err}")
             return
+        if tools and self.template_renders_tools is None and not uses_demo(self.settings.model):
+            await self._check_template_renders_tools(messages, tools, prompt.text)
         limit = self.model.max_positions
         if limit and len(prompt.ids) >= limit:
             await context.abort(
@@ -140,6 +144,21 @@ class LanguageModelServicer(llm_pb2_grpc.LanguageModelServicer):
             # worker drops the job before its next token step and logs it.
             if not job.finished:
                 job.cancel("client cancelled" if context.cancelled() else "stream closed")
+
+    async def _check_template_renders_tools(self, messages: list[Message],
+                                            tools: tuple[ToolSpec, ...], prompt: str) -> None:
+        """Once: does the chat template render `tools=` at all? SmolLM2's does not: its
+        model is never told about the tools, answers in plain text and calls none. Said
+        once in the log, where an operator looking for the missing tool calls reads it."""
+        try:
+            plain = await asyncio.to_thread(self.model.render_prompt, messages, ())
+        except Exception:  # the check is only advice: the request goes on without it
+            return
+        self.template_renders_tools = plain.text != prompt
+        if not self.template_renders_tools:
+            log.warning("the model's chat template ignores tools: %s are not in its prompt, "
+                        "so it cannot call them and answers in plain text",
+                        ", ".join(tool.name for tool in tools))
 
 
 def _responses(text: str, calls: list[ParsedToolCall]) -> list[llm_pb2.GenerateResponse]:
