@@ -12,7 +12,7 @@ from pathlib import Path
 import grpc
 import pytest
 
-from tests.support.procs import (
+from voice_testkit.procs import (
     base_env,
     free_port,
     health_status,
@@ -23,7 +23,7 @@ from tests.support.procs import (
 )
 from voiceai.asr.v1 import asr_pb2, asr_pb2_grpc
 
-ECHO = python_module("tests.support.echo_service")
+ECHO = python_module("voice_testkit.echo_service")
 
 
 def echo_env(port: int, **extra: str) -> dict[str, str]:

@@ -6,7 +6,7 @@ targets are loopback ports where nothing listens: these tests are about signalli
 the drain; a call's conversation only has to start (tests/e2e/test_dispatcher.py
 drains cores with the real services, closing line included).
 
-The OpenSIPS B2B refusal is tested against tests/support/opensips_peer.py, which
+The OpenSIPS B2B refusal is tested against dev/testkit/src/voice_testkit/opensips_peer.py, which
 speaks OpenSIPS 3.6's documented MI/event wire format (no OpenSIPS is installable).
 """
 
@@ -33,9 +33,9 @@ from opensips_ai_core.pipeline.protocols import Services
 from opensips_ai_core.signalling.opensips.backend import OpenSipsBackend
 from opensips_ai_core.signalling.sip.message import SipMessage
 from tests.core.signalling.sip_peer import OFFER, RawSipPeer
-from tests.support.opensips_peer import OpenSipsPeer
-from tests.support.procs import LOOPBACK, free_port
-from tests.support.stack import Core, core, free_rtp_range
+from voice_testkit.opensips_peer import OpenSipsPeer
+from voice_testkit.procs import LOOPBACK, free_port
+from voice_testkit.stack import Core, core, free_rtp_range
 
 pytestmark = [pytest.mark.timeout(180)]
 

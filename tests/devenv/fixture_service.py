@@ -11,9 +11,9 @@ import sys
 
 import grpc
 
-from tests.support.echo_service import EchoRecognizer, EchoSettings
 from voice_common.config import load_settings
 from voice_common.runtime import ServiceDefinition, run_service
+from voice_testkit.echo_service import EchoRecognizer, EchoSettings
 from voiceai.asr.v1 import asr_pb2_grpc
 
 

@@ -14,14 +14,6 @@ from pathlib import Path
 import pytest
 from watchfiles import Change
 
-from tests.support.procs import (
-    base_env,
-    free_port,
-    python_module,
-    running,
-    wait_serving,
-    wait_until,
-)
 from voice_common.hotreload import SourceFilter
 from voice_common.launch import (
     CRASH_WINDOW_S,
@@ -29,6 +21,14 @@ from voice_common.launch import (
     crash_backoff_s,
     crash_delay,
     env_prefix,
+)
+from voice_testkit.procs import (
+    base_env,
+    free_port,
+    python_module,
+    running,
+    wait_serving,
+    wait_until,
 )
 
 

@@ -18,7 +18,7 @@ from typing import Any
 
 import pytest
 
-from tests.support.procs import ROOT
+from voice_testkit.procs import ROOT
 
 pytestmark = pytest.mark.timeout(120)
 FAKE = Path(__file__).with_name("fake_process_compose.py")

@@ -19,9 +19,9 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from devstack import state
 
-from tests.support.procs import ROOT, wait_until
+from devstack import state
+from voice_testkit.procs import ROOT, wait_until
 
 pytestmark = pytest.mark.timeout(120)
 

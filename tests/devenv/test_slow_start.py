@@ -19,10 +19,10 @@ import sys
 from pathlib import Path
 
 import pytest
-from devstack import state
 
-from tests.devenv.stack import PYRUN, real_readiness_timing
-from tests.support.procs import LOOPBACK, ROOT, free_port, health_status
+from devstack import state
+from voice_testkit.devenv_stack import PYRUN, real_readiness_timing
+from voice_testkit.procs import LOOPBACK, ROOT, free_port, health_status
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(240)]
 LOAD_S = 30

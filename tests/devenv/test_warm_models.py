@@ -19,12 +19,11 @@ from pathlib import Path
 import grpc
 import pytest
 
-from tests.asr.client import final_text, transcribe
 from tests.asr.conftest import requires_espeak
-from tests.asr.speech import speech_pcm
 from tests.llm.conftest import SERVICE as LLM_SERVICE
 from tests.llm.conftest import DemoBuild, collect, demo_build, load_dialogue, request
-from tests.support.procs import (
+from voice_testkit.asr_client import final_text, transcribe
+from voice_testkit.procs import (
     Proc,
     base_env,
     free_port,
@@ -33,7 +32,8 @@ from tests.support.procs import (
     wait_serving,
     wait_until,
 )
-from tests.support.stack import free_rtp_range, free_udp_port
+from voice_testkit.speech import speech_pcm
+from voice_testkit.stack import free_rtp_range, free_udp_port
 from voiceai.llm.v1 import llm_pb2_grpc
 
 __all__ = ["demo_build"]  # the session fixture, used here too

@@ -9,7 +9,7 @@ import numpy as np
 from opensips_ai_core.devtools.softphone import SPEECH_RMS, rms, synthesize, transcribe
 from opensips_ai_core.media.g711 import ulaw_decode
 from opensips_ai_core.media.rtp import RtpPacket
-from tests.support.sniffer import Datagram
+from voice_testkit.sniffer import Datagram
 
 FRAME = 160
 

@@ -27,8 +27,8 @@ from tests.e2e.audio import (
     speech_of,
     transcribe_reply,
 )
-from tests.support.opensips_peer import SIPP_OFFER, OpenSipsPeer
-from tests.support.stack import restart, start, stop
+from voice_testkit.opensips_peer import SIPP_OFFER, OpenSipsPeer
+from voice_testkit.stack import restart, start, stop
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(300)]
 
@@ -79,7 +79,7 @@ async def ask(rtp: RtpPeer, ai, text: str) -> str:
 async def test_opensips_b2b_call_answers_and_the_bot_terminates(ai, start_core):
     """The OpenSIPS backend against a peer speaking OpenSIPS 3.6.8's wire format.
 
-    OpenSIPS cannot be installed here, so tests/support/opensips_peer.py plays its
+    OpenSIPS cannot be installed here, so dev/testkit/src/voice_testkit/opensips_peer.py plays its
     part exactly as docs/opensips.md documents it (E_UA_SESSION events over
     UDP, MI JSON-RPC over UDP), with SIPp's SDP offer pointing at our RTP peer.
     """

@@ -3,7 +3,7 @@
 SIPp (Debian's sip-tester) dials, plays the caller's words as headerless PCMU made by
 the TTS service at test time (SIPp sends such files raw), and waits for the bot's BYE.
 SIPp keeps nothing it receives, so the core's reply RTP is read off the loopback
-interface (tests/support/sniffer.py) and handed to the ASR service.
+interface (dev/testkit/src/voice_testkit/sniffer.py) and handed to the ASR service.
 """
 
 from __future__ import annotations
@@ -23,8 +23,8 @@ from tests.e2e.audio import (
     speech_of,
     speech_segments,
 )
-from tests.support import sniffer
-from tests.support.procs import running
+from voice_testkit import sniffer
+from voice_testkit.procs import running
 
 pytestmark = [
     pytest.mark.e2e,

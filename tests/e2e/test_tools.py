@@ -16,7 +16,7 @@ import pytest
 
 from opensips_ai_core.config import DEFAULT_BOT_CONFIG
 from tests.e2e.test_conversation import ask, direct_call, enter, leave, wait_greeting
-from tests.support.bank import mock_bank
+from voice_testkit.bank import mock_bank
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(300)]
 

@@ -16,7 +16,7 @@ import threading
 import pytest
 
 from tests.nix.nixtools import eval_json, run_nix
-from tests.support.procs import ROOT
+from voice_testkit.procs import ROOT
 
 PROJECT = 'import ./nix {{ nixpkgs = ./tests/nix/mock-nixpkgs; system = "{system}"; root = ./.; }}'
 FLAKE = '((import ./flake.nix).outputs { self = throw "self"; nixpkgs = ./tests/nix/mock-nixpkgs; })'

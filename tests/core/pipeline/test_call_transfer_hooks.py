@@ -24,7 +24,7 @@ from opensips_ai_core.media.ports import RtpPortAllocator
 from opensips_ai_core.media.session import RtpSession
 from opensips_ai_core.pipeline.conversation import Call, Services
 from opensips_ai_core.signalling.base import CallInfo, TransferResult
-from tests.support.stack import free_rtp_range
+from voice_testkit.stack import free_rtp_range
 from voiceai.asr.v1 import asr_pb2
 
 pytestmark = [pytest.mark.timeout(180)]

@@ -20,7 +20,7 @@ from opensips_ai_core.pipeline.conversation import Call
 from opensips_ai_core.pipeline.history import TRUNCATED
 from opensips_ai_core.pipeline.protocols import Services
 from opensips_ai_core.signalling.base import CallInfo
-from tests.support.stack import free_rtp_range, service
+from voice_testkit.stack import free_rtp_range, service
 from voiceai.asr.v1 import asr_pb2
 
 pytestmark = [pytest.mark.timeout(180)]

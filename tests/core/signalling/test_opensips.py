@@ -21,8 +21,8 @@ from opensips_ai_core.signalling.opensips.liveness import OpenSipsRun
 from opensips_ai_core.signalling.sdp import parse_sdp
 from opensips_ai_core.signalling.sip.message import SipParseError, parse_message
 from tests.core.signalling.conftest import RecordingHandler, eventually
-from tests.support.opensips_peer import SIPP_OFFER, OpenSipsPeer, PeerSession
-from tests.support.procs import LOOPBACK, free_port
+from voice_testkit.opensips_peer import SIPP_OFFER, OpenSipsPeer, PeerSession
+from voice_testkit.procs import LOOPBACK, free_port
 
 
 @pytest.fixture

@@ -15,9 +15,9 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
-from tests.support.opensips_peer import OpenSipsPeer
-from tests.support.procs import LOOPBACK, free_port
-from tests.support.stack import core
+from voice_testkit.opensips_peer import OpenSipsPeer
+from voice_testkit.procs import LOOPBACK, free_port
+from voice_testkit.stack import core
 
 
 def _get(url: str) -> tuple[int, str]:

@@ -5,9 +5,9 @@ from __future__ import annotations
 import asyncio
 import subprocess
 
-from tests.support.opensips_peer import OpenSipsPeer
-from tests.support.procs import ROOT, base_env, free_port, python_module
-from tests.support.stack import free_udp_port
+from voice_testkit.opensips_peer import OpenSipsPeer
+from voice_testkit.procs import ROOT, base_env, free_port, python_module
+from voice_testkit.stack import free_udp_port
 
 PROBE = python_module("opensips_ai_core.signalling.opensips.probe")
 

@@ -17,8 +17,8 @@ from opensips_ai_core.signalling.base import OutboundRequest
 from opensips_ai_core.signalling.errors import SignallingError
 from opensips_ai_core.signalling.opensips import OpenSipsBackend
 from tests.core.signalling.conftest import RecordingHandler, eventually
-from tests.support.opensips_peer import SIPP_OFFER, OpenSipsPeer
-from tests.support.procs import LOOPBACK
+from voice_testkit.opensips_peer import SIPP_OFFER, OpenSipsPeer
+from voice_testkit.procs import LOOPBACK
 
 ADVISERS = "sip:advisers@10.0.0.9"
 

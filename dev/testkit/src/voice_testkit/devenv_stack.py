@@ -8,7 +8,7 @@ from pathlib import Path
 
 import yaml
 
-from tests.support.procs import ROOT, free_port
+from voice_testkit.procs import ROOT, free_port
 
 PYRUN = ROOT / "scripts" / "devstack" / "pyrun"
 

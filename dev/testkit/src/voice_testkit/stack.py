@@ -12,7 +12,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from tests.support.procs import (
+from voice_testkit.procs import (
     LOOPBACK,
     Proc,
     base_env,
