@@ -21,6 +21,7 @@ from voice_common.launch import (
     crash_backoff_s,
     crash_delay,
     env_prefix,
+    reload_enabled,
 )
 from voice_testkit.procs import (
     base_env,
@@ -91,6 +92,22 @@ def test_a_bad_crash_backoff_value_falls_back_to_the_default(
     assert "SVC_CRASH_BACKOFF_S='soon': expected seconds >= 0" in capsys.readouterr().err
     monkeypatch.setenv("SVC_CRASH_BACKOFF_S", "0.25")
     assert crash_backoff_s("SVC") == 0.25
+
+
+def test_hot_reload_needs_development_mode_and_a_clear_value(
+        monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    monkeypatch.setenv("DEVELOPMENT_MODE", "1")
+    monkeypatch.setenv("SVC_HOT_RELOAD", "on")
+    assert reload_enabled("SVC")
+    monkeypatch.setenv("SVC_HOT_RELOAD", "0")
+    assert not reload_enabled("SVC")
+    monkeypatch.setenv("SVC_HOT_RELOAD", "maybe")
+    assert not reload_enabled("SVC")
+    assert ("SVC_HOT_RELOAD='maybe': expected 1/true/yes/on or 0/false/no/off; hot reload off"
+            in capsys.readouterr().err)
+    monkeypatch.setenv("SVC_HOT_RELOAD", "1")
+    monkeypatch.setenv("DEVELOPMENT_MODE", "0")
+    assert not reload_enabled("SVC")
 
 
 def _run_timed(args: list[str], env: dict[str, str], log: Path,

@@ -63,7 +63,8 @@ class ProcessSettings(BaseSettings):
     log_level_global: LogLevel = Field(None, validation_alias="LOG_LEVEL")
 
     log_level: LogLevel = None
-    hot_reload: bool = False
+    # `<PREFIX>_HOT_RELOAD` is not a setting: voice_common.launch reads it, before the
+    # service (and these settings) load.
     grace_period_s: float = Field(5.0, ge=0, le=300)
     # `<PREFIX>_NICE`: lower this process's CPU priority by this much (0-19) at start, so
     # a machine's real-time work (the core's RTP clock) wins the CPU over batch compute.
