@@ -59,7 +59,7 @@ SLOW_FIXTURES = frozenset({"ai", "start_core", "tts", "demo_build", "korean_mode
 def _process_helpers() -> tuple[object, ...]:
     from voice_testkit import procs, stack
 
-    helpers: list[object] = [procs.running, procs.python_module, stack.service,
+    helpers: list[object] = [procs.running, procs.python_module, stack.service, stack.core,
                              stack.build_demo_llm, stack.start, stack.restart]
     for module, name in (("tests.asr.conftest", "asr_service"),
                          ("tests.tts.conftest", "start_tts"),
