@@ -37,8 +37,8 @@ def test_prefix_of_each_service() -> None:
     # The core's prefix (CORE) is not derivable from opensips_ai_core: its command passes
     # --prefix CORE (voice_common knows no service by name).
     assert [env_prefix(m) for m in ("asr_service", "llm_service", "tts_service",
-                                    "tests.devenv.fixture_service")] == [
-        "ASR", "LLM", "TTS", "FIXTURE"]
+                                    "voice_testkit.echo_service")] == [
+        "ASR", "LLM", "TTS", "ECHO"]
 
 
 def test_source_filter_ignores_caches_swap_and_runtime_files(tmp_path: Path) -> None:
@@ -150,7 +150,7 @@ def test_an_exception_right_after_start_is_shown_then_delayed(tmp_path: Path,
 def test_bad_settings_still_exit_2_after_the_backoff(logdir: Path) -> None:
     env = base_env(ECHO_PORT="not-a-port", ECHO_CRASH_BACKOFF_S="1.5")
     code, took, out = _run_timed(
-        python_module("voice_common.launch", "--prefix", "ECHO", "tests.devenv.fixture_service"),
+        python_module("voice_common.launch", "--prefix", "ECHO", "voice_testkit.echo_service"),
         env, logdir / "l.log")
     assert code == 2 and took >= 1.5
     assert "configuration error" in out and "ECHO_PORT" in out
@@ -174,7 +174,7 @@ def test_a_hot_reload_keeps_running_and_a_sigterm_exits_0_without_the_backoff(
                    ECHO_HOT_RELOAD="1", ECHO_WATCH_PATHS=str(watched),
                    HOT_RELOAD_QUIET_MS="100", VOICE_CACHE_DIR=str(tmp_path / "cache"))
     args = python_module("voice_common.launch", "--prefix", "ECHO",
-                         "tests.devenv.fixture_service")
+                         "voice_testkit.echo_service")
     with running(args, env, logdir / "reload.log") as proc:
         wait_serving(f"127.0.0.1:{port}", proc)
         time.sleep(0.5)  # the child's watcher arms just after it starts

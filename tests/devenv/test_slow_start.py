@@ -33,7 +33,7 @@ def service(name: str, *, warmup: float, depends: str | None) -> tuple[str, int]
     deps = (f"    depends_on:\n      {depends}:\n        condition: process_healthy\n"
             if depends else "")
     return f"""  {name}:
-    command: {PYRUN} -m voice_common.launch --prefix ECHO tests.devenv.fixture_service
+    command: {PYRUN} -m voice_common.launch --prefix ECHO voice_testkit.echo_service
     working_dir: {ROOT}
     environment:
       - ECHO_PORT={port}

@@ -15,7 +15,6 @@ from opensips_ai_core.signalling.errors import SignallingError
 from opensips_ai_core.signalling.offer_answer import NegotiatedMedia, make_offer, negotiate
 from opensips_ai_core.signalling.sdp import SessionDescription
 from opensips_ai_core.signalling.sip import DirectSipBackend
-from voice_testkit.opensips_peer import OpenSipsPeer
 from voice_testkit.procs import LOOPBACK
 
 
@@ -95,16 +94,6 @@ async def uas(handler: RecordingHandler) -> AsyncIterator[DirectSipBackend]:
 @pytest.fixture
 def handler() -> RecordingHandler:
     return RecordingHandler()
-
-
-@pytest.fixture
-async def peer() -> AsyncIterator[OpenSipsPeer]:
-    """The OpenSIPS double (voice_testkit.opensips_peer) on free loopback ports."""
-    opensips = await OpenSipsPeer().start()
-    try:
-        yield opensips
-    finally:
-        await opensips.stop()
 
 
 async def eventually(predicate: Callable[[], object], timeout: float = 10.0,
