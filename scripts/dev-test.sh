@@ -6,7 +6,7 @@
 # Usage: scripts/dev-test.sh [--fast] [pytest arguments...]
 #   --fast   only what needs no model and no service process (pytest -m "not slow and
 #            not e2e"; tests/conftest.py marks the rest `slow`), in FAST_WORKERS (4)
-#            pytest-xdist workers, as most of it waits on timers: under a minute
+#            pytest-xdist workers, as most of it waits on timers: for the edit loop
 #   e.g. scripts/dev-test.sh tests/core/media -k rtp -x
 #        scripts/dev-test.sh --fast tests/core
 #
