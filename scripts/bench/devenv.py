@@ -33,9 +33,8 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 def devstack(stack: FixtureStack, *args: str) -> subprocess.CompletedProcess[str]:
-    env = stack.env(PYTHONPATH=str(ROOT / "scripts"))
-    return subprocess.run([str(ROOT / "scripts/devstack/pyrun"), "-m", "devstack", *args],
-                          env=env, cwd=ROOT, capture_output=True, text=True, check=True,
+    return subprocess.run([sys.executable, "-m", "devstack", *args],
+                          env=stack.env(), cwd=ROOT, capture_output=True, text=True, check=True,
                           timeout=180)
 
 
