@@ -43,7 +43,7 @@ let
     fi
     voice_pp="$voice_stubs"
     for d in services/common/src services/asr-service/src services/llm-service/src \
-             services/tts-service/src core/src; do
+             services/tts-service/src core/src dev/testkit/src scripts/devstack/src; do
       voice_pp="$voice_pp:$voice_root/$d"
     done
     export PYTHONPATH="$voice_pp''${PYTHONPATH:+:$PYTHONPATH}"

@@ -71,6 +71,7 @@ let
     ps.pytest
     ps.pytest-asyncio
     ps.pytest-timeout
+    ps.pytest-xdist
     ps.jsonschema
     ps.pyyaml
   ];

@@ -39,8 +39,14 @@ kill_from_state() {
 cd "$ROOT"
 if [ -d "$RUNTIME_DIR" ] || [ -S "$PC_SOCKET" ]; then
   if ! "$ROOT/scripts/dev-stop.sh"; then
-    warn "dev-stop.sh failed: stopping what $RUNTIME_DIR/devstack.json names directly"
-    kill_from_state
+    case "$DEV_RUNNER" in
+      devstack)
+        warn "dev-stop.sh failed: stopping what $RUNTIME_DIR/devstack.json names directly"
+        kill_from_state ;;
+      process-compose)
+        # Its server holds the socket under $RUNTIME_DIR: removing that would orphan the stack.
+        die "dev-stop.sh failed: process-compose may still run ($PC_SOCKET); stop it, then clean" ;;
+    esac
   fi
 fi
 

@@ -26,7 +26,7 @@ if [ ! -x "$VENV/bin/python" ]; then
 fi
 
 stamp="$VENV/.voice-setup-stamp"
-inputs_sum="$(cat requirements-dev.txt constraints.txt ./*/pyproject.toml services/*/pyproject.toml shared/proto_generated/pyproject.toml 2>/dev/null | sha256sum | cut -d' ' -f1)"
+inputs_sum="$(cat requirements-dev.txt constraints.txt ./*/pyproject.toml services/*/pyproject.toml shared/proto_generated/pyproject.toml dev/testkit/pyproject.toml scripts/devstack/pyproject.toml 2>/dev/null | sha256sum | cut -d' ' -f1)"
 if [ "$force" = 0 ] && [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$inputs_sum" ]; then
   exit 0
 fi

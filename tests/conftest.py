@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.support.procs import ROOT
-from tests.support.stack import Service, build_demo_llm, service
+from voice_testkit.procs import ROOT
+from voice_testkit.stack import Service, build_demo_llm, service
 
 
 @pytest.fixture
@@ -57,9 +57,9 @@ SLOW_FIXTURES = frozenset({"ai", "start_core", "tts", "demo_build", "korean_mode
 
 
 def _process_helpers() -> tuple[object, ...]:
-    from tests.support import procs, stack
+    from voice_testkit import procs, stack
 
-    helpers: list[object] = [procs.running, procs.python_module, stack.service,
+    helpers: list[object] = [procs.running, procs.python_module, stack.service, stack.core,
                              stack.build_demo_llm, stack.start, stack.restart]
     for module, name in (("tests.asr.conftest", "asr_service"),
                          ("tests.tts.conftest", "start_tts"),

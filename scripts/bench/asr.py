@@ -37,22 +37,22 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[2]
-sys.path.insert(0, str(ROOT))
+from report import write_section
 
-from asr_service import SERVICE_NAME  # noqa: E402
-from asr_service.engines.vosk_engine import packaged_korean_model  # noqa: E402
-from asr_service.engines.whisper_model import packaged_whisper_model  # noqa: E402
-from scripts.bench.report import write_section  # noqa: E402
-from tests.asr.client import final_text, transcribe  # noqa: E402
-from tests.asr.speech import read_pcm16, synthesize  # noqa: E402
-from tests.support.procs import (  # noqa: E402
+from asr_service import SERVICE_NAME
+from asr_service.engines.vosk_engine import packaged_korean_model
+from asr_service.engines.whisper_model import packaged_whisper_model
+from voice_testkit.asr_client import final_text, transcribe
+from voice_testkit.procs import (
     base_env,
     free_port,
     python_module,
     running,
     wait_serving,
 )
+from voice_testkit.speech import read_pcm16, synthesize
+
+ROOT = Path(__file__).resolve().parents[2]
 
 TARGET_RTF = 0.25
 TARGET_STREAMS = 4

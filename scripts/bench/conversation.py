@@ -51,27 +51,26 @@ from pathlib import Path
 import grpc
 import numpy as np
 import soxr
+from report import write_section
 
-ROOT = Path(__file__).resolve().parents[2]
-sys.path.insert(0, str(ROOT))
-
-from opensips_ai_core.config import BotConfig, load_bot_config  # noqa: E402
-from opensips_ai_core.grpc_clients.llm import build_request  # noqa: E402
-from opensips_ai_core.media.g711 import ulaw_decode, ulaw_encode  # noqa: E402
-from opensips_ai_core.pipeline.tools import offered_tools  # noqa: E402
-from scripts.bench.report import write_section  # noqa: E402
-from tests.support.eval_set import (  # noqa: E402
+from opensips_ai_core.config import BotConfig, load_bot_config
+from opensips_ai_core.grpc_clients.llm import build_request
+from opensips_ai_core.media.g711 import ulaw_decode, ulaw_encode
+from opensips_ai_core.pipeline.tools import offered_tools
+from voice_testkit.eval_set import (
     Utterance,
     carries,
     is_refusal,
     load_eval_set,
     word_errors,
 )
-from tests.support.stack import service  # noqa: E402
-from tests.tts.client import list_voices  # noqa: E402
-from tests.tts.client import stream as tts_stream  # noqa: E402
-from voiceai.asr.v1 import asr_pb2, asr_pb2_grpc  # noqa: E402
-from voiceai.llm.v1 import llm_pb2_grpc  # noqa: E402
+from voice_testkit.stack import service
+from voice_testkit.tts_client import list_voices
+from voice_testkit.tts_client import stream as tts_stream
+from voiceai.asr.v1 import asr_pb2, asr_pb2_grpc
+from voiceai.llm.v1 import llm_pb2_grpc
+
+ROOT = Path(__file__).resolve().parents[2]
 
 BOT_CONFIG = ROOT / "core" / "bot.toml"
 RATE = 8000

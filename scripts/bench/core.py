@@ -27,18 +27,15 @@ import time
 from pathlib import Path
 
 import numpy as np
+from report import write_section
 
-ROOT = Path(__file__).resolve().parents[2]
-sys.path.insert(0, str(ROOT))
-
-from opensips_ai_core.devtools.sip_uac import SipCaller, make_sdp, parse_media_address  # noqa: E402
-from opensips_ai_core.devtools.softphone import (  # noqa: E402
+from opensips_ai_core.devtools.sip_uac import SipCaller, make_sdp, parse_media_address
+from opensips_ai_core.devtools.softphone import (
     RtpPeer,
     speak_and_listen,
     synthesize,
 )
-from scripts.bench.report import write_section  # noqa: E402
-from tests.support.stack import build_demo_llm, core, service  # noqa: E402
+from voice_testkit.stack import build_demo_llm, core, service
 
 QUESTIONS = ["what is my balance", "what are your opening hours", "i lost my card",
              "i want to talk to a person"]

@@ -1,6 +1,6 @@
 """Development loop: cold start of a small stack, and save-to-SERVING after an edit.
 
-Starts the fixture stack of the dev-environment tests (tests/devenv/stack.py: three
+Starts the fixture stack of the dev-environment tests (voice_testkit.devenv_stack: three
 echo services on the shared runtime, `first` with a 1 s warm-up, `second` waiting
 for `first` to be healthy; `backoff_seconds: 0` as in process-compose.yaml) with the
 devstack runner, and measures:
@@ -24,19 +24,17 @@ import tempfile
 import time
 from pathlib import Path
 
+from devloop import STEPS, LogMarks, split_save, summary_rows
+
+from devstack import state
+from voice_testkit.devenv_stack import FixtureStack, write_stack
+
 ROOT = Path(__file__).resolve().parents[2]
-sys.path[:0] = [str(ROOT), str(ROOT / "scripts")]
-
-from devstack import state  # noqa: E402
-
-from scripts.bench.devloop import STEPS, LogMarks, split_save, summary_rows  # noqa: E402
-from tests.devenv.stack import FixtureStack, write_stack  # noqa: E402
 
 
 def devstack(stack: FixtureStack, *args: str) -> subprocess.CompletedProcess[str]:
-    env = stack.env(PYTHONPATH=str(ROOT / "scripts"))
-    return subprocess.run([str(ROOT / "scripts/devstack/pyrun"), "-m", "devstack", *args],
-                          env=env, cwd=ROOT, capture_output=True, text=True, check=True,
+    return subprocess.run([sys.executable, "-m", "devstack", *args],
+                          env=stack.env(), cwd=ROOT, capture_output=True, text=True, check=True,
                           timeout=180)
 
 
@@ -96,7 +94,7 @@ def main() -> int:
     ])
     print(body)
     if not args.no_write:
-        from scripts.bench.report import write_section
+        from report import write_section
 
         print(f"wrote {write_section('devenv', 'Development loop (hot reload)', body)}")
     return 0

@@ -429,13 +429,11 @@ def main() -> int:
     ])
     print(body)
     if not args.no_write:
-        from scripts.bench.report import write_section
+        from report import write_section
 
         print(f"written to {write_section('devloop', 'Dev loop: the warm parent', body)}")
     return 0
 
 
 if __name__ == "__main__":
-    if str(ROOT) not in sys.path:
-        sys.path.insert(0, str(ROOT))
     sys.exit(main())

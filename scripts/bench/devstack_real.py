@@ -29,14 +29,13 @@ import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from devloop import STEPS, LogMarks, Needles, split_save
+from report import write_section
+
+from devstack import state
+from voice_common.healthcheck import check
+
 ROOT = Path(__file__).resolve().parents[2]
-sys.path[:0] = [str(ROOT), str(ROOT / "scripts")]
-
-from devstack import state  # noqa: E402
-
-from scripts.bench.devloop import STEPS, LogMarks, Needles, split_save  # noqa: E402
-from scripts.bench.report import write_section  # noqa: E402
-from voice_common.healthcheck import check  # noqa: E402
 
 RUNTIME_DIR = ROOT / ".dev"
 RUNNER_LOG = RUNTIME_DIR / "devstack.log"

@@ -2,7 +2,7 @@
 """Benchmark a pool of cores behind a dispatcher proxy: capacity, drain, a killed core.
 
 Starts ASR (pocketsphinx), LLM (demo), TTS (Piper) on 127.0.0.1 and cores in direct-SIP
-mode, with Debian's Kamailio as the dispatcher proxy (tests/support/kamailio/, the
+mode, with Debian's Kamailio as the dispatcher proxy (dev/testkit/src/voice_testkit/kamailio/, the
 topology of core/opensips/opensips-dispatcher.cfg; OpenSIPS is not installable here):
 
 (a) carried calls: K simultaneous SIPp calls (answered, greeted, hung up by SIPp after
@@ -34,14 +34,11 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
+from report import write_section
 
-ROOT = Path(__file__).resolve().parents[2]
-sys.path.insert(0, str(ROOT))
-
-from scripts.bench.report import write_section  # noqa: E402
-from tests.support import kamailio  # noqa: E402
-from tests.support.procs import LOOPBACK, Proc  # noqa: E402
-from tests.support.stack import (  # noqa: E402
+from voice_testkit import kamailio
+from voice_testkit.procs import LOOPBACK, Proc
+from voice_testkit.stack import (
     Core,
     build_demo_llm,
     core,
@@ -50,7 +47,9 @@ from tests.support.stack import (  # noqa: E402
     service,
 )
 
-SCENARIO = ROOT / "tests" / "support" / "sipp" / "proxy_call.xml"
+ROOT = Path(__file__).resolve().parents[2]
+
+SCENARIO = ROOT / "tests" / "data" / "sipp" / "proxy_call.xml"
 SERVICE_NICE = "10"  # as in the dev stack: the services yield the CPU to the cores' media
 GREETINGS = re.compile(r'voice_turns_total\{kind="greeting",outcome="(\w+)"\} (\S+)')
 ANSWERED = re.compile(r"Call \S+ from \S+ answered")

@@ -26,20 +26,18 @@ import statistics
 import sys
 import time
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-ROOT = Path(__file__).resolve().parents[2]
-sys.path.insert(0, str(ROOT))
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-from asr_service.engines import EventKind, StreamOptions, create_engine  # noqa: E402
-from asr_service.engines.end_of_turn import SmartTurn, default_model_path  # noqa: E402
-from asr_service.settings import AsrSettings  # noqa: E402
-from scripts.bench.report import write_section  # noqa: E402
-from tests.asr.piper_speech import (  # noqa: E402
+from report import write_section
+
+from asr_service.engines import EventKind, StreamOptions, create_engine
+from asr_service.engines.end_of_turn import SmartTurn, default_model_path
+from asr_service.settings import AsrSettings
+from voice_testkit.piper_speech import (
     line_audio,
     piper_16k,
     silence,

@@ -23,13 +23,10 @@ import tempfile
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[2]
-sys.path.insert(0, str(ROOT))
-
-from asr_service.engines.vosk_engine import packaged_korean_model  # noqa: E402
-from opensips_ai_core.devtools.sip_uac import SipCaller, make_sdp, parse_media_address  # noqa: E402
-from opensips_ai_core.devtools.softphone import RtpPeer, speak_and_listen, synthesize  # noqa: E402
-from tests.support.stack import build_demo_llm, core, service  # noqa: E402
+from asr_service.engines.vosk_engine import packaged_korean_model
+from opensips_ai_core.devtools.sip_uac import SipCaller, make_sdp, parse_media_address
+from opensips_ai_core.devtools.softphone import RtpPeer, speak_and_listen, synthesize
+from voice_testkit.stack import build_demo_llm, core, service
 
 PAGE_KB = os.sysconf("SC_PAGE_SIZE") // 1024
 TICKS = os.sysconf("SC_CLK_TCK")

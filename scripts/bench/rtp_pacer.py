@@ -16,19 +16,14 @@ import asyncio
 import multiprocessing as mp
 import os
 import socket
-import sys
 import time
 from collections import defaultdict
-from pathlib import Path
 
 import numpy as np
+from report import write_section
 
-ROOT = Path(__file__).resolve().parents[2]
-sys.path.insert(0, str(ROOT))
-
-from opensips_ai_core.media.ports import RtpPortAllocator  # noqa: E402
-from opensips_ai_core.media.session import RtpSession  # noqa: E402
-from scripts.bench.report import write_section  # noqa: E402
+from opensips_ai_core.media.ports import RtpPortAllocator
+from opensips_ai_core.media.session import RtpSession
 
 LOOPBACK = "127.0.0.1"
 FRAME_S = 0.020

@@ -26,19 +26,16 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import grpc
+from report import write_section
 
-ROOT = Path(__file__).resolve().parents[2]
-sys.path.insert(0, str(ROOT))
-
-from scripts.bench.report import write_section  # noqa: E402
-from tests.support.procs import (  # noqa: E402
+from voice_testkit.procs import (
     base_env,
     free_port,
     python_module,
     running,
     wait_serving,
 )
-from voiceai.tts.v1 import tts_pb2, tts_pb2_grpc  # noqa: E402
+from voiceai.tts.v1 import tts_pb2, tts_pb2_grpc
 
 SERVICE = "voiceai.tts.v1.Synthesizer"
 TARGET_FIRST_AUDIO_MS = 150.0

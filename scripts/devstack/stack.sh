@@ -29,10 +29,15 @@ case "$DEV_RUNNER" in
 esac
 export DEV_RUNNER
 
-# The project's runner (scripts/devstack) with the project's Python.
+# The project's runner: the `devstack` entry point that scripts/setup.sh installs into
+# .venv (package scripts/devstack); without .venv (the nix dev shell puts its src/ on
+# PYTHONPATH), the same package through the project's Python.
 devstack() {
-  PYTHONPATH="$ROOT/scripts${PYTHONPATH:+:$PYTHONPATH}" "$ROOT/scripts/devstack/pyrun" \
-    -m devstack "$@"
+  if [ -x "$VENV/bin/devstack" ]; then
+    "$VENV/bin/devstack" "$@"
+  else
+    "$ROOT/scripts/devstack/pyrun" -m devstack "$@"
+  fi
 }
 
 # process-compose's client, pointed at this stack's server.

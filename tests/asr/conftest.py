@@ -9,9 +9,9 @@ from pathlib import Path
 import pytest
 
 from asr_service.engines.vosk_engine import packaged_korean_model
-from tests.asr.speech import espeak_available
-from tests.support.procs import Proc
-from tests.support.stack import service
+from voice_testkit.procs import Proc
+from voice_testkit.speech import espeak_available
+from voice_testkit.stack import service
 
 requires_espeak = pytest.mark.skipif(not espeak_available(), reason="espeak-ng is not installed")
 

@@ -6,7 +6,7 @@ import subprocess
 
 import pytest
 
-from tests.support.procs import ROOT, base_env, python_module
+from voice_testkit.procs import ROOT, base_env, python_module
 
 
 def run_with(**env: str) -> subprocess.CompletedProcess[str]:
@@ -54,7 +54,7 @@ def test_directory_without_a_vosk_model_exits_2(tmp_path) -> None:
 def test_endpoint_silence_is_validated() -> None:
     import subprocess
 
-    from tests.support.procs import base_env, python_module
+    from voice_testkit.procs import base_env, python_module
 
     result = subprocess.run(python_module("asr_service"),
                             env=base_env(ASR_ENDPOINT_SILENCE_S="0"),

@@ -9,7 +9,7 @@ from pathlib import Path
 from asr_service.engines.base import EventKind, FrameBuffer, StreamOptions
 from asr_service.engines.pocketsphinx_engine import PocketsphinxEngine
 from tests.asr.conftest import requires_espeak
-from tests.asr.speech import speech_pcm
+from voice_testkit.speech import speech_pcm
 
 
 def test_frame_buffer_keeps_every_byte_in_order() -> None:

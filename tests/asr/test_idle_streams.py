@@ -10,9 +10,9 @@ from pathlib import Path
 import grpc
 import pytest
 
-from tests.asr.client import final_text, transcribe
 from tests.asr.conftest import asr_service, requires_espeak
-from tests.asr.speech import speech_pcm
+from voice_testkit.asr_client import final_text, transcribe
+from voice_testkit.speech import speech_pcm
 from voiceai.asr.v1 import asr_pb2, asr_pb2_grpc
 
 pytestmark = [requires_espeak, pytest.mark.timeout(120)]

@@ -11,10 +11,9 @@ import grpc
 import pytest
 
 from asr_service import SERVICE_NAME
-from tests.asr.client import final_text, transcribe
 from tests.asr.conftest import asr_service, requires_espeak
-from tests.asr.speech import speech_pcm
-from tests.support.procs import (
+from voice_testkit.asr_client import final_text, transcribe
+from voice_testkit.procs import (
     LOOPBACK,
     base_env,
     free_port,
@@ -24,6 +23,7 @@ from tests.support.procs import (
     wait_serving,
     wait_until,
 )
+from voice_testkit.speech import speech_pcm
 from voiceai.asr.v1 import asr_pb2, asr_pb2_grpc
 
 pytestmark = [requires_espeak, pytest.mark.timeout(120)]

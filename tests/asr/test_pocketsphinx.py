@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from tests.asr.client import final_text, finals, kinds, transcribe, transcribe_with_progress
 from tests.asr.conftest import asr_service, requires_espeak
-from tests.asr.speech import read_pcm16, speech_pcm, synthesize
+from voice_testkit.asr_client import final_text, finals, kinds, transcribe, transcribe_with_progress
+from voice_testkit.speech import read_pcm16, speech_pcm, synthesize
 
 pytestmark = [requires_espeak, pytest.mark.timeout(120)]
 

@@ -10,7 +10,7 @@ import numpy as np
 from asr_service.engines.base import EventKind, StreamOptions
 from asr_service.engines.pocketsphinx_engine import PocketsphinxEngine
 from tests.asr.conftest import requires_espeak
-from tests.asr.speech import speech_pcm
+from voice_testkit.speech import speech_pcm
 
 pytestmark = requires_espeak
 

@@ -14,10 +14,10 @@ from pathlib import Path
 
 import pytest
 
-from tests.asr.client import final_text, finals, kinds, transcribe
 from tests.asr.conftest import asr_service, requires_espeak
-from tests.asr.speech import speech_pcm
-from tests.support.procs import ROOT
+from voice_testkit.asr_client import final_text, finals, kinds, transcribe
+from voice_testkit.procs import ROOT
+from voice_testkit.speech import speech_pcm
 
 pytestmark = [requires_espeak, pytest.mark.timeout(180)]
 

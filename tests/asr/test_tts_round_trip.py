@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from tests.asr.client import final_text, transcribe
-from tests.tts.client import synthesize
+from voice_testkit.asr_client import final_text, transcribe
+from voice_testkit.tts_client import synthesize
 
 pytestmark = [pytest.mark.timeout(180)]
 

@@ -13,9 +13,9 @@ import numpy as np
 import pytest
 
 from asr_service.engines.whisper_model import packaged_whisper_model
-from tests.asr.client import final_text, finals, kinds, transcribe
 from tests.asr.conftest import asr_service
-from tests.asr.piper_speech import (
+from voice_testkit.asr_client import final_text, finals, kinds, transcribe
+from voice_testkit.piper_speech import (
     SENTENCES,
     line_audio,
     piper_16k,

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.support.procs import ROOT, base_env, python_module
+from voice_testkit.procs import ROOT, base_env, python_module
 
 PREFIX = "asr-service: configuration error: "
 

@@ -15,7 +15,7 @@ from asr_service.engines import EventKind, RecognitionEvent, StreamOptions, crea
 from asr_service.engines.end_of_turn import SmartTurn, default_model_path
 from asr_service.engines.whisper_model import packaged_whisper_model
 from asr_service.settings import AsrSettings
-from tests.asr.piper_speech import line_audio, piper_16k, silence, word_error_rate
+from voice_testkit.piper_speech import line_audio, piper_16k, silence, word_error_rate
 
 pytestmark = [
     pytest.mark.skipif(packaged_whisper_model() is None,

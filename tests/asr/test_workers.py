@@ -20,10 +20,10 @@ from asr_service.engines.pocketsphinx_engine import PocketsphinxEngine
 from asr_service.engines.vosk_engine import VoskEngine
 from asr_service.settings import AsrSettings
 from asr_service.workers import worker_count
-from tests.asr.client import chunks, final_text, transcribe
 from tests.asr.conftest import asr_service, requires_espeak
-from tests.asr.speech import speech_pcm
-from tests.support.procs import ROOT, Proc, base_env, python_module, wait_until
+from voice_testkit.asr_client import chunks, final_text, transcribe
+from voice_testkit.procs import ROOT, Proc, base_env, python_module, wait_until
+from voice_testkit.speech import speech_pcm
 from voiceai.asr.v1 import asr_pb2, asr_pb2_grpc
 
 pytestmark = [requires_espeak, pytest.mark.timeout(120)]

@@ -17,7 +17,7 @@ import signal
 import time
 from pathlib import Path
 
-from tests.support.echo_service import main as echo_main
+from voice_testkit.echo_service import main as echo_main
 
 
 def _slow_teardown() -> None:

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from tests.common.test_runtime import ECHO, _open_stream, echo_env
-from tests.support.procs import (
+from voice_testkit.procs import (
     base_env,
     free_port,
     health_status,

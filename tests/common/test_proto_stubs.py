@@ -7,7 +7,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from tests.support.procs import ROOT
+from voice_testkit.procs import ROOT
 
 
 def _tree(root: Path) -> set[str]:

@@ -12,7 +12,7 @@ from pathlib import Path
 import grpc
 import pytest
 
-from tests.support.procs import (
+from voice_testkit.procs import (
     base_env,
     free_port,
     health_status,
@@ -23,7 +23,7 @@ from tests.support.procs import (
 )
 from voiceai.asr.v1 import asr_pb2, asr_pb2_grpc
 
-ECHO = python_module("tests.support.echo_service")
+ECHO = python_module("voice_testkit.echo_service")
 
 
 def echo_env(port: int, **extra: str) -> dict[str, str]:
@@ -158,7 +158,6 @@ def test_health_command_exit_codes(logdir):
         ("LOG_LEVEL", "loud", "LOG_LEVEL='loud'"),
         ("DEVELOPMENT_MODE", "maybe", "DEVELOPMENT_MODE='maybe'"),
         ("ECHO_GRACE_PERIOD_S", "-1", "ECHO_GRACE_PERIOD_S='-1'"),
-        ("ECHO_HOT_RELOAD", "maybe", "ECHO_HOT_RELOAD='maybe'"),
         ("ECHO_MAX_CONNECTION_AGE_S", "0",
          "ECHO_MAX_CONNECTION_AGE_S='0': Input should be greater than or equal to 1"),
         ("ECHO_MAX_CONNECTION_AGE_GRACE_S", "-1", "ECHO_MAX_CONNECTION_AGE_GRACE_S='-1'"),

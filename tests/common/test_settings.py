@@ -27,6 +27,11 @@ def test_every_service_has_them_and_nothing_unread() -> None:
 def test_the_core_still_reads_the_shared_process_settings(monkeypatch) -> None:
     monkeypatch.setenv("CORE_GRACE_PERIOD_S", "7")
     monkeypatch.setenv("CORE_NICE", "3")
-    monkeypatch.setenv("CORE_HOT_RELOAD", "1")
     settings = CoreSettings()
-    assert (settings.grace_period_s, settings.nice, settings.hot_reload) == (7.0, 3, True)
+    assert (settings.grace_period_s, settings.nice) == (7.0, 3)
+
+
+def test_hot_reload_is_no_setting_but_the_launchers_switch() -> None:
+    # Read by voice_common.launch before the service loads (tests/devenv/test_launch.py).
+    for settings in (CoreSettings, AsrSettings, LlmSettings, TtsSettings):
+        assert "hot_reload" not in settings.model_fields, settings

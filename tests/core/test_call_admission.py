@@ -30,8 +30,8 @@ from opensips_ai_core.signalling.sip import DirectSipBackend, SipTimers
 from opensips_ai_core.signalling.sip.message import SipMessage
 from tests.core.signalling.conftest import eventually
 from tests.core.signalling.sip_peer import OFFER, RawSipPeer
-from tests.support.procs import LOOPBACK, free_port
-from tests.support.stack import free_rtp_range
+from voice_testkit.procs import LOOPBACK, free_port
+from voice_testkit.stack import free_rtp_range
 
 pytestmark = [pytest.mark.timeout(300)]
 

@@ -37,8 +37,8 @@ from opensips_ai_core.recording.archive import CallArchive
 from opensips_ai_core.signalling.sip import DirectSipBackend, SipTimers
 from tests.core.pipeline.fakes import FakeAsr, FakeLlm, FakeTts, fake_services
 from tests.core.pipeline.harness import until
-from tests.support.procs import LOOPBACK, free_port
-from tests.support.stack import free_rtp_range
+from voice_testkit.procs import LOOPBACK, free_port
+from voice_testkit.stack import free_rtp_range
 
 pytestmark = [pytest.mark.timeout(120)]
 

@@ -12,7 +12,7 @@ import pytest
 
 from tests.core.signalling.test_sip_transfer import sipp
 from tests.core.test_outbound_api import Core, finish, make_core
-from tests.support.procs import LOOPBACK, free_port
+from voice_testkit.procs import LOOPBACK, free_port
 
 pytestmark = [pytest.mark.timeout(300)]
 

@@ -6,7 +6,7 @@ targets are loopback ports where nothing listens: these tests are about signalli
 the drain; a call's conversation only has to start (tests/e2e/test_dispatcher.py
 drains cores with the real services, closing line included).
 
-The OpenSIPS B2B refusal is tested against tests/support/opensips_peer.py, which
+The OpenSIPS B2B refusal is tested against dev/testkit/src/voice_testkit/opensips_peer.py, which
 speaks OpenSIPS 3.6's documented MI/event wire format (no OpenSIPS is installable).
 """
 
@@ -18,7 +18,6 @@ import json
 import signal
 import urllib.error
 import urllib.request
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
@@ -33,9 +32,9 @@ from opensips_ai_core.pipeline.protocols import Services
 from opensips_ai_core.signalling.opensips.backend import OpenSipsBackend
 from opensips_ai_core.signalling.sip.message import SipMessage
 from tests.core.signalling.sip_peer import OFFER, RawSipPeer
-from tests.support.opensips_peer import OpenSipsPeer
-from tests.support.procs import LOOPBACK, free_port
-from tests.support.stack import Core, core, free_rtp_range
+from voice_testkit.opensips_peer import OpenSipsPeer
+from voice_testkit.procs import LOOPBACK, free_port
+from voice_testkit.stack import Core, core, free_rtp_range
 
 pytestmark = [pytest.mark.timeout(180)]
 
@@ -187,16 +186,7 @@ def _echo_headers(request: SipMessage) -> str:
     return "\r\n".join(lines) + "\r\n"
 
 
-@pytest.fixture
-async def opensips_peer() -> AsyncIterator[OpenSipsPeer]:
-    opensips = await OpenSipsPeer().start()
-    try:
-        yield opensips
-    finally:
-        await opensips.stop()
-
-
-async def test_b2b_mode_refuses_new_sessions_while_draining(opensips_peer: OpenSipsPeer) -> None:
+async def test_b2b_mode_refuses_new_sessions_while_draining(peer: OpenSipsPeer) -> None:
     """OpenSIPS B2B: a NEW session on a draining core is answered with ua_session_reply
     503 and a Retry-After header line (extra_headers), then deleted."""
     nowhere = f"{LOOPBACK}:{free_port()}"
@@ -205,20 +195,20 @@ async def test_b2b_mode_refuses_new_sessions_while_draining(opensips_peer: OpenS
                             asr_target=nowhere, llm_target=nowhere, tts_target=nowhere)
     services = Services(AsrClient(nowhere), LlmClient(nowhere), TtsClient(nowhere))
     manager = CallManager(settings, BotConfig(), services, RtpPortAllocator(*rtp))
-    backend = OpenSipsBackend(LOOPBACK, opensips_peer.mi_port, LOOPBACK, 0, mi_timeout=1.0)
+    backend = OpenSipsBackend(LOOPBACK, peer.mi_port, LOOPBACK, 0, mi_timeout=1.0)
     manager.backend = backend
     await backend.start(manager)
     try:
         await asyncio.wait_for(backend.subscribed.wait(), 10)
         manager.start_drain(120)
-        key = opensips_peer.new_call()
-        reply = await opensips_peer.wait_reply(key)
+        key = peer.new_call()
+        reply = await peer.wait_reply(key)
         assert (reply["method"], reply["code"], reply["reason"]) == (
             "INVITE", 503, "Service Unavailable (draining)")
         retry_after = reply["extra_headers"]
         assert retry_after.startswith("Retry-After: ") and retry_after.endswith("\r\n")
         assert 5 <= int(retry_after.split(": ")[1]) <= 120
-        await opensips_peer.wait_for(lambda: key in opensips_peer.deleted, 5,
+        await peer.wait_for(lambda: key in peer.deleted, 5,
                                      "the refused session deleted")
         assert backend.active_calls() == [] and manager.held_slots == 0
         assert await manager.drain(1.0) == 0
@@ -229,7 +219,7 @@ async def test_b2b_mode_refuses_new_sessions_while_draining(opensips_peer: OpenS
 
 
 async def test_b2b_mode_ends_the_calls_left_when_the_drain_is_over(
-        opensips_peer: OpenSipsPeer) -> None:
+        peer: OpenSipsPeer) -> None:
     """An answered B2B session still going when the drain's time is up is ended by the
     core with ua_session_terminate (OpenSIPS sends the BYE), its slot released."""
     nowhere = f"{LOOPBACK}:{free_port()}"
@@ -238,17 +228,17 @@ async def test_b2b_mode_ends_the_calls_left_when_the_drain_is_over(
                             asr_target=nowhere, llm_target=nowhere, tts_target=nowhere)
     services = Services(AsrClient(nowhere), LlmClient(nowhere), TtsClient(nowhere))
     manager = CallManager(settings, BotConfig(), services, RtpPortAllocator(*rtp))
-    backend = OpenSipsBackend(LOOPBACK, opensips_peer.mi_port, LOOPBACK, 0, mi_timeout=1.0)
+    backend = OpenSipsBackend(LOOPBACK, peer.mi_port, LOOPBACK, 0, mi_timeout=1.0)
     manager.backend = backend
     await backend.start(manager)
     try:
         await asyncio.wait_for(backend.subscribed.wait(), 10)
-        key = opensips_peer.new_call()
-        assert (await opensips_peer.wait_reply(key))["code"] == 200
-        await opensips_peer.wait_for(lambda: manager.calls, 5, "the call answered")
+        key = peer.new_call()
+        assert (await peer.wait_reply(key))["code"] == 200
+        await peer.wait_for(lambda: manager.calls, 5, "the call answered")
         manager.start_drain(0.1)
         assert await manager.drain(1.0) == 1
-        await opensips_peer.wait_for(lambda: key in opensips_peer.terminated, 10,
+        await peer.wait_for(lambda: key in peer.terminated, 10,
                                      "ua_session_terminate for the call left")
         assert manager.held_slots == 0 and backend.active_calls() == []
     finally:

@@ -13,7 +13,7 @@ from aiohttp import web
 from aiohttp.test_utils import make_mocked_request
 
 from opensips_ai_core.http import HttpServer
-from tests.support.procs import LOOPBACK
+from voice_testkit.procs import LOOPBACK
 
 pytestmark = [pytest.mark.timeout(60)]
 

@@ -32,8 +32,8 @@ from opensips_ai_core.pipeline.protocols import Services
 from opensips_ai_core.signalling.sip import DirectSipBackend, SipTimers
 from opensips_ai_core.signalling.sip.auth import Credentials
 from tests.core.signalling.conftest import SIPP_DIR
-from tests.support.procs import LOOPBACK, Proc, base_env, free_port
-from tests.support.stack import free_rtp_range
+from voice_testkit.procs import LOOPBACK, Proc, base_env, free_port
+from voice_testkit.stack import free_rtp_range
 
 pytestmark = [pytest.mark.timeout(300),
               pytest.mark.skipif(shutil.which("sipp") is None, reason="sipp is not installed")]

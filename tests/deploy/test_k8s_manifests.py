@@ -22,9 +22,9 @@ from asr_service.settings import AsrSettings
 from llm_service.settings import LlmSettings
 from opensips_ai_core import metrics
 from opensips_ai_core.config import CoreSettings
-from tests.support.procs import LOOPBACK, ROOT
 from tts_service.settings import TtsSettings
 from voice_common.config import ServiceSettings
+from voice_testkit.procs import LOOPBACK, ROOT
 
 K8S = ROOT / "deploy" / "k8s"
 NAMESPACE = "voice-ai"

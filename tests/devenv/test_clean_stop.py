@@ -14,10 +14,10 @@ import sys
 from pathlib import Path
 
 import pytest
-from devstack import state
 
-from tests.devenv.stack import PYRUN, real_readiness_timing
-from tests.support.procs import ROOT, free_port
+from devstack import state
+from voice_testkit.devenv_stack import PYRUN, real_readiness_timing
+from voice_testkit.procs import ROOT, free_port
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(240)]
 

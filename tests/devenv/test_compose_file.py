@@ -11,7 +11,7 @@ import jsonschema
 import pytest
 import yaml
 
-from tests.support.procs import ROOT
+from voice_testkit.procs import ROOT
 
 # process-compose's own JSON Schema (draft 2020-12), from its repository's schemas/
 # (commit of 2026-08-18), kept beside this test so that it runs anywhere.

@@ -15,7 +15,7 @@ import subprocess
 
 import pytest
 
-from tests.support.procs import ROOT, base_env
+from voice_testkit.procs import ROOT, base_env
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(600)]
 

@@ -14,14 +14,6 @@ from pathlib import Path
 import pytest
 from watchfiles import Change
 
-from tests.support.procs import (
-    base_env,
-    free_port,
-    python_module,
-    running,
-    wait_serving,
-    wait_until,
-)
 from voice_common.hotreload import SourceFilter
 from voice_common.launch import (
     CRASH_WINDOW_S,
@@ -29,6 +21,15 @@ from voice_common.launch import (
     crash_backoff_s,
     crash_delay,
     env_prefix,
+    reload_enabled,
+)
+from voice_testkit.procs import (
+    base_env,
+    free_port,
+    python_module,
+    running,
+    wait_serving,
+    wait_until,
 )
 
 
@@ -36,8 +37,8 @@ def test_prefix_of_each_service() -> None:
     # The core's prefix (CORE) is not derivable from opensips_ai_core: its command passes
     # --prefix CORE (voice_common knows no service by name).
     assert [env_prefix(m) for m in ("asr_service", "llm_service", "tts_service",
-                                    "tests.devenv.fixture_service")] == [
-        "ASR", "LLM", "TTS", "FIXTURE"]
+                                    "voice_testkit.echo_service")] == [
+        "ASR", "LLM", "TTS", "ECHO"]
 
 
 def test_source_filter_ignores_caches_swap_and_runtime_files(tmp_path: Path) -> None:
@@ -93,6 +94,22 @@ def test_a_bad_crash_backoff_value_falls_back_to_the_default(
     assert crash_backoff_s("SVC") == 0.25
 
 
+def test_hot_reload_needs_development_mode_and_a_clear_value(
+        monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    monkeypatch.setenv("DEVELOPMENT_MODE", "1")
+    monkeypatch.setenv("SVC_HOT_RELOAD", "on")
+    assert reload_enabled("SVC")
+    monkeypatch.setenv("SVC_HOT_RELOAD", "0")
+    assert not reload_enabled("SVC")
+    monkeypatch.setenv("SVC_HOT_RELOAD", "maybe")
+    assert not reload_enabled("SVC")
+    assert ("SVC_HOT_RELOAD='maybe': expected 1/true/yes/on or 0/false/no/off; hot reload off"
+            in capsys.readouterr().err)
+    monkeypatch.setenv("SVC_HOT_RELOAD", "1")
+    monkeypatch.setenv("DEVELOPMENT_MODE", "0")
+    assert not reload_enabled("SVC")
+
+
 def _run_timed(args: list[str], env: dict[str, str], log: Path,
                timeout: float = 60) -> tuple[int, float, str]:
     """Exit code, seconds from spawn to exit (an upper bound of the launcher's run), output."""
@@ -133,7 +150,7 @@ def test_an_exception_right_after_start_is_shown_then_delayed(tmp_path: Path,
 def test_bad_settings_still_exit_2_after_the_backoff(logdir: Path) -> None:
     env = base_env(ECHO_PORT="not-a-port", ECHO_CRASH_BACKOFF_S="1.5")
     code, took, out = _run_timed(
-        python_module("voice_common.launch", "--prefix", "ECHO", "tests.devenv.fixture_service"),
+        python_module("voice_common.launch", "--prefix", "ECHO", "voice_testkit.echo_service"),
         env, logdir / "l.log")
     assert code == 2 and took >= 1.5
     assert "configuration error" in out and "ECHO_PORT" in out
@@ -157,7 +174,7 @@ def test_a_hot_reload_keeps_running_and_a_sigterm_exits_0_without_the_backoff(
                    ECHO_HOT_RELOAD="1", ECHO_WATCH_PATHS=str(watched),
                    HOT_RELOAD_QUIET_MS="100", VOICE_CACHE_DIR=str(tmp_path / "cache"))
     args = python_module("voice_common.launch", "--prefix", "ECHO",
-                         "tests.devenv.fixture_service")
+                         "voice_testkit.echo_service")
     with running(args, env, logdir / "reload.log") as proc:
         wait_serving(f"127.0.0.1:{port}", proc)
         time.sleep(0.5)  # the child's watcher arms just after it starts

@@ -18,9 +18,11 @@ from typing import Any
 
 import pytest
 
-from tests.support.procs import ROOT
+from voice_testkit.procs import ROOT
 
-pytestmark = pytest.mark.timeout(120)
+# `slow`: each test runs dev-*.sh, the runner's supervisor and its processes until their
+# whole-second readiness probes pass (seconds each).
+pytestmark = [pytest.mark.timeout(120), pytest.mark.slow]
 FAKE = Path(__file__).with_name("fake_process_compose.py")
 NAMES = ("asr", "core", "llm", "opensips", "tts")
 

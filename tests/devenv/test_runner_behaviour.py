@@ -1,4 +1,4 @@
-"""The runner's process-compose semantics with plain shell processes (fast, no services):
+"""The runner's process-compose semantics with plain shell processes (no services):
 completion dependencies, a readiness failure that stops a process and skips its
 dependents, liveness failures only logged, max_restarts, the 1 s restart backoff floor,
 restarting an ended process, shutdown escalation and grandchildren stopped with their
@@ -19,11 +19,13 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+
 from devstack import state
+from voice_testkit.procs import ROOT, wait_until
 
-from tests.support.procs import ROOT, wait_until
-
-pytestmark = pytest.mark.timeout(120)
+# `slow`: each test runs the runner's supervisor and its processes on process-compose's
+# whole-second probe periods and backoffs (seconds each; a minute in all).
+pytestmark = [pytest.mark.timeout(120), pytest.mark.slow]
 
 
 def devstack(runtime: Path, stack: Path, *args: str, timeout: float = 60

@@ -7,9 +7,9 @@ import sys
 from pathlib import Path
 
 import pytest
-from devstack import config
 
-from tests.support.procs import ROOT
+from devstack import config
+from voice_testkit.procs import ROOT
 
 MINIMAL = """
 processes:

@@ -6,7 +6,7 @@ import subprocess
 
 import pytest
 
-from tests.support.procs import ROOT
+from voice_testkit.procs import ROOT
 
 SCRIPTS = ["dev-start.sh", "dev-stop.sh", "dev-restart.sh", "dev-status.sh", "dev-logs.sh",
            "dev-debug.sh", "dev-clean.sh"]

@@ -19,10 +19,10 @@ import sys
 from pathlib import Path
 
 import pytest
-from devstack import state
 
-from tests.devenv.stack import PYRUN, real_readiness_timing
-from tests.support.procs import LOOPBACK, ROOT, free_port, health_status
+from devstack import state
+from voice_testkit.devenv_stack import PYRUN, real_readiness_timing
+from voice_testkit.procs import LOOPBACK, ROOT, free_port, health_status
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(240)]
 LOAD_S = 30
@@ -33,7 +33,7 @@ def service(name: str, *, warmup: float, depends: str | None) -> tuple[str, int]
     deps = (f"    depends_on:\n      {depends}:\n        condition: process_healthy\n"
             if depends else "")
     return f"""  {name}:
-    command: {PYRUN} -m voice_common.launch --prefix ECHO tests.devenv.fixture_service
+    command: {PYRUN} -m voice_common.launch --prefix ECHO voice_testkit.echo_service
     working_dir: {ROOT}
     environment:
       - ECHO_PORT={port}

@@ -18,10 +18,10 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from devstack import state
 
-from tests.devenv.stack import FixtureStack, write_stack
-from tests.support.procs import LOOPBACK, ROOT, health_status, running, wait_until
+from devstack import state
+from voice_testkit.devenv_stack import FixtureStack, write_stack
+from voice_testkit.procs import LOOPBACK, ROOT, health_status, running, wait_until
 
 pytestmark = pytest.mark.timeout(180)
 SCRIPTS = ROOT / "scripts"

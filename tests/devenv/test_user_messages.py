@@ -13,8 +13,8 @@ from collections.abc import Iterator
 import pytest
 
 from opensips_ai_core.config import BotConfigError, load_bot_config
-from tests.support.procs import ROOT, free_port
 from voice_common.logs import configure_logging
+from voice_testkit.procs import ROOT, free_port
 
 ANSI = re.compile(r"\x1b\[[0-9;]*m")
 

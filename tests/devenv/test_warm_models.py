@@ -12,19 +12,17 @@ untouched.
 from __future__ import annotations
 
 import signal
-import urllib.request
 from collections.abc import Callable
 from pathlib import Path
 
 import grpc
 import pytest
 
-from tests.asr.client import final_text, transcribe
 from tests.asr.conftest import requires_espeak
-from tests.asr.speech import speech_pcm
 from tests.llm.conftest import SERVICE as LLM_SERVICE
 from tests.llm.conftest import DemoBuild, collect, demo_build, load_dialogue, request
-from tests.support.procs import (
+from voice_testkit.asr_client import final_text, transcribe
+from voice_testkit.procs import (
     Proc,
     base_env,
     free_port,
@@ -33,7 +31,8 @@ from tests.support.procs import (
     wait_serving,
     wait_until,
 )
-from tests.support.stack import free_rtp_range, free_udp_port
+from voice_testkit.speech import speech_pcm
+from voice_testkit.stack import core_healthy, free_rtp_range, free_udp_port
 from voiceai.llm.v1 import llm_pb2_grpc
 
 __all__ = ["demo_build"]  # the session fixture, used here too
@@ -106,16 +105,6 @@ def test_pocketsphinx_on_threads_recognizes_with_the_parents_model_after_a_reloa
                              "VOSK_SHOW_WORDS": "1"},
              tmp_path / "asr.log", check=check,
              kept_line="engine pocketsphinx kept from the warm parent")
-
-
-def core_healthy(http: str, proc: Proc) -> bool:
-    if proc.popen.poll() is not None:
-        raise RuntimeError(f"core exited with {proc.popen.returncode}:\n{proc.output()}")
-    try:
-        with urllib.request.urlopen(http + "/health", timeout=2) as response:
-            return response.status == 200
-    except OSError:
-        return False
 
 
 def test_the_core_reloads_in_the_same_process_and_stops_on_sigterm(tmp_path: Path) -> None:

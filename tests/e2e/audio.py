@@ -9,7 +9,7 @@ import numpy as np
 from opensips_ai_core.devtools.softphone import SPEECH_RMS, rms, synthesize, transcribe
 from opensips_ai_core.media.g711 import ulaw_decode
 from opensips_ai_core.media.rtp import RtpPacket
-from tests.support.sniffer import Datagram
+from voice_testkit.sniffer import Datagram
 
 FRAME = 160
 
@@ -21,7 +21,7 @@ ANSWER_PHRASES = [
     "hello", "this is example bank", "how can i help you", "how can i help you today",
     "thank you for calling example bank", "thank you for calling", "goodbye",
     # The balance: the bot asks for the account number, then speaks the mock bank's answer
-    # (tests/support/bank.py) for account 12345678...
+    # (dev/testkit/src/voice_testkit/bank.py) for account 12345678...
     "please tell me your account number", "or key it in and press hash", "one moment please",
     "your balance is one thousand two hundred fifty point four zero dollars",
     # ...and in pieces: on a loaded machine TTS audio can arrive with pauses between parts.

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import AiServices
-from tests.support.stack import Core, core
+from voice_testkit.stack import Core, core
 
 
 @pytest.fixture

@@ -28,14 +28,14 @@ from tests.e2e.audio import (
     speech_of,
     transcribe_reply,
 )
-from tests.support.bank import mock_bank
-from tests.support.opensips_peer import SIPP_OFFER, OpenSipsPeer
-from tests.support.stack import restart, start, stop
+from voice_testkit.bank import mock_bank
+from voice_testkit.opensips_peer import SIPP_OFFER, OpenSipsPeer
+from voice_testkit.stack import restart, start, stop
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(300)]
 
 # The demo bot's balance (core/bot.toml's get_balance tool) from the mock bank
-# (tests/support/bank.py) for the account the caller keys in.
+# (dev/testkit/src/voice_testkit/bank.py) for the account the caller keys in.
 ASK_ACCOUNT = "Please tell me your account number, or key it in and press hash."
 ACCOUNT = "12345678"
 BANK_BALANCE = "One moment, please. Your balance is 1,250.40 dollars."
@@ -119,7 +119,7 @@ async def key_in(rtp: RtpPeer, core, ai, digits: str, content: str) -> str:
 async def test_opensips_b2b_call_answers_and_the_bot_terminates(ai, start_core, tmp_path):
     """The OpenSIPS backend against a peer speaking OpenSIPS 3.6.8's wire format.
 
-    OpenSIPS cannot be installed here, so tests/support/opensips_peer.py plays its
+    OpenSIPS cannot be installed here, so dev/testkit/src/voice_testkit/opensips_peer.py plays its
     part exactly as docs/opensips.md documents it (E_UA_SESSION events over
     UDP, MI JSON-RPC over UDP), with SIPp's SDP offer pointing at our RTP peer.
     The balance comes from the mock bank over HTTP, for the account keyed in by DTMF.

@@ -1,6 +1,6 @@
 """Calls spread over 3 cores behind a dispatcher proxy; one core drained, one killed.
 
-The proxy is Debian's Kamailio (tests/support/kamailio/dispatcher.cfg: the topology of
+The proxy is Debian's Kamailio (dev/testkit/src/voice_testkit/kamailio/dispatcher.cfg: the topology of
 core/opensips/opensips-dispatcher.cfg, which cannot run here because OpenSIPS is not
 installable): dispatcher round robin over 3 real core processes in direct-SIP mode on
 free loopback ports, OPTIONS probing every second, record-route, failover to the next
@@ -23,9 +23,9 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import AiServices
-from tests.support import kamailio
-from tests.support.procs import LOOPBACK, ROOT, Proc, running, wait_until
-from tests.support.stack import Core, core, free_rtp_range, free_udp_port
+from voice_testkit import kamailio
+from voice_testkit.procs import LOOPBACK, ROOT, Proc, running, wait_until
+from voice_testkit.stack import Core, core, free_rtp_range, free_udp_port
 
 pytestmark = [
     pytest.mark.e2e,
@@ -36,7 +36,7 @@ pytestmark = [
     pytest.mark.skipif(shutil.which("sipp") is None, reason="sipp (sip-tester) not installed"),
 ]
 
-SCENARIO = ROOT / "tests" / "support" / "sipp" / "proxy_call.xml"
+SCENARIO = ROOT / "tests" / "data" / "sipp" / "proxy_call.xml"
 CORES = 3
 ANSWERED = re.compile(r"Call (\S+) from \S+ answered")
 

@@ -5,7 +5,7 @@ the TTS service at test time (SIPp sends such files raw), keys in the account nu
 the bot asks for with its own RFC 2833 DTMF (`play_dtmf`), and waits for the bot's BYE.
 The balance comes from the mock bank over HTTP (BOT_TOOLS_BASE_URL).
 SIPp keeps nothing it receives, so the core's reply RTP is read off the loopback
-interface (tests/support/sniffer.py) and handed to the ASR service.
+interface (dev/testkit/src/voice_testkit/sniffer.py) and handed to the ASR service.
 """
 
 from __future__ import annotations
@@ -27,10 +27,10 @@ from tests.e2e.audio import (
     speech_segments,
 )
 from tests.e2e.test_conversation import ACCOUNT
-from tests.support import sniffer
-from tests.support.bank import mock_bank
-from tests.support.procs import running
-from tests.support.stack import free_rtp_range
+from voice_testkit import sniffer
+from voice_testkit.bank import mock_bank
+from voice_testkit.procs import running
+from voice_testkit.stack import free_rtp_range
 
 pytestmark = [
     pytest.mark.e2e,

@@ -30,8 +30,8 @@ from tests.e2e.test_conversation import (
     reply_said,
     wait_greeting,
 )
-from tests.support.bank import mock_bank
-from tests.support.stack import core, service
+from voice_testkit.bank import mock_bank
+from voice_testkit.stack import core, service
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(300)]
 

@@ -11,7 +11,7 @@ from pathlib import Path
 import grpc
 import pytest
 
-from tests.support.procs import (
+from voice_testkit.procs import (
     ROOT,
     Proc,
     base_env,

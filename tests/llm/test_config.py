@@ -6,7 +6,7 @@ import subprocess
 
 import pytest
 
-from tests.support.procs import ROOT, base_env, python_module
+from voice_testkit.procs import ROOT, base_env, python_module
 
 
 @pytest.mark.parametrize(("env", "variable"), [

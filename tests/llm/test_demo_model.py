@@ -10,7 +10,7 @@ import pytest
 from llm_service.demo_model import weights_hash
 from llm_service.detokenize import IncrementalDetokenizer, StopStringFilter
 from tests.llm.conftest import load_dialogue
-from tests.support.procs import ROOT, base_env, python_module
+from voice_testkit.procs import ROOT, base_env, python_module
 
 
 def test_dialogue_file_covers_the_demo_intents():

@@ -14,7 +14,7 @@ import grpc
 import pytest
 
 from tests.llm.conftest import collect, request, start_server
-from tests.support.procs import wait_until
+from voice_testkit.procs import wait_until
 from voiceai.llm.v1 import llm_pb2
 
 

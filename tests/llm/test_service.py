@@ -6,7 +6,7 @@ import grpc
 import pytest
 
 from tests.llm.conftest import SERVICE, Role, collect, load_dialogue, request, start_server
-from tests.support.procs import health_status
+from voice_testkit.procs import health_status
 from voiceai.llm.v1 import llm_pb2
 
 

@@ -18,8 +18,8 @@ import pytest
 
 from opensips_ai_core.config import BotConfig, load_bot_config
 from tests.llm.conftest import DemoBuild, LlmServer, Role, collect, start_server
-from tests.support.eval_set import carries, is_refusal
-from tests.support.procs import ROOT, base_env, python_module
+from voice_testkit.eval_set import carries, is_refusal
+from voice_testkit.procs import ROOT, base_env, python_module
 from voiceai.llm.v1 import llm_pb2
 
 smollm2 = pytest.importorskip("llm_service.smollm2")

@@ -18,8 +18,8 @@ from opensips_ai_core.config import BotConfig, ToolConfig
 from opensips_ai_core.grpc_clients.llm import LlmClient
 from tests.core.pipeline.harness import new_call, until
 from tests.llm.conftest import SERVICE, Role, start_server
-from tests.support.bank import mock_bank
-from tests.support.procs import health_status
+from voice_testkit.bank import mock_bank
+from voice_testkit.procs import health_status
 from voiceai.llm.v1 import llm_pb2
 
 ACCOUNT_SCHEMA = json.dumps({"type": "object", "properties": {"account": {"type": "string"}},

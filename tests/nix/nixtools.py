@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.support.procs import ROOT
+from voice_testkit.procs import ROOT
 
 NIX_FILES = sorted([ROOT / "flake.nix", *(ROOT / "nix").glob("*.nix")])
 

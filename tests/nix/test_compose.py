@@ -10,7 +10,7 @@ import jsonschema
 import pytest
 import yaml
 
-from tests.support.procs import ROOT
+from voice_testkit.procs import ROOT
 
 
 def _schema() -> Path:

@@ -16,7 +16,7 @@ import threading
 import pytest
 
 from tests.nix.nixtools import eval_json, run_nix
-from tests.support.procs import ROOT
+from voice_testkit.procs import ROOT
 
 PROJECT = 'import ./nix {{ nixpkgs = ./tests/nix/mock-nixpkgs; system = "{system}"; root = ./.; }}'
 FLAKE = '((import ./flake.nix).outputs { self = throw "self"; nixpkgs = ./tests/nix/mock-nixpkgs; })'
@@ -106,7 +106,7 @@ def test_dev_environment_is_editable_and_points_at_the_store():
     paths = project("x86_64-linux", "p.devEnv.paths.args.text")
     script = project("x86_64-linux", "p.devEnv.script.args.text")
     for src in ("services/common/src", "services/asr-service/src", "services/llm-service/src",
-                "services/tts-service/src", "core/src"):
+                "services/tts-service/src", "core/src", "dev/testkit/src", "scripts/devstack/src"):
         assert src in paths
     assert "PYTHONPATH" in paths
     for name in ("DEVELOPMENT_MODE 1", "LOG_LEVEL DEBUG", "CORE_HOT_RELOAD 1", "ASR_HOT_RELOAD 1",

@@ -11,7 +11,7 @@ import json
 import pytest
 
 from tests.nix.nixtools import NIX_FILES, eval_json, relative, run_nix
-from tests.support.procs import ROOT
+from voice_testkit.procs import ROOT
 
 SYSTEMS = ["aarch64-linux", "x86_64-linux"]
 PINNED_NIXPKGS = {

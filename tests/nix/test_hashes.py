@@ -11,7 +11,7 @@ from __future__ import annotations
 import base64
 import re
 
-from tests.support.procs import ROOT
+from voice_testkit.procs import ROOT
 
 # hex sha256 -> where it comes from
 KNOWN = {

@@ -8,7 +8,7 @@ import tomllib
 
 import pytest
 
-from tests.support.procs import ROOT
+from voice_testkit.procs import ROOT
 
 PACKAGES = {
     "proto": "shared/proto_generated",

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.support.procs import Proc, base_env, free_port, python_module, running, wait_serving
+from voice_testkit.procs import Proc, base_env, free_port, python_module, running, wait_serving
 
 SERVICE = "voiceai.tts.v1.Synthesizer"
 

@@ -9,9 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from tests.support.procs import ROOT, base_env, python_module
-from tests.tts.client import list_voices, pcm_rms, pcm_seconds, stream, synthesize
 from tests.tts.conftest import TtsProcess, start_tts
+from voice_testkit.procs import ROOT, base_env, python_module
+from voice_testkit.tts_client import list_voices, pcm_rms, pcm_seconds, stream, synthesize
 
 
 def _run_expecting_exit(env: dict[str, str]) -> subprocess.CompletedProcess[str]:

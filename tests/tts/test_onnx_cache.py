@@ -17,6 +17,8 @@ from tts_service.engines import bundled_piper_voice
 
 SENTENCE = "Hello, how can I help you today?"
 
+pytestmark = pytest.mark.slow  # the real Piper voice in onnxruntime
+
 
 def options() -> Any:  # an onnxruntime.SessionOptions
     import onnxruntime

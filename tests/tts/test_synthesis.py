@@ -7,8 +7,8 @@ import time
 import grpc
 import pytest
 
-from tests.support.procs import wait_until
-from tests.tts.client import pcm_rms, pcm_seconds, stream, synthesize, synthesize_chunks
+from voice_testkit.procs import wait_until
+from voice_testkit.tts_client import pcm_rms, pcm_seconds, stream, synthesize, synthesize_chunks
 
 # Speech is far above this; digital silence or noise-floor output is far below.
 RMS_FLOOR = 300.0

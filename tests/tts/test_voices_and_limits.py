@@ -5,7 +5,7 @@ from __future__ import annotations
 import grpc
 import pytest
 
-from tests.tts.client import list_voices, pcm_rms, pcm_seconds, stream, synthesize
+from voice_testkit.tts_client import list_voices, pcm_rms, pcm_seconds, stream, synthesize
 
 RMS_FLOOR = 300.0
 

@@ -27,7 +27,7 @@ from opensips_ai_core.devtools.softphone import RtpPeer
 from opensips_ai_core.devtools.transferee import BlindTransfer, TransferOutcome
 from opensips_ai_core.signalling.sip import DirectSipBackend
 from tests.core.signalling.conftest import RecordingHandler, eventually
-from tests.support.procs import LOOPBACK, free_port
+from voice_testkit.procs import LOOPBACK, free_port
 
 pytestmark = [pytest.mark.timeout(120)]
 

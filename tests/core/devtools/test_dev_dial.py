@@ -14,10 +14,10 @@ import urllib.request
 
 import pytest
 
-from tests.support.procs import LOOPBACK, ROOT, Proc, base_env, free_port
-from tests.support.stack import free_rtp_range
+from voice_testkit.procs import LOOPBACK, ROOT, Proc, base_env, free_port
+from voice_testkit.stack import free_rtp_range
 
-pytestmark = [pytest.mark.timeout(120),
+pytestmark = [pytest.mark.timeout(120), pytest.mark.slow,  # the core as its own process
               pytest.mark.skipif(shutil.which("sipp") is None, reason="sipp is not installed")]
 
 

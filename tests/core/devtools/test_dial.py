@@ -5,7 +5,7 @@ from __future__ import annotations
 import subprocess
 import sys
 
-from tests.support.procs import ROOT
+from voice_testkit.procs import ROOT
 
 
 def test_dial_is_the_module_dev_call_runs_and_it_explains_itself() -> None:

@@ -10,7 +10,7 @@ import pytest
 from aiohttp import web
 
 from opensips_ai_core.devtools.dial import CoreTranscript, print_turn
-from tests.support.procs import LOOPBACK
+from voice_testkit.procs import LOOPBACK
 
 pytestmark = [pytest.mark.timeout(30)]
 

@@ -19,8 +19,8 @@ import numpy as np
 import pytest
 
 from tests.conftest import AiServices
-from tests.support.procs import LOOPBACK, base_env, python_module, wait_until
-from tests.support.stack import core
+from voice_testkit.procs import LOOPBACK, base_env, python_module, wait_until
+from voice_testkit.stack import core
 
 pytestmark = [pytest.mark.timeout(400)]
 

@@ -19,8 +19,8 @@ from dataclasses import dataclass
 import pytest
 
 from tests.conftest import AiServices
-from tests.support.procs import LOOPBACK, Proc, base_env, free_port, python_module, wait_until
-from tests.support.stack import Core, core
+from voice_testkit.procs import LOOPBACK, Proc, base_env, free_port, python_module, wait_until
+from voice_testkit.stack import Core, core
 
 pytestmark = [pytest.mark.timeout(400)]
 

@@ -10,7 +10,7 @@ import pytest
 
 from opensips_ai_core.grpc_clients.asr import MAX_CHUNK_S, AsrClient
 from tests.asr.conftest import asr_service, requires_espeak
-from tests.asr.speech import speech_pcm
+from voice_testkit.speech import speech_pcm
 from voiceai.asr.v1 import asr_pb2
 
 pytestmark = [requires_espeak, pytest.mark.timeout(120)]

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from opensips_ai_core.grpc_clients.llm import GenerationResult, LlmClient
-from tests.support.procs import (
+from voice_testkit.procs import (
     base_env,
     free_port,
     health_status,
@@ -16,7 +16,7 @@ from tests.support.procs import (
     running,
     wait_until,
 )
-from tests.support.stack import build_demo_llm
+from voice_testkit.stack import build_demo_llm
 
 pytestmark = pytest.mark.timeout(300)
 

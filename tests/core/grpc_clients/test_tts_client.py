@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from opensips_ai_core.grpc_clients.tts import TtsClient
-from tests.support.procs import (
+from voice_testkit.procs import (
     base_env,
     free_port,
     health_status,

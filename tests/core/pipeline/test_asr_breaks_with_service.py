@@ -21,10 +21,10 @@ from opensips_ai_core.pipeline.conversation import Call
 from opensips_ai_core.pipeline.protocols import Services
 from opensips_ai_core.signalling.base import CallInfo
 from tests.asr.conftest import requires_espeak
-from tests.asr.speech import speech_pcm
 from tests.core.pipeline.fakes import FakeLlm, FakeMedia, FakeTts
 from tests.core.pipeline.harness import until
-from tests.support.stack import Service, service, start
+from voice_testkit.speech import speech_pcm
+from voice_testkit.stack import Service, service, start
 
 pytestmark = [requires_espeak, pytest.mark.timeout(180)]
 

@@ -7,7 +7,7 @@ import subprocess
 import pytest
 
 from opensips_ai_core.config import DEFAULT_BOT_CONFIG, BotConfigError, load_bot_config
-from tests.support.procs import base_env, python_module
+from voice_testkit.procs import base_env, python_module
 
 
 def test_shipped_bot_config_loads():

@@ -9,22 +9,14 @@ is tested against SIPp in tests/core/signalling/test_sip_transfer.py).
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import socket
-import time
-from collections.abc import AsyncIterator
 
 import pytest
 
 from opensips_ai_core.config import BotConfig
-from opensips_ai_core.grpc_clients.asr import AsrClient
-from opensips_ai_core.grpc_clients.llm import LlmClient
-from opensips_ai_core.grpc_clients.tts import TtsClient
-from opensips_ai_core.media.ports import RtpPortAllocator
-from opensips_ai_core.media.session import RtpSession
-from opensips_ai_core.pipeline.conversation import Call, Services
-from opensips_ai_core.signalling.base import CallInfo, TransferResult
-from tests.support.stack import free_rtp_range
+from opensips_ai_core.pipeline.conversation import Call
+from opensips_ai_core.signalling.base import TransferResult
+from tests.core.pipeline.harness import until
+from tests.core.pipeline.live_call import open_call
 from voiceai.asr.v1 import asr_pb2
 
 pytestmark = [pytest.mark.timeout(180)]
@@ -33,40 +25,6 @@ ADVISERS = "sip:advisers@127.0.0.1:5999"
 TRANSFER_BOT = {"greeting": "Hi.", "transfer_to": {"advisers": ADVISERS},
                 "transfer_phrases": ("transfer you to",),
                 "transfer_failed": "Sorry, I could not put you through."}
-
-
-async def wait_for(predicate, timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        await asyncio.sleep(0.01)
-
-
-@contextlib.asynccontextmanager
-async def open_call(ai, bot: BotConfig, direction: str = "inbound"
-                    ) -> AsyncIterator[tuple[Call, RtpSession]]:
-    phone = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-    phone.bind(("127.0.0.1", 0))
-    media = await RtpSession.open("127.0.0.1", RtpPortAllocator(*free_rtp_range(10)),
-                                  on_audio=lambda _pcm: None)
-    media.configure("127.0.0.1", phone.getsockname()[1], "PCMU", 0, None)
-    services = Services(AsrClient(ai.asr.target), LlmClient(ai.llm.target),
-                        TtsClient(ai.tts.target))
-
-    async def hangup(_call_id: str) -> None:
-        pass
-
-    call = Call(CallInfo("hooks-1", "sip:caller@test", "sip:ai@test", "sip",
-                         direction=direction), media, services, bot, hangup)
-    try:
-        yield call, media
-    finally:
-        await call.close("test over")
-        await media.close()
-        for client in (services.asr, services.llm, services.tts):
-            await client.close()
-        phone.close()
 
 
 async def talk_to_a_person(call: Call, result: TransferResult) -> list[str]:
@@ -78,26 +36,25 @@ async def talk_to_a_person(call: Call, result: TransferResult) -> list[str]:
 
     call.transfer = transfer
     call.start()
-    await wait_for(lambda: call.turn is not None and call.turn.task.done(), 30, "greeting")
+    await until(lambda: call.turn is not None and call.turn.task.done(), "greeting", 30)
     call.caller_said("i want to talk to a person")
-    await wait_for(lambda: bool(targets), 30, "the transfer")
+    await until(lambda: bool(targets), "the transfer", 30)
     return targets
 
 
 async def test_failed_transfer_is_said_and_the_call_goes_on(ai) -> None:
     bot = BotConfig.model_validate(TRANSFER_BOT)
-    async with open_call(ai, bot) as (call, _media):
+    async with open_call(ai, bot, call_id="hooks-1") as (call, _media):
         targets = await talk_to_a_person(call, TransferResult(False, 603, "REFER refused"))
         assert targets == [ADVISERS]
         assert "transfer you to" in call.history[-1][1]
-        await wait_for(lambda: call.history[-1] == ("assistant", bot.transfer_failed), 30,
-                       "the failure to be said")
+        await until(lambda: call.history[-1] == ("assistant", bot.transfer_failed), "the failure to be said", 30)
         assert call.state == "active"
 
 
 async def test_successful_transfer_says_nothing_more(ai) -> None:
     bot = BotConfig.model_validate(TRANSFER_BOT)
-    async with open_call(ai, bot) as (call, _media):
+    async with open_call(ai, bot, call_id="hooks-1") as (call, _media):
         await talk_to_a_person(call, TransferResult(True, 200, "OK"))
         reply_turn = call.turn
         for _ in range(3):  # let the hook run past the transfer's answer
@@ -107,7 +64,7 @@ async def test_successful_transfer_says_nothing_more(ai) -> None:
 
 
 async def test_without_targets_the_reply_only_says_it(ai) -> None:
-    async with open_call(ai, BotConfig(greeting="Hi.")) as (call, _media):
+    async with open_call(ai, BotConfig(greeting="Hi."), call_id="hooks-1") as (call, _media):
         called: list[str] = []
 
         async def transfer(target: str) -> TransferResult:
@@ -116,31 +73,31 @@ async def test_without_targets_the_reply_only_says_it(ai) -> None:
 
         call.transfer = transfer
         call.start()
-        await wait_for(lambda: call.turn is not None and call.turn.task.done(), 30, "greeting")
+        await until(lambda: call.turn is not None and call.turn.task.done(), "greeting", 30)
         call.caller_said("i want to talk to a person")
         turn = call.turn
-        await wait_for(turn.task.done, 30, "the reply")
+        await until(turn.task.done, "the reply", 30)
         assert "transfer you to" in turn.reply and called == []
 
 
 async def test_outbound_call_greets_after_the_callees_hello(ai) -> None:
     bot = BotConfig(greeting="Hello, this is Example Bank.", outbound_greeting_wait_s=30)
-    async with open_call(ai, bot, direction="outbound") as (call, _media):
+    async with open_call(ai, bot, direction="outbound", call_id="hooks-1") as (call, _media):
         call.start()
         await asyncio.sleep(0.3)
         assert call.turn is None and call.awaiting_hello  # silent until the callee speaks
         await call.recognition.on_response(asr_pb2.RecognizeResponse(final=asr_pb2.Transcript(
             text="hello", audio_start_s=0.1, audio_end_s=0.6), engine="pocketsphinx"))
         assert call.history[0] == ("user", "hello")
-        await wait_for(lambda: call.turn is not None and call.turn.task.done(), 30, "greeting")
+        await until(lambda: call.turn is not None and call.turn.task.done(), "greeting", 30)
         assert call.turn.timer.kind == "greeting"
         assert call.history[-1] == ("assistant", bot.greeting)
 
 
 async def test_outbound_call_greets_into_silence(ai) -> None:
     bot = BotConfig(greeting="Hello, this is Example Bank.", outbound_greeting_wait_s=0.5)
-    async with open_call(ai, bot, direction="outbound") as (call, _media):
+    async with open_call(ai, bot, direction="outbound", call_id="hooks-1") as (call, _media):
         call.start()
-        await wait_for(lambda: call.turn is not None, 10, "the greeting after the silence")
-        await wait_for(call.turn.task.done, 30, "greeting")
+        await until(lambda: call.turn is not None, "the greeting after the silence", 10)
+        await until(call.turn.task.done, "greeting", 30)
         assert call.history == [("assistant", bot.greeting)]

@@ -25,7 +25,7 @@ from opensips_ai_core.signalling.base import TransferResult
 from tests.core.pipeline.fakes import FakeLlm, LlmPlan
 from tests.core.pipeline.harness import GREETING, until
 from tests.core.pipeline.test_conversation_transfer import ManagerTransfer
-from tests.support.procs import free_port
+from voice_testkit.procs import free_port
 
 pytestmark = [pytest.mark.timeout(20)]
 

@@ -26,8 +26,8 @@ from opensips_ai_core.pipeline.protocols import Services
 from opensips_ai_core.pipeline.turn import TurnState
 from opensips_ai_core.signalling.base import CallInfo
 from tests.core.pipeline.fakes import FakeAsr, FakeLlm, FakeMedia
-from tests.support.procs import Proc, python_module
-from tests.support.stack import service, stop
+from voice_testkit.procs import Proc, python_module
+from voice_testkit.stack import service, stop
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(180)]
 

@@ -19,8 +19,8 @@ from opensips_ai_core.devtools.sip_uac import SipCaller, make_sdp, parse_media_a
 from opensips_ai_core.devtools.softphone import RtpPeer, speak_and_listen
 from opensips_ai_core.grpc_clients.channel import HEALTH_SERVICE
 from tests.e2e.audio import is_account_question, speech_of, transcribe_reply
-from tests.support.procs import health_status
-from tests.support.stack import SERVICE_NAMES, Service, build_demo_llm, core, service
+from voice_testkit.procs import health_status
+from voice_testkit.stack import SERVICE_NAMES, Service, build_demo_llm, core, service
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(400)]
 

@@ -15,7 +15,7 @@ from opensips_ai_core.grpc_clients.channel import (
     grpc_target,
     service_config,
 )
-from tests.support.procs import base_env, python_module
+from voice_testkit.procs import base_env, python_module
 
 
 @pytest.mark.parametrize(("value", "target"), [

@@ -15,7 +15,7 @@ from opensips_ai_core.signalling.errors import SignallingError
 from opensips_ai_core.signalling.offer_answer import NegotiatedMedia, make_offer, negotiate
 from opensips_ai_core.signalling.sdp import SessionDescription
 from opensips_ai_core.signalling.sip import DirectSipBackend
-from tests.support.procs import LOOPBACK
+from voice_testkit.procs import LOOPBACK
 
 
 @dataclass
@@ -110,4 +110,4 @@ async def eventually(predicate: Callable[[], object], timeout: float = 10.0,
         await asyncio.sleep(0.02)
 
 
-SIPP_DIR = Path(__file__).resolve().parents[2] / "support" / "sipp"
+SIPP_DIR = Path(__file__).resolve().parents[2] / "data" / "sipp"

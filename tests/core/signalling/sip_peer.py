@@ -7,7 +7,7 @@ import itertools
 from dataclasses import dataclass, field
 
 from opensips_ai_core.signalling.sip.message import SipMessage, SipParseError, parse_message
-from tests.support.procs import LOOPBACK
+from voice_testkit.procs import LOOPBACK
 
 OFFER = (
     "v=0\r\no=softphone 1 1 IN IP4 127.0.0.1\r\ns=call\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\n"

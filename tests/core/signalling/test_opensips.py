@@ -1,4 +1,4 @@
-"""OpenSipsBackend against the OpenSIPS 3.6.8 wire double (tests/support/opensips_peer.py).
+"""OpenSipsBackend against the OpenSIPS 3.6.8 wire double (dev/testkit/src/voice_testkit/opensips_peer.py).
 
 OpenSIPS cannot be installed here: the double plays it as docs/opensips.md records
 the real 3.6.8 on the wire. Real UDP on 127.0.0.1 both ways: MI JSON-RPC to the
@@ -21,17 +21,8 @@ from opensips_ai_core.signalling.opensips.liveness import OpenSipsRun
 from opensips_ai_core.signalling.sdp import parse_sdp
 from opensips_ai_core.signalling.sip.message import SipParseError, parse_message
 from tests.core.signalling.conftest import RecordingHandler, eventually
-from tests.support.opensips_peer import SIPP_OFFER, OpenSipsPeer, PeerSession
-from tests.support.procs import LOOPBACK, free_port
-
-
-@pytest.fixture
-async def peer() -> AsyncIterator[OpenSipsPeer]:
-    opensips = await OpenSipsPeer().start()
-    try:
-        yield opensips
-    finally:
-        await opensips.stop()
+from voice_testkit.opensips_peer import SIPP_OFFER, OpenSipsPeer, PeerSession
+from voice_testkit.procs import LOOPBACK, free_port
 
 
 @pytest.fixture

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.support.procs import ROOT
+from voice_testkit.procs import ROOT
 
 CFG = ROOT / "core" / "opensips" / "opensips.cfg"
 PREPROCESSOR = ROOT / "core" / "opensips" / "opensips-cfg-env"

@@ -4,7 +4,7 @@ OpenSIPS cannot be installed here, so the script is checked against OpenSIPS 3.6
 documented interface (docs/opensips.md, "Proxy mode": which module exports each
 function the routes call, the dispatcher's parameters, the db_text table format) and
 against the Kamailio script that CI runs the same topology with
-(tests/support/kamailio/dispatcher.cfg, exercised by tests/e2e/test_dispatcher.py).
+(dev/testkit/src/voice_testkit/kamailio/dispatcher.cfg, exercised by tests/e2e/test_dispatcher.py).
 """
 
 from __future__ import annotations
@@ -14,12 +14,12 @@ import subprocess
 
 import yaml
 
-from tests.support.procs import ROOT
+from voice_testkit.procs import ROOT
 
 CFG = ROOT / "core" / "opensips" / "opensips-dispatcher.cfg"
 DB = ROOT / "core" / "opensips" / "dispatcher-db"
 PREPROCESSOR = ROOT / "core" / "opensips" / "opensips-cfg-env"
-KAMAILIO_CFG = ROOT / "tests" / "support" / "kamailio" / "dispatcher.cfg"
+KAMAILIO_CFG = ROOT / "dev" / "testkit" / "src" / "voice_testkit" / "kamailio" / "dispatcher.cfg"
 K8S_OPENSIPS = ROOT / "deploy" / "k8s" / "opensips.yaml"
 
 # Script functions of OpenSIPS 3.6 and the module exporting each (None: the core).

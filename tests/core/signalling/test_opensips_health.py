@@ -1,6 +1,6 @@
 """The core process's /health and /metrics follow the OpenSIPS subscription.
 
-OpenSIPS cannot be installed here: tests/support/opensips_peer.py plays it as
+OpenSIPS cannot be installed here: dev/testkit/src/voice_testkit/opensips_peer.py plays it as
 docs/opensips.md records the real 3.6.8 (MI `uptime` names the run; a restart
 forgets every subscription). The core is the real `python -m opensips_ai_core`
 with CORE_SIGNALLING=opensips; it needs no AI service to report its health.
@@ -15,9 +15,9 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
-from tests.support.opensips_peer import OpenSipsPeer
-from tests.support.procs import LOOPBACK, free_port
-from tests.support.stack import core
+from voice_testkit.opensips_peer import OpenSipsPeer
+from voice_testkit.procs import LOOPBACK, free_port
+from voice_testkit.stack import core
 
 
 def _get(url: str) -> tuple[int, str]:
@@ -50,8 +50,7 @@ async def until(check, timeout: float, what: str):
     return value
 
 
-async def test_health_is_503_while_unsubscribed(tmp_path: Path) -> None:
-    peer = await OpenSipsPeer().start()
+async def test_health_is_503_while_unsubscribed(tmp_path: Path, peer: OpenSipsPeer) -> None:
     nowhere = f"{LOOPBACK}:{free_port()}"  # no AI service: /health does not need one
     cm = core(tmp_path, nowhere, nowhere, nowhere, CORE_SIGNALLING="opensips",
               OPENSIPS_MI_PORT=str(peer.mi_port))
@@ -85,4 +84,3 @@ async def test_health_is_503_while_unsubscribed(tmp_path: Path) -> None:
         assert await metric(running.http, "voice_opensips_subscribed") == 1
     finally:
         await asyncio.to_thread(cm.__exit__, None, None, None)
-        await peer.stop()

@@ -5,23 +5,19 @@ from __future__ import annotations
 import asyncio
 import subprocess
 
-from tests.support.opensips_peer import OpenSipsPeer
-from tests.support.procs import ROOT, base_env, free_port, python_module
-from tests.support.stack import free_udp_port
+from voice_testkit.opensips_peer import OpenSipsPeer
+from voice_testkit.procs import ROOT, base_env, free_port, python_module
+from voice_testkit.stack import free_udp_port
 
 PROBE = python_module("opensips_ai_core.signalling.opensips.probe")
 
 
-async def test_probe_passes_when_mi_answers():
-    peer = await OpenSipsPeer().start()
+async def test_probe_passes_when_mi_answers(peer: OpenSipsPeer):
     port = peer.mi_port
-    try:
-        # The probe runs off the loop: the peer answers on this loop.
-        result = await asyncio.to_thread(
-            subprocess.run, [*PROBE, "127.0.0.1", str(port), "--timeout", "5"],
-            capture_output=True, text=True, timeout=60, env=base_env())
-    finally:
-        await peer.stop()
+    # The probe runs off the loop: the peer answers on this loop.
+    result = await asyncio.to_thread(
+        subprocess.run, [*PROBE, "127.0.0.1", str(port), "--timeout", "5"],
+        capture_output=True, text=True, timeout=60, env=base_env())
     assert result.returncode == 0, result.stdout + result.stderr
     assert f"127.0.0.1:{port}" in result.stdout
     assert any(method == "uptime" for method, _, _ in peer.mi_log)

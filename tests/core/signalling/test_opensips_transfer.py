@@ -1,6 +1,6 @@
 """Transfer (REFER) and outbound calls of OpenSipsBackend against the OpenSIPS double.
 
-OpenSIPS cannot be installed here. The double (tests/support/opensips_peer.py) plays
+OpenSIPS cannot be installed here. The double (dev/testkit/src/voice_testkit/opensips_peer.py) plays
 OpenSIPS 3.6.8 as its b2b_entities source has it for these paths (docs/opensips.md,
 "Transfer and outbound calls"): none of this was watched on a real OpenSIPS. Real
 UDP on 127.0.0.1: MI JSON-RPC to the double, E_UA_SESSION events back.
@@ -17,19 +17,10 @@ from opensips_ai_core.signalling.base import OutboundRequest
 from opensips_ai_core.signalling.errors import SignallingError
 from opensips_ai_core.signalling.opensips import OpenSipsBackend
 from tests.core.signalling.conftest import RecordingHandler, eventually
-from tests.support.opensips_peer import SIPP_OFFER, OpenSipsPeer
-from tests.support.procs import LOOPBACK
+from voice_testkit.opensips_peer import SIPP_OFFER, OpenSipsPeer
+from voice_testkit.procs import LOOPBACK
 
 ADVISERS = "sip:advisers@10.0.0.9"
-
-
-@pytest.fixture
-async def peer() -> AsyncIterator[OpenSipsPeer]:
-    opensips = await OpenSipsPeer().start()
-    try:
-        yield opensips
-    finally:
-        await opensips.stop()
 
 
 @pytest.fixture

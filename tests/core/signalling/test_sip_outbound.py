@@ -21,7 +21,7 @@ from opensips_ai_core.signalling.sip import DirectSipBackend
 from opensips_ai_core.signalling.sip.auth import Credentials
 from opensips_ai_core.signalling.sip.transactions import SipTimers
 from tests.core.signalling.conftest import SIPP_DIR, RecordingHandler
-from tests.support.procs import LOOPBACK, Proc, base_env, free_port
+from voice_testkit.procs import LOOPBACK, Proc, base_env, free_port
 
 pytestmark = pytest.mark.skipif(shutil.which("sipp") is None, reason="sipp is not installed")
 

@@ -13,7 +13,7 @@ from opensips_ai_core.signalling.sdp import parse_sdp
 from opensips_ai_core.signalling.sip import DirectSipBackend, SipTimers
 from tests.core.signalling.conftest import RecordingHandler, eventually
 from tests.core.signalling.sip_peer import OFFER, RawSipPeer
-from tests.support.procs import LOOPBACK
+from voice_testkit.procs import LOOPBACK
 
 FAST = SipTimers(t1=0.05, t2=0.4)  # 64*T1 = 3.2 s
 

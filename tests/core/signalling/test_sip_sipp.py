@@ -12,7 +12,7 @@ import pytest
 from opensips_ai_core.signalling.errors import SignallingError
 from opensips_ai_core.signalling.sip import DirectSipBackend
 from tests.core.signalling.conftest import SIPP_DIR, RecordingHandler, eventually
-from tests.support.procs import LOOPBACK, Proc, base_env, free_port
+from voice_testkit.procs import LOOPBACK, Proc, base_env, free_port
 
 pytestmark = pytest.mark.skipif(shutil.which("sipp") is None, reason="sipp is not installed")
 

@@ -20,7 +20,7 @@ from opensips_ai_core.signalling.sip import DirectSipBackend
 from opensips_ai_core.signalling.sip.message import SipMessage
 from tests.core.signalling.conftest import SIPP_DIR, RecordingHandler, eventually
 from tests.core.signalling.sip_peer import OFFER, RawSipPeer
-from tests.support.procs import LOOPBACK, Proc, base_env, free_port
+from voice_testkit.procs import LOOPBACK, Proc, base_env, free_port
 
 pytestmark = pytest.mark.skipif(shutil.which("sipp") is None, reason="sipp is not installed")
 

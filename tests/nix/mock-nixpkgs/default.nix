@@ -159,6 +159,7 @@ let
     "pytest"
     "pytest-asyncio"
     "pytest-timeout"
+    "pytest-xdist"
     "python-json-logger"
     "pyyaml"
     "requests"

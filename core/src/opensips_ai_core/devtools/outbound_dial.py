@@ -24,7 +24,7 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
-SIPP_SCENARIO = (Path(__file__).resolve().parents[4] / "tests" / "support" / "sipp"
+SIPP_SCENARIO = (Path(__file__).resolve().parents[4] / "tests" / "data" / "sipp"
                  / "callee_answers.xml")
 FINAL_STATES = ("failed", "ended")
 

@@ -40,6 +40,7 @@ from voice_common.paths import watch_paths
 log = logging.getLogger("voice_common.launch")
 
 TRUE = {"1", "true", "yes", "on"}
+FALSE = {"", "0", "false", "no", "off"}
 # A failure sooner than this after start (settings, a taken port) would repeat at once.
 CRASH_WINDOW_S = 5.0
 DEFAULT_CRASH_BACKOFF_S = 1.0
@@ -55,7 +56,16 @@ def flag(name: str) -> bool:
 
 
 def reload_enabled(prefix: str) -> bool:
-    return flag("DEVELOPMENT_MODE") and flag(f"{prefix}_HOT_RELOAD")
+    """DEVELOPMENT_MODE and `<PREFIX>_HOT_RELOAD` on. This is the one reader of
+    `<PREFIX>_HOT_RELOAD`: a value that is neither on nor off is reported and means off
+    (the service still starts, as with a bad crash backoff)."""
+    name = f"{prefix}_HOT_RELOAD"
+    raw = os.environ.get(name, "").strip().lower()
+    if raw not in TRUE | FALSE:
+        print(f"voice_common.launch: {name}={raw!r}: expected 1/true/yes/on or "
+              f"0/false/no/off; hot reload off", file=sys.stderr, flush=True)
+        return False
+    return flag("DEVELOPMENT_MODE") and raw in TRUE
 
 
 def error_location(err: BaseException) -> tuple[str, int | None]:

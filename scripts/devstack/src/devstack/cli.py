@@ -27,7 +27,8 @@ from pathlib import Path
 from devstack import config, ps, state
 from devstack.supervisor import Supervisor, group_pids, kill_group
 
-ROOT = Path(__file__).resolve().parents[2]
+# The checkout (scripts/devstack/src/devstack/): the default stack file and runtime dir.
+ROOT = Path(__file__).resolve().parents[4]
 
 
 def stack_file(args: argparse.Namespace) -> Path:

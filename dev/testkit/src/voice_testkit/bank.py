@@ -7,7 +7,7 @@ import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
-from tests.support.procs import Proc, base_env, free_port, python_module, running, wait_until
+from voice_testkit.procs import Proc, base_env, free_port, python_module, running, wait_until
 
 
 def _healthy(url: str, proc: Proc) -> bool:

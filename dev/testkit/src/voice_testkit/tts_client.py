@@ -1,6 +1,6 @@
 """A small synchronous client for the TTS service, for tests that need speech.
 
-    from tests.tts.client import synthesize
+    from voice_testkit.tts_client import synthesize
     pcm = synthesize("127.0.0.1:50053", "Hello there.", 16000)   # PCM16 LE mono bytes
 
 `synthesize_chunks` keeps each AudioChunk with the monotonic time it arrived.

@@ -12,7 +12,9 @@ import time
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[2]
+# The checkout this kit belongs to (dev/testkit/src/voice_testkit/): the kit is installed
+# editable (scripts/setup.sh) or put on PYTHONPATH (the nix dev shell), never copied.
+ROOT = Path(__file__).resolve().parents[4]
 LOOPBACK = "127.0.0.1"
 
 

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import yaml
 
-from tests.support.procs import ROOT, free_port
+from voice_testkit.procs import ROOT, free_port
 
 PYRUN = ROOT / "scripts" / "devstack" / "pyrun"
 
@@ -86,7 +86,7 @@ def write_stack(base: Path) -> FixtureStack:
     module_dir = base / "mod"
     module_dir.mkdir(parents=True)
     (module_dir / "fixture_third.py").write_text(
-        "from tests.devenv.fixture_service import main\n\nVERSION = 1\n")
+        "from voice_testkit.echo_service import main\n\nVERSION = 1\n")
     watch = {"first": base / "watch-first", "second": base / "watch-second",
              "third": module_dir}
     for path in watch.values():
@@ -95,9 +95,9 @@ def write_stack(base: Path) -> FixtureStack:
     health_ports = {name: free_port() for name in watch}
     pythonpath = f"{ROOT}{os.pathsep}{module_dir}"
     body = "".join([
-        _service("first", ports["first"], health_ports["first"], watch["first"], "tests.devenv.fixture_service",
+        _service("first", ports["first"], health_ports["first"], watch["first"], "voice_testkit.echo_service",
                  warmup=1.0, depends=None, pythonpath=str(ROOT)),
-        _service("second", ports["second"], health_ports["second"], watch["second"], "tests.devenv.fixture_service",
+        _service("second", ports["second"], health_ports["second"], watch["second"], "voice_testkit.echo_service",
                  warmup=0.0, depends="first", pythonpath=str(ROOT)),
         _service("third", ports["third"], health_ports["third"], watch["third"], "fixture_third", warmup=0.0, depends=None,
                  pythonpath=pythonpath),

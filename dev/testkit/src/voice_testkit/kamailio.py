@@ -1,7 +1,7 @@
 """Kamailio (Debian's `kamailio` package) as the dispatcher proxy in front of cores.
 
 `proxy(cores, logdir)` writes the dispatcher list, starts `kamailio -DD -E` with
-tests/support/kamailio/dispatcher.cfg in its own process group (every port a free
+dev/testkit/src/voice_testkit/kamailio/dispatcher.cfg in its own process group (every port a free
 loopback one, passed with -A), waits until it answers OPTIONS, and stops the whole
 group at the end. `states()` reads the dispatcher's view of each core over the
 binrpc control socket with `kamcmd dispatcher.list`.
@@ -18,7 +18,7 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from tests.support.procs import LOOPBACK, Proc, free_port, wait_until
+from voice_testkit.procs import LOOPBACK, Proc, free_port, wait_until
 
 CFG = Path(__file__).with_name("kamailio") / "dispatcher.cfg"
 SET_ID = 1

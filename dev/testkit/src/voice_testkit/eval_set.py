@@ -13,7 +13,7 @@ import tomllib
 from dataclasses import dataclass
 from pathlib import Path
 
-from tests.support.procs import ROOT
+from voice_testkit.procs import ROOT
 
 EVAL_SET = ROOT / "tests" / "data" / "eval" / "conversation.toml"
 # "I can't help with that here", "I'm unable to assist with tax returns", "I'm not able to

@@ -12,7 +12,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from tests.support.procs import (
+from voice_testkit.procs import (
     LOOPBACK,
     Proc,
     base_env,
@@ -138,7 +138,8 @@ class Core:
         return self.get_json("/calls")["calls"]
 
 
-def _healthy(core_http: str, proc: Proc) -> bool:
+def core_healthy(core_http: str, proc: Proc) -> bool:
+    """Whether the core answers /health with 200; raises when its process has ended."""
     if proc.popen.poll() is not None:
         raise RuntimeError(f"core exited with {proc.popen.returncode}:\n{proc.output()}")
     try:
@@ -162,5 +163,5 @@ def core(logdir: Path, asr: str, llm: str, tts: str, **env: str) -> Iterator[Cor
     log_path = logdir / f"core-{secrets.token_hex(3)}.log"
     with running(python_module("opensips_ai_core"), environment, log_path) as proc:
         http = f"http://{LOOPBACK}:{http_port}"
-        wait_until(lambda: _healthy(http, proc), 60, 0.1, "core /health")
+        wait_until(lambda: core_healthy(http, proc), 60, 0.1, "core /health")
         yield Core(proc, sip_port, http_port, rtp, environment)

@@ -3,7 +3,9 @@
 It serves the real ASR contract with a trivial engine (each audio chunk is
 answered by a partial naming its byte count) and a warm-up that lasts
 ECHO_WARMUP_S seconds, so tests can watch NOT_SERVING turn into SERVING and
-observe graceful shutdown with a stream open. Run: python -m tests.support.echo_service
+observe graceful shutdown with a stream open; the dev-stack tests run it under
+voice_common.launch (hot reload watches $ECHO_WATCH_PATHS).
+Run: python -m voice_testkit.echo_service
 """
 
 from __future__ import annotations

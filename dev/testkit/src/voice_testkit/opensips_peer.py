@@ -112,7 +112,7 @@ class _MiProtocol(asyncio.DatagramProtocol):
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]
 
-    def datagram_received(self, data: bytes, addr: tuple) -> None:  # type: ignore[override]
+    def datagram_received(self, data: bytes, addr: tuple) -> None:
         answer = self.peer._handle_datagram(data)
         if answer is None or self.transport is None:
             return

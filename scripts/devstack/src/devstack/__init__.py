@@ -4,5 +4,5 @@ Used when `process-compose` is not on PATH. It executes the same
 `process-compose.yaml` (the subset of keys it supports; any other key is refused
 with a clear error) and runs detached, controlled by `scripts/dev-*.sh`:
 
-    PYTHONPATH=scripts .venv/bin/python -m devstack --help
+    .venv/bin/devstack --help     (installed by scripts/setup.sh; or python -m devstack)
 """

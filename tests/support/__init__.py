@@ -1,1 +1,0 @@
-"""Helpers the tests share: free ports, process groups, health polling."""
