@@ -52,6 +52,11 @@ def _empty_is_none(value: Any) -> Any:
 OptionalPort = Annotated[Annotated[int, Field(ge=0, le=65535)] | None,
                          BeforeValidator(_empty_is_none)]
 
+# gRPC takes these ages as an int of milliseconds: a week is far within it.
+WEEK_S = 7 * 24 * 3600
+OptionalSeconds = Annotated[Annotated[float, Field(ge=0, le=WEEK_S)] | None,
+                            BeforeValidator(_empty_is_none)]
+
 
 class ProcessSettings(BaseSettings):
     """What every process of the project reads from its environment (the core too)."""
@@ -101,6 +106,15 @@ class ServiceSettings(ProcessSettings):
     # `<PREFIX>_ENABLE_DEBUG`: the service's debug output (results, prompts, timings) at
     # DEBUG whatever DEVELOPMENT_MODE and LOG_LEVEL say (voice_common.devlogger).
     enable_debug: bool = False
+    # `<PREFIX>_MAX_CONNECTION_AGE_S`: a client connection older than this is asked to go
+    # (HTTP/2 GOAWAY; gRPC adds +-10% jitter) and the client reconnects, looking its DNS
+    # name up again: replicas added under steady load get their share of new RPCs.
+    max_connection_age_s: float = Field(300.0, ge=1, le=WEEK_S)
+    # `<PREFIX>_MAX_CONNECTION_AGE_GRACE_S`: how long the RPCs still open on such a
+    # connection may go on before it is closed under them. Unset: until the last ends. A
+    # call's ASR stream lasts the whole call, so a bound shorter than the longest call
+    # would break that stream mid-call (the core reopens it, as after a restart).
+    max_connection_age_grace_s: OptionalSeconds = None
 
 
 S = TypeVar("S", bound=ProcessSettings)
