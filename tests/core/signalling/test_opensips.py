@@ -169,6 +169,44 @@ async def test_double_copies_content_type_as_a_raw_header_line(
             parse_message(wire.encode())
 
 
+async def test_refusal_with_retry_after_reaches_the_wire(
+        backend: OpenSipsBackend, peer: OpenSipsPeer, handler: RecordingHandler) -> None:
+    """A draining core's 503 carries its Retry-After line. OpenSIPS 3.6.8 copies
+    `extra_headers` only when a `body` is given (a real run sent uninitialised bytes
+    instead of `Retry-After: 17`), so the backend passes an empty body and an empty
+    content_type: the line goes out exactly, with no Content-Type."""
+    handler.refuse = SignallingError(503, "Service Unavailable (draining)", retry_after=17)
+    key = peer.new_call()
+    reply = await peer.wait_reply(key)
+    assert (reply["code"], reply["extra_headers"]) == (503, "Retry-After: 17\r\n")
+    message = parse_message(peer.sip_sent[key][0].encode())
+    assert (message.status, message.get("Retry-After")) == (503, "17")
+    assert message.get("Content-Type") is None and message.body == b""
+    await peer.wait_for(lambda: key in peer.deleted, 5, "the refused session deleted")
+
+
+@pytest.mark.parametrize(("params", "header_text"), [
+    ({"extra_headers": "Retry-After: 17\r\n"}, "?" * 17),
+    ({"extra_headers": "Retry-After: 17\r\n", "body": "", "content_type": ""},
+     "Retry-After: 17\r\n"),
+    ({"extra_headers": "Retry-After: 17\r\n", "body": ""},
+     "Content-Type: application/sdp\r\nRetry-After: 17\r\n")])
+async def test_double_renders_extra_headers_as_opensips_did(
+        peer: OpenSipsPeer, params: dict[str, str], header_text: str) -> None:
+    """What OpenSIPS 3.6.8 put between the copied headers and its Contact for each way of
+    passing extra headers to ua_session_reply (uninitialised bytes shown as "?")."""
+    key = "B2B.1.1.1.1"
+    peer.sessions[key] = PeerSession(key, "c@x", peer.call_headers("c@x", 1, "INVITE", None, 9))
+    client = MiClient(LOOPBACK, peer.mi_port, timeout=1.0)
+    try:
+        assert await client.call("ua_session_reply", {
+            "key": key, "method": "INVITE", "code": 503, "reason": "Busy", **params}) == "OK"
+    finally:
+        await client.close()
+    wire = peer.sessions[key].sip_replies[0]
+    assert f"CSeq: 1 INVITE\r\n{header_text}Contact: <sip:127.0.0.1:5060>\r\n" in wire
+
+
 async def test_cancel_before_answer_replies_487(backend: OpenSipsBackend, peer: OpenSipsPeer,
                                                 handler: RecordingHandler) -> None:
     handler.answer_delay = 30

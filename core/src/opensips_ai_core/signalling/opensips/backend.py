@@ -39,6 +39,7 @@ from opensips_ai_core.signalling.opensips.control import OpenSipsCallControl, Pr
 from opensips_ai_core.signalling.opensips.events import EVENT_NAME, EventListener, UaSessionEvent
 from opensips_ai_core.signalling.opensips.liveness import OpenSipsRun
 from opensips_ai_core.signalling.opensips.mi import MiClient, MiError, MiTimeoutError
+from opensips_ai_core.signalling.opensips.orphans import OrphanSweeper, listed_sessions
 from opensips_ai_core.signalling.sdp import SdpError, SessionDescription, parse_sdp
 from opensips_ai_core.tasks import TaskSet
 
@@ -67,7 +68,7 @@ class OpenSipsBackend:
                  expire: int = 3600, *, event_socket_host: str | None = None,
                  mi_timeout: float = 2.0, poll_interval: float = 1.0,
                  missed_polls: int = 3, refresh_max: float = 60.0,
-                 outbound_socket: str | None = None) -> None:
+                 outbound_socket: str | None = None, orphan_grace: float | None = None) -> None:
         if expire <= 0:
             raise ValueError(f"expire must be > 0 seconds (0 unsubscribes), got {expire}")
         if poll_interval <= 0 or missed_polls < 1:
@@ -97,6 +98,12 @@ class OpenSipsBackend:
         # outbound INVITEs where the script sets no b2b_entities advertised_contact.
         self.outbound_socket = outbound_socket
         self.control = OpenSipsCallControl(self)
+        # After each (re)subscription: end the sessions OpenSIPS holds for no call of
+        # ours (a previous core's; callers who came while nobody was subscribed). The
+        # grace outlasts an MI answer, so a dial's key is known by then.
+        self.orphans = OrphanSweeper(self.mi, self._known_keys,
+                                     max(1.0, mi_timeout) if orphan_grace is None
+                                     else orphan_grace)
 
     @property
     def event_socket(self) -> str:
@@ -115,6 +122,7 @@ class OpenSipsBackend:
             self._supervisor.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._supervisor
+        await self.orphans.stop()
         if self.subscribed.is_set():
             with contextlib.suppress(MiError):
                 await self.mi.call("event_subscribe", [EVENT_NAME, self.event_socket, 0],
@@ -126,6 +134,10 @@ class OpenSipsBackend:
 
     def active_calls(self) -> list[str]:
         return list(self._sessions) + self.control.active()
+
+    def _known_keys(self) -> set[str]:
+        """The B2B keys of every session this core handles (callers' and outbound)."""
+        return set(self._sessions) | self.control.keys()
 
     # ---- transfer and outbound calls (control.py) ---------------------------------------
 
@@ -199,11 +211,14 @@ class OpenSipsBackend:
             return renew_at, misses
         if isinstance(run, OpenSipsRun):
             self._note_run(run)
-        due = not self.subscribed.is_set() or loop.time() >= renew_at
+        was_subscribed = self.subscribed.is_set()
+        due = not was_subscribed or loop.time() >= renew_at
         if due and await self._subscribe():
             renew_at = loop.time() + self.renew_after()
         if self._reconcile is not None:
             await self._reconcile_calls()
+        if self.subscribed.is_set() and not was_subscribed:
+            self.orphans.start()
         return renew_at, 0
 
     async def _poll(self) -> OpenSipsRun | bool:
@@ -230,7 +245,7 @@ class OpenSipsBackend:
                     "and its sessions; re-subscribing, checking %d call(s)", run.up_since,
                     previous.up_since, len(self._sessions))
         self._set_subscribed(False, "OpenSIPS restarted: re-subscribing")
-        self._reconcile = (self._reconcile or set()) | set(self._sessions)
+        self._reconcile = (self._reconcile or set()) | self._known_keys()
 
     async def _subscribe(self) -> bool:
         try:
@@ -254,23 +269,30 @@ class OpenSipsBackend:
         except MiError as error:
             log.warning("ua_session_list failed (%s): calls checked at the next poll", error)
             return
-        if not isinstance(listing, list):
+        sessions = listed_sessions(listing)
+        if sessions is None:
             log.warning("ua_session_list answered %r, not a list: calls checked at the next "
                         "poll", type(listing).__name__)
             return
         known, self._reconcile = self._reconcile or set(), None
-        # The key of a UAS session is its To-tag; the list carries no other copy of it.
-        alive = {entry.get("to_tag") for entry in listing if isinstance(entry, dict)}
-        gone = [key for key in known if key in self._sessions and key not in alive]
-        for key in gone:
-            session = self._sessions.pop(key)
+        # A UAS session's key is its To-tag, a UAC session's its Call-ID (orphans.py).
+        alive = {session.key for session in sessions}
+        released = []
+        for key in sorted(known - alive):
+            if self.control.release(key, "opensips restarted"):
+                released.append(key)
+                continue
+            session = self._sessions.pop(key, None)
+            if session is None:
+                continue  # ended meanwhile
             if session.task is not None and not session.task.done():
                 session.task.cancel()
-            metrics.RECONCILED_CALLS.inc()
+            released.append(key)
             await self._notify_end(key, "opensips restarted")
-        if gone:
+        metrics.RECONCILED_CALLS.inc(len(released))
+        if released:
             log.warning("released %d call(s) the restarted OpenSIPS no longer knows: %s",
-                        len(gone), ", ".join(gone))
+                        len(released), ", ".join(released))
 
     # ---- events -------------------------------------------------------------------------
 
@@ -441,6 +463,12 @@ class OpenSipsBackend:
         if extra_headers is not None:
             # Raw header lines, each ending in CRLF (b2b_entities copies them as they are).
             params["extra_headers"] = extra_headers
+            if body is None:
+                # OpenSIPS 3.6.8 copies extra_headers only when a body is given: without
+                # one the reply carries as many uninitialised bytes instead (seen on the
+                # wire). An empty body and an empty content_type copy exactly our lines.
+                params["body"] = ""
+                params["content_type"] = ""
         if body is not None:
             # No content_type: OpenSIPS copies it verbatim as a header line, and adds
             # "Content-Type: application/sdp" itself for a body without one.

@@ -259,3 +259,19 @@ class OpenSipsCallControl:
     def active(self) -> list[str]:
         return [o.call_id for o in self._outbound_calls.values() if o.answered]
 
+    def keys(self) -> set[str]:
+        """The B2B keys of the outbound calls under way (UAC sessions), claimed or not."""
+        return set(self._outbound) | set(self._unclaimed)
+
+    def release(self, key: str, reason: str) -> bool:
+        """OpenSIPS no longer holds this outbound call's session: end it locally."""
+        outbound = self._outbound.get(key)
+        if outbound is None:
+            return False
+        self._forget(outbound)
+        if outbound.answered:
+            self.backend._tasks.spawn(self.backend._notify_end(outbound.call_id, reason))
+        elif not outbound.outcome.done():
+            outbound.outcome.set_exception(SignallingError(503, f"Service Unavailable ({reason})"))
+        return True
+

@@ -22,3 +22,8 @@ CANCEL_AFTER_ANSWER = Counter(
     "voice_opensips_cancel_after_answer_total",
     "CANCELs that crossed the core's 200 OK: the call was ended with a BYE",
     registry=REGISTRY)
+ORPHANS_ENDED = Counter(
+    "voice_opensips_orphaned_sessions_ended_total",
+    "Sessions OpenSIPS held for no call of this core (a previous core's, or a caller "
+    "nobody was subscribed for), ended after a (re)subscription",
+    registry=REGISTRY)
