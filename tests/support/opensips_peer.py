@@ -1,41 +1,47 @@
 """A test double of OpenSIPS 3.6.8's B2B UA session interface, on the real wire format.
 
-OpenSIPS cannot be installed here (it is in no reachable registry), so this peer
-plays its part as docs/opensips.md records it (observed on a real OpenSIPS 3.6.8,
-completed from the 3.6.8 source where the wire did not show it). It speaks real
-UDP on 127.0.0.1:
+OpenSIPS is in no registry CI can install from, so this peer plays its part as
+docs/opensips.md records it: watched on a real OpenSIPS 3.6.8 with the project's
+script (tests/core/signalling/test_opensips_real.py runs the same paths against a real
+one when an `opensips` binary is on PATH). It speaks real UDP on 127.0.0.1:
 
 - an MI server like `mi_datagram`: JSON-RPC 2.0 requests in, the reply to the
   sender's port; `uptime` ("Now", "Up since", "Up time": "Up since" names the run),
   `event_subscribe` (positional or named params, expire 0 unsubscribes),
-  `ua_session_reply` (reason mandatory -> -32602 "Invalid params"; unknown key or
-  no request waiting for that method -> 500 "Failed to send reply"),
-  `ua_session_terminate` (unanswered -> 500 "Failed to terminate session"; a
-  rejected/cancelled session, state 7, is deleted without a BYE),
-  `ua_session_update`, `ua_session_list` (the real fields: the key is `to_tag`;
-  400 "Bad format for b2b key", 404 "Entity not found"), anything else -> -32601;
+  `ua_session_reply` (reason mandatory -> -32602 "Invalid params" with its "data"
+  line; unknown key or no request waiting for that method -> 500 "Failed to send
+  reply"), `ua_session_terminate` (unanswered -> 500 "Failed to terminate session";
+  a rejected/cancelled session, state 7, is deleted without a BYE),
+  `ua_session_update`, `ua_session_list` (the real fields: a UAS session's key is its
+  `to_tag`, a UAC session's its `callid`, `dlg` the key's local index; 400 "Bad format
+  for b2b key", 404 "Entity not found"), anything else -> -32601;
 - an event sender like `event_datagram`: one JSON-RPC notification per datagram,
   fields in OpenSIPS' order (key, event_type, entity_type, status, reason, method,
   body, headers, extra_params), each from a fresh socket (a new source port), only
   to subscriptions that have not expired;
 - the SIP reply OpenSIPS builds from `ua_session_reply`, as b2b_entities does: the
-  request's Via/From/To/Call-ID/CSeq, then `content_type` copied as a raw header
-  line (default `Content-Type: application/sdp\\r\\n` when there is a body and no
-  `content_type`), the extra headers, `Contact: <sip:HOST:PORT>\\r\\n`, the body.
-  A bare `application/sdp` therefore yields the broken `application/sdpContact:` line;
+  request's Via/From/To/Call-ID/CSeq, then the header text of `ua_build_hdrs` (with a
+  `body`: `content_type` copied as a raw header line, default
+  `Content-Type: application/sdp\\r\\n`, then `extra_headers`; without a body:
+  as many uninitialised bytes as `extra_headers` has, shown as "?"), then
+  `Contact: <sip:HOST:PORT>\\r\\n`, the body. A bare `application/sdp` therefore
+  yields the broken `application/sdpContact:` line, and a Retry-After passed without
+  a body never reaches the caller;
 - `restart()`: a new run with a new start time that has forgotten every
   subscription and session; keys are looked up by their hash and local index only,
   as in b2b_entities, so an old run's key may name a new run's session;
+- sessions kept when nobody is subscribed (a caller's NEW goes to no one) and when
+  the core that answered them is gone, as the real one keeps them;
 - the CANCEL that crosses the engine's 200 OK (`cancel` on an answered session);
-- transfer and outbound calls as the 3.6.8 source has them (not seen on a real
-  OpenSIPS): `ua_session_update` builds the request's extra headers like
-  `ua_build_hdrs` (`extra_headers` are copied only when a `body` is given: without
-  one the same number of uninitialised bytes goes out, shown here as "?"), and only
-  in an established session; the REFER's reply comes as ANSWERED/REJECTED with
-  method REFER (`refer_reply`), the caller's NOTIFYs as UPDATED NOTIFY (`notify`),
-  answered with `ua_session_reply`; `ua_session_client_start` (ruri, to, from
-  required) creates a UAC session whose replies are EARLY/ANSWERED/REJECTED
-  (`callee_reply`); `ua_session_terminate` on an unanswered UAC session is a CANCEL.
+- transfer and outbound calls: `ua_session_update` builds the request's headers the
+  same way, plus the `Content-Type: application/sdp` OpenSIPS adds after the Contact
+  to a request given a body (even an empty one) and no Content-Type; only in an
+  established session; the REFER's reply comes as ANSWERED/REJECTED with method
+  REFER (`refer_reply`), the caller's NOTIFYs as UPDATED NOTIFY (`notify`), answered
+  with `ua_session_reply`; `ua_session_client_start` (ruri, to, from required)
+  creates a UAC session keyed by its Call-ID whose replies are
+  EARLY/ANSWERED/REJECTED (`callee_reply`; a rejected one is deleted at once);
+  `ua_session_terminate` on an unanswered UAC session is a CANCEL.
 
 Session states are b2b_entities' own: 1 new (waiting for the engine),
 5 established, 7 terminated (rejected or cancelled).

@@ -7,12 +7,14 @@ caller's UA session. Its reply comes back as an E_UA_SESSION event (ANSWERED for
 On a 2xx sipfrag the call is ended with `ua_session_terminate` (BYE).
 
 In 3.6.8 `ua_session_update` copies `extra_headers` into the request only when a
-`body` is given (without one it sends uninitialised bytes of the same length): the
-REFER therefore goes with `body: ""` and `content_type: ""`, so that only our
-Refer-To and Referred-By lines go out *(source, not run against a real OpenSIPS)*.
+`body` is given (without one, as many uninitialised bytes went out on the wire): the
+REFER therefore goes with `body: ""` and `content_type: ""`, so that our Refer-To and
+Referred-By lines go out exactly; OpenSIPS then adds `Content-Type: application/sdp`
+to the body-less REFER (Content-Length 0), which the transferee ignores.
 
 Outbound: MI `ua_session_client_start` (ruri, to, from, body = our SDP offer, flags)
-answers the new UAC session's key; provisional replies raise EARLY, the 2xx ANSWERED
+answers the new UAC session's key (its Call-ID) before any reply arrives; provisional
+replies raise EARLY (100 Trying raises nothing), the 2xx ANSWERED
 (b2b_entities ACKs it unless flag `d`), a final failure REJECTED. Giving up before the
 answer is `ua_session_terminate`, which b2b_entities turns into a CANCEL for a client
 entity that is not confirmed yet. Digest challenges are answered by OpenSIPS itself
