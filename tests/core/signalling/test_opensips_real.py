@@ -190,6 +190,45 @@ async def test_cancel_before_the_answer_gets_our_487(
     assert await listed(opensips) == []  # deleted at once, not left for ua_default_timeout
 
 
+async def test_a_cancel_after_the_200_releases_the_call(
+        backend: OpenSipsBackend, opensips: RealOpenSips, phone: RawSipPeer,
+        handler: RecordingHandler) -> None:
+    """The CANCEL crosses OpenSIPS' 200 OK (the caller sends it before the 200 reached
+    it). OpenSIPS answers `200 canceling` and ends the session although it had sent the
+    200, so no BYE comes from it; the core releases the call, and the caller's own BYE
+    is answered 200."""
+    invite = phone.request("INVITE", body=OFFER)
+    phone.send(invite)
+    ok = await phone.expect(200)
+    key = (ok.get("To") or "").split("tag=")[1]
+    via = parse_message(invite.encode()).get("Via") or ""
+    phone.send(phone.request("CANCEL", call_id=ok.call_id,
+                             branch=via.split("branch=")[1].split(";")[0]))
+    assert (await phone.expect(200)).reason == "canceling"
+    await eventually(lambda: handler.ended.get(key) == "cancelled", 5, "end_call")
+    phone.send(phone.ack_for(ok, invite))
+    phone.send(phone.request("BYE", call_id=ok.call_id, cseq=2, to_tag=key))
+    later = await phone.drain(1.0)
+    assert [(m.status, m.cseq) for m in later] == [(200, (2, "BYE"))]  # and no BYE to us
+    assert backend.active_calls() == [] and await listed(opensips) == []
+
+
+async def test_a_reinvite_to_hold_is_answered_through_opensips(
+        backend: OpenSipsBackend, opensips: RealOpenSips, phone: RawSipPeer,
+        handler: RecordingHandler) -> None:
+    key, ok = await answered(phone, opensips)
+    hold = phone.request("INVITE", call_id=ok.call_id, cseq=2, to_tag=key,
+                         body=OFFER.replace("a=sendrecv", "a=sendonly"))
+    phone.send(hold)
+    held = await phone.expect(200)
+    assert held.cseq == (2, "INVITE") and held.get("Content-Type") == "application/sdp"
+    assert b"a=recvonly" in held.body
+    phone.send(phone.ack_for(held, hold))
+    assert handler.updates and handler.updates[-1][0] == key
+    await backend.hangup(key)
+    phone.send(reply(await phone.expect(method="BYE"), 200, "OK"))
+
+
 async def test_a_refusal_carries_retry_after(
         backend: OpenSipsBackend, opensips: RealOpenSips, phone: RawSipPeer,
         handler: RecordingHandler) -> None:
@@ -311,7 +350,7 @@ async def test_a_restarted_core_ends_what_its_predecessor_left(
         bye = await phone.expect(method="BYE", timeout=10)
         assert f"tag={key}" in (bye.get("From") or "")
         phone.send(reply(bye, 200, "OK"))
-        assert second.orphans.ended == 2
+        await eventually(lambda: second.orphans.ended == 2, 5, "both orphans ended")
     finally:
         late.close()
         if second is not None:

@@ -15,8 +15,9 @@ to our UDP listener; we answer with MI `ua_session_reply` and end calls with
   OpenSIPS copies that parameter as a raw header line and adds
   `Content-Type: application/sdp` itself when it is absent.
 - A CANCEL (TERMINATED, method CANCEL) gets our 487 because OpenSIPS does not send
-  one, unless our 200 OK crossed it: then the caller holds an answered dialog and
-  we end it with a BYE. `ua_session_terminate` fails before the answer, so an
+  one, unless our 200 OK crossed it: then OpenSIPS has ended the session itself (no
+  BYE can be sent; the caller hangs up) and we release the call and delete what is
+  left. `ua_session_terminate` fails before the answer, so an
   unanswered call is rejected with a reply >= 300 instead; after a final reply
   >= 300 the terminated (state 7) session is deleted with `ua_session_terminate`
   rather than left in OpenSIPS until `ua_default_timeout`.
@@ -433,11 +434,14 @@ class OpenSipsBackend:
         if not answered:
             return
         # The CANCEL crossed our 200 OK: the INVITE has its final reply (a 487 fails with
-        # MI error 500) and the caller must ACK the 200. End the dialog it holds with a
-        # BYE instead of leaving it to OpenSIPS' session timeout.
+        # MI error 500). OpenSIPS 3.6.8 has nevertheless ended the session on the CANCEL:
+        # a terminate sends no BYE (seen on the wire), it only deletes what is left. The
+        # caller, holding a 200 for a cancelled INVITE, ACKs and hangs up itself; OpenSIPS
+        # answers that BYE 200. The call is released here.
         metrics.CANCEL_AFTER_ANSWER.inc()
-        log.info("CANCEL for %s crossed our 200 OK: ending the call with a BYE", key)
-        await self._terminate(key)
+        log.info("CANCEL for %s crossed our 200 OK: OpenSIPS ended the session; released",
+                 key)
+        await self._delete_terminated(key)
 
     async def _notify_end(self, key: str, reason: str) -> None:
         assert self._handler is not None
