@@ -436,7 +436,7 @@ class OpenSipsBackend:
         # The CANCEL crossed our 200 OK: the INVITE has its final reply (a 487 fails with
         # MI error 500). OpenSIPS 3.6.8 has nevertheless ended the session on the CANCEL:
         # a terminate sends no BYE (seen on the wire), it only deletes what is left. The
-        # caller, holding a 200 for a cancelled INVITE, ACKs and hangs up itself; OpenSIPS
+        # caller, holding a 200 for a cancelled INVITE, has to ACK and hang up; OpenSIPS
         # answers that BYE 200. The call is released here.
         metrics.CANCEL_AFTER_ANSWER.inc()
         log.info("CANCEL for %s crossed our 200 OK: OpenSIPS ended the session; released",
