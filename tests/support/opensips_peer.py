@@ -162,6 +162,7 @@ class OpenSipsPeer:
         self.mi_log: list[tuple[str, Any, dict[str, Any]]] = []  # (method, params, reply)
         self.terminated: list[str] = []     # ua_session_terminate that sent a BYE
         self.deleted: list[str] = []        # ua_session_terminate of a state 7 session
+        self.timed_out: list[str] = []     # sessions ended by ua_default_timeout
         # Every SIP reply built from ua_session_reply, by key (kept after the deletion).
         self.sip_sent: dict[str, list[str]] = {}
         self.cancelled: list[str] = []      # ua_session_terminate of a ringing UAC session
@@ -544,6 +545,13 @@ class OpenSipsPeer:
         session = self.sessions.pop(key)
         self.send_event(key, "TERMINATED", "BYE", "",
                         self.call_headers(session.call_id, session.cseq + 1, "BYE", key))
+
+    def time_out(self, key: str) -> None:
+        """`ua_default_timeout` expires: OpenSIPS sends the caller a BYE and deletes the
+        session, raising no event (as OpenSIPS 3.6.8 did on the wire)."""
+        del self.sessions[key]
+        self.timed_out.append(key)
+        self._notify()
 
     def cancel(self, key: str) -> None:
         """The caller cancels: OpenSIPS answers "200 canceling" but sends no 487.

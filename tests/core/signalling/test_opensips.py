@@ -450,6 +450,29 @@ async def test_restart_keeps_the_calls_the_new_run_still_holds(
     assert backend.active_calls() == [kept] and kept not in handler.ended
 
 
+async def test_calls_opensips_ends_without_an_event_are_released(
+        peer: OpenSipsPeer, handler: RecordingHandler) -> None:
+    """OpenSIPS 3.6.8 ends a session at ua_default_timeout with a BYE to the caller and
+    no event to the engine (seen on the wire); a lost TERMINATED datagram looks the
+    same. The backend asks for each answered call now and then and releases those
+    OpenSIPS no longer holds, without an MI call for them; the others go on."""
+    engine = OpenSipsBackend(LOOPBACK, peer.mi_port, LOOPBACK, 0, mi_timeout=1.0,
+                             poll_interval=0.1, audit_interval=0.2)
+    await engine.start(handler)
+    try:
+        await asyncio.wait_for(engine.subscribed.wait(), 10)
+        expired, kept = await answered_call(peer), await answered_call(peer)
+        logged = len(peer.mi_log)
+        peer.time_out(expired)
+        await eventually(lambda: handler.ended.get(expired) == "opensips ended it", 3,
+                         "the expired call released")
+        assert engine.active_calls() == [kept] and kept not in handler.ended
+        assert not [m for m, *_ in peer.mi_log[logged:]
+                    if m in ("ua_session_terminate", "ua_session_reply")]
+    finally:
+        await engine.stop()
+
+
 async def test_not_ready_while_unsubscribed(peer: OpenSipsPeer,
                                             handler: RecordingHandler) -> None:
     """A restarted OpenSIPS that refuses event_subscribe: not ready until it accepts."""

@@ -36,6 +36,7 @@ from opensips_ai_core.signalling.errors import SignallingError
 from opensips_ai_core.signalling.headers import header_uri, reason_for
 from opensips_ai_core.signalling.offer_answer import continue_session
 from opensips_ai_core.signalling.opensips import metrics
+from opensips_ai_core.signalling.opensips.audit import sessions_gone
 from opensips_ai_core.signalling.opensips.control import OpenSipsCallControl, Progress
 from opensips_ai_core.signalling.opensips.events import EVENT_NAME, EventListener, UaSessionEvent
 from opensips_ai_core.signalling.opensips.liveness import OpenSipsRun
@@ -69,7 +70,8 @@ class OpenSipsBackend:
                  expire: int = 3600, *, event_socket_host: str | None = None,
                  mi_timeout: float = 2.0, poll_interval: float = 1.0,
                  missed_polls: int = 3, refresh_max: float = 60.0,
-                 outbound_socket: str | None = None, orphan_grace: float | None = None) -> None:
+                 outbound_socket: str | None = None, orphan_grace: float | None = None,
+                 audit_interval: float = 10.0) -> None:
         if expire <= 0:
             raise ValueError(f"expire must be > 0 seconds (0 unsubscribes), got {expire}")
         if poll_interval <= 0 or missed_polls < 1:
@@ -93,6 +95,11 @@ class OpenSipsBackend:
         self._tasks = TaskSet(log, "OpenSIPS event")
         self._supervisor: asyncio.Task[None] | None = None
         self._reconcile: set[str] | None = None  # calls to check against a new run
+        # Every `audit_interval` s: release the answered calls OpenSIPS ended without an
+        # event (ua_default_timeout, a lost datagram), asked call by call (audit.py).
+        self.audit_interval = audit_interval
+        self._audit_at = 0.0
+        self._auditing: asyncio.Task[None] | None = None
         self._set_subscribed(False, self._state)
         # Transfer (REFER) and outbound calls (ua_session_client_start): control.py.
         # `outbound_socket` ("udp:IP:PORT", OpenSIPS' SIP socket) builds the Contact of
@@ -124,6 +131,9 @@ class OpenSipsBackend:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._supervisor
         await self.orphans.stop()
+        if self._auditing is not None:
+            self._auditing.cancel()
+            await asyncio.gather(self._auditing, return_exceptions=True)
         if self.subscribed.is_set():
             with contextlib.suppress(MiError):
                 await self.mi.call("event_subscribe", [EVENT_NAME, self.event_socket, 0],
@@ -220,6 +230,10 @@ class OpenSipsBackend:
             await self._reconcile_calls()
         if self.subscribed.is_set() and not was_subscribed:
             self.orphans.start()
+        if self.subscribed.is_set() and loop.time() >= self._audit_at and (
+                self._auditing is None or self._auditing.done()):
+            self._audit_at = loop.time() + self.audit_interval
+            self._auditing = loop.create_task(self._audit_calls())
         return renew_at, 0
 
     async def _poll(self) -> OpenSipsRun | bool:
@@ -278,22 +292,39 @@ class OpenSipsBackend:
         known, self._reconcile = self._reconcile or set(), None
         # A UAS session's key is its To-tag, a UAC session's its Call-ID (orphans.py).
         alive = {session.key for session in sessions}
-        released = []
-        for key in sorted(known - alive):
-            if self.control.release(key, "opensips restarted"):
-                released.append(key)
-                continue
-            session = self._sessions.pop(key, None)
-            if session is None:
-                continue  # ended meanwhile
-            if session.task is not None and not session.task.done():
-                session.task.cancel()
-            released.append(key)
-            await self._notify_end(key, "opensips restarted")
-        metrics.RECONCILED_CALLS.inc(len(released))
+        released = [key for key in sorted(known - alive)
+                    if await self._release(key, "opensips restarted")]
         if released:
             log.warning("released %d call(s) the restarted OpenSIPS no longer knows: %s",
                         len(released), ", ".join(released))
+
+    async def _audit_calls(self) -> None:
+        """Release the answered calls OpenSIPS ended without an event (audit.py)."""
+        answered = [key for key, session in self._sessions.items() if session.answered]
+        try:
+            gone = await sessions_gone(self.mi, answered + self.control.answered_keys())
+        except Exception:
+            log.exception("auditing the calls against OpenSIPS failed")
+            return
+        released = [key for key in gone if await self._release(key, "opensips ended it")]
+        if released:
+            log.warning("released %d call(s) OpenSIPS ended without an event (its "
+                        "ua_default_timeout, or a lost datagram): %s", len(released),
+                        ", ".join(released))
+
+    async def _release(self, key: str, reason: str) -> bool:
+        """End a call locally whose session OpenSIPS no longer holds (no MI for it)."""
+        if self.control.release(key, reason):
+            metrics.RECONCILED_CALLS.inc()
+            return True
+        session = self._sessions.pop(key, None)
+        if session is None:
+            return False  # ended meanwhile
+        if session.task is not None and not session.task.done():
+            session.task.cancel()
+        metrics.RECONCILED_CALLS.inc()
+        await self._notify_end(key, reason)
+        return True
 
     # ---- events -------------------------------------------------------------------------
 

@@ -261,6 +261,10 @@ class OpenSipsCallControl:
     def active(self) -> list[str]:
         return [o.call_id for o in self._outbound_calls.values() if o.answered]
 
+    def answered_keys(self) -> list[str]:
+        """The B2B keys of the answered outbound calls."""
+        return [key for key, o in self._outbound.items() if o.answered]
+
     def keys(self) -> set[str]:
         """The B2B keys of the outbound calls under way (UAC sessions), claimed or not."""
         return set(self._outbound) | set(self._unclaimed)

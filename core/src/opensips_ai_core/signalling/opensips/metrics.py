@@ -16,7 +16,8 @@ RESTARTS = Counter(
     registry=REGISTRY)
 RECONCILED_CALLS = Counter(
     "voice_opensips_reconciled_calls_total",
-    "Calls released locally because the running OpenSIPS no longer knows their session",
+    "Calls released locally because OpenSIPS no longer holds their session (a restart, "
+    "its ua_default_timeout, a lost event)",
     registry=REGISTRY)
 CANCEL_AFTER_ANSWER = Counter(
     "voice_opensips_cancel_after_answer_total",
