@@ -273,6 +273,24 @@ async def test_transfer_by_refer_and_its_notifies(
     assert backend.active_calls() == []
 
 
+async def test_a_refused_refer_keeps_the_call(
+        backend: OpenSipsBackend, opensips: RealOpenSips, phone: RawSipPeer) -> None:
+    key, _ = await answered(phone, opensips)
+    events: list[tuple[str, int, str]] = []
+    listen = backend.events.on_event
+    backend.events.on_event = lambda e: (events.append((e.event_type, e.status, e.method)),
+                                         listen(e))[1]
+    transfer = asyncio.create_task(backend.transfer(key, "sip:advisers@10.0.0.9", timeout_s=5))
+    refer = await phone.expect(method="REFER")
+    phone.send(reply(refer, 603, "Decline"))
+    result = await asyncio.wait_for(transfer, 10)
+    assert not result.ok and result.code == 603
+    assert events == [("REJECTED", 603, "REFER")]
+    assert backend.active_calls() == [key]
+    await backend.hangup(key)
+    phone.send(reply(await phone.expect(method="BYE"), 200, "OK"))
+
+
 async def test_outbound_call_answered_then_hung_up(
         backend: OpenSipsBackend, opensips: RealOpenSips, phone: RawSipPeer,
         handler: RecordingHandler) -> None:
