@@ -21,6 +21,7 @@ import pytest
 from opensips_ai_core.signalling.base import OutboundRequest
 from opensips_ai_core.signalling.errors import SignallingError
 from opensips_ai_core.signalling.opensips import MiClient, MiError, OpenSipsBackend
+from opensips_ai_core.signalling.opensips.events import UaSessionEvent
 from opensips_ai_core.signalling.sip.message import SipMessage, parse_message
 from tests.core.signalling.conftest import RecordingHandler, eventually
 from tests.core.signalling.sip_peer import OFFER, RawSipPeer
@@ -278,8 +279,12 @@ async def test_a_refused_refer_keeps_the_call(
     key, _ = await answered(phone, opensips)
     events: list[tuple[str, int, str]] = []
     listen = backend.events.on_event
-    backend.events.on_event = lambda e: (events.append((e.event_type, e.status, e.method)),
-                                         listen(e))[1]
+
+    def recording(event: UaSessionEvent) -> None:
+        events.append((event.event_type, event.status, event.method))
+        listen(event)
+
+    backend.events.on_event = recording
     transfer = asyncio.create_task(backend.transfer(key, "sip:advisers@10.0.0.9", timeout_s=5))
     refer = await phone.expect(method="REFER")
     phone.send(reply(refer, 603, "Decline"))
