@@ -314,7 +314,9 @@ async def test_outbound_call_answered_then_hung_up(
                      contact=f"<sip:callee@127.0.0.1:{phone.port}>"))
     assert await asyncio.wait_for(dial, 10) == 200
     assert (await phone.expect(method="ACK")).call_id == invite.call_id  # OpenSIPS' own
-    assert progress == [180, 200] and "out-1" in handler.completed
+    # The 180 may be reported after the 200 (events from different OpenSIPS workers):
+    # then it is dropped.
+    assert progress in ([180, 200], [200]) and "out-1" in handler.completed
     (entry,) = await listed(opensips)
     assert (entry["callid"], entry["state"]) == (invite.call_id, 5)
     await backend.hangup("out-1")

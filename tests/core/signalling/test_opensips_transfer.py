@@ -196,3 +196,22 @@ async def test_callee_hangs_up_an_outbound_call(backend: OpenSipsBackend, peer: 
     await eventually(lambda: "out-4@core" in handler.ended, 10, "end_call")
     assert handler.ended["out-4@core"] == "bye"
     assert backend.active_calls() == []
+
+
+async def test_a_ringing_event_after_the_answer_is_ignored(
+        backend: OpenSipsBackend, peer: OpenSipsPeer) -> None:
+    """OpenSIPS 3.6.8 raises events from several worker processes, so the 180 and the
+    200 of a callee that sends them back to back may arrive crossed (seen on a real
+    run): the late EARLY must not turn an answered call back into a ringing one."""
+    progress: list[int] = []
+    dial = asyncio.create_task(backend.dial(
+        "out-late", OutboundRequest(to="sip:bob@10.0.0.9", max_ring_s=10),
+        lambda code, _reason: progress.append(code)))
+    key = str(await peer.wait_for(lambda: next(
+        (k for k, s in peer.sessions.items() if s.entity == "UAC"), None), 5, "the dial"))
+    peer.callee_reply(key, 200, "OK", body=SIPP_OFFER)
+    assert await asyncio.wait_for(dial, 5) == 200
+    peer.callee_reply(key, 180, "Ringing")
+    await asyncio.sleep(0.2)  # the late event is in; nothing may come of it
+    assert progress == [200]
+    assert backend.active_calls() == ["out-late"]

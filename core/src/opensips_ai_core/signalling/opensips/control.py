@@ -217,7 +217,9 @@ class OpenSipsCallControl:
 
     def _on_outbound_event(self, outbound: _Outbound, event: UaSessionEvent) -> None:
         if event.event_type == "EARLY":
-            if outbound.progress is not None:
+            # Events come from several OpenSIPS worker processes and may cross: a 180
+            # reported after the 200 (seen on 3.6.8) is stale.
+            if outbound.progress is not None and not outbound.outcome.done():
                 outbound.progress(event.status, event.reason or "")
         elif event.event_type in ("ANSWERED", "REJECTED") and event.method == "INVITE":
             if outbound.progress is not None:
