@@ -223,6 +223,24 @@ async def test_cancel_before_answer_replies_487(backend: OpenSipsBackend, peer: 
     assert key not in peer.sessions and peer.terminated == []
 
 
+async def test_a_cancel_reported_before_its_new_gets_a_487_and_no_call(
+        backend: OpenSipsBackend, peer: OpenSipsPeer, handler: RecordingHandler) -> None:
+    """Events come from several OpenSIPS workers and may cross (seen on 3.6.8): the
+    TERMINATED of a CANCEL sent right behind its INVITE can arrive before the NEW. The
+    backend answers the 487 at once and ignores the late NEW: no call is started."""
+    key = peer.new_key()
+    headers = peer.call_headers("crossed@127.0.0.1", 1, "INVITE", None, len(SIPP_OFFER))
+    peer.sessions[key] = PeerSession(key, "crossed@127.0.0.1", headers)
+    peer.cancel(key)
+    reply = await peer.wait_reply(key)
+    assert (reply["code"], reply["reason"]) == (487, "Request Terminated")
+    await peer.wait_for(lambda: key in peer.deleted, 5, "the session deleted")
+    peer.send_event(key, "NEW", "INVITE", SIPP_OFFER, headers)
+    later = peer.new_call()  # the next caller is served: the late NEW was handled
+    assert (await peer.wait_reply(later))["code"] == 200
+    assert key not in handler.calls and backend.active_calls() == [later]
+
+
 async def test_cancel_crossing_the_200_releases_the_call(
         backend: OpenSipsBackend, peer: OpenSipsPeer, handler: RecordingHandler) -> None:
     """The caller's CANCEL reaches OpenSIPS after it sent our 200 OK: no 487 is possible

@@ -28,6 +28,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Any
 
@@ -50,6 +51,8 @@ log = logging.getLogger("signalling.opensips")
 # b2b_entities dialog states (ua_session_list "state"): 4 confirmed (200 sent),
 # 5 established (ACKed), 7 terminated (rejected, cancelled or ended).
 ANSWERED_STATES = (4, 5)
+# Keys whose TERMINATED was seen lately: a NEW arriving after it is stale.
+RECENTLY_TERMINATED = 1024
 
 
 @dataclass
@@ -95,6 +98,7 @@ class OpenSipsBackend:
         self._tasks = TaskSet(log, "OpenSIPS event")
         self._supervisor: asyncio.Task[None] | None = None
         self._reconcile: set[str] | None = None  # calls to check against a new run
+        self._terminated: OrderedDict[str, None] = OrderedDict()  # keys ended lately
         # Every `audit_interval` s: release the answered calls OpenSIPS ended without an
         # event (ua_default_timeout, a lost datagram), asked call by call (audit.py).
         self.audit_interval = audit_interval
@@ -336,6 +340,11 @@ class OpenSipsBackend:
             if session is not None:
                 log.debug("duplicate NEW for %s ignored", event.key)
                 return
+            if event.key in self._terminated:
+                # Its TERMINATED (a CANCEL right behind the INVITE) overtook it: events
+                # come from several OpenSIPS workers. The session is answered and gone.
+                log.info("NEW for %s came after its end: ignored", event.key)
+                return
             info = CallInfo(
                 call_id=event.key, caller=header_uri(event.header("From") or ""),
                 callee=header_uri(event.header("To") or ""), backend=self.name,
@@ -352,6 +361,9 @@ class OpenSipsBackend:
                 session.task = self._tasks.spawn(self._on_updated(session, event))
         elif event.event_type == "TERMINATED":
             self._sessions.pop(event.key, None)
+            self._terminated[event.key] = None
+            while len(self._terminated) > RECENTLY_TERMINATED:
+                self._terminated.popitem(last=False)
             if session is not None and session.task is not None and not session.task.done():
                 # new_call/update_call is moot now; a 200 already in flight is its own task.
                 session.task.cancel()
