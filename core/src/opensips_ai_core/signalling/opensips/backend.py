@@ -1,4 +1,5 @@
-# Over 400 lines: one B2B session state machine; transfers and outbound calls are in control.py.
+# Over 400 lines: one B2B session state machine; transfers and outbound calls are in
+# control.py, orphaned sessions in orphans.py, the silent-end audit in audit.py.
 """`OpenSipsBackend`: calls through OpenSIPS 3.6 `b2b_entities` (the upstream connector's way).
 
 OpenSIPS terminates SIP and raises E_UA_SESSION events (NEW, UPDATED, TERMINATED)
