@@ -160,6 +160,44 @@ async def test_double_copies_content_type_as_a_raw_header_line(
             parse_message(wire.encode())
 
 
+async def test_refusal_with_retry_after_reaches_the_wire(
+        backend: OpenSipsBackend, peer: OpenSipsPeer, handler: RecordingHandler) -> None:
+    """A draining core's 503 carries its Retry-After line. OpenSIPS 3.6.8 copies
+    `extra_headers` only when a `body` is given (a real run sent uninitialised bytes
+    instead of `Retry-After: 17`), so the backend passes an empty body and an empty
+    content_type: the line goes out exactly, with no Content-Type."""
+    handler.refuse = SignallingError(503, "Service Unavailable (draining)", retry_after=17)
+    key = peer.new_call()
+    reply = await peer.wait_reply(key)
+    assert (reply["code"], reply["extra_headers"]) == (503, "Retry-After: 17\r\n")
+    message = parse_message(peer.sip_sent[key][0].encode())
+    assert (message.status, message.get("Retry-After")) == (503, "17")
+    assert message.get("Content-Type") is None and message.body == b""
+    await peer.wait_for(lambda: key in peer.deleted, 5, "the refused session deleted")
+
+
+@pytest.mark.parametrize(("params", "header_text"), [
+    ({"extra_headers": "Retry-After: 17\r\n"}, "?" * 17),
+    ({"extra_headers": "Retry-After: 17\r\n", "body": "", "content_type": ""},
+     "Retry-After: 17\r\n"),
+    ({"extra_headers": "Retry-After: 17\r\n", "body": ""},
+     "Content-Type: application/sdp\r\nRetry-After: 17\r\n")])
+async def test_double_renders_extra_headers_as_opensips_did(
+        peer: OpenSipsPeer, params: dict[str, str], header_text: str) -> None:
+    """What OpenSIPS 3.6.8 put between the copied headers and its Contact for each way of
+    passing extra headers to ua_session_reply (uninitialised bytes shown as "?")."""
+    key = "B2B.1.1.1.1"
+    peer.sessions[key] = PeerSession(key, "c@x", peer.call_headers("c@x", 1, "INVITE", None, 9))
+    client = MiClient(LOOPBACK, peer.mi_port, timeout=1.0)
+    try:
+        assert await client.call("ua_session_reply", {
+            "key": key, "method": "INVITE", "code": 503, "reason": "Busy", **params}) == "OK"
+    finally:
+        await client.close()
+    wire = peer.sessions[key].sip_replies[0]
+    assert f"CSeq: 1 INVITE\r\n{header_text}Contact: <sip:127.0.0.1:5060>\r\n" in wire
+
+
 async def test_cancel_before_answer_replies_487(backend: OpenSipsBackend, peer: OpenSipsPeer,
                                                 handler: RecordingHandler) -> None:
     handler.answer_delay = 30
@@ -176,16 +214,36 @@ async def test_cancel_before_answer_replies_487(backend: OpenSipsBackend, peer: 
     assert key not in peer.sessions and peer.terminated == []
 
 
-async def test_cancel_crossing_the_200_ends_the_call_with_bye(
+async def test_a_cancel_reported_before_its_new_gets_a_487_and_no_call(
+        backend: OpenSipsBackend, peer: OpenSipsPeer, handler: RecordingHandler) -> None:
+    """Events come from several OpenSIPS workers and may cross (seen on 3.6.8): the
+    TERMINATED of a CANCEL sent right behind its INVITE can arrive before the NEW. The
+    backend answers the 487 at once and ignores the late NEW: no call is started."""
+    key = peer.new_key()
+    headers = peer.call_headers("crossed@127.0.0.1", 1, "INVITE", None, len(SIPP_OFFER))
+    peer.sessions[key] = PeerSession(key, "crossed@127.0.0.1", headers)
+    peer.cancel(key)
+    reply = await peer.wait_reply(key)
+    assert (reply["code"], reply["reason"]) == (487, "Request Terminated")
+    await peer.wait_for(lambda: key in peer.deleted, 5, "the session deleted")
+    peer.send_event(key, "NEW", "INVITE", SIPP_OFFER, headers)
+    later = peer.new_call()  # the next caller is served: the late NEW was handled
+    assert (await peer.wait_reply(later))["code"] == 200
+    assert key not in handler.calls and backend.active_calls() == [later]
+
+
+async def test_cancel_crossing_the_200_releases_the_call(
         backend: OpenSipsBackend, peer: OpenSipsPeer, handler: RecordingHandler) -> None:
     """The caller's CANCEL reaches OpenSIPS after it sent our 200 OK: no 487 is possible
-    (the INVITE has its final reply) and the caller must ACK the 200, so the call is
-    ended with ua_session_terminate rather than dropped."""
+    (the INVITE has its final reply). OpenSIPS 3.6.8 ends the session on the CANCEL all
+    the same, so no BYE can go out (the caller hangs up itself): the call is released
+    and what is left of the session deleted, without a 487."""
     key = await answered_call(peer)
     peer.cancel(key)
     await eventually(lambda: handler.ended.get(key) == "cancelled", 5, "end_call")
-    await peer.wait_for(lambda: key not in peer.sessions, 5, "the session ended")
-    assert peer.accepted("ua_session_terminate", key) == [{"key": key}]
+    await peer.wait_for(lambda: key in peer.deleted, 5, "the session deleted")
+    assert peer.terminated == []  # no BYE
+    assert [p["code"] for p in peer.accepted("ua_session_reply", key)] == [200]
     assert backend.active_calls() == []
 
 
@@ -399,6 +457,29 @@ async def test_restart_keeps_the_calls_the_new_run_still_holds(
     peer.sessions[kept] = held  # e.g. restored from a database by the new run
     await eventually(lambda: handler.ended.get(lost) == "opensips restarted", 2.0, "release")
     assert backend.active_calls() == [kept] and kept not in handler.ended
+
+
+async def test_calls_opensips_ends_without_an_event_are_released(
+        peer: OpenSipsPeer, handler: RecordingHandler) -> None:
+    """OpenSIPS 3.6.8 ends a session at ua_default_timeout with a BYE to the caller and
+    no event to the engine (seen on the wire); a lost TERMINATED datagram looks the
+    same. The backend asks for each answered call now and then and releases those
+    OpenSIPS no longer holds, without an MI call for them; the others go on."""
+    engine = OpenSipsBackend(LOOPBACK, peer.mi_port, LOOPBACK, 0, mi_timeout=1.0,
+                             poll_interval=0.1, audit_interval=0.2)
+    await engine.start(handler)
+    try:
+        await asyncio.wait_for(engine.subscribed.wait(), 10)
+        expired, kept = await answered_call(peer), await answered_call(peer)
+        logged = len(peer.mi_log)
+        peer.time_out(expired)
+        await eventually(lambda: handler.ended.get(expired) == "opensips ended it", 3,
+                         "the expired call released")
+        assert engine.active_calls() == [kept] and kept not in handler.ended
+        assert not [m for m, *_ in peer.mi_log[logged:]
+                    if m in ("ua_session_terminate", "ua_session_reply")]
+    finally:
+        await engine.stop()
 
 
 async def test_not_ready_while_unsubscribed(peer: OpenSipsPeer,

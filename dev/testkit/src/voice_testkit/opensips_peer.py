@@ -1,41 +1,47 @@
 """A test double of OpenSIPS 3.6.8's B2B UA session interface, on the real wire format.
 
-OpenSIPS cannot be installed here (it is in no reachable registry), so this peer
-plays its part as docs/opensips.md records it (observed on a real OpenSIPS 3.6.8,
-completed from the 3.6.8 source where the wire did not show it). It speaks real
-UDP on 127.0.0.1:
+OpenSIPS is in no registry CI can install from, so this peer plays its part as
+docs/opensips.md records it: watched on a real OpenSIPS 3.6.8 with the project's
+script (tests/core/signalling/test_opensips_real.py runs the same paths against a real
+one when an `opensips` binary is on PATH). It speaks real UDP on 127.0.0.1:
 
 - an MI server like `mi_datagram`: JSON-RPC 2.0 requests in, the reply to the
   sender's port; `uptime` ("Now", "Up since", "Up time": "Up since" names the run),
   `event_subscribe` (positional or named params, expire 0 unsubscribes),
-  `ua_session_reply` (reason mandatory -> -32602 "Invalid params"; unknown key or
-  no request waiting for that method -> 500 "Failed to send reply"),
-  `ua_session_terminate` (unanswered -> 500 "Failed to terminate session"; a
-  rejected/cancelled session, state 7, is deleted without a BYE),
-  `ua_session_update`, `ua_session_list` (the real fields: the key is `to_tag`;
-  400 "Bad format for b2b key", 404 "Entity not found"), anything else -> -32601;
+  `ua_session_reply` (reason mandatory -> -32602 "Invalid params" with its "data"
+  line; unknown key or no request waiting for that method -> 500 "Failed to send
+  reply"), `ua_session_terminate` (unanswered -> 500 "Failed to terminate session";
+  a rejected/cancelled session, state 7, is deleted without a BYE),
+  `ua_session_update`, `ua_session_list` (the real fields: a UAS session's key is its
+  `to_tag`, a UAC session's its `callid`, `dlg` the key's local index; 400 "Bad format
+  for b2b key", 404 "Entity not found"), anything else -> -32601;
 - an event sender like `event_datagram`: one JSON-RPC notification per datagram,
   fields in OpenSIPS' order (key, event_type, entity_type, status, reason, method,
   body, headers, extra_params), each from a fresh socket (a new source port), only
   to subscriptions that have not expired;
 - the SIP reply OpenSIPS builds from `ua_session_reply`, as b2b_entities does: the
-  request's Via/From/To/Call-ID/CSeq, then `content_type` copied as a raw header
-  line (default `Content-Type: application/sdp\\r\\n` when there is a body and no
-  `content_type`), the extra headers, `Contact: <sip:HOST:PORT>\\r\\n`, the body.
-  A bare `application/sdp` therefore yields the broken `application/sdpContact:` line;
+  request's Via/From/To/Call-ID/CSeq, then the header text of `ua_build_hdrs` (with a
+  `body`: `content_type` copied as a raw header line, default
+  `Content-Type: application/sdp\\r\\n`, then `extra_headers`; without a body:
+  as many uninitialised bytes as `extra_headers` has, shown as "?"), then
+  `Contact: <sip:HOST:PORT>\\r\\n`, the body. A bare `application/sdp` therefore
+  yields the broken `application/sdpContact:` line, and a Retry-After passed without
+  a body never reaches the caller;
 - `restart()`: a new run with a new start time that has forgotten every
   subscription and session; keys are looked up by their hash and local index only,
   as in b2b_entities, so an old run's key may name a new run's session;
+- sessions kept when nobody is subscribed (a caller's NEW goes to no one) and when
+  the core that answered them is gone, as the real one keeps them;
 - the CANCEL that crosses the engine's 200 OK (`cancel` on an answered session);
-- transfer and outbound calls as the 3.6.8 source has them (not seen on a real
-  OpenSIPS): `ua_session_update` builds the request's extra headers like
-  `ua_build_hdrs` (`extra_headers` are copied only when a `body` is given: without
-  one the same number of uninitialised bytes goes out, shown here as "?"), and only
-  in an established session; the REFER's reply comes as ANSWERED/REJECTED with
-  method REFER (`refer_reply`), the caller's NOTIFYs as UPDATED NOTIFY (`notify`),
-  answered with `ua_session_reply`; `ua_session_client_start` (ruri, to, from
-  required) creates a UAC session whose replies are EARLY/ANSWERED/REJECTED
-  (`callee_reply`); `ua_session_terminate` on an unanswered UAC session is a CANCEL.
+- transfer and outbound calls: `ua_session_update` builds the request's headers the
+  same way, plus the `Content-Type: application/sdp` OpenSIPS adds after the Contact
+  to a request given a body (even an empty one) and no Content-Type; only in an
+  established session; the REFER's reply comes as ANSWERED/REJECTED with method
+  REFER (`refer_reply`), the caller's NOTIFYs as UPDATED NOTIFY (`notify`), answered
+  with `ua_session_reply`; `ua_session_client_start` (ruri, to, from required)
+  creates a UAC session keyed by its Call-ID whose replies are
+  EARLY/ANSWERED/REJECTED (`callee_reply`; a rejected one is deleted at once);
+  `ua_session_terminate` on an unanswered UAC session is a CANCEL.
 
 Session states are b2b_entities' own: 1 new (waiting for the engine),
 5 established, 7 terminated (rejected or cancelled).
@@ -74,7 +80,16 @@ class RpcError(Exception):
         self.message = message
 
 
-INVALID_PARAMS = RpcError(-32602, "Invalid params")
+class InvalidParamsError(RpcError):
+    """mi_datagram's -32602, with the "data" line OpenSIPS 3.6.8 adds."""
+
+    data = "Too few or too many parameters"
+
+    def __init__(self) -> None:
+        super().__init__(-32602, "Invalid params")
+
+
+INVALID_PARAMS = InvalidParamsError()
 
 
 def slot_of(key: str) -> tuple[int, int] | None:
@@ -147,6 +162,9 @@ class OpenSipsPeer:
         self.mi_log: list[tuple[str, Any, dict[str, Any]]] = []  # (method, params, reply)
         self.terminated: list[str] = []     # ua_session_terminate that sent a BYE
         self.deleted: list[str] = []        # ua_session_terminate of a state 7 session
+        self.timed_out: list[str] = []     # sessions ended by ua_default_timeout
+        # Every SIP reply built from ua_session_reply, by key (kept after the deletion).
+        self.sip_sent: dict[str, list[str]] = {}
         self.cancelled: list[str] = []      # ua_session_terminate of a ringing UAC session
         self.run = 1                        # which OpenSIPS process this is
         self.started = time.time()          # its start time ("Up since")
@@ -211,8 +229,10 @@ class OpenSipsPeer:
             reply: dict[str, Any] = {"jsonrpc": "2.0", "result": self._dispatch(method, params),
                                      "id": request_id}
         except RpcError as error:
-            reply = {"jsonrpc": "2.0", "error": {"code": error.code, "message": error.message},
-                     "id": request_id}
+            detail: dict[str, Any] = {"code": error.code, "message": error.message}
+            if isinstance(error, InvalidParamsError):
+                detail["data"] = error.data
+            reply = {"jsonrpc": "2.0", "error": detail, "id": request_id}
         self.mi_log.append((method, params, reply))
         self._notify()
         return method, json.dumps(reply).encode()
@@ -287,6 +307,7 @@ class OpenSipsPeer:
             raise RpcError(500, "Failed to send reply")
         session.replies.append(dict(params))
         session.sip_replies.append(self._build_reply(session, code, str(reason), params))
+        self.sip_sent.setdefault(session.key, []).append(session.sip_replies[-1])
         if code >= 200:
             session.pending = None
             if code < 300:
@@ -307,11 +328,8 @@ class OpenSipsPeer:
                 copied.append(line + ("" if ";tag=" in line else f";tag={session.key}")
                               + "\r\n")
         body = str(params.get("body") or "")
-        extra = ""
-        if body:
-            content_type = params.get("content_type")
-            extra += DEFAULT_SDP_CONTENT_TYPE if content_type is None else str(content_type)
-            extra += str(params.get("extra_headers") or "")
+        extra = build_hdrs(params.get("body"), params.get("content_type"),
+                           params.get("extra_headers"))
         extra += f"Contact: <sip:{self.sip_socket}>\r\n"
         return (f"SIP/2.0 {code} {reason}\r\n" + "".join(copied) + extra
                 + f"Content-Length: {len(body.encode())}\r\n\r\n" + body)
@@ -343,14 +361,20 @@ class OpenSipsPeer:
         if session is None or session.state != STATE_ESTABLISHED:
             raise RpcError(500, "Failed to send sequential request")
         session.cseq += 1
+        headers = build_hdrs(params.get("body"), params.get("content_type"),
+                             params.get("extra_headers"))
+        headers += f"Contact: <sip:{self.sip_socket}>\r\n"
+        if params.get("body") is not None and not re.search(
+                r"(?im)^(content-type|c)\s*:", headers):
+            # b2breq_complete_ehdr: a request with a body (even an empty one) and no
+            # Content-Type among its headers gets one, after the Contact.
+            headers += DEFAULT_SDP_CONTENT_TYPE
+        body = str(params.get("body") or "")
         session.requests.append(
             f"{params['method']} sip:sipp@127.0.0.1:5070 SIP/2.0\r\n"
             f"CSeq: {session.cseq} {params['method']}\r\n"
-            + build_hdrs(params.get("body"), params.get("content_type"),
-                         params.get("extra_headers"))
-            + f"Contact: <sip:{self.sip_socket}>\r\n"
-            + f"Content-Length: {len(str(params.get('body') or '').encode())}\r\n\r\n"
-            + str(params.get("body") or ""))
+            f"Content-Length: {len(body.encode())}\r\n"
+            + headers + "\r\n" + body)
         return "OK"
 
     def _ua_session_client_start(self, params: Any) -> str:
@@ -358,24 +382,38 @@ class OpenSipsPeer:
                 isinstance(params.get(n), str) for n in ("ruri", "to", "from")):
             raise INVALID_PARAMS
         key = self.new_key()
-        session = PeerSession(key, f"{random.randint(1, 99999)}@b2b", "", pending=None,
-                              entity="UAC", invite=dict(params))
+        # A client session's key is the Call-ID of its INVITE (its From-tag is a hash).
+        session = PeerSession(key, key, "", pending=None, entity="UAC", invite=dict(params))
         self.sessions[key] = session
         return key
 
     def _entry(self, session: PeerSession) -> dict[str, Any]:
-        """One session as ua_session_list prints it (mi_print_b2be_dlg's fields)."""
+        """One session as ua_session_list prints it (mi_print_b2be_dlg's fields, as
+        OpenSIPS 3.6.8 printed them): `dlg` is the key's local index; a UAS session's
+        key is its `to_tag`, a UAC session's its `callid` (no `ruri` there)."""
         slot = slot_of(session.key)
+        common = {"dlg": slot[1] if slot else 0, "logic_key": "", "mod_name": "b2b_entities",
+                  "state": session.state, "last_invite_cseq": 1, "last_method": 1,
+                  "db_flag": 2}
+        host = self.sip_socket.rpartition(":")[0]
+        if session.entity == "UAC":
+            invite = session.invite or {}
+            return {**common, "last_invite_cseq": 2, "callid": session.key, "from": "",
+                    "from_uri": str(invite.get("from", "")).rpartition(",")[2],
+                    "from_tag": "eab1440d41ebad101122721b99a5c6f4-4a11", "to": "",
+                    "to_uri": str(invite.get("to", "")).rpartition(",")[2],
+                    "to_tag": "callee" if session.state == STATE_ESTABLISHED else "",
+                    "cseq": {"caller": 2, "callee": 1},
+                    "contact": {"caller": f"sip:{self.sip_socket}", "callee": ""},
+                    "send_sock": host}
         return {
-            "dlg": slot[1] if slot else 0, "logic_key": "", "mod_name": "b2b_entities",
-            "state": session.state, "last_invite_cseq": 1, "last_method": 1, "db_flag": 0,
-            "ruri": "sip:ai@127.0.0.1:5060", "callid": session.call_id, "from": "sipp",
-            "from_uri": "sip:sipp@127.0.0.1:5070", "from_tag": "9574SIPpTag091",
-            "to": "ai", "to_uri": "sip:ai@127.0.0.1:5060", "to_tag": session.key,
-            "cseq": {"caller": session.cseq, "callee": 0},
+            **common, "ruri": "sip:ai@127.0.0.1:5060", "callid": session.call_id,
+            "from": "sipp", "from_uri": "sip:sipp@127.0.0.1:5070",
+            "from_tag": "9574SIPpTag091", "to": "ai", "to_uri": "sip:ai@127.0.0.1:5060",
+            "to_tag": session.key, "cseq": {"caller": 1, "callee": session.cseq},
             "contact": {"caller": "sip:sipp@127.0.0.1:5070",
                         "callee": f"sip:{self.sip_socket}"},
-            "send_sock": f"udp:{self.sip_socket}",
+            "send_sock": host,
         }
 
     def _ua_session_list(self, params: Any) -> Any:
@@ -460,13 +498,17 @@ class OpenSipsPeer:
 
     def call_headers(self, call_id: str, cseq: int, method: str, to_tag: str | None = None,
                      content_length: int = 0) -> str:
-        """Headers as SIPp sends them through OpenSIPS (CRLF after every line)."""
+        """Headers as SIPp sends them through OpenSIPS (CRLF after every line). An initial
+        INVITE reaches the event after the script's mf_process_maxfwd_header (69);
+        in-dialog requests are taken by b2b_entities before the script (70)."""
         to = "ai <sip:ai@127.0.0.1:5060>" + (f";tag={to_tag}" if to_tag else "")
+        max_forwards = 69 if method == "INVITE" and not to_tag else 70
         lines = [
             "Via: SIP/2.0/UDP 127.0.0.1:5070;branch=z9hG4bK-9574-1-0",
             "From: sipp <sip:sipp@127.0.0.1:5070>;tag=9574SIPpTag091",
             f"To: {to}", f"Call-ID: {call_id}", f"CSeq: {cseq} {method}",
-            "Contact: sip:sipp@127.0.0.1:5070", "Max-Forwards: 70", "Subject: Performance Test",
+            "Contact: sip:sipp@127.0.0.1:5070", f"Max-Forwards: {max_forwards}",
+            "Subject: Performance Test",
         ]
         if content_length:
             lines += ["Content-Type: application/sdp", f"Content-Length:   {content_length}"]
@@ -503,6 +545,13 @@ class OpenSipsPeer:
         session = self.sessions.pop(key)
         self.send_event(key, "TERMINATED", "BYE", "",
                         self.call_headers(session.call_id, session.cseq + 1, "BYE", key))
+
+    def time_out(self, key: str) -> None:
+        """`ua_default_timeout` expires: OpenSIPS sends the caller a BYE and deletes the
+        session, raising no event (as OpenSIPS 3.6.8 did on the wire)."""
+        del self.sessions[key]
+        self.timed_out.append(key)
+        self._notify()
 
     def cancel(self, key: str) -> None:
         """The caller cancels: OpenSIPS answers "200 canceling" but sends no 487.
@@ -546,7 +595,9 @@ class OpenSipsPeer:
         if kind == "ANSWERED":
             session.state = STATE_ESTABLISHED
         elif kind == "REJECTED":
-            session.state = STATE_TERMINATED
+            # b2b_entities ACKs the final failure and deletes the client entity at once
+            # (it is no longer listed, unlike a rejected UAS session).
+            del self.sessions[key]
         to = str((session.invite or {}).get("to", ""))
         headers = (f"Via: SIP/2.0/UDP {self.sip_socket};branch=z9hG4bK-b2b\r\n"
                    f"From: <{(session.invite or {}).get('from', '')}>;tag=b2bfrom\r\n"

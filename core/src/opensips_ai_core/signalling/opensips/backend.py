@@ -1,4 +1,5 @@
-# Over 400 lines: one B2B session state machine; transfers and outbound calls are in control.py.
+# Over 400 lines: one B2B session state machine; transfers and outbound calls are in
+# control.py, orphaned sessions in orphans.py, the silent-end audit in audit.py.
 """`OpenSipsBackend`: calls through OpenSIPS 3.6 `b2b_entities` (the upstream connector's way).
 
 OpenSIPS terminates SIP and raises E_UA_SESSION events (NEW, UPDATED, TERMINATED)
@@ -15,8 +16,9 @@ to our UDP listener; we answer with MI `ua_session_reply` and end calls with
   OpenSIPS copies that parameter as a raw header line and adds
   `Content-Type: application/sdp` itself when it is absent.
 - A CANCEL (TERMINATED, method CANCEL) gets our 487 because OpenSIPS does not send
-  one, unless our 200 OK crossed it: then the caller holds an answered dialog and
-  we end it with a BYE. `ua_session_terminate` fails before the answer, so an
+  one, unless our 200 OK crossed it: then OpenSIPS has ended the session itself (no
+  BYE can be sent; the caller hangs up) and we release the call and delete what is
+  left. `ua_session_terminate` fails before the answer, so an
   unanswered call is rejected with a reply >= 300 instead; after a final reply
   >= 300 the terminated (state 7) session is deleted with `ua_session_terminate`
   rather than left in OpenSIPS until `ua_default_timeout`.
@@ -27,6 +29,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Any
 
@@ -35,10 +38,12 @@ from opensips_ai_core.signalling.errors import SignallingError
 from opensips_ai_core.signalling.headers import header_uri, reason_for
 from opensips_ai_core.signalling.offer_answer import continue_session
 from opensips_ai_core.signalling.opensips import metrics
+from opensips_ai_core.signalling.opensips.audit import sessions_gone
 from opensips_ai_core.signalling.opensips.control import OpenSipsCallControl, Progress
 from opensips_ai_core.signalling.opensips.events import EVENT_NAME, EventListener, UaSessionEvent
 from opensips_ai_core.signalling.opensips.liveness import OpenSipsRun
 from opensips_ai_core.signalling.opensips.mi import MiClient, MiError, MiTimeoutError
+from opensips_ai_core.signalling.opensips.orphans import OrphanSweeper, listed_sessions
 from opensips_ai_core.signalling.sdp import SdpError, SessionDescription, parse_sdp
 from opensips_ai_core.tasks import TaskSet
 
@@ -47,6 +52,8 @@ log = logging.getLogger("signalling.opensips")
 # b2b_entities dialog states (ua_session_list "state"): 4 confirmed (200 sent),
 # 5 established (ACKed), 7 terminated (rejected, cancelled or ended).
 ANSWERED_STATES = (4, 5)
+# Keys whose TERMINATED was seen lately: a NEW arriving after it is stale.
+RECENTLY_TERMINATED = 1024
 
 
 @dataclass
@@ -67,7 +74,8 @@ class OpenSipsBackend:
                  expire: int = 3600, *, event_socket_host: str | None = None,
                  mi_timeout: float = 2.0, poll_interval: float = 1.0,
                  missed_polls: int = 3, refresh_max: float = 60.0,
-                 outbound_socket: str | None = None) -> None:
+                 outbound_socket: str | None = None, orphan_grace: float | None = None,
+                 audit_interval: float = 10.0) -> None:
         if expire <= 0:
             raise ValueError(f"expire must be > 0 seconds (0 unsubscribes), got {expire}")
         if poll_interval <= 0 or missed_polls < 1:
@@ -91,12 +99,24 @@ class OpenSipsBackend:
         self._tasks = TaskSet(log, "OpenSIPS event")
         self._supervisor: asyncio.Task[None] | None = None
         self._reconcile: set[str] | None = None  # calls to check against a new run
+        self._terminated: OrderedDict[str, None] = OrderedDict()  # keys ended lately
+        # Every `audit_interval` s: release the answered calls OpenSIPS ended without an
+        # event (ua_default_timeout, a lost datagram), asked call by call (audit.py).
+        self.audit_interval = audit_interval
+        self._audit_at = 0.0
+        self._auditing: asyncio.Task[None] | None = None
         self._set_subscribed(False, self._state)
         # Transfer (REFER) and outbound calls (ua_session_client_start): control.py.
         # `outbound_socket` ("udp:IP:PORT", OpenSIPS' SIP socket) builds the Contact of
         # outbound INVITEs where the script sets no b2b_entities advertised_contact.
         self.outbound_socket = outbound_socket
         self.control = OpenSipsCallControl(self)
+        # After each (re)subscription: end the sessions OpenSIPS holds for no call of
+        # ours (a previous core's; callers who came while nobody was subscribed). The
+        # grace outlasts an MI answer, so a dial's key is known by then.
+        self.orphans = OrphanSweeper(self.mi, self._known_keys,
+                                     max(1.0, mi_timeout) if orphan_grace is None
+                                     else orphan_grace)
 
     @property
     def event_socket(self) -> str:
@@ -115,6 +135,10 @@ class OpenSipsBackend:
             self._supervisor.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._supervisor
+        await self.orphans.stop()
+        if self._auditing is not None:
+            self._auditing.cancel()
+            await asyncio.gather(self._auditing, return_exceptions=True)
         if self.subscribed.is_set():
             with contextlib.suppress(MiError):
                 await self.mi.call("event_subscribe", [EVENT_NAME, self.event_socket, 0],
@@ -126,6 +150,10 @@ class OpenSipsBackend:
 
     def active_calls(self) -> list[str]:
         return list(self._sessions) + self.control.active()
+
+    def _known_keys(self) -> set[str]:
+        """The B2B keys of every session this core handles (callers' and outbound)."""
+        return set(self._sessions) | self.control.keys()
 
     # ---- transfer and outbound calls (control.py) ---------------------------------------
 
@@ -199,11 +227,18 @@ class OpenSipsBackend:
             return renew_at, misses
         if isinstance(run, OpenSipsRun):
             self._note_run(run)
-        due = not self.subscribed.is_set() or loop.time() >= renew_at
+        was_subscribed = self.subscribed.is_set()
+        due = not was_subscribed or loop.time() >= renew_at
         if due and await self._subscribe():
             renew_at = loop.time() + self.renew_after()
         if self._reconcile is not None:
             await self._reconcile_calls()
+        if self.subscribed.is_set() and not was_subscribed:
+            self.orphans.start()
+        if self.subscribed.is_set() and loop.time() >= self._audit_at and (
+                self._auditing is None or self._auditing.done()):
+            self._audit_at = loop.time() + self.audit_interval
+            self._auditing = loop.create_task(self._audit_calls())
         return renew_at, 0
 
     async def _poll(self) -> OpenSipsRun | bool:
@@ -230,7 +265,7 @@ class OpenSipsBackend:
                     "and its sessions; re-subscribing, checking %d call(s)", run.up_since,
                     previous.up_since, len(self._sessions))
         self._set_subscribed(False, "OpenSIPS restarted: re-subscribing")
-        self._reconcile = (self._reconcile or set()) | set(self._sessions)
+        self._reconcile = (self._reconcile or set()) | self._known_keys()
 
     async def _subscribe(self) -> bool:
         try:
@@ -254,23 +289,47 @@ class OpenSipsBackend:
         except MiError as error:
             log.warning("ua_session_list failed (%s): calls checked at the next poll", error)
             return
-        if not isinstance(listing, list):
+        sessions = listed_sessions(listing)
+        if sessions is None:
             log.warning("ua_session_list answered %r, not a list: calls checked at the next "
                         "poll", type(listing).__name__)
             return
         known, self._reconcile = self._reconcile or set(), None
-        # The key of a UAS session is its To-tag; the list carries no other copy of it.
-        alive = {entry.get("to_tag") for entry in listing if isinstance(entry, dict)}
-        gone = [key for key in known if key in self._sessions and key not in alive]
-        for key in gone:
-            session = self._sessions.pop(key)
-            if session.task is not None and not session.task.done():
-                session.task.cancel()
-            metrics.RECONCILED_CALLS.inc()
-            await self._notify_end(key, "opensips restarted")
-        if gone:
+        # A UAS session's key is its To-tag, a UAC session's its Call-ID (orphans.py).
+        alive = {session.key for session in sessions}
+        released = [key for key in sorted(known - alive)
+                    if await self._release(key, "opensips restarted")]
+        if released:
             log.warning("released %d call(s) the restarted OpenSIPS no longer knows: %s",
-                        len(gone), ", ".join(gone))
+                        len(released), ", ".join(released))
+
+    async def _audit_calls(self) -> None:
+        """Release the answered calls OpenSIPS ended without an event (audit.py)."""
+        answered = [key for key, session in self._sessions.items() if session.answered]
+        try:
+            gone = await sessions_gone(self.mi, answered + self.control.answered_keys())
+        except Exception:
+            log.exception("auditing the calls against OpenSIPS failed")
+            return
+        released = [key for key in gone if await self._release(key, "opensips ended it")]
+        if released:
+            log.warning("released %d call(s) OpenSIPS ended without an event (its "
+                        "ua_default_timeout, or a lost datagram): %s", len(released),
+                        ", ".join(released))
+
+    async def _release(self, key: str, reason: str) -> bool:
+        """End a call locally whose session OpenSIPS no longer holds (no MI for it)."""
+        if self.control.release(key, reason):
+            metrics.RECONCILED_CALLS.inc()
+            return True
+        session = self._sessions.pop(key, None)
+        if session is None:
+            return False  # ended meanwhile
+        if session.task is not None and not session.task.done():
+            session.task.cancel()
+        metrics.RECONCILED_CALLS.inc()
+        await self._notify_end(key, reason)
+        return True
 
     # ---- events -------------------------------------------------------------------------
 
@@ -281,6 +340,11 @@ class OpenSipsBackend:
         if event.event_type == "NEW":
             if session is not None:
                 log.debug("duplicate NEW for %s ignored", event.key)
+                return
+            if event.key in self._terminated:
+                # Its TERMINATED (a CANCEL right behind the INVITE) overtook it: events
+                # come from several OpenSIPS workers. The session is answered and gone.
+                log.info("NEW for %s came after its end: ignored", event.key)
                 return
             info = CallInfo(
                 call_id=event.key, caller=header_uri(event.header("From") or ""),
@@ -298,6 +362,9 @@ class OpenSipsBackend:
                 session.task = self._tasks.spawn(self._on_updated(session, event))
         elif event.event_type == "TERMINATED":
             self._sessions.pop(event.key, None)
+            self._terminated[event.key] = None
+            while len(self._terminated) > RECENTLY_TERMINATED:
+                self._terminated.popitem(last=False)
             if session is not None and session.task is not None and not session.task.done():
                 # new_call/update_call is moot now; a 200 already in flight is its own task.
                 session.task.cancel()
@@ -411,11 +478,14 @@ class OpenSipsBackend:
         if not answered:
             return
         # The CANCEL crossed our 200 OK: the INVITE has its final reply (a 487 fails with
-        # MI error 500) and the caller must ACK the 200. End the dialog it holds with a
-        # BYE instead of leaving it to OpenSIPS' session timeout.
+        # MI error 500). OpenSIPS 3.6.8 has nevertheless ended the session on the CANCEL:
+        # a terminate sends no BYE (seen on the wire), it only deletes what is left. The
+        # caller, holding a 200 for a cancelled INVITE, has to ACK and hang up; OpenSIPS
+        # answers that BYE 200. The call is released here.
         metrics.CANCEL_AFTER_ANSWER.inc()
-        log.info("CANCEL for %s crossed our 200 OK: ending the call with a BYE", key)
-        await self._terminate(key)
+        log.info("CANCEL for %s crossed our 200 OK: OpenSIPS ended the session; released",
+                 key)
+        await self._delete_terminated(key)
 
     async def _notify_end(self, key: str, reason: str) -> None:
         assert self._handler is not None
@@ -441,6 +511,12 @@ class OpenSipsBackend:
         if extra_headers is not None:
             # Raw header lines, each ending in CRLF (b2b_entities copies them as they are).
             params["extra_headers"] = extra_headers
+            if body is None:
+                # OpenSIPS 3.6.8 copies extra_headers only when a body is given: without
+                # one the reply carries as many uninitialised bytes instead (seen on the
+                # wire). An empty body and an empty content_type copy exactly our lines.
+                params["body"] = ""
+                params["content_type"] = ""
         if body is not None:
             # No content_type: OpenSIPS copies it verbatim as a header line, and adds
             # "Content-Type: application/sdp" itself for a body without one.

@@ -7,12 +7,14 @@ caller's UA session. Its reply comes back as an E_UA_SESSION event (ANSWERED for
 On a 2xx sipfrag the call is ended with `ua_session_terminate` (BYE).
 
 In 3.6.8 `ua_session_update` copies `extra_headers` into the request only when a
-`body` is given (without one it sends uninitialised bytes of the same length): the
-REFER therefore goes with `body: ""` and `content_type: ""`, so that only our
-Refer-To and Referred-By lines go out *(source, not run against a real OpenSIPS)*.
+`body` is given (without one, as many uninitialised bytes went out on the wire): the
+REFER therefore goes with `body: ""` and `content_type: ""`, so that our Refer-To and
+Referred-By lines go out exactly; OpenSIPS then adds `Content-Type: application/sdp`
+to the body-less REFER (Content-Length 0), which the transferee ignores.
 
 Outbound: MI `ua_session_client_start` (ruri, to, from, body = our SDP offer, flags)
-answers the new UAC session's key; provisional replies raise EARLY, the 2xx ANSWERED
+answers the new UAC session's key (its Call-ID) before any reply arrives; provisional
+replies raise EARLY (100 Trying raises nothing), the 2xx ANSWERED
 (b2b_entities ACKs it unless flag `d`), a final failure REJECTED. Giving up before the
 answer is `ua_session_terminate`, which b2b_entities turns into a CANCEL for a client
 entity that is not confirmed yet. Digest challenges are answered by OpenSIPS itself
@@ -215,7 +217,9 @@ class OpenSipsCallControl:
 
     def _on_outbound_event(self, outbound: _Outbound, event: UaSessionEvent) -> None:
         if event.event_type == "EARLY":
-            if outbound.progress is not None:
+            # Events come from several OpenSIPS worker processes and may cross: a 180
+            # reported after the 200 (seen on 3.6.8) is stale.
+            if outbound.progress is not None and not outbound.outcome.done():
                 outbound.progress(event.status, event.reason or "")
         elif event.event_type in ("ANSWERED", "REJECTED") and event.method == "INVITE":
             if outbound.progress is not None:
@@ -258,4 +262,24 @@ class OpenSipsCallControl:
 
     def active(self) -> list[str]:
         return [o.call_id for o in self._outbound_calls.values() if o.answered]
+
+    def answered_keys(self) -> list[str]:
+        """The B2B keys of the answered outbound calls."""
+        return [key for key, o in self._outbound.items() if o.answered]
+
+    def keys(self) -> set[str]:
+        """The B2B keys of the outbound calls under way (UAC sessions), claimed or not."""
+        return set(self._outbound) | set(self._unclaimed)
+
+    def release(self, key: str, reason: str) -> bool:
+        """OpenSIPS no longer holds this outbound call's session: end it locally."""
+        outbound = self._outbound.get(key)
+        if outbound is None:
+            return False
+        self._forget(outbound)
+        if outbound.answered:
+            self.backend._tasks.spawn(self.backend._notify_end(outbound.call_id, reason))
+        elif not outbound.outcome.done():
+            outbound.outcome.set_exception(SignallingError(503, f"Service Unavailable ({reason})"))
+        return True
 

@@ -16,9 +16,15 @@ RESTARTS = Counter(
     registry=REGISTRY)
 RECONCILED_CALLS = Counter(
     "voice_opensips_reconciled_calls_total",
-    "Calls released locally because the running OpenSIPS no longer knows their session",
+    "Calls released locally because OpenSIPS no longer holds their session (a restart, "
+    "its ua_default_timeout, a lost event)",
     registry=REGISTRY)
 CANCEL_AFTER_ANSWER = Counter(
     "voice_opensips_cancel_after_answer_total",
     "CANCELs that crossed the core's 200 OK: the call was ended with a BYE",
+    registry=REGISTRY)
+ORPHANS_ENDED = Counter(
+    "voice_opensips_orphaned_sessions_ended_total",
+    "Sessions OpenSIPS held for no call of this core (a previous core's, or a caller "
+    "nobody was subscribed for), ended after a (re)subscription",
     registry=REGISTRY)
