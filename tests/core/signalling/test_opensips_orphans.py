@@ -1,6 +1,6 @@
 """Sessions OpenSIPS holds for no call of the core: found and ended after each subscription.
 
-Against the OpenSIPS double (tests/support/opensips_peer.py), which lists sessions as
+Against the OpenSIPS double (dev/testkit/src/voice_testkit/opensips_peer.py), which lists sessions as
 OpenSIPS 3.6.8 printed them on a real run (a UAS session's key is its `to_tag`, a UAC
 session's its `callid`, the key's local index is `dlg`) and keeps them, as the real one
 did, when the core that answered them is gone. Real UDP on 127.0.0.1 both ways.
@@ -9,7 +9,6 @@ did, when the core that answered them is gone. Real UDP on 127.0.0.1 both ways.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
 
 import pytest
 
@@ -18,23 +17,14 @@ from opensips_ai_core.signalling.errors import SignallingError
 from opensips_ai_core.signalling.opensips import OpenSipsBackend
 from opensips_ai_core.signalling.opensips.orphans import ListedSession
 from tests.core.signalling.conftest import RecordingHandler, eventually
-from tests.support.opensips_peer import (
+from voice_testkit.opensips_peer import (
     SIPP_OFFER,
     STATE_ESTABLISHED,
     STATE_NEW,
     STATE_TERMINATED,
     OpenSipsPeer,
 )
-from tests.support.procs import LOOPBACK
-
-
-@pytest.fixture
-async def peer() -> AsyncIterator[OpenSipsPeer]:
-    opensips = await OpenSipsPeer().start()
-    try:
-        yield opensips
-    finally:
-        await opensips.stop()
+from voice_testkit.procs import LOOPBACK
 
 
 async def started(peer: OpenSipsPeer, handler: RecordingHandler, event_port: int = 0,

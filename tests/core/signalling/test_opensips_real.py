@@ -2,7 +2,7 @@
 
 Optional: runs only where an `opensips` binary (3.6, with the modules the script loads,
 in OPENSIPS_MPATH or beside the binary) is on PATH; CI has none, so there it is skipped
-and the double (tests/support/opensips_peer.py) stands in. These tests are how the facts
+and the double (dev/testkit/src/voice_testkit/opensips_peer.py) stands in. These tests are how the facts
 in docs/opensips.md were checked: OpenSIPS on free loopback ports with the project's
 script and preprocessor, a raw UDP SIP peer as the caller or callee, the backend with a
 recording call handler.
@@ -25,7 +25,7 @@ from opensips_ai_core.signalling.opensips.events import UaSessionEvent
 from opensips_ai_core.signalling.sip.message import SipMessage, parse_message
 from tests.core.signalling.conftest import RecordingHandler, eventually
 from tests.core.signalling.sip_peer import OFFER, RawSipPeer
-from tests.support.procs import LOOPBACK, ROOT, Proc, base_env, free_port
+from voice_testkit.procs import LOOPBACK, ROOT, Proc, base_env, free_port
 
 pytestmark = pytest.mark.skipif(shutil.which("opensips") is None,
                                 reason="no `opensips` binary on PATH (OpenSIPS 3.6 is not "
