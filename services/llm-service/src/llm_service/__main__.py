@@ -52,7 +52,8 @@ def main() -> int:
         if kept is None:
             await asyncio.to_thread(model.load)
         scheduler.start()
-        await asyncio.to_thread(_warm_generation, model, scheduler)
+        if kept is None or not warm.warmed_up():  # the warm parent's spare ran it
+            await asyncio.to_thread(_warm_generation, model, scheduler)
 
     async def close() -> None:
         await asyncio.to_thread(scheduler.stop)
