@@ -331,21 +331,35 @@ def memory(pid: int) -> dict[str, float]:
     return {"rss": fields["Rss"], "pss": fields["Pss"], "private": private}
 
 
-def child_of(pid: int) -> int | None:
-    children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
-    return int(children[0]) if children else None
+def children_of(pid: int) -> tuple[int | None, int | None]:
+    """(the serving child, the spare) of a warm parent: the spare names itself
+    `warm-spare` (voice_common.warm_spare)."""
+    child = spare = None
+    for text in Path(f"/proc/{pid}/task/{pid}/children").read_text().split():
+        with contextlib.suppress(OSError):
+            if Path(f"/proc/{text}/comm").read_text().strip() == "warm-spare":
+                spare = int(text)
+            else:
+                child = int(text)
+    return child, spare
 
 
 def memory_rows(svcs: list[Service]) -> list[str]:
-    rows = ["| service | parent RSS | parent PSS | parent private | child RSS | child PSS |",
-            "|---|---:|---:|---:|---:|---:|"]
+    rows = ["| service | parent RSS | parent PSS | parent private | child RSS | child PSS "
+            "| spare RSS | spare PSS | spare private | parent + spare PSS |",
+            "|---|" + "---:|" * 9]
+    none = {"rss": 0.0, "pss": 0.0, "private": 0.0}
     for svc in svcs:
         assert svc.proc is not None
         parent = memory(svc.proc.pid)
-        child_pid = child_of(svc.proc.pid)
-        child = memory(child_pid) if child_pid else {"rss": 0.0, "pss": 0.0}
+        child_pid, spare_pid = children_of(svc.proc.pid)
+        child = memory(child_pid) if child_pid else none
+        spare = memory(spare_pid) if spare_pid else none
+        spare_cells = (f"{spare['rss']:.0f} | {spare['pss']:.0f} | {spare['private']:.0f}"
+                       if spare_pid else "- | - | -")
         rows.append(f"| {svc.name} | {parent['rss']:.0f} | {parent['pss']:.0f} | "
-                    f"{parent['private']:.0f} | {child['rss']:.0f} | {child['pss']:.0f} |")
+                    f"{parent['private']:.0f} | {child['rss']:.0f} | {child['pss']:.0f} | "
+                    f"{spare_cells} | {parent['pss'] + spare['pss']:.0f} |")
     return rows
 
 
@@ -363,14 +377,25 @@ def table(results: dict[str, list[dict[str, float]]]) -> list[str]:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--saves", type=int, default=3)
+    parser.add_argument("--pause", type=float, default=3.0,
+                        help="seconds between SERVING and the next save (a spare loads "
+                             "in this time; a save sooner waits for the rest of its load)")
     parser.add_argument("--no-write", action="store_true")
+    parser.add_argument("--services", default="core,asr,tts,llm",
+                        help="comma-separated: which services to start and save (a subset "
+                             "is for profiling; --no-write is implied)")
+    parser.add_argument("--no-cold", action="store_true",
+                        help="skip the second cold start and the torch import timing")
     args = parser.parse_args()
+    wanted = args.services.split(",")
+    if set(wanted) != {"core", "asr", "tts", "llm"} or args.no_cold:
+        args.no_write = True
     subprocess.run([sys.executable, "-m", "llm_service.demo_model", "build"], check=True,
                    capture_output=True, timeout=600)
     logdir = ROOT / ".dev" / "bench-devloop"
     logdir.mkdir(parents=True, exist_ok=True)
     load = os.getloadavg()[0]
-    svcs = services()
+    svcs = [svc for svc in services() if svc.name in wanted]
     results: dict[str, list[dict[str, float]]] = {}
     with stack(svcs, logdir) as cold_first:
         print(f"cold start {cold_first:.1f} s", flush=True)
@@ -378,13 +403,16 @@ def main() -> int:
         for svc in svcs:
             runs = []
             for _ in range(args.saves):
-                time.sleep(1.0)
+                time.sleep(args.pause)
                 runs.append(one_save(svc))
                 print(svc.name, " ".join(f"{k}={v * 1000:.0f}" for k, v in runs[-1].items()),
                       flush=True)
             results[svc.name] = runs
         time.sleep(2)
         mem = memory_rows(svcs)
+        print("\n".join(mem), flush=True)
+    if args.no_cold:
+        return 0
     with stack(svcs, logdir) as cold_cached:
         print(f"cold start (warm lists cached) {cold_cached:.1f} s", flush=True)
     load = max(load, os.getloadavg()[0])
