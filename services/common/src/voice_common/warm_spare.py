@@ -4,7 +4,8 @@ what the parent may not hold (voice_common.warm_parent).
 Some engines start threads while they load (CTranslate2's workers, onnxruntime's
 sessions): the warm parent cannot load them, because it must fork with one thread. A
 service whose `<package>.warm` module has a `stage()` function gets a spare instead:
-once the running child serves, the parent forks a spare, which calls `stage()` (loading
+once the running child serves, the parent forks a spare, which waits until a core is
+idle (a stack that is starting goes first) and calls `stage()` (loading
 the engine, threads and all, into the `warm` module, as `preload()` would have) and
 then waits. At the next save the parent hands the spare the moment after which saves
 were not seen yet, and the spare becomes the new child: it drops the project's modules
@@ -26,6 +27,7 @@ import ctypes
 import importlib
 import logging
 import os
+import select
 import signal
 import time
 from dataclasses import dataclass
@@ -41,6 +43,10 @@ log = logging.getLogger("voice_common.warm_spare")
 
 STAGE_FUNCTION = "stage"  # <package>.warm.stage(): runs in the spare
 STALE = "stale"  # what a spare says when its staged code changed since
+# The spare loads once a core has been idle for a QUIET_WINDOW_S, or after QUIET_MAX_WAIT_S.
+QUIET_WINDOW_S = 0.25
+QUIET_IDLE_CORES = 0.8
+QUIET_MAX_WAIT_S = 10.0
 PR_SET_NAME = 15
 SPARE_NAME = b"warm-spare"  # /proc/PID/comm: tells a spare from the serving child
 
@@ -70,7 +76,7 @@ def fork_spare(plan: WarmParent, stage_module: str) -> Spare:
                 signal.signal(sig, signal.SIG_DFL)
             die_with_parent(parent)
             _set_name(SPARE_NAME)
-            staged = _stage(plan, stage_module)
+            staged = _stage(plan, stage_module, go_read)
             go = _read_line(go_read)
             if not go:  # the parent closed the pipe: not wanted any more
                 os._exit(0)
@@ -96,8 +102,37 @@ def fork_spare(plan: WarmParent, stage_module: str) -> Spare:
     return Spare(pid, go_write, report_read)
 
 
-def _stage(plan: WarmParent, stage_module: str) -> dict[str, str]:
+def _idle_cores(window_s: float, go: int) -> float | None:
+    """How many cores were idle, on average, over the next `window_s` (/proc/stat); None
+    as soon as `go` is readable (the spare is wanted now)."""
+
+    def sample() -> tuple[int, int]:
+        with open("/proc/stat") as stat:
+            fields = [int(v) for v in stat.readline().split()[1:]]
+        return fields[3] + fields[4], sum(fields)  # idle + iowait, all (in ticks)
+
+    idle, total = sample()
+    if select.select([go], [], [], window_s)[0]:
+        return None
+    idle2, total2 = sample()
+    return (os.cpu_count() or 1) * (idle2 - idle) / max(total2 - total, 1)
+
+
+def wait_for_quiet(go: int, max_wait_s: float = QUIET_MAX_WAIT_S) -> None:
+    """Wait (at most `max_wait_s`) until a core is idle: a stack that is starting, or
+    a call in progress, goes first; the spare's load is not urgent, unless the go-ahead
+    comes first (a save: then it loads at once, as a plain child would)."""
+    deadline = time.monotonic() + max_wait_s
+    with contextlib.suppress(OSError, ValueError, IndexError):
+        while time.monotonic() < deadline:
+            idle = _idle_cores(QUIET_WINDOW_S, go)
+            if idle is None or idle >= QUIET_IDLE_CORES:
+                return
+
+
+def _stage(plan: WarmParent, stage_module: str, go: int) -> dict[str, str]:
     """Run stage(); the project files it imported (beyond the parent's), with digests."""
+    wait_for_quiet(go)
     started = time.perf_counter()
     try:
         importlib.import_module(stage_module).stage()
