@@ -68,14 +68,17 @@ def preload() -> None:
     _kept = (model, settings.model_dump(), model_files(model.model_path))
 
 
+def warm_up_job(model: LanguageModel) -> GenerationJob:
+    """The service's warm-up: one short greedy generation, its output dropped."""
+    return GenerationJob(prompt=model.render_prompt([Message("user", "hello")]),
+                         emit=lambda _event: None, call_id="warm-up",
+                         params=SamplingParams(max_new_tokens=4, temperature=0.0, top_p=0.0,
+                                               seed=0, stop=()))
+
+
 def warm_generation(model: LanguageModel) -> None:
-    """One short greedy generation so the first caller does not pay for cold kernels
-    (the service's warm-up, here without its scheduler)."""
-    job = GenerationJob(prompt=model.render_prompt([Message("user", "hello")]),
-                        emit=lambda _event: None,
-                        params=SamplingParams(max_new_tokens=4, temperature=0.0, top_p=0.0,
-                                              seed=0, stop=()),
-                        call_id="warm-up")
+    """The warm-up generation here and now (in the spare, without the scheduler)."""
+    job = warm_up_job(model)
     model.start(job)
     while model.step(job) is None:
         pass
