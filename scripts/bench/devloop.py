@@ -304,6 +304,25 @@ def spawn(svc: Service, env: dict[str, str]) -> None:
                                     stderr=subprocess.STDOUT, start_new_session=True)
 
 
+def cpu_seconds(pid: int) -> float:
+    """CPU seconds used by `pid`, its live children and its reaped ones (/proc)."""
+    ticks = os.sysconf("SC_CLK_TCK")
+
+    def used(one: int, *, reaped: bool) -> float:
+        fields = Path(f"/proc/{one}/stat").read_text().rsplit(")", 1)[1].split()
+        own = int(fields[11]) + int(fields[12])  # utime, stime
+        return (own + (int(fields[13]) + int(fields[14]) if reaped else 0)) / ticks
+
+    total = used(pid, reaped=True)
+    for child in Path(f"/proc/{pid}/task/{pid}/children").read_text().split():
+        with contextlib.suppress(OSError, IndexError):
+            total += used(int(child), reaped=False)
+    return total
+
+
+CPU_AT_READY: dict[str, float] = {}  # service -> CPU seconds it used until ready
+
+
 def compose_start(svcs: list[Service], envs: dict[str, dict[str, str]],
                   timeout: float = 600) -> dict[str, float]:
     """Spawn each service when its dependencies' conditions hold, probe it as
@@ -333,6 +352,8 @@ def compose_start(svcs: list[Service], envs: dict[str, dict[str, str]],
                 if now >= next_probe[svc.name]:
                     if svc.healthy(start.path):
                         ready[svc.name] = time.monotonic() - began
+                        with contextlib.suppress(OSError):
+                            CPU_AT_READY[svc.name] = cpu_seconds(svc.proc.pid)
                     else:
                         next_probe[svc.name] += start.period
         time.sleep(0.01)
@@ -458,8 +479,8 @@ def table(results: dict[str, list[dict[str, float]]]) -> list[str]:
 
 
 def ready_text(ready: dict[str, float]) -> str:
-    return ", ".join(f"{name} ready at {at:.1f} s" for name, at in
-                     sorted(ready.items(), key=lambda item: item[1]))
+    return ", ".join(f"{name} ready at {at:.1f} s ({CPU_AT_READY.get(name, 0):.1f} CPU-s)"
+                     for name, at in sorted(ready.items(), key=lambda item: item[1]))
 
 
 def cold_only(wanted: list[str]) -> int:
@@ -544,10 +565,12 @@ def main() -> int:
         f"lists cached: **{cold_cached:.1f} s**; in process-compose.yaml's order, each process "
         f"started when its `depends_on` holds and ready at its readiness probe's first "
         f"success (initial delay, period): **{cold_compose:.1f} s** (target <= 5 s; "
-        f"{ready_text(compose_ready)}).",
+        f"{ready_text(compose_ready)}; CPU-s: what the process and its children had used "
+        "by then).",
         "",
-        f"Save to SERVING ({args.saves} saves of the package's __init__.py, unchanged; "
-        "target <= 1000 ms), medians in ms. batching wait: save to the child's "
+        f"Save to SERVING ({args.saves} saves of the package's __init__.py, unchanged, each "
+        f"{args.pause:g} s after the service served; target <= 1000 ms), medians in ms. "
+        "batching wait: save to the child's "
         "`Hot-reload:` line; drain: to the parent's `child N ended`; fork + import: to "
         "`listening on` (the core: its ready line); warm-up: to SERVING; polled: the same "
         "seen by a client polling /health every 20 ms:",
@@ -556,7 +579,9 @@ def main() -> int:
         "",
         "Memory after the saves, MB (smaps_rollup; the parent shares its pages with its "
         "child copy-on-write, so PSS halves what both map; private is what the parent "
-        "alone holds; target <= 300 MB per service):",
+        "alone holds; the spare (ASR, LLM) is the child forked once the service serves, "
+        "which loads what the parent may not hold and becomes the next save's child: "
+        "parent + spare is what the warm machinery costs; target <= 300 MB per service):",
         "",
         *mem,
         "",
@@ -565,9 +590,13 @@ def main() -> int:
         "section above). TTS: its warm-up is the Piper voice's onnxruntime session, "
         "read from the cached optimised graph (tts_service.onnx_cache); onnxruntime starts "
         "a thread at import, so the warm parent can neither import nor hold it "
-        "(docs/architecture.md). "
-        "ASR runs on threads in the dev stack (`ASR_WORKERS=0`): the parent keeps its "
-        "engine. The section above (`devstack_real`) measured the previous design, where a "
+        "(docs/architecture.md). ASR: CTranslate2 and onnxruntime start threads as the "
+        "Whisper engine loads (model, Silero VAD, smart-turn, a decode of silence), so the "
+        "spare loads it (voice_common.warm_spare). LLM: the parent holds SmolLM2's weights; "
+        "the spare runs the warm-up generation; at a cold start it runs behind SERVING. "
+        "The spare loads once a core is idle (at most 10 s after SERVING): a save sooner "
+        "waits for the rest of its load. The section above (`devstack_real`) measured the "
+        "previous design, where a "
         "save ended the process and the supervisor started a new one.",
     ])
     print(body)
