@@ -406,6 +406,23 @@ def stack(svcs: list[Service], logdir: Path, *, compose: bool = False,
         stop_all(svcs)
 
 
+def spare_staged(svc: Service, offset: int, timeout: float = 60) -> float | None:
+    """Seconds from the service's last SERVING (logged from byte `offset` on) until its
+    spare had staged, waiting for that; None for a service without a spare."""
+    text = svc.log.read_bytes()[offset:].decode(errors="replace")
+    forked = [line for line in text.splitlines()
+              if "Hot-reload: spare" in line and "forked" in line]
+    if not forked:
+        return None
+    forked_at = stamp_of(forked[-1])
+    assert forked_at is not None
+    serving = [stamp_of(line) for line in text.splitlines() if any(
+        needle in line for needle in svc.needles.serving)]
+    since = max((at for at in serving if at is not None and at <= forked_at), default=forked_at)
+    staged = first_after(svc.log, "staged", forked_at, offset=offset, timeout=timeout)
+    return staged - since
+
+
 def one_save(svc: Service) -> dict[str, float]:
     offset = log_size(svc.log)
     data = svc.source.read_bytes()
@@ -468,13 +485,16 @@ def memory_rows(svcs: list[Service]) -> list[str]:
 
 
 def table(results: dict[str, list[dict[str, float]]]) -> list[str]:
-    head = "| service | " + " | ".join(WARM_STEPS) + " | max to SERVING |"
-    rule = "|---|" + "---:|" * (len(WARM_STEPS) + 1)
+    head = ("| service | " + " | ".join(WARM_STEPS) + " | max to SERVING "
+            "| spare staged after (s) |")
+    rule = "|---|" + "---:|" * (len(WARM_STEPS) + 2)
     rows = []
     for name, runs in results.items():
         cells = [f"{statistics.median(r[c] for r in runs) * 1000:.0f}" for c in WARM_STEPS]
         worst = max(r["to SERVING"] for r in runs) * 1000
-        rows.append(f"| {name} | " + " | ".join(cells) + f" | {worst:.0f} |")
+        staged = [r["spare staged"] for r in runs if "spare staged" in r]
+        spare = f"{statistics.median(staged):.1f}" if staged else "-"
+        rows.append(f"| {name} | " + " | ".join(cells) + f" | {worst:.0f} | {spare} |")
     return [head, rule, *rows]
 
 
@@ -531,9 +551,14 @@ def main() -> int:
         time.sleep(2)
         for svc in svcs:
             runs = []
+            offset = 0
             for _ in range(args.saves):
                 time.sleep(args.pause)
+                staged = spare_staged(svc, offset)
+                offset = log_size(svc.log)
                 runs.append(one_save(svc))
+                if staged is not None:
+                    runs[-1]["spare staged"] = staged
                 print(svc.name, " ".join(f"{k}={v * 1000:.0f}" for k, v in runs[-1].items()),
                       flush=True)
             results[svc.name] = runs
@@ -573,7 +598,8 @@ def main() -> int:
         "batching wait: save to the child's "
         "`Hot-reload:` line; drain: to the parent's `child N ended`; fork + import: to "
         "`listening on` (the core: its ready line); warm-up: to SERVING; polled: the same "
-        "seen by a client polling /health every 20 ms:",
+        "seen by a client polling /health every 20 ms; spare staged after: from SERVING "
+        "until the spare had loaded (where it had not by the save, the benchmark waited):",
         "",
         *table(results),
         "",
