@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import sys
 
 import grpc
@@ -15,6 +16,8 @@ from llm_service.settings import SERVICE_NAME, LlmSettings
 from voice_common.config import load_settings
 from voice_common.runtime import ServiceDefinition, run_service
 from voiceai.llm.v1 import llm_pb2_grpc
+
+log = logging.getLogger("llm_service")
 
 
 def _queue_warm_generation(model: LanguageModel, scheduler: RoundRobinScheduler) -> None:
@@ -45,7 +48,9 @@ def main() -> int:
         if kept is None:
             await asyncio.to_thread(model.load)
         scheduler.start()
-        if kept is None or not warm.warmed_up():  # the warm parent's spare ran it
+        if kept is not None and warm.warmed_up():
+            log.info("warm-up generation already run by the warm parent's spare")
+        else:
             await asyncio.to_thread(_queue_warm_generation, model, scheduler)
 
     async def close() -> None:
