@@ -82,7 +82,7 @@ from voice_common.warm_imports import (
     warm_import,
     write_warm_list,
 )
-from voice_common.warm_notify import NOTIFY_ENV, SERVING
+from voice_common.warm_notify import SERVING, tell_parent_at_serving
 
 log = logging.getLogger("voice_common.warm_parent")
 
@@ -388,7 +388,7 @@ def child_main(plan: WarmParent, *, pipe: int, parent: int,
         for sig in (signal.SIGTERM, signal.SIGINT):
             signal.signal(sig, signal.SIG_DFL)
         die_with_parent(parent)
-        os.environ[NOTIFY_ENV] = str(pipe)
+        tell_parent_at_serving(pipe)
         _fresh_project_code(plan.parent_files if kept is None else kept, plan.roots)
         reporter = _Reporter(plan, pipe)
         hotreload.start_watcher(plan.watched, [str(p) for p in dependency_files()],
