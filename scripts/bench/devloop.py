@@ -4,16 +4,22 @@
 ready, and what the warm parent costs in memory; and where the time of a save goes, read
 from log timestamps (helpers shared with devenv.py and devstack_real.py).
 
-    .venv/bin/python scripts/bench/devloop.py [--saves 3] [--no-write]
+    .venv/bin/python scripts/bench/devloop.py [--saves 3] [--pause 3] [--no-write]
+        [--services core,asr,tts,llm] [--no-cold] [--cold-only]
 
-Starts core, ASR, TTS and the LLM (demo model) as process-compose.yaml starts them
+Starts core, ASR, TTS and the LLM (default engines) as process-compose.yaml starts them
 (`voice_common.launch`, its environment, DEVELOPMENT_MODE=1, hot reload on) but on free
 127.0.0.1 ports, all at once, and times spawn -> every /health 200 (cold start; set-up
 and the demo model already done). Then, per service, it rewrites its package's
-__init__.py unchanged (a save), and times save -> SERVING from the logs and by polling
-/health every 20 ms. Last, the warm parent's and the child's memory (RSS, PSS and
-private, from /proc/PID/smaps_rollup), and a second cold start now that the warm
-parents' import lists are cached.
+__init__.py unchanged (a save) `--pause` s after the service served (and after its
+spare, if it has one, has loaded: voice_common.warm_spare), and times save -> SERVING
+from the logs and by polling /health every 20 ms. Last, the memory of the warm parent,
+the child and the spare (RSS, PSS and private, from /proc/PID/smaps_rollup), a second
+cold start now that the warm parents' import lists are cached, and a third in
+process-compose.yaml's order: each process spawned when its `depends_on` conditions
+hold, ready at its readiness probe's first success (initial delay, then every period),
+with the CPU seconds each had used by then. A subset of `--services`, `--no-cold` or
+`--cold-only` are for profiling and write nothing.
 
 One save under the warm parent (voice_common.warm_parent), each step ending at a
 logged line:
@@ -22,7 +28,7 @@ logged line:
                    the last change of a burst)
     drain          -> the parent's "Hot-reload: child N ended": the old child exited
     fork + import  -> the new child's "listening on" (fresh project modules, bind)
-    warm-up        -> "SERVING" (model load, unless the parent kept it)
+    warm-up        -> "SERVING" (model load, unless the parent or the spare did it)
 
 Under the previous design (exit and be restarted by the supervisor) `split_save` reads
 the devstack runner's own log for the restart (RUNTIME_DIR/devstack.log):
