@@ -473,8 +473,9 @@ def children_of(pid: int) -> tuple[int | None, int | None]:
 
 def memory_rows(svcs: list[Service]) -> list[str]:
     rows = ["| service | parent RSS | parent PSS | parent private | child RSS | child PSS "
-            "| spare RSS | spare PSS | spare private | parent + spare PSS |",
-            "|---|" + "---:|" * 9]
+            "| spare RSS | spare PSS | spare private | parent + spare private "
+            "| parent + spare PSS |",
+            "|---|" + "---:|" * 10]
     none = {"rss": 0.0, "pss": 0.0, "private": 0.0}
     for svc in svcs:
         assert svc.proc is not None
@@ -486,7 +487,8 @@ def memory_rows(svcs: list[Service]) -> list[str]:
                        if spare_pid else "- | - | -")
         rows.append(f"| {svc.name} | {parent['rss']:.0f} | {parent['pss']:.0f} | "
                     f"{parent['private']:.0f} | {child['rss']:.0f} | {child['pss']:.0f} | "
-                    f"{spare_cells} | {parent['pss'] + spare['pss']:.0f} |")
+                    f"{spare_cells} | {parent['private'] + spare['private']:.0f} | "
+                    f"{parent['pss'] + spare['pss']:.0f} |")
     return rows
 
 
@@ -552,6 +554,7 @@ def main() -> int:
     load = os.getloadavg()[0]
     svcs = [svc for svc in services() if svc.name in wanted]
     results: dict[str, list[dict[str, float]]] = {}
+    last_save: dict[str, int] = {}  # where each service's log was at its last save
     with stack(svcs, logdir) as cold_first:
         print(f"cold start {cold_first:.1f} s", flush=True)
         time.sleep(2)
@@ -568,7 +571,10 @@ def main() -> int:
                 print(svc.name, " ".join(f"{k}={v * 1000:.0f}" for k, v in runs[-1].items()),
                       flush=True)
             results[svc.name] = runs
+            last_save[svc.name] = offset
         time.sleep(2)
+        for svc in svcs:  # the spares as they wait for a save: loaded
+            spare_staged(svc, last_save[svc.name])
         mem = memory_rows(svcs)
         print("\n".join(mem), flush=True)
     if args.no_cold:
@@ -609,20 +615,25 @@ def main() -> int:
         "",
         *table(results),
         "",
-        "Memory after the saves, MB (smaps_rollup; the parent shares its pages with its "
-        "child copy-on-write, so PSS halves what both map; private is what the parent "
-        "alone holds; the spare (ASR, LLM) is the child forked once the service serves, "
-        "which loads what the parent may not hold and becomes the next save's child: "
-        "parent + spare is what the warm machinery costs; target <= 300 MB per service):",
+        "Memory after the saves, once the spares had loaded, MB (smaps_rollup; the parent "
+        "shares its pages with its child and the spare copy-on-write, so PSS splits what "
+        "they map between them "
+        "(the LLM's weights three ways); private is what a process alone holds. The spare "
+        "(ASR, TTS, LLM) is the child forked once the service serves, which loads what "
+        "the parent may not hold and becomes the next save's child. What the warm "
+        "machinery adds to the serving child lies between parent + spare private (what "
+        "only they hold) and parent + spare PSS (which also counts their share of the "
+        "pages the child maps too); target <= 300 MB per service):",
         "",
         *mem,
         "",
         f"Context: `import torch, transformers` in a fresh interpreter took "
         f"{torch_import:.1f} s right after this run (1.9-2.0 s on the idle machine of the "
-        "section above). TTS: its warm-up is the Piper voice's onnxruntime session, "
-        "read from the cached optimised graph (tts_service.onnx_cache); onnxruntime starts "
-        "a thread at import, so the warm parent can neither import nor hold it "
-        "(docs/architecture.md). ASR: CTranslate2 and onnxruntime start threads as the "
+        "section above). TTS: onnxruntime starts a thread at import, so the warm parent "
+        "can neither import it nor hold the Piper voice: the spare loads the voice (from "
+        "the cached optimised graph, tts_service.onnx_cache) and runs its warm-up "
+        "synthesis; the warm-up left is the espeak-ng voices' probe. ASR: CTranslate2 and "
+        "onnxruntime start threads as the "
         "Whisper engine loads (model, Silero VAD, smart-turn, a decode of silence), so the "
         "spare loads it (voice_common.warm_spare). LLM: the parent holds SmolLM2's weights; "
         "the spare runs the warm-up generation; at a cold start it runs behind SERVING. "
