@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import os
 import signal
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -92,9 +92,17 @@ class Service:
                                f"{self.proc.output()}")
         return health_status(self.target, name) == "SERVING"
 
+    def wait(self, predicate: Callable[[], object], timeout: float, message: str) -> None:
+        """wait_until, with the service's log in the error (what the parent and spare did)."""
+        try:
+            wait_until(predicate, timeout, 0.1, message)
+        except TimeoutError as err:
+            raise TimeoutError(f"{err}; children {self.children()}; log:\n"
+                               f"{self.proc.output()[-6000:]}") from None
+
     def wait_serving(self, value: int, staged: int | str) -> None:
         name = f"spare.v{value}.staged-{staged}"
-        wait_until(lambda: self.serving(name), 90, 0.1, name)
+        self.wait(lambda: self.serving(name), 90, name)
 
     def children(self) -> dict[int, str]:
         """PID -> /proc/PID/comm of the parent's children."""
@@ -109,9 +117,9 @@ class Service:
 
     def spare(self, nth: int = 1) -> int:
         """The PID of the `nth` spare, once it has staged."""
-        wait_until(lambda: "warm-spare" in self.children().values()
-                   and self.proc.output().count("staged sparepkg.warm") >= nth, 60,
-                   message=f"spare {nth} staged")
+        self.wait(lambda: "warm-spare" in self.children().values()
+                  and self.proc.output().count("staged sparepkg.warm") >= nth, 90,
+                  f"spare {nth} staged")
         (pid,) = [pid for pid, name in self.children().items() if name == "warm-spare"]
         return pid
 
@@ -165,10 +173,10 @@ def test_a_save_of_the_staged_code_makes_the_spare_stand_down(service: Service) 
     (first,) = [pid for pid, name in service.children().items() if name != "warm-spare"]
     service.save("engine.py", ENGINE + "# the loader changed\n")
     # The spare staged the old engine code: it stands down, a plain child serves.
-    wait_until(lambda: "the spare's staged code changed (engine.py)" in service.proc.output(),
-               60, message="the spare to stand down")
-    wait_until(lambda: not ({first, spare} & set(service.children())), 30,
-               message="the old child and the spare to end")
+    service.wait(lambda: "the spare's staged code changed (engine.py)" in service.proc.output(),
+                 90, "the spare to stand down")
+    service.wait(lambda: not ({first, spare} & set(service.children())), 60,
+                 "the old child and the spare to end")
     service.wait_serving(1, "none")
     # A new spare stages the new code, and serves the next save.
     following = service.spare(2)
