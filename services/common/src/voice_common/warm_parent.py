@@ -1,3 +1,4 @@
+# Over 400 lines: the parent's loop and the child's start belong together (fork safety).
 """The warm parent: hot reload that keeps the supervised process (its PID) and its imports.
 
 With hot reload on (DEVELOPMENT_MODE=1, `<PREFIX>_HOT_RELOAD=1`), `voice_common.launch`
@@ -17,6 +18,10 @@ onnxruntime module starts one at import) is excluded from the warm imports from 
 and the parent execs itself anew (same PID) without it. A preload that leaves a thread
 makes it exec itself with VOICE_WARM=imports (no preload); if it still cannot fork
 safely, with VOICE_WARM=0: no warm imports, no preload.
+
+The spare (voice_common.warm_spare): where the service's `warm` module has a `stage()`,
+the parent forks, once the running child says SERVING, a spare that loads what the
+parent may not hold (engines that start threads) and becomes the next save's child.
 
 Fresh code: the child removes from `sys.modules` every module from the checkout or a
 watched folder (not from site-packages) except those the parent imported itself, which
