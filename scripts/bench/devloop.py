@@ -4,16 +4,22 @@
 ready, and what the warm parent costs in memory; and where the time of a save goes, read
 from log timestamps (helpers shared with devenv.py and devstack_real.py).
 
-    .venv/bin/python scripts/bench/devloop.py [--saves 3] [--no-write]
+    .venv/bin/python scripts/bench/devloop.py [--saves 3] [--pause 3] [--no-write]
+        [--services core,asr,tts,llm] [--no-cold] [--cold-only]
 
-Starts core, ASR, TTS and the LLM (demo model) as process-compose.yaml starts them
+Starts core, ASR, TTS and the LLM (default engines) as process-compose.yaml starts them
 (`voice_common.launch`, its environment, DEVELOPMENT_MODE=1, hot reload on) but on free
 127.0.0.1 ports, all at once, and times spawn -> every /health 200 (cold start; set-up
 and the demo model already done). Then, per service, it rewrites its package's
-__init__.py unchanged (a save), and times save -> SERVING from the logs and by polling
-/health every 20 ms. Last, the warm parent's and the child's memory (RSS, PSS and
-private, from /proc/PID/smaps_rollup), and a second cold start now that the warm
-parents' import lists are cached.
+__init__.py unchanged (a save) `--pause` s after the service served (and after its
+spare, if it has one, has loaded: voice_common.warm_spare), and times save -> SERVING
+from the logs and by polling /health every 20 ms. Last, the memory of the warm parent,
+the child and the spare (RSS, PSS and private, from /proc/PID/smaps_rollup), a second
+cold start now that the warm parents' import lists are cached, and a third in
+process-compose.yaml's order: each process spawned when its `depends_on` conditions
+hold, ready at its readiness probe's first success (initial delay, then every period),
+with the CPU seconds each had used by then. A subset of `--services`, `--no-cold` or
+`--cold-only` are for profiling and write nothing.
 
 One save under the warm parent (voice_common.warm_parent), each step ending at a
 logged line:
@@ -22,7 +28,7 @@ logged line:
                    the last change of a burst)
     drain          -> the parent's "Hot-reload: child N ended": the old child exited
     fork + import  -> the new child's "listening on" (fresh project modules, bind)
-    warm-up        -> "SERVING" (model load, unless the parent kept it)
+    warm-up        -> "SERVING" (model load, unless the parent or the spare did it)
 
 Under the previous design (exit and be restarted by the supervisor) `split_save` reads
 the devstack runner's own log for the restart (RUNTIME_DIR/devstack.log):
@@ -198,11 +204,11 @@ class Service:
                "llm": "services/llm-service/src/llm_service"}[self.name]
         return ROOT / top / "__init__.py"
 
-    def healthy(self) -> bool | None:
+    def healthy(self, path: str = "/health") -> bool | None:
         """True on 200, False on another answer or a refused connection, None when the
         probe timed out (a busy machine, not an answer)."""
         try:
-            with urllib.request.urlopen(f"http://127.0.0.1:{self.health_port}/health",
+            with urllib.request.urlopen(f"http://127.0.0.1:{self.health_port}{path}",
                                         timeout=1) as response:
                 return response.status == 200
         except TimeoutError:
@@ -243,8 +249,41 @@ def compose_env(name: str) -> dict[str, str]:
     return env
 
 
-def start_all(svcs: list[Service], logdir: Path) -> None:
+@dataclass(frozen=True)
+class ComposeStart:
+    """How process-compose starts a process: after its dependencies' conditions hold,
+    then its readiness probe from `initial_delay` s on, every `period` s."""
+
+    depends_on: dict[str, str]  # process -> condition (process_started, process_healthy)
+    initial_delay: float
+    period: float
+    path: str
+
+
+def compose_starts(svcs: list[Service]) -> dict[str, ComposeStart]:
+    """process-compose.yaml's start order and probes for `svcs` (dependencies on processes
+    the benchmark does not run, OpenSIPS, are left out)."""
+    import yaml
+
+    spec = yaml.safe_load((ROOT / "process-compose.yaml").read_text())["processes"]
+    names = {svc.name for svc in svcs}
+    starts = {}
+    for svc in svcs:
+        process = spec[svc.name]
+        probe = process["readiness_probe"]
+        starts[svc.name] = ComposeStart(
+            {dep: item["condition"] for dep, item in (process.get("depends_on") or {}).items()
+             if dep in names},
+            float(probe.get("initial_delay_seconds", 0)), float(probe.get("period_seconds", 10)),
+            probe["http_get"]["path"])
+    return starts
+
+
+def start_all(svcs: list[Service], logdir: Path, *, compose: bool = False) -> dict[str, float]:
+    """Start the services, all at once or (`compose`) in process-compose.yaml's order with
+    its probe times; seconds from the first spawn to each one's readiness (compose) or {}."""
     ports = {s.name: {var: free_port() for var in (s.health_var, *s.port_vars)} for s in svcs}
+    commands = {}
     for svc in svcs:
         env = {**os.environ, **compose_env(svc.name), **{k: str(v) for k, v in
                                                           ports[svc.name].items()}}
@@ -256,10 +295,75 @@ def start_all(svcs: list[Service], logdir: Path) -> None:
             env[f"CORE_{other}_TARGET"] = f"127.0.0.1:{ports[other.lower()][f'{other}_PORT']}"
         svc.health_port = ports[svc.name][svc.health_var]
         svc.log = logdir / f"{svc.name}.log"
-        args = [sys.executable, "-m", "voice_common.launch", "--prefix", svc.prefix, svc.module]
-        with open(svc.log, "wb") as out:
-            svc.proc = subprocess.Popen(args, env=env, cwd=ROOT, stdout=out,
-                                        stderr=subprocess.STDOUT, start_new_session=True)
+        commands[svc.name] = env
+    if not compose:
+        for svc in svcs:
+            spawn(svc, commands[svc.name])
+        return {}
+    return compose_start(svcs, commands)
+
+
+def spawn(svc: Service, env: dict[str, str]) -> None:
+    args = [sys.executable, "-m", "voice_common.launch", "--prefix", svc.prefix, svc.module]
+    with open(svc.log, "wb") as out:
+        svc.proc = subprocess.Popen(args, env=env, cwd=ROOT, stdout=out,
+                                    stderr=subprocess.STDOUT, start_new_session=True)
+
+
+def cpu_seconds(pid: int) -> float:
+    """CPU seconds used by `pid`, its live children and its reaped ones (/proc)."""
+    ticks = os.sysconf("SC_CLK_TCK")
+
+    def used(one: int, *, reaped: bool) -> float:
+        fields = Path(f"/proc/{one}/stat").read_text().rsplit(")", 1)[1].split()
+        own = int(fields[11]) + int(fields[12])  # utime, stime
+        return (own + (int(fields[13]) + int(fields[14]) if reaped else 0)) / ticks
+
+    total = used(pid, reaped=True)
+    for child in Path(f"/proc/{pid}/task/{pid}/children").read_text().split():
+        with contextlib.suppress(OSError, IndexError):
+            total += used(int(child), reaped=False)
+    return total
+
+
+CPU_AT_READY: dict[str, float] = {}  # service -> CPU seconds it used until ready
+
+
+def compose_start(svcs: list[Service], envs: dict[str, dict[str, str]],
+                  timeout: float = 600) -> dict[str, float]:
+    """Spawn each service when its dependencies' conditions hold, probe it as
+    process-compose would; seconds from the start to each one's readiness."""
+    starts = compose_starts(svcs)
+    began = time.monotonic()
+    spawned: dict[str, float] = {}
+    ready: dict[str, float] = {}
+    next_probe: dict[str, float] = {}
+    while len(ready) < len(svcs):
+        now = time.monotonic() - began
+        if now > timeout:
+            raise TimeoutError(f"not ready: {sorted(set(starts) - set(ready))}")
+        for svc in svcs:
+            start = starts[svc.name]
+            if svc.name not in spawned and all(
+                    (dep in ready) if condition == "process_healthy" else (dep in spawned)
+                    for dep, condition in start.depends_on.items()):
+                spawn(svc, envs[svc.name])
+                spawned[svc.name] = now
+                next_probe[svc.name] = now + start.initial_delay
+            elif svc.name in spawned and svc.name not in ready:
+                assert svc.proc is not None
+                if svc.proc.poll() is not None:
+                    raise RuntimeError(f"{svc.name} exited with {svc.proc.returncode}; "
+                                       f"see {svc.log}")
+                if now >= next_probe[svc.name]:
+                    if svc.healthy(start.path):
+                        ready[svc.name] = time.monotonic() - began
+                        with contextlib.suppress(OSError):
+                            CPU_AT_READY[svc.name] = cpu_seconds(svc.proc.pid)
+                    else:
+                        next_probe[svc.name] += start.period
+        time.sleep(0.01)
+    return ready
 
 
 def stop_all(svcs: list[Service]) -> None:
@@ -291,15 +395,38 @@ def wait_all_ready(svcs: list[Service], timeout: float = 600) -> float:
 
 
 @contextlib.contextmanager
-def stack(svcs: list[Service], logdir: Path) -> Iterator[float]:
-    """Start every service; yield seconds from spawn to all ready; stop them all."""
+def stack(svcs: list[Service], logdir: Path, *, compose: bool = False,
+          ready_at: dict[str, float] | None = None) -> Iterator[float]:
+    """Start every service (`compose`: in process-compose.yaml's order, ready when its
+    probe says so; each one's time in `ready_at`); yield seconds from the first spawn
+    to all ready; stop them all."""
     started = time.monotonic()
-    start_all(svcs, logdir)
     try:
-        wait_all_ready(svcs)
+        times = start_all(svcs, logdir, compose=compose)
+        if not compose:
+            wait_all_ready(svcs)
+        if ready_at is not None:
+            ready_at.update(times)
         yield time.monotonic() - started
     finally:
         stop_all(svcs)
+
+
+def spare_staged(svc: Service, offset: int, timeout: float = 60) -> float | None:
+    """Seconds from the service's last SERVING (logged from byte `offset` on) until its
+    spare had staged, waiting for that; None for a service without a spare."""
+    text = svc.log.read_bytes()[offset:].decode(errors="replace")
+    forked = [line for line in text.splitlines()
+              if "Hot-reload: spare" in line and "forked" in line]
+    if not forked:
+        return None
+    forked_at = stamp_of(forked[-1])
+    assert forked_at is not None
+    serving = [stamp_of(line) for line in text.splitlines() if any(
+        needle in line for needle in svc.needles.serving)]
+    since = max((at for at in serving if at is not None and at <= forked_at), default=forked_at)
+    staged = first_after(svc.log, "staged", forked_at, offset=offset, timeout=timeout)
+    return staged - since
 
 
 def one_save(svc: Service) -> dict[str, float]:
@@ -331,62 +458,133 @@ def memory(pid: int) -> dict[str, float]:
     return {"rss": fields["Rss"], "pss": fields["Pss"], "private": private}
 
 
-def child_of(pid: int) -> int | None:
-    children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
-    return int(children[0]) if children else None
+def children_of(pid: int) -> tuple[int | None, int | None]:
+    """(the serving child, the spare) of a warm parent: the spare names itself
+    `warm-spare` (voice_common.warm_spare)."""
+    child = spare = None
+    for text in Path(f"/proc/{pid}/task/{pid}/children").read_text().split():
+        with contextlib.suppress(OSError):
+            if Path(f"/proc/{text}/comm").read_text().strip() == "warm-spare":
+                spare = int(text)
+            else:
+                child = int(text)
+    return child, spare
 
 
 def memory_rows(svcs: list[Service]) -> list[str]:
-    rows = ["| service | parent RSS | parent PSS | parent private | child RSS | child PSS |",
-            "|---|---:|---:|---:|---:|---:|"]
+    rows = ["| service | parent RSS | parent PSS | parent private | child RSS | child PSS "
+            "| spare RSS | spare PSS | spare private | parent + spare private "
+            "| parent + spare PSS |",
+            "|---|" + "---:|" * 10]
+    none = {"rss": 0.0, "pss": 0.0, "private": 0.0}
     for svc in svcs:
         assert svc.proc is not None
         parent = memory(svc.proc.pid)
-        child_pid = child_of(svc.proc.pid)
-        child = memory(child_pid) if child_pid else {"rss": 0.0, "pss": 0.0}
+        child_pid, spare_pid = children_of(svc.proc.pid)
+        child = memory(child_pid) if child_pid else none
+        spare = memory(spare_pid) if spare_pid else none
+        spare_cells = (f"{spare['rss']:.0f} | {spare['pss']:.0f} | {spare['private']:.0f}"
+                       if spare_pid else "- | - | -")
         rows.append(f"| {svc.name} | {parent['rss']:.0f} | {parent['pss']:.0f} | "
-                    f"{parent['private']:.0f} | {child['rss']:.0f} | {child['pss']:.0f} |")
+                    f"{parent['private']:.0f} | {child['rss']:.0f} | {child['pss']:.0f} | "
+                    f"{spare_cells} | {parent['private'] + spare['private']:.0f} | "
+                    f"{parent['pss'] + spare['pss']:.0f} |")
     return rows
 
 
 def table(results: dict[str, list[dict[str, float]]]) -> list[str]:
-    head = "| service | " + " | ".join(WARM_STEPS) + " | max to SERVING |"
-    rule = "|---|" + "---:|" * (len(WARM_STEPS) + 1)
+    head = ("| service | " + " | ".join(WARM_STEPS) + " | max to SERVING "
+            "| spare staged after (s) |")
+    rule = "|---|" + "---:|" * (len(WARM_STEPS) + 2)
     rows = []
     for name, runs in results.items():
         cells = [f"{statistics.median(r[c] for r in runs) * 1000:.0f}" for c in WARM_STEPS]
         worst = max(r["to SERVING"] for r in runs) * 1000
-        rows.append(f"| {name} | " + " | ".join(cells) + f" | {worst:.0f} |")
+        staged = [r["spare staged"] for r in runs if "spare staged" in r]
+        spare = f"{statistics.median(staged):.1f}" if staged else "-"
+        rows.append(f"| {name} | " + " | ".join(cells) + f" | {worst:.0f} | {spare} |")
     return [head, rule, *rows]
+
+
+def ready_text(ready: dict[str, float]) -> str:
+    return ", ".join(f"{name} ready at {at:.1f} s ({CPU_AT_READY.get(name, 0):.1f} CPU-s)"
+                     for name, at in sorted(ready.items(), key=lambda item: item[1]))
+
+
+def cold_only(wanted: list[str]) -> int:
+    logdir = ROOT / ".dev" / "bench-devloop"
+    logdir.mkdir(parents=True, exist_ok=True)
+    svcs = [svc for svc in services() if svc.name in wanted]
+    print(f"load average {os.getloadavg()[0]:.1f}", flush=True)
+    with stack(svcs, logdir) as together:
+        print(f"cold start, all at once: {together:.1f} s", flush=True)
+    ready: dict[str, float] = {}
+    with stack(svcs, logdir, compose=True, ready_at=ready) as composed:
+        print(f"cold start in process-compose's order: {composed:.1f} s ({ready_text(ready)})",
+              flush=True)
+    print(f"load average {os.getloadavg()[0]:.1f}", flush=True)
+    return 0
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--saves", type=int, default=3)
+    parser.add_argument("--pause", type=float, default=3.0,
+                        help="seconds between SERVING and the next save (a spare loads "
+                             "in this time; a save sooner waits for the rest of its load)")
     parser.add_argument("--no-write", action="store_true")
+    parser.add_argument("--services", default="core,asr,tts,llm",
+                        help="comma-separated: which services to start and save (a subset "
+                             "is for profiling; --no-write is implied)")
+    parser.add_argument("--no-cold", action="store_true",
+                        help="skip the second cold start and the torch import timing")
+    parser.add_argument("--cold-only", action="store_true",
+                        help="only the cold starts: all at once, and in process-compose.yaml's "
+                             "order with its probes (no saves; --no-write is implied)")
     args = parser.parse_args()
+    if args.cold_only:
+        return cold_only(args.services.split(","))
+    wanted = args.services.split(",")
+    if set(wanted) != {"core", "asr", "tts", "llm"} or args.no_cold:
+        args.no_write = True
     subprocess.run([sys.executable, "-m", "llm_service.demo_model", "build"], check=True,
                    capture_output=True, timeout=600)
     logdir = ROOT / ".dev" / "bench-devloop"
     logdir.mkdir(parents=True, exist_ok=True)
     load = os.getloadavg()[0]
-    svcs = services()
+    svcs = [svc for svc in services() if svc.name in wanted]
     results: dict[str, list[dict[str, float]]] = {}
+    last_save: dict[str, int] = {}  # where each service's log was at its last save
     with stack(svcs, logdir) as cold_first:
         print(f"cold start {cold_first:.1f} s", flush=True)
         time.sleep(2)
         for svc in svcs:
             runs = []
+            offset = 0
             for _ in range(args.saves):
-                time.sleep(1.0)
+                time.sleep(args.pause)
+                staged = spare_staged(svc, offset)
+                offset = log_size(svc.log)
                 runs.append(one_save(svc))
+                if staged is not None:
+                    runs[-1]["spare staged"] = staged
                 print(svc.name, " ".join(f"{k}={v * 1000:.0f}" for k, v in runs[-1].items()),
                       flush=True)
             results[svc.name] = runs
+            last_save[svc.name] = offset
         time.sleep(2)
+        for svc in svcs:  # the spares as they wait for a save: loaded
+            spare_staged(svc, last_save[svc.name])
         mem = memory_rows(svcs)
+        print("\n".join(mem), flush=True)
+    if args.no_cold:
+        return 0
     with stack(svcs, logdir) as cold_cached:
         print(f"cold start (warm lists cached) {cold_cached:.1f} s", flush=True)
+    compose_ready: dict[str, float] = {}
+    with stack(svcs, logdir, compose=True, ready_at=compose_ready) as cold_compose:
+        print(f"cold start in process-compose's order {cold_compose:.1f} s: "
+              f"{ready_text(compose_ready)}", flush=True)
     load = max(load, os.getloadavg()[0])
     began = time.monotonic()
     subprocess.run([sys.executable, "-c", "import torch, transformers"], check=True,
@@ -401,30 +599,47 @@ def main() -> int:
         "",
         f"Cold start (all four processes at once, spawn to every /health 200, set-up and "
         f"demo model done): **{cold_first:.1f} s**; again with the warm parents' import "
-        f"lists cached: **{cold_cached:.1f} s** (target <= 5 s).",
+        f"lists cached: **{cold_cached:.1f} s**; in process-compose.yaml's order, each process "
+        f"started when its `depends_on` holds and ready at its readiness probe's first "
+        f"success (initial delay, period): **{cold_compose:.1f} s** (target <= 5 s; "
+        f"{ready_text(compose_ready)}; CPU-s: what the process and its children had used "
+        "by then).",
         "",
-        f"Save to SERVING ({args.saves} saves of the package's __init__.py, unchanged; "
-        "target <= 1000 ms), medians in ms. batching wait: save to the child's "
+        f"Save to SERVING ({args.saves} saves of the package's __init__.py, unchanged, each "
+        f"{args.pause:g} s after the service served; target <= 1000 ms), medians in ms. "
+        "batching wait: save to the child's "
         "`Hot-reload:` line; drain: to the parent's `child N ended`; fork + import: to "
         "`listening on` (the core: its ready line); warm-up: to SERVING; polled: the same "
-        "seen by a client polling /health every 20 ms:",
+        "seen by a client polling /health every 20 ms; spare staged after: from SERVING "
+        "until the spare had loaded (where it had not by the save, the benchmark waited):",
         "",
         *table(results),
         "",
-        "Memory after the saves, MB (smaps_rollup; the parent shares its pages with its "
-        "child copy-on-write, so PSS halves what both map; private is what the parent "
-        "alone holds; target <= 300 MB per service):",
+        "Memory after the saves, once the spares had loaded, MB (smaps_rollup; the parent "
+        "shares its pages with its child and the spare copy-on-write, so PSS splits what "
+        "they map between them "
+        "(the LLM's weights three ways); private is what a process alone holds. The spare "
+        "(ASR, TTS, LLM) is the child forked once the service serves, which loads what "
+        "the parent may not hold and becomes the next save's child. What the warm "
+        "machinery adds to the serving child lies between parent + spare private (what "
+        "only they hold) and parent + spare PSS (which also counts their share of the "
+        "pages the child maps too); target <= 300 MB per service):",
         "",
         *mem,
         "",
         f"Context: `import torch, transformers` in a fresh interpreter took "
         f"{torch_import:.1f} s right after this run (1.9-2.0 s on the idle machine of the "
-        "section above). TTS: its warm-up is the Piper voice's onnxruntime session, "
-        "read from the cached optimised graph (tts_service.onnx_cache); onnxruntime starts "
-        "a thread at import, so the warm parent can neither import nor hold it "
-        "(docs/architecture.md). "
-        "ASR runs on threads in the dev stack (`ASR_WORKERS=0`): the parent keeps its "
-        "engine. The section above (`devstack_real`) measured the previous design, where a "
+        "section above). TTS: onnxruntime starts a thread at import, so the warm parent "
+        "can neither import it nor hold the Piper voice: the spare loads the voice (from "
+        "the cached optimised graph, tts_service.onnx_cache) and runs its warm-up "
+        "synthesis; the warm-up left is the espeak-ng voices' probe. ASR: CTranslate2 and "
+        "onnxruntime start threads as the "
+        "Whisper engine loads (model, Silero VAD, smart-turn, a decode of silence), so the "
+        "spare loads it (voice_common.warm_spare). LLM: the parent holds SmolLM2's weights; "
+        "the spare runs the warm-up generation; at a cold start it runs behind SERVING. "
+        "The spare loads once a core is idle (at most 10 s after SERVING): a save sooner "
+        "waits for the rest of its load. The section above (`devstack_real`) measured the "
+        "previous design, where a "
         "save ended the process and the supervisor started a new one.",
     ])
     print(body)

@@ -6,6 +6,12 @@ an engine that runs on threads in the service process (ASR_WORKERS=0, or Vosk) i
 loaded here: worker processes load their own. The child gets it while this module and
 everything it imports are byte-identical to their files (a save of one makes the parent
 start anew, loading with the new code), with the same settings and model files.
+
+Whisper starts threads while it loads (CTranslate2's workers, onnxruntime's sessions for
+Silero VAD and smart-turn), and the parent must fork with one thread: `stage()` loads
+it instead, in the spare child that the parent forks once the running child serves
+(voice_common.warm_spare); the spare becomes the next save's child and takes it the
+same way.
 """
 
 from __future__ import annotations
@@ -20,12 +26,16 @@ from voice_common.config import load_settings
 
 log = logging.getLogger("asr_service.warm")
 
+# Engines whose load starts threads: staged in the spare, never loaded in the parent.
+THREADED_LOADS = frozenset({"whisper"})
+
 _kept: tuple[Engine, dict[str, object], tuple[tuple[str, int, int], ...]] | None = None
 
 
 def model_files(engine: Engine) -> tuple[tuple[str, int, int], ...]:
     """(name, size, mtime) of the model directory's files: a changed model differs."""
-    folder = getattr(engine, "model_path", None) or getattr(engine, "model_dir", None)
+    folder = (getattr(engine, "model_path", None) or getattr(engine, "model_dir", None)
+              or getattr(getattr(engine, "config", None), "model_path", None))
     root = Path(str(folder)) if folder else None
     if root is None or not root.is_dir():
         return ()
@@ -34,9 +44,25 @@ def model_files(engine: Engine) -> tuple[tuple[str, int, int], ...]:
 
 
 def preload() -> None:
-    """Load the engine the service would load on its threads, in the warm parent."""
-    global _kept
+    """Load the engine the service would load on its threads, in the warm parent, unless
+    its load starts threads."""
     settings = load_settings(AsrSettings)
+    if settings.engine_name() in THREADED_LOADS:
+        log.info("warm parent: %s starts threads as it loads; a spare child loads it "
+                 "ahead of each save", settings.engine_name())
+        return
+    _load(settings)
+
+
+def stage() -> None:
+    """In the warm parent's spare child: load an engine that starts threads as it loads."""
+    settings = load_settings(AsrSettings)
+    if settings.engine_name() in THREADED_LOADS:
+        _load(settings)
+
+
+def _load(settings: AsrSettings) -> None:
+    global _kept
     engine = create_engine(settings)
     if worker_count(settings, engine):
         log.info("warm parent: %s runs in worker processes; each loads its own model",

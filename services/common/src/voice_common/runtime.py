@@ -42,6 +42,7 @@ from grpc_health.v1.health import aio as health_aio
 from voice_common.config import ProcessSettings, ServiceSettings
 from voice_common.devlogger import enable_debug_output
 from voice_common.logs import configure_logging
+from voice_common.warm_notify import notify_serving
 
 if TYPE_CHECKING:
     from aiohttp import web
@@ -260,6 +261,7 @@ class GrpcServiceRuntime:
         await self._set_all(health_pb2.HealthCheckResponse.SERVING)
         log.info("%s SERVING (warm-up %.0f ms)", self.definition.name,
                  (time.perf_counter() - started) * 1000)
+        notify_serving()  # the development warm parent's cue for its spare
 
     def request_shutdown(self, reason: str) -> None:
         if not self._shutdown.is_set():

@@ -1,3 +1,4 @@
+# Over 400 lines: the parent's loop and the child's start belong together (fork safety).
 """The warm parent: hot reload that keeps the supervised process (its PID) and its imports.
 
 With hot reload on (DEVELOPMENT_MODE=1, `<PREFIX>_HOT_RELOAD=1`), `voice_common.launch`
@@ -17,6 +18,10 @@ onnxruntime module starts one at import) is excluded from the warm imports from 
 and the parent execs itself anew (same PID) without it. A preload that leaves a thread
 makes it exec itself with VOICE_WARM=imports (no preload); if it still cannot fork
 safely, with VOICE_WARM=0: no warm imports, no preload.
+
+The spare (voice_common.warm_spare): where the service's `warm` module has a `stage()`,
+the parent forks, once the running child says SERVING, a spare that loads what the
+parent may not hold (engines that start threads) and becomes the next save's child.
 
 Fresh code: the child removes from `sys.modules` every module from the checkout or a
 watched folder (not from site-packages) except those the parent imported itself, which
@@ -52,6 +57,7 @@ import importlib
 import importlib.util
 import logging
 import os
+import select
 import signal
 import sys
 import threading
@@ -60,7 +66,7 @@ import traceback
 from collections.abc import Iterable
 from pathlib import Path
 
-from voice_common import hotreload
+from voice_common import hotreload, warm_spare
 from voice_common.launch import (
     crash_backoff_s,
     crash_delay,
@@ -81,6 +87,7 @@ from voice_common.warm_imports import (
     warm_import,
     write_warm_list,
 )
+from voice_common.warm_notify import SERVING, tell_parent_at_serving
 
 log = logging.getLogger("voice_common.warm_parent")
 
@@ -109,6 +116,9 @@ class WarmParent:
         mode = os.environ.get(WARM_ENV, "1")
         self.warm = mode != "0"
         self.preloading = mode not in ("0", "imports")
+        # <package>.warm with a stage(): a spare child loads ahead of the next save.
+        self.stage_module = ""
+        self.spare: warm_spare.Spare | None = None
 
     def _on_signal(self, signum: int, _frame: object) -> None:
         self.stopping = signal.Signals(signum).name
@@ -119,6 +129,7 @@ class WarmParent:
     def _reexec(self, why: str, *, warm: str = "") -> None:
         log.warning("Hot-reload: %s; the warm parent starts anew (same PID)%s", why,
                     f" with {WARM_ENV}={warm}" if warm else "")
+        self._drop_spare()
         if warm:
             os.environ[WARM_ENV] = warm
         os.environ[SINCE_ENV] = repr(self.since)
@@ -155,7 +166,12 @@ class WarmParent:
             if not any((Path(folder) / f"{PRELOAD_MODULE}.py").exists() for folder in folders):
                 return
             started = time.perf_counter()
-            importlib.import_module(name).preload()
+            module = importlib.import_module(name)
+            if hasattr(module, warm_spare.STAGE_FUNCTION):
+                self.stage_module = name
+            if not hasattr(module, "preload"):
+                return
+            module.preload()
         except Exception as err:
             log.warning("Hot-reload: %s.preload() failed (%s: %s); the service loads its "
                         "own", name, type(err).__name__, err)
@@ -166,6 +182,12 @@ class WarmParent:
                  (time.perf_counter() - started) * 1000)
 
     def run(self) -> int:
+        try:
+            return self._serve()
+        finally:
+            self._drop_spare()
+
+    def _serve(self) -> int:
         for sig in (signal.SIGTERM, signal.SIGINT):
             signal.signal(sig, self._on_signal)
         self._learn()
@@ -185,6 +207,8 @@ class WarmParent:
             if kind == hotreload.RELOAD:
                 self._learn()
                 continue
+            if kind == warm_spare.STALE:
+                continue  # a plain child is forked instead
             if kind == hotreload.REEXEC:
                 self._reexec("a file the warm parent imported changed")
             if kind == hotreload.RESTART:
@@ -194,25 +218,72 @@ class WarmParent:
             return self._crashed(code, ran_s)
         return 0
 
-    def _run_child(self) -> tuple[str, int, float]:
-        """Fork and wait for a child; (what it asked for, its exit status, seconds run)."""
+    def _drop_spare(self) -> None:
+        if self.spare is not None:
+            warm_spare.discard(self.spare)
+            self.spare = None
+
+    def _fork_spare(self) -> None:
+        """A spare for the next save, if the service stages one and the parent may fork."""
+        if self.stage_module and self.spare is None and not self.stopping and forkable():
+            self.spare = warm_spare.fork_spare(self, self.stage_module)
+
+    def _start_child(self) -> tuple[int, int]:
+        """The staged spare as the new child, else a freshly forked one: (pid, the read
+        end of its pipe)."""
+        spare, self.spare = self.spare, None
+        if spare is not None and warm_spare.start(spare, self.since):
+            log.debug("Hot-reload: spare %d started as the child", spare.pid)
+            return spare.pid, spare.report
         read_end, write_end = os.pipe()
         parent = os.getpid()
         _flush()  # buffered output would be written twice, once by the child
-        started = time.monotonic()
         pid = os.fork()
         if pid == 0:
             os.close(read_end)
             child_main(self, pipe=write_end, parent=parent)
         os.close(write_end)
+        log.debug("Hot-reload: child %d started", pid)
+        return pid, read_end
+
+    def _wait(self, pid: int, read_end: int) -> tuple[int, bytes]:
+        """Wait for the child to end (its exit status, what it wrote); fork the spare once
+        it says it serves."""
+        data = b""
+        try:
+            pidfd = os.pidfd_open(pid)
+        except (OSError, AttributeError):  # no pidfd: wait without a spare
+            pidfd = -1
+        reading = pidfd >= 0 and bool(self.stage_module)
+        try:
+            while pidfd >= 0:
+                ready, _, _ = select.select([pidfd, *([read_end] if reading else [])], [], [])
+                if read_end in ready:
+                    chunk = os.read(read_end, 4096)
+                    reading = bool(chunk)
+                    data += chunk
+                    if f"{SERVING}\n".encode() in data:
+                        reading = False  # nothing else comes before the child ends
+                        self._fork_spare()
+                if pidfd in ready:
+                    break
+        finally:
+            if pidfd >= 0:
+                os.close(pidfd)
+        _, status = os.waitpid(pid, 0)  # retried across signals (PEP 475)
+        return status, data + _read_all(read_end)
+
+    def _run_child(self) -> tuple[str, int, float]:
+        """Start and wait for a child; (what it asked for, its exit status, seconds run)."""
+        started = time.monotonic()
+        pid, read_end = self._start_child()
         self.child = pid
         if self.stopping:
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGTERM)
-        log.debug("Hot-reload: child %d started", pid)
-        _, status = os.waitpid(pid, 0)  # retried across signals (PEP 475)
+        status, data = self._wait(pid, read_end)
         self.child = 0
-        said = _read_all(read_end).decode(errors="replace").split()
+        said = [word for word in data.decode(errors="replace").split() if word != SERVING]
         code = os.waitstatus_to_exitcode(status)
         ran_s = time.monotonic() - started
         kind = said[0] if said else ""
@@ -272,7 +343,7 @@ def _flush() -> None:
 
 
 # -- the child -------------------------------------------------------------------------------
-def _die_with_parent(parent: int) -> None:
+def die_with_parent(parent: int) -> None:
     with contextlib.suppress(OSError, AttributeError):
         libc = ctypes.CDLL(None, use_errno=True)
         libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
@@ -313,14 +384,17 @@ class _Reporter:
         os.kill(os.getpid(), signal.SIGTERM)
 
 
-def child_main(plan: WarmParent, *, pipe: int, parent: int) -> None:
-    """Run the service in the forked child (`plan`: the parent's copy); never returns."""
+def child_main(plan: WarmParent, *, pipe: int, parent: int,
+               kept: dict[str, str] | None = None) -> None:
+    """Run the service in the forked child (`plan`: the parent's copy; `kept`: the
+    project files whose modules stay, default the parent's); never returns."""
     code = 1
     try:
         for sig in (signal.SIGTERM, signal.SIGINT):
             signal.signal(sig, signal.SIG_DFL)
-        _die_with_parent(parent)
-        _fresh_project_code(plan.parent_files, plan.roots)
+        die_with_parent(parent)
+        tell_parent_at_serving(pipe)
+        _fresh_project_code(plan.parent_files if kept is None else kept, plan.roots)
         reporter = _Reporter(plan, pipe)
         hotreload.start_watcher(plan.watched, [str(p) for p in dependency_files()],
                                 reporter.on_change, since=plan.since)

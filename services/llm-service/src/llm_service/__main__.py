@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import sys
 
 import grpc
 
 from llm_service import warm
-from llm_service.engine import Delta, Event, GenerationJob, LanguageModel, Message, SamplingParams
+from llm_service.engine import LanguageModel
 from llm_service.scheduler import RoundRobinScheduler
 from llm_service.servicer import SERVICE_FULL_NAME, LanguageModelServicer
 from llm_service.settings import SERVICE_NAME, LlmSettings
@@ -16,24 +17,19 @@ from voice_common.config import load_settings
 from voice_common.runtime import ServiceDefinition, run_service
 from voiceai.llm.v1 import llm_pb2_grpc
 
+log = logging.getLogger("llm_service")
 
-def _warm_generation(model: LanguageModel, scheduler: RoundRobinScheduler) -> None:
-    """One short generation so the first caller does not pay for cold kernels."""
-    import threading
 
-    done = threading.Event()
+def _queue_warm_generation(model: LanguageModel, scheduler: RoundRobinScheduler) -> None:
+    """Queue one short generation, not waited for: it runs on the scheduler after SERVING.
 
-    def emit(event: Event) -> None:
-        if not isinstance(event, Delta):
-            done.set()
-
-    prompt = model.render_prompt([Message("user", "hello")])
-    job = GenerationJob(prompt=prompt, emit=emit,
-                        params=SamplingParams(max_new_tokens=4, temperature=0.0, top_p=0.0,
-                                              seed=0, stop=()),
-                        call_id="warm-up")
-    scheduler.submit(job)
-    done.wait(60)
+    It spares the first caller cold kernels, which for SmolLM2 is about 30 ms of CPU on
+    the first token while the generation itself costs some 450 ms (measured): not worth
+    holding SERVING back for. The first request of a call comes seconds after the
+    service serves (a greeting and the caller's first sentence come first), and one that
+    came sooner would share the round-robin scheduler with it for a few tokens.
+    """
+    scheduler.submit(warm.warm_up_job(model))
 
 
 def main() -> int:
@@ -52,7 +48,10 @@ def main() -> int:
         if kept is None:
             await asyncio.to_thread(model.load)
         scheduler.start()
-        await asyncio.to_thread(_warm_generation, model, scheduler)
+        if kept is not None and warm.warmed_up():
+            log.info("warm-up generation already run by the warm parent's spare")
+        else:
+            await asyncio.to_thread(_queue_warm_generation, model, scheduler)
 
     async def close() -> None:
         await asyncio.to_thread(scheduler.stop)

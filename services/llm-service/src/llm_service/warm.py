@@ -9,6 +9,11 @@ the new code) and the model's files and the settings are what the parent loaded 
 The parent loads on the CPU only (a CUDA context does not survive a fork: with CUDA the
 child loads its own) and with one torch thread (an OpenMP pool started in the parent
 would not be carried into the child); the child's thread count is set back afterwards.
+
+The first generation after a load is the service's warm-up (SmolLM2: about half a
+second). `stage()` runs it in the spare child that the parent forks once the running
+child serves (voice_common.warm_spare): the spare becomes the next save's child, and
+`warmed_up()` tells its `__main__` that the model it took has already generated.
 """
 
 from __future__ import annotations
@@ -16,13 +21,14 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
-from llm_service.engine import LanguageModel
+from llm_service.engine import GenerationJob, LanguageModel, Message, SamplingParams
 from llm_service.settings import LlmSettings
 from voice_common.config import load_settings
 
 log = logging.getLogger("llm_service.warm")
 
 _kept: tuple[LanguageModel, dict[str, object], tuple[tuple[str, int, int], ...]] | None = None
+_generated = False  # the kept model ran its warm-up generation in this process
 
 
 def model_files(path: str) -> tuple[tuple[str, int, int], ...]:
@@ -60,6 +66,35 @@ def preload() -> None:
     # What LanguageModel.load would have set in the child.
     torch.set_num_threads(settings.threads or (1 if not settings.model else default_threads))
     _kept = (model, settings.model_dump(), model_files(model.model_path))
+
+
+def warm_up_job(model: LanguageModel) -> GenerationJob:
+    """The service's warm-up: one short greedy generation, its output dropped."""
+    return GenerationJob(prompt=model.render_prompt([Message("user", "hello")]),
+                         emit=lambda _event: None, call_id="warm-up",
+                         params=SamplingParams(max_new_tokens=4, temperature=0.0, top_p=0.0,
+                                               seed=0, stop=()))
+
+
+def warm_generation(model: LanguageModel) -> None:
+    """The warm-up generation here and now (in the spare, without the scheduler)."""
+    job = warm_up_job(model)
+    model.start(job)
+    while model.step(job) is None:
+        pass
+
+
+def stage() -> None:
+    """In the warm parent's spare child: the warm-up generation of the parent's model."""
+    global _generated
+    if _kept is not None:
+        warm_generation(_kept[0])
+        _generated = True
+
+
+def warmed_up() -> bool:
+    """Whether the model `take()` gave has already generated in this process."""
+    return _generated
 
 
 def take(settings: LlmSettings) -> LanguageModel | None:

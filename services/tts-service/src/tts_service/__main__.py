@@ -23,7 +23,7 @@ import sys
 
 import grpc
 
-from tts_service import SERVICE_NAME
+from tts_service import SERVICE_NAME, warm
 from tts_service.servicer import SynthesizerServicer
 from tts_service.settings import TtsSettings
 from tts_service.voices import VoiceCatalog, VoiceConfigError, plan_voices
@@ -45,7 +45,8 @@ def main() -> int:
 
     # Piper logs every sentence's phonemes at DEBUG: too much even in development.
     logging.getLogger("piper").setLevel(logging.INFO)
-    catalog = VoiceCatalog(plan)
+    # Loaded by the development warm parent's spare, if it did (tts_service/warm.py).
+    catalog = VoiceCatalog(plan, loaded_piper=warm.take(plan))
     # Synthesis timings: development output (DEVELOPMENT_MODE, or TTS_ENABLE_DEBUG).
     timings = get_development_logger("tts_service.timing")
     servicer = SynthesizerServicer(catalog, settings.max_text_chars, timings)

@@ -100,6 +100,8 @@ class VoiceCatalog:
     plan: VoicePlan
     engines: dict[str, Engine] = field(default_factory=dict)
     ready: bool = False
+    # The default Piper voice, loaded and warmed already (the dev warm parent's spare).
+    loaded_piper: PiperEngine | None = None
 
     @property
     def default_voice(self) -> str:
@@ -113,11 +115,13 @@ class VoiceCatalog:
 
     async def load(self) -> None:
         started = time.perf_counter()
-        piper = await asyncio.to_thread(PiperEngine, self.plan.piper_model,
-                                        self.plan.onnx_threads)
-        # One short synthesis: onnxruntime's first run allocates and optimizes, so the
-        # first real request would otherwise pay for it.
-        await piper.synthesize(WARMUP_TEXT)
+        piper, self.loaded_piper = self.loaded_piper, None
+        if piper is None:
+            piper = await asyncio.to_thread(PiperEngine, self.plan.piper_model,
+                                            self.plan.onnx_threads)
+            # One short synthesis: onnxruntime's first run allocates and optimizes, so the
+            # first real request would otherwise pay for it.
+            await piper.synthesize(WARMUP_TEXT)
         self.engines[piper.voice.name] = piper
         log.info("piper voice %s loaded from %s (%d Hz) in %.0f ms", piper.voice.name,
                  self.plan.piper_model, piper.voice.native_rate,
