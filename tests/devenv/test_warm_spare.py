@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.support.procs import (
+from voice_testkit.procs import (
     Proc,
     base_env,
     free_port,
@@ -34,7 +34,7 @@ SERVICE = '''
 import grpc
 
 from sparepkg import version, warm
-from tests.support.echo_service import EchoSettings
+from voice_testkit.echo_service import EchoSettings
 from voice_common.config import load_settings
 from voice_common.runtime import ServiceDefinition, run_service
 

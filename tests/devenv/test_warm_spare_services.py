@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.support.procs import (
+from voice_testkit.procs import (
     Proc,
     base_env,
     free_port,
