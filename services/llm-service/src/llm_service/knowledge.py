@@ -157,4 +157,6 @@ def load_selector(top_k: int, min_score: float) -> FactSelector | None:
         log.info("fact retrieval off: the %s package is not installed (all facts are sent)",
                  DISTRIBUTION)
         return None
-    return FactSelector(SentenceEncoder(folder), top_k, min_score)
+    encoder = SentenceEncoder(folder)
+    encoder.encode(["warm up"])  # the first call's one-time costs, before any caller's
+    return FactSelector(encoder, top_k, min_score)
