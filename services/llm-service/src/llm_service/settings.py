@@ -38,8 +38,10 @@ class LlmSettings(ServiceSettings):
     # A small model's hygiene (engine.Hygiene; not for the demo model): penalise tokens
     # the reply already has (1.0: off), forbid repeating any N-gram of the reply (0: off),
     # stop after this many sentences (0: no limit; a phone reply is one or two).
+    # Measured on the evaluation set (docs/benchmarks.md): the 4-gram rule ends loops such as
+    # "No, no, no, ..."; a penalty of 1.2 made SmolLM2's replies longer and more invented.
     repetition_penalty: float = Field(1.0, ge=1.0, le=2.0)
-    no_repeat_ngram: int = Field(0, ge=0, le=16)
+    no_repeat_ngram: int = Field(4, ge=0, le=16)
     max_sentences: int = Field(2, ge=0, le=100)
     # Fact retrieval (knowledge.py; not for the demo model): keep at most this many of
     # the system message's "Facts:" lines, the ones most like the caller's turn (0: all),
