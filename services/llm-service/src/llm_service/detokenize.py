@@ -83,3 +83,32 @@ class StopStringFilter:
     def flush(self) -> str:
         held, self._held = ("" if self.stopped else self._held), ""
         return held
+
+
+class SentenceLimit:
+    """Pass text through until `count` sentences have ended; drop what follows.
+
+    A sentence ends at ".", "!" or "?" followed by white space, so "1,250.40" or
+    "a.m" inside a word do not count; the end shows only with the next piece, which
+    is then cut at the boundary. 0: no limit.
+    """
+
+    def __init__(self, count: int) -> None:
+        self._count = count
+        self._ended = 0
+        self._last = ""  # the previous piece's last character
+        self.stopped = False
+
+    def feed(self, text: str) -> str:
+        if self.stopped or self._count <= 0 or not text:
+            return "" if self.stopped else text
+        previous = self._last
+        self._last = text[-1]
+        for index, char in enumerate(text):
+            before = text[index - 1] if index else previous
+            if char.isspace() and before in ".!?":
+                self._ended += 1
+                if self._ended >= self._count:
+                    self.stopped = True
+                    return text[:index]
+        return text

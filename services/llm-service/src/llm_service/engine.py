@@ -12,10 +12,13 @@ import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from llm_service.detokenize import IncrementalDetokenizer, StopStringFilter
+from llm_service.detokenize import IncrementalDetokenizer, SentenceLimit, StopStringFilter
 from llm_service.settings import LlmSettings
+
+if TYPE_CHECKING:
+    from llm_service.knowledge import FactSelector
 from voice_common.devlogger import get_development_logger
 
 log = logging.getLogger(__name__)
@@ -135,6 +138,8 @@ class GenerationJob:
     generator: Any = None
     detokenizer: IncrementalDetokenizer | None = None
     stop_filter: StopStringFilter | None = None
+    sentence_limit: SentenceLimit | None = None
+    generated: list[int] = field(default_factory=list)  # the reply's token ids so far
     completion_tokens: int = 0
     cancelled: bool = False
     cancel_reason: str = ""
@@ -164,6 +169,45 @@ class GenerationJob:
         return done
 
 
+@dataclass(frozen=True)
+class Hygiene:
+    """What keeps a small model's reply short and from looping (LLM_REPETITION_PENALTY,
+    LLM_NO_REPEAT_NGRAM, LLM_MAX_SENTENCES); off for the demo model, whose replies are exact.
+
+    Both penalties look at the reply's own tokens only, not the prompt's: the model
+    must stay free to repeat the facts it was given.
+    """
+
+    repetition_penalty: float = 1.0
+    no_repeat_ngram: int = 0
+    max_sentences: int = 0
+
+    @classmethod
+    def for_settings(cls, settings: LlmSettings) -> Hygiene:
+        from llm_service.models import uses_demo
+
+        # LLM_IGNORE_EOS measures the raw model (load tests, tokens/s): nothing cuts it short.
+        if uses_demo(settings.model) or settings.ignore_eos:
+            return cls()
+        return cls(settings.repetition_penalty, settings.no_repeat_ngram,
+                   settings.max_sentences)
+
+    def apply(self, logits: Any, generated: list[int]) -> Any:
+        """The next token's logits with repeats penalised (transformers' own processors)."""
+        if not generated or (self.repetition_penalty == 1.0 and self.no_repeat_ngram <= 0):
+            return logits
+        import torch
+        from transformers import NoRepeatNGramLogitsProcessor, RepetitionPenaltyLogitsProcessor
+
+        ids = torch.tensor([generated], device=logits.device)
+        scores = logits.unsqueeze(0)
+        if self.repetition_penalty != 1.0:
+            scores = RepetitionPenaltyLogitsProcessor(self.repetition_penalty)(ids, scores)
+        if self.no_repeat_ngram > 0:
+            scores = NoRepeatNGramLogitsProcessor(self.no_repeat_ngram)(ids, scores)
+        return scores[0]
+
+
 class LanguageModel:
     """A transformers causal LM and its tokenizer, with a one-token step function."""
 
@@ -177,6 +221,8 @@ class LanguageModel:
         self.eos_ids: set[int] = set()
         # transformers 5.x names the KV cache argument `cache`; 4.x `past_key_values`.
         self.cache_arg = "past_key_values"
+        self.hygiene = Hygiene.for_settings(settings)
+        self.facts: FactSelector | None = None  # narrows the system prompt's facts
 
     def load(self) -> None:
         """Resolve LLM_MODEL (building a packaged model if needed), then from_pretrained."""
@@ -186,7 +232,8 @@ class LanguageModel:
 
         hf_logging.disable_progress_bar()
         started = time.perf_counter()
-        from llm_service.models import is_packaged, resolve
+        from llm_service.knowledge import load_selector
+        from llm_service.models import is_packaged, resolve, uses_demo
 
         if self.settings.threads:
             torch.set_num_threads(self.settings.threads)
@@ -205,6 +252,8 @@ class LanguageModel:
         model = AutoModelForCausalLM.from_pretrained(source, local_files_only=local_only,
                                                      dtype=dtype)
         self.model = model.to(self.device).eval()
+        if not uses_demo(self.settings.model):
+            self.facts = load_selector(self.settings.facts_top_k, self.settings.facts_min_score)
         if "cache" in inspect.signature(self.model.forward).parameters:
             self.cache_arg = "cache"
         self.model_path = source
@@ -225,10 +274,14 @@ class LanguageModel:
                       ) -> Prompt:
         """The token ids to feed: the tokenizer's chat template, else a plain dialogue.
 
+        The system message's facts are narrowed to the caller's turn first (knowledge.py).
+
         Tools go to the template (`tools=`); a template that ignores them renders
         the prompt without them, and the model then simply does not call any.
         """
         tokenizer = self.tokenizer
+        if self.facts is not None:
+            messages = self.facts.narrow(messages)
         chat = [chat_dict(m) for m in messages]
         if getattr(tokenizer, "chat_template", None):
             extra: dict[str, Any] = {"tools": [tool_dict(t) for t in tools]} if tools else {}
@@ -249,6 +302,7 @@ class LanguageModel:
         job.next_input = torch.tensor([job.prompt.ids], device=self.device)
         job.detokenizer = IncrementalDetokenizer(self.tokenizer)
         job.stop_filter = StopStringFilter([*job.params.stop, *job.prompt.stop])
+        job.sentence_limit = SentenceLimit(self.hygiene.max_sentences)
         if job.params.temperature > 0:
             job.generator = torch.Generator(device=self.device)
             job.generator.manual_seed(job.params.seed & 0xFFFF_FFFF_FFFF_FFFF)
@@ -257,6 +311,7 @@ class LanguageModel:
         import torch
 
         params = job.params
+        logits = self.hygiene.apply(logits, job.generated)
         if params.temperature <= 0:
             return int(torch.argmax(logits))
         probs = torch.softmax(logits.float() / params.temperature, dim=-1)
@@ -279,6 +334,7 @@ class LanguageModel:
         job.past = out[self.cache_arg]
         token = self._choose(out.logits[0, -1], job)
         job.next_input = torch.tensor([[token]], device=self.device)
+        job.generated.append(token)
         job.completion_tokens += 1
         if job.first_token_at is None:
             job.first_token_at = time.perf_counter()
@@ -290,7 +346,7 @@ class LanguageModel:
             self._emit_text(job, job.detokenizer.flush(), final=True)
             return job.finish("stop")
         self._emit_text(job, job.detokenizer.push(token))
-        if job.stop_filter.stopped:
+        if job.stop_filter.stopped or (job.sentence_limit and job.sentence_limit.stopped):
             return job.finish("stop")
         limit = job.params.max_new_tokens
         if self.max_positions:
@@ -301,9 +357,10 @@ class LanguageModel:
         return None
 
     def _emit_text(self, job: GenerationJob, text: str, final: bool = False) -> None:
-        assert job.stop_filter is not None
+        assert job.stop_filter is not None and job.sentence_limit is not None
         out = job.stop_filter.feed(text)
         if final and not job.stop_filter.stopped:
             out += job.stop_filter.flush()
+        out = job.sentence_limit.feed(out)
         if out:
             job.emit(Delta(out))

