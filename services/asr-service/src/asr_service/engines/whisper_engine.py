@@ -65,6 +65,11 @@ class WhisperConfig:
     partial_interval_s: float = 0.0
     max_utterance_s: float = 20.0
     vad_threshold: float = 0.5
+    beam_size: int = 1
+    # Domain hints (faster-whisper's initial_prompt and hotwords): they make the bot's
+    # words likelier, they do not restrict what can be heard.
+    prompt: str = ""
+    hotwords: str = ""
     # None: a fixed endpoint (ASR_ENDPOINT_SILENCE_S).
     turn_model_path: Path | None = None
     turn_complete_threshold: float = 0.5
@@ -97,8 +102,11 @@ class WhisperEngine(Engine):
     def describe(self) -> str:
         turn = (f"end of turn by {self.config.turn_model_path}" if self.config.turn_model_path
                 else f"fixed endpoint {self.config.endpoint_silence_s} s")
+        hints = ", ".join(name for name, value in (("prompt", self.config.prompt),
+                                                  ("hotwords", self.config.hotwords)) if value)
         return (f"faster-whisper {self.config.model_path} (int8, {self.config.threads} "
-                f"threads, beam 1, temperature 0), Silero VAD, {turn}")
+                f"threads, beam {self.config.beam_size}, temperature 0"
+                f"{', hints: ' + hints if hints else ''}), Silero VAD, {turn}")
 
     def load(self) -> None:
         """Load the model, the VAD and the end-of-turn model; idempotent (create_engine
@@ -126,9 +134,10 @@ class WhisperEngine(Engine):
         """The transcript of float32 16 kHz `audio`; word times are shifted by `offset_s`."""
         lang = (language.partition("-")[0].lower() or None) if self.multilingual else "en"
         segments, _ = self.model.transcribe(
-            audio, language=lang, beam_size=1, best_of=1, temperature=0.0,
-            condition_on_previous_text=False, without_timestamps=not want_words,
-            word_timestamps=want_words, vad_filter=False)
+            audio, language=lang, beam_size=self.config.beam_size, best_of=1,
+            temperature=0.0, condition_on_previous_text=False,
+            without_timestamps=not want_words, word_timestamps=want_words, vad_filter=False,
+            initial_prompt=self.config.prompt or None, hotwords=self.config.hotwords or None)
         texts: list[str] = []
         logprobs: list[float] = []
         words: list[Word] = []
