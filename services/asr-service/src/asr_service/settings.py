@@ -64,7 +64,7 @@ class AsrSettings(ServiceSettings):
     whisper_vad_threshold: float = Field(0.5, ge=0.2, le=0.95)
     # Whisper: beam search width (1 = greedy). The encoder (30 s of padded audio) is most
     # of a decode's cost, so a beam of 5 on a short utterance costs little more.
-    whisper_beam_size: int = Field(1, ge=1, le=10)
+    whisper_beam_size: int = Field(5, ge=1, le=10)
     # Whisper: domain hints, e.g. from the bot config: a sentence in the bot's words
     # (faster-whisper's initial_prompt) and/or its key words (hotwords). They make those
     # words likelier; they do not restrict what is heard (unlike a phrase list).
