@@ -133,6 +133,12 @@ def test_domain_hints_do_not_force_the_transcript() -> None:
                     whisper_hotwords="Example Bank branch balance savings adviser card")
     assert "beam 5" in hinted.describe() and "hints: prompt, hotwords" in hinted.describe()
     for sentence in (COMPLETE, "What is the weather going to be like this weekend?"):
-        audio = np.concatenate([silence(0.3), piper_16k(sentence), silence(1.0)])
+        speech = piper_16k(sentence)
+        audio = np.concatenate([silence(0.3), speech, silence(1.0)])
         (_, final), = of_kind(run(hinted, audio), EventKind.FINAL)
         assert word_error_rate(sentence, final.text) <= 0.2, final.text
+        # Word timings (show_words) are on: one decode of the utterance, no words made
+        # up in the silence after it (faster-whisper's second pass there invented
+        # "Thank you." and the like).
+        speech_end_s = 0.3 + len(speech) / 16000
+        assert final.words and final.words[-1].end_s <= speech_end_s + 0.3, final.words

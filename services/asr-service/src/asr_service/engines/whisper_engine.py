@@ -145,6 +145,12 @@ class WhisperEngine(Engine):
         logprobs: list[float] = []
         words: list[Word] = []
         for segment in segments:
+            if segment.seek != 0:
+                # An utterance (at most 28 s) fits Whisper's first 30 s window. With word
+                # timestamps faster-whisper goes back to the last word's end and decodes
+                # the rest again: a second decode of silence, where it invents words
+                # ("Thank you.", more so with hints). The generator stops here, unrun.
+                break
             if segment.text.strip():
                 texts.append(segment.text.strip())
                 logprobs.append(segment.avg_logprob)
