@@ -23,7 +23,7 @@ docs/benchmarks.md, per mix:
 
     .venv/bin/python scripts/bench/conversation.py
         [--asr text,pocketsphinx+phrases,pocketsphinx,whisper,vosk] [--llm demo,smollm2]
-        [--limit N] [--note TEXT] [--no-write]
+        [--limit N] [--voices V1,V2] [--note TEXT] [--no-write]
 
 ASR engines: `text` (no ASR: the utterance's own words, to measure the LLM alone),
 `pocketsphinx` (free form), `pocketsphinx+phrases` (the bot's phrase
@@ -291,6 +291,13 @@ def run(args: argparse.Namespace) -> tuple[list[MixResult], list[str]]:
         cache_env = {"VOICE_CACHE_DIR": cache} if cache else {}
         tts = stack.enter_context(service("tts", logs))
         voices = english_voices(tts.target) or [""]
+        if args.voices:
+            wanted = args.voices.split(",")
+            missing = [v for v in wanted if v not in voices]
+            if missing:
+                sys.exit(f"--voices: the TTS service has no {', '.join(missing)} "
+                         f"(it has {', '.join(voices)})")
+            voices = wanted
         spoken_by = [voices[i % len(voices)] for i in range(len(utterances))]
         audio = [telephone_audio(tts.target, u.text, voice)
                  for u, voice in zip(utterances, spoken_by, strict=True)]
@@ -391,6 +398,9 @@ def main() -> int:
     parser.add_argument("--llm", default="demo,smollm2",
                         help="demo, smollm2 (the packaged default), or a directory / hub id")
     parser.add_argument("--limit", type=int, default=0, help="the first N utterances only")
+    parser.add_argument("--voices", default="",
+                        help="TTS voices to speak the set, comma-separated (default: every "
+                             "English voice, round-robin), e.g. piper:en_US-joe-medium")
     parser.add_argument("--note", default="", help="a sentence for the report (machine load)")
     parser.add_argument("--no-write", action="store_true")
     args = parser.parse_args()
