@@ -25,12 +25,16 @@ docs/benchmarks.md, per mix:
 
     .venv/bin/python scripts/bench/conversation.py
         [--asr text,pocketsphinx+phrases,pocketsphinx,whisper,vosk] [--llm demo,smollm2]
-        [--limit N] [--note TEXT] [--no-write]
+        [--limit N] [--voices V1,V2] [--note TEXT] [--no-write]
 
 ASR engines: `text` (no ASR: the utterance's own words, to measure the LLM alone),
 `pocketsphinx` (free form), `pocketsphinx+phrases` (the bot's phrase
 list, as the core sends it today), `vosk` (needs VOSK_MODEL_PATH to an English model),
-`whisper` (when the ASR service has a Whisper engine); unavailable ones are skipped.
+`whisper` (when the ASR service has a Whisper engine; `whisper@DIR` for another
+CTranslate2 Whisper model than the packaged tiny.en, `whisper+hints` with the domain
+hints built from the bot config: ASR_WHISPER_PROMPT and ASR_WHISPER_HOTWORDS, see
+`whisper_hints`); unavailable ones are skipped. The word error rate is also given per
+voice, since a robotic espeak-ng voice is much harder to hear than a natural one.
 """
 
 from __future__ import annotations
@@ -218,9 +222,18 @@ def first_audio_ms(tts_target: str, reply: str) -> float:
     return 0.0
 
 
-def asr_available(engine: str) -> tuple[dict[str, str] | None, str]:
+def whisper_hints(bot: BotConfig) -> dict[str, str]:
+    """Whisper's domain hints from the bot config: the greeting as the prompt (the words a
+    call starts with, in the bot's own style) and the topics of its knowledge ("- Branch
+    opening hours: ..." lines) as hotwords. Hints only: what is heard is not restricted."""
+    topics = re.findall(r"^\s*-\s*([^:\n]{1,60}):", bot.knowledge, flags=re.M)
+    return {"ASR_WHISPER_PROMPT": bot.greeting, "ASR_WHISPER_HOTWORDS": ", ".join(topics)}
+
+
+def asr_available(engine: str, bot: BotConfig) -> tuple[dict[str, str] | None, str]:
     """The ASR service's environment for `engine`, or None and why it is skipped."""
-    base = engine.removesuffix("+phrases")
+    base, *extras = engine.split("+")
+    base, _, model = base.partition("@")
     if base == TEXT:
         return {}, ""
     if base == "pocketsphinx":
@@ -233,7 +246,14 @@ def asr_available(engine: str) -> tuple[dict[str, str] | None, str]:
     if base == "whisper":
         if importlib.util.find_spec("asr_service.engines.whisper_engine") is None:
             return None, "whisper: this ASR service has no Whisper engine"
-        return {"ASR_ENGINE": "whisper"}, ""
+        env = {"ASR_ENGINE": "whisper"}
+        if model:
+            if not Path(model).is_dir():
+                return None, f"{engine}: no model directory {model}"
+            env["ASR_WHISPER_MODEL"] = model
+        if "hints" in extras:
+            env.update(whisper_hints(bot))
+        return env, ""
     return None, f"{engine}: unknown ASR engine"
 
 
@@ -274,8 +294,16 @@ def run(args: argparse.Namespace) -> tuple[list[MixResult], list[str]]:
         cache_env = {"VOICE_CACHE_DIR": cache} if cache else {}
         tts = stack.enter_context(service("tts", logs))
         voices = english_voices(tts.target) or [""]
-        audio = [telephone_audio(tts.target, u.text, voices[i % len(voices)])
-                 for i, u in enumerate(utterances)]
+        if args.voices:
+            wanted = args.voices.split(",")
+            missing = [v for v in wanted if v not in voices]
+            if missing:
+                sys.exit(f"--voices: the TTS service has no {', '.join(missing)} "
+                         f"(it has {', '.join(voices)})")
+            voices = wanted
+        spoken_by = [voices[i % len(voices)] for i in range(len(utterances))]
+        audio = [telephone_audio(tts.target, u.text, voice)
+                 for u, voice in zip(utterances, spoken_by, strict=True)]
         notes.append(f"voices: {', '.join(v or 'default' for v in voices)} (round-robin)")
         llms = []
         for name in args.llm.split(","):
@@ -287,7 +315,7 @@ def run(args: argparse.Namespace) -> tuple[list[MixResult], list[str]]:
             channel = stack.enter_context(grpc.insecure_channel(svc.target))
             llms.append((name, llm_pb2_grpc.LanguageModelStub(channel)))
         for engine in args.asr.split(","):
-            env, why = asr_available(engine)
+            env, why = asr_available(engine, bot)
             if env is None:
                 notes.append(why)
                 continue
@@ -299,6 +327,9 @@ def run(args: argparse.Namespace) -> tuple[list[MixResult], list[str]]:
             edits = sum(word_errors(u.text, h.text)[0] for u, h in zip(utterances, heard,
                                                                       strict=True))
             words = sum(word_errors(u.text, "")[1] for u in utterances)
+            if engine != TEXT:
+                notes.append(f"{engine} WER by voice: " + wer_by_voice(utterances, heard,
+                                                                       spoken_by))
             for name, stub in llms:
                 mix = MixResult(engine, name, wer=edits / max(words, 1))
                 for utterance, h in zip(utterances, heard, strict=True):
@@ -320,6 +351,17 @@ def run(args: argparse.Namespace) -> tuple[list[MixResult], list[str]]:
                           f"{outcome.reply!r}", flush=True)
                 results.append(mix)
     return results, notes
+
+
+def wer_by_voice(utterances: list[Utterance], heard: list[Heard], spoken_by: list[str]) -> str:
+    parts = []
+    for voice in dict.fromkeys(spoken_by):
+        pairs = [(u.text, h.text) for u, h, v in zip(utterances, heard, spoken_by, strict=True)
+                 if v == voice]
+        edits = sum(word_errors(ref, hyp)[0] for ref, hyp in pairs)
+        words = sum(word_errors(ref, "")[1] for ref, _ in pairs)
+        parts.append(f"{voice or 'default'} {edits / max(words, 1):.1%} ({len(pairs)})")
+    return ", ".join(parts)
 
 
 def table(results: list[MixResult], n: int) -> str:
@@ -359,6 +401,9 @@ def main() -> int:
     parser.add_argument("--llm", default="demo,smollm2",
                         help="demo, smollm2 (the packaged default), or a directory / hub id")
     parser.add_argument("--limit", type=int, default=0, help="the first N utterances only")
+    parser.add_argument("--voices", default="",
+                        help="TTS voices to speak the set, comma-separated (default: every "
+                             "English voice, round-robin), e.g. piper:en_US-joe-medium")
     parser.add_argument("--note", default="", help="a sentence for the report (machine load)")
     parser.add_argument("--no-write", action="store_true")
     args = parser.parse_args()

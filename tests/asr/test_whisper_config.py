@@ -73,3 +73,10 @@ def test_corrupt_turn_model_exits_2(tmp_path: Path) -> None:
     corrupt.write_bytes(b"not an onnx model" * 100)
     line = one_line(run_with(ASR_ENGINE="whisper", ASR_TURN_MODEL_PATH=str(corrupt)))
     assert line.startswith(f"end-of-turn model '{corrupt}' cannot be loaded")
+
+
+@pytest.mark.parametrize(("name", "value"), [("ASR_WHISPER_PROMPT", "bank " * 200),
+                                             ("ASR_WHISPER_BEAM_SIZE", "0")])
+def test_bad_whisper_options_exit_2(name: str, value: str) -> None:
+    line = one_line(run_with(ASR_ENGINE="whisper", **{name: value}))
+    assert name in line, line

@@ -122,3 +122,23 @@ def test_speech_start_comes_at_once() -> None:
     (start_at, start), = of_kind(events, EventKind.SPEECH_START)
     # Within the first 0.3 s of speech: barge-in does not wait for any decode.
     assert 0.2 <= start.start_s <= start_at <= 0.3 + 0.3
+
+
+def test_domain_hints_do_not_force_the_transcript() -> None:
+    """Hints built from a bank bot's words (ASR_WHISPER_PROMPT/HOTWORDS) and a beam: the
+    bank's sentence is still heard, and so is one that has nothing to do with banking."""
+    hinted = engine(end_of_turn="off", whisper_beam_size=5,
+                    whisper_prompt="A caller phones Example Bank about opening hours, a "
+                                   "balance, a lost card or an adviser.",
+                    whisper_hotwords="Example Bank branch balance savings adviser card")
+    assert "beam 5" in hinted.describe() and "hints: prompt, hotwords" in hinted.describe()
+    for sentence in (COMPLETE, "What is the weather going to be like this weekend?"):
+        speech = piper_16k(sentence)
+        audio = np.concatenate([silence(0.3), speech, silence(1.0)])
+        (_, final), = of_kind(run(hinted, audio), EventKind.FINAL)
+        assert word_error_rate(sentence, final.text) <= 0.2, final.text
+        # Word timings (show_words) are on: one decode of the utterance, no words made
+        # up in the silence after it (faster-whisper's second pass there invented
+        # "Thank you." and the like).
+        speech_end_s = 0.3 + len(speech) / 16000
+        assert final.words and final.words[-1].end_s <= speech_end_s + 0.3, final.words

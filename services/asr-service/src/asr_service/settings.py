@@ -15,6 +15,8 @@ CONTRACT_MAX_CHUNK_BYTES = 32000
 CONTRACT_MAX_PHRASES = 500
 CONTRACT_MAX_PHRASE_CHARS = 100
 SUPPORTED_SAMPLE_RATES = (8000, 16000)
+# Whisper's prompt is at most 223 tokens; longer hints would be cut from the front.
+MAX_HINT_CHARS = 600
 
 
 class AsrSettings(ServiceSettings):
@@ -60,6 +62,14 @@ class AsrSettings(ServiceSettings):
     whisper_max_utterance_s: float = Field(20.0, ge=2.0, le=28.0)
     # Whisper: Silero VAD speech probability that starts speech (silence is 0.15 lower).
     whisper_vad_threshold: float = Field(0.5, ge=0.2, le=0.95)
+    # Whisper: beam search width (1 = greedy). The encoder (30 s of padded audio) is most
+    # of a decode's cost, so a beam of 5 on a short utterance costs little more.
+    whisper_beam_size: int = Field(5, ge=1, le=10)
+    # Whisper: domain hints, e.g. from the bot config: a sentence in the bot's words
+    # (faster-whisper's initial_prompt) and/or its key words (hotwords). They make those
+    # words likelier; they do not restrict what is heard (unlike a phrase list).
+    whisper_prompt: str = Field("", max_length=MAX_HINT_CHARS)
+    whisper_hotwords: str = Field("", max_length=MAX_HINT_CHARS)
     # End of turn for Whisper: smart-turn decides at each PAUSE how much more silence
     # ends the utterance; auto: on when its model file is present; off: a fixed
     # ASR_ENDPOINT_SILENCE_S.
