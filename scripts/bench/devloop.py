@@ -2,7 +2,7 @@
 # Over 400 lines: one self-contained benchmark script (start, time the saves, read logs).
 """The development loop under the warm parent: save -> SERVING per service, cold start to
 ready, and what the warm parent costs in memory; and where the time of a save goes, read
-from log timestamps (helpers shared with devenv.py and devstack_real.py).
+from log timestamps (helpers shared with devstack_real.py).
 
     .venv/bin/python scripts/bench/devloop.py [--saves 3] [--pause 3] [--no-write]
         [--services core,asr,tts,llm] [--no-cold] [--cold-only]
@@ -30,18 +30,9 @@ logged line:
     fork + import  -> the new child's "listening on" (fresh project modules, bind)
     warm-up        -> "SERVING" (model load, unless the parent or the spare did it)
 
-Under the previous design (exit and be restarted by the supervisor) `split_save` reads
-the devstack runner's own log for the restart (RUNTIME_DIR/devstack.log):
-
-    batching wait  save -> the service's "Hot-reload:" line
-    drain          -> the devstack runner's "NAME: Restarting (exit 0)"
-    restart gap    -> the runner's "NAME: Running"
-    process start  -> the runtime's "listening on" line (interpreter, imports, bind)
-    warm-up        -> the "SERVING" line (model load)
-    probe lag      -> the runner's "NAME: ready": its readiness probe saw it
-
 Service lines are the development log format (`2026-11-26 09:38:39,565 | INFO | ...`),
-the runner's `2026-11-26 09:38:39,565 devstack ...`: both local time with milliseconds.
+local time with milliseconds. scripts/bench/devstack_real.py times the same saves on the
+real stack under the devstack runner (scripts/dev-start.sh) with these helpers.
 """
 
 from __future__ import annotations
@@ -49,6 +40,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import datetime as dt
+import math
 import os
 import re
 import signal
@@ -69,7 +61,6 @@ STAMP = re.compile(r"(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3})")
 # A stamp has whole milliseconds: a line logged in the same millisecond as `after`
 # may carry a stamp up to 1 ms before it.
 STAMP_SLACK_S = 0.001
-STEPS = ("batching wait", "drain", "restart gap", "process start", "warm-up", "probe lag")
 WARM_STEPS = ("batching wait", "drain", "fork + import", "warm-up", "to SERVING", "polled")
 
 
@@ -119,53 +110,6 @@ class Needles:
     listening: Sequence[str] = ("listening on",)
     serving: Sequence[str] = ("SERVING (warm-up",)
     hot_reload: Sequence[str] = ("Hot-reload:",)
-
-
-@dataclass(frozen=True)
-class LogMarks:
-    """Where the logs ended just before the save: only later lines count."""
-
-    service: int
-    runner: int
-
-    @classmethod
-    def now(cls, service_log: Path, runner_log: Path) -> LogMarks:
-        return cls(log_size(service_log), log_size(runner_log))
-
-
-def split_save(name: str, saved: float, *, service_log: Path, runner_log: Path,
-               marks: LogMarks, needles: Needles = Needles(),
-               timeout: float = 120) -> dict[str, float]:
-    """Seconds per step of one save (`saved`: epoch seconds) of process `name`, and
-    "to SERVING" (save -> SERVING line) and "total" (save -> the runner's ready)."""
-
-    def service(what: Sequence[str], after: float) -> float:
-        return first_after(service_log, what, after, offset=marks.service, timeout=timeout)
-
-    def runner(what: str, after: float) -> float:
-        return first_after(runner_log, f" {name}: {what}", after, offset=marks.runner,
-                           timeout=timeout)
-
-    hot = service(needles.hot_reload, saved)
-    exited = runner("Restarting", hot)
-    spawned = runner("Running", exited)
-    listening = service(needles.listening, spawned)
-    serving = service(needles.serving, listening)
-    ready = runner("ready", serving)
-    return {"batching wait": hot - saved, "drain": exited - hot,
-            "restart gap": spawned - exited, "process start": listening - spawned,
-            "warm-up": serving - listening, "probe lag": ready - serving,
-            "to SERVING": serving - saved, "total": ready - saved}
-
-
-def summary_rows(runs: Sequence[dict[str, float]], keys: Sequence[str]) -> list[str]:
-    """Markdown rows `| step | median | min | max |` in milliseconds."""
-    rows = []
-    for key in keys:
-        values = [run[key] for run in runs]
-        rows.append(f"| {key} | {statistics.median(values) * 1000:.0f} | "
-                    f"{min(values) * 1000:.0f} | {max(values) * 1000:.0f} |")
-    return rows
 
 
 def split_warm_reload(saved: float, *, service_log: Path, offset: int,
@@ -429,6 +373,14 @@ def spare_staged(svc: Service, offset: int, timeout: float = 60) -> float | None
     return staged - since
 
 
+def logged(path: Path, needles: Sequence[str], offset: int) -> bool:
+    """Whether a line from byte `offset` on contains one of `needles`."""
+    with open(path, "rb") as handle:
+        handle.seek(offset)
+        text = handle.read().decode(errors="replace")
+    return any(needle in text for needle in needles)
+
+
 def one_save(svc: Service) -> dict[str, float]:
     offset = log_size(svc.log)
     data = svc.source.read_bytes()
@@ -443,6 +395,8 @@ def one_save(svc: Service) -> dict[str, float]:
         elif up and went_down:
             polled = time.monotonic() - saved
             break
+        elif up and logged(svc.log, svc.needles.serving, offset):
+            break  # the new child serves and no poll fell in the gap: "polled" stays nan
         time.sleep(0.02)
     steps = split_warm_reload(saved_at, service_log=svc.log, offset=offset, needles=svc.needles)
     return {**steps, "polled": polled}
@@ -492,13 +446,19 @@ def memory_rows(svcs: list[Service]) -> list[str]:
     return rows
 
 
+def median_ms(values: Sequence[float]) -> str:
+    """The median in ms of the values measured (nan: a poll that never saw the gap)."""
+    measured = [value for value in values if not math.isnan(value)]
+    return f"{statistics.median(measured) * 1000:.0f}" if measured else "-"
+
+
 def table(results: dict[str, list[dict[str, float]]]) -> list[str]:
     head = ("| service | " + " | ".join(WARM_STEPS) + " | max to SERVING "
             "| spare staged after (s) |")
     rule = "|---|" + "---:|" * (len(WARM_STEPS) + 2)
     rows = []
     for name, runs in results.items():
-        cells = [f"{statistics.median(r[c] for r in runs) * 1000:.0f}" for c in WARM_STEPS]
+        cells = [median_ms([r[c] for r in runs]) for c in WARM_STEPS]
         worst = max(r["to SERVING"] for r in runs) * 1000
         staged = [r["spare staged"] for r in runs if "spare staged" in r]
         spare = f"{statistics.median(staged):.1f}" if staged else "-"
@@ -628,8 +588,8 @@ def main() -> int:
         *mem,
         "",
         f"Context: `import torch, transformers` in a fresh interpreter took "
-        f"{torch_import:.1f} s right after this run (1.9-2.0 s on the idle machine of the "
-        "section above). TTS: onnxruntime starts a thread at import, so the warm parent "
+        f"{torch_import:.1f} s right after this run (1.9-2.0 s on an idle machine on "
+        "2026-11-26). TTS: onnxruntime starts a thread at import, so the warm parent "
         "can neither import it nor hold the Piper voice: the spare loads the voice (from "
         "the cached optimised graph, tts_service.onnx_cache) and runs its warm-up "
         "synthesis; the warm-up left is the espeak-ng voices' probe. ASR: CTranslate2 and "
@@ -638,9 +598,8 @@ def main() -> int:
         "spare loads it (voice_common.warm_spare). LLM: the parent holds SmolLM2's weights; "
         "the spare runs the warm-up generation; at a cold start it runs behind SERVING. "
         "The spare loads once a core is idle (at most 10 s after SERVING): a save sooner "
-        "waits for the rest of its load. The section above (`devstack_real`) measured the "
-        "previous design, where a "
-        "save ended the process and the supervisor started a new one.",
+        "waits for the rest of its load. The section above (`devstack_real`) times the same "
+        "saves on the real stack under the devstack runner (scripts/dev-start.sh).",
     ])
     print(body)
     if not args.no_write:

@@ -1,19 +1,23 @@
 #!/usr/bin/env python3
-"""The real dev stack: cold start, save-to-SERVING per service split into its steps, and
-what the readiness probes cost.
+"""The real dev stack under the devstack runner: cold start, save-to-SERVING per service
+under the warm parent, and what the readiness probes cost.
 
-Runs scripts/dev-start.sh with the devstack runner (set-up and the demo model already
-done; DEV_RUNNER=devstack, whose own log gives the restart times) and times it until
-every process is ready. Then, for each service, rewrites one of its source files
-unchanged (a save) and times until its health is SERVING again, polling every 50 ms
-(gRPC health for asr/llm/tts, HTTP /health for the core), and splits that time from
-the service's log (.dev/logs/NAME.log) and the runner's (.dev/devstack.log) into
-batching wait, drain, restart gap, process start, warm-up and probe lag
-(scripts/bench/devloop.py). Last, with the stack idle, it measures the CPU the
-supervisor's children (the exec probes) use per second, and one probe's CPU.
-Needs the stack's ports free; stops the stack at the end.
+Runs scripts/dev-start.sh with the devstack runner (DEV_RUNNER=devstack, set-up and the
+demo model already done) and times it until every process is ready. Then, for core, ASR,
+TTS and the LLM, it saves as scripts/bench/devloop.py does: rewrites the package's
+__init__.py unchanged `--pause` s after the service served (and after its spare, if it
+has one, has loaded), polls its HTTP /health every 20 ms, and splits save -> SERVING from
+the service's log (.dev/logs/NAME.log) into batching wait, drain, fork + import and
+warm-up (devloop.split_warm_reload). Under the warm parent (voice_common.warm_parent) the
+supervised process keeps its PID and a save forks a fresh child, so the runner restarts
+nothing: the script checks that the runner's PID and restart count stayed the same, and
+counts the saves whose gap the runner's readiness probe saw (its state went Not Ready,
+then its log says `NAME: ready` again). Last, with the stack idle, the CPU the
+supervisor's children (the exec probes) use per second, and one probe's CPU. The load
+average goes into the text: the machine may be shared. Needs the stack's ports free;
+stops the stack at the end.
 
-    .venv/bin/python scripts/bench/devstack_real.py [--saves 3] [--no-write]
+    .venv/bin/python scripts/bench/devstack_real.py [--saves 3] [--pause 3] [--no-write]
 """
 
 from __future__ import annotations
@@ -25,15 +29,14 @@ import statistics
 import subprocess
 import sys
 import time
-import urllib.request
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
-from devloop import STEPS, LogMarks, Needles, split_save
+from devloop import Service, compose_env, first_after, log_size, one_save, services, spare_staged
+from devloop import table as save_table
 from report import write_section
 
 from devstack import state
-from voice_common.healthcheck import check
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -42,79 +45,77 @@ RUNNER_LOG = RUNTIME_DIR / "devstack.log"
 PYRUN = ROOT / "scripts" / "devstack" / "pyrun"
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 IDLE_WINDOW_S = 10.0
+# The runner's readiness probe runs every period_seconds (1 s): it logs `ready` again
+# within about that after SERVING if it saw the gap at all.
+PROBE_SEEN_WITHIN_S = 2.5
+# voice_common.warm_parent: a warm import that leaves a thread (learnt at the first save
+# after a cold start without cached warm lists) makes the parent exec itself anew.
+REEXEC_LINE = "the warm parent starts anew"
+REEXEC_NOTE = ("; a save where the warm parent started anew (same PID) to leave out an "
+               "import that starts a thread paid its imports again: the max column")
 
 
-@dataclass(frozen=True)
-class Service:
-    source: str  # rewritten unchanged: a save
-    target: str  # gRPC HOST:PORT or the core's HTTP health URL
-    needles: Needles = field(default_factory=Needles)
+def real_services() -> list[Service]:
+    """devloop's services on the real stack's health ports and logs."""
+    svcs = services()
+    for svc in svcs:
+        svc.health_port = int(compose_env(svc.name)[svc.health_var])
+        svc.log = RUNTIME_DIR / "logs" / f"{svc.name}.log"
+    return svcs
 
 
-SERVICES = {
-    # The core logs no "listening" line of its own in OpenSIPS mode: its ready line then.
-    "core": Service("core/src/opensips_ai_core/__init__.py", "http://127.0.0.1:8088/health",
-                    Needles(listening=("listening on", "opensips-ai-core ready"),
-                            serving=("opensips-ai-core ready",))),
-    "asr": Service("services/asr-service/src/asr_service/__init__.py", "127.0.0.1:50051"),
-    "tts": Service("services/tts-service/src/tts_service/__init__.py", "127.0.0.1:50053"),
-    "llm": Service("services/llm-service/src/llm_service/__init__.py", "127.0.0.1:50052"),
-}
-COLUMNS = (*STEPS[:5], "to SERVING", "polled", "probe lag")
+@dataclass
+class RunnerView:
+    """What the runner saw of the saves of one service."""
+
+    saves: int = 0
+    same_process: int = 0  # the runner's PID and restart count unchanged
+    saw_gap: int = 0  # its readiness probe saw the reload as Not Ready
+    reexec: int = 0  # the warm parent started anew (same PID) in the save
+    ready_after: list[float] | None = None  # SERVING -> the runner's `ready`, when it saw
 
 
-def serving(target: str) -> bool:
-    if target.startswith("http"):
-        try:
-            with urllib.request.urlopen(target, timeout=1) as response:
-                return response.status == 200
-        except OSError:
-            return False
-    return check(target, "", timeout=1)[0] == 0
-
-
-def save_to_serving(path: Path, target: str, timeout: float = 120) -> tuple[float, float]:
-    """Rewrite `path` unchanged; return (epoch seconds of the save, seconds until `target`
-    is SERVING again as seen by polling)."""
-    data = path.read_bytes()
+def save_under_runner(svc: Service, view: RunnerView) -> dict[str, float]:
+    """One save (devloop.one_save), and what the runner saw of it."""
+    before = state.read(RUNTIME_DIR)
+    assert before is not None
+    proc = before.processes[svc.name]
+    runner_offset = log_size(RUNNER_LOG)
+    service_offset = log_size(svc.log)
     saved_at = time.time()
-    saved = time.monotonic()
-    path.write_bytes(data)
-    deadline = saved + timeout
-    went_down = False
-    while time.monotonic() < deadline:
-        up = serving(target)
-        if not up:
-            went_down = True
-        elif went_down:
-            return saved_at, time.monotonic() - saved
-        time.sleep(0.05)
-    raise TimeoutError(f"{target} did not restart within {timeout} s")
+    run = one_save(svc)
+    with open(svc.log, "rb") as handle:
+        handle.seek(service_offset)
+        if REEXEC_LINE in handle.read().decode(errors="replace"):
+            view.reexec += 1
+    serving_at = saved_at + run["to SERVING"]
+    try:
+        ready = first_after(RUNNER_LOG, f" {svc.name}: ready", serving_at - 1.0,
+                            offset=runner_offset, timeout=PROBE_SEEN_WITHIN_S)
+    except TimeoutError:
+        ready = None
+    after = state.read(RUNTIME_DIR)
+    assert after is not None
+    view.saves += 1
+    now = after.processes[svc.name]
+    if (now.pid, now.restarts) == (proc.pid, proc.restarts):
+        view.same_process += 1
+    if ready is not None:
+        view.saw_gap += 1
+        view.ready_after = [*(view.ready_after or []), ready - serving_at]
+    return run
 
 
-def wait_runner_ready(name: str, restarts: int, timeout: float = 120) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        info = state.read(RUNTIME_DIR)
-        if info is not None:
-            proc = info.processes[name]
-            if proc.restarts >= restarts and proc.ready:
-                return
-        time.sleep(0.05)
-    raise TimeoutError(f"{name} not ready again after {timeout} s")
-
-
-def one_save(name: str, service: Service) -> dict[str, float]:
-    log = RUNTIME_DIR / "logs" / f"{name}.log"
-    info = state.read(RUNTIME_DIR)
-    assert info is not None
-    restarts = info.processes[name].restarts
-    marks = LogMarks.now(log, RUNNER_LOG)
-    saved_at, polled = save_to_serving(ROOT / service.source, service.target)
-    wait_runner_ready(name, restarts + 1)
-    steps = split_save(name, saved_at, service_log=log, runner_log=RUNNER_LOG, marks=marks,
-                       needles=service.needles)
-    return {**steps, "polled": polled}
+def runner_text(views: dict[str, RunnerView]) -> str:
+    parts = []
+    for name, view in views.items():
+        lag = (f", ready again {statistics.median(view.ready_after) * 1000:.0f} ms after "
+               f"SERVING (median)" if view.ready_after else "")
+        reexec = (f", the warm parent started anew in {view.reexec}/{view.saves}"
+                  if view.reexec else "")
+        parts.append(f"{name}: same PID and restart count in {view.same_process}/{view.saves}"
+                     f", the gap seen in {view.saw_gap}/{view.saves}{lag}{reexec}")
+    return "; ".join(parts)
 
 
 # -- what the probes cost ----------------------------------------------------------------------
@@ -172,10 +173,10 @@ def probe_costs() -> list[str]:
     idle = ", ".join(f"{n} {(svc1[n] - svc0[n]) / window:.3f}" for n in services)
     return [
         f"Readiness probes with the stack idle ({window:.0f} s window): the supervisor's "
-        f"children (an exec probe for opensips every 1 s; asr, llm, tts and the core have "
-        f"HTTP probes, run inside the supervisor) "
+        f"children (the exec probe of opensips, every 1 s; the other processes have HTTP "
+        f"probes, run inside the supervisor) "
         f"used **{probes:.2f} CPU-s per second** ({probes / cores:.0%} of the {cores} cores); "
-        f"the supervisor itself (the core's HTTP probe, its loop) {(own1 - own0) / window:.3f}. "
+        f"the supervisor itself (the HTTP probes, its loop) {(own1 - own0) / window:.3f}. "
         f"One `voice_common.healthcheck` probe: {grpc_probe * 1000:.0f} ms CPU (a bare "
         f"`python -c pass`: {bare_python * 1000:.0f} ms); one `opensips-run --probe`: "
         f"{opensips_probe * 1000:.0f} ms. The idle services' own CPU per second: {idle}.",
@@ -183,7 +184,7 @@ def probe_costs() -> list[str]:
 
 
 def import_context() -> str:
-    """How long the LLM's imports take here now: they are most of its warm-up, and they
+    """How long the LLM's imports take here now: they are most of its cold start, and they
     read ~1 GB of libraries, so the page cache decides (this VM reclaims it eagerly)."""
     times = []
     for _ in range(3):
@@ -194,7 +195,7 @@ def import_context() -> str:
                      Path("/proc/meminfo").read_text().splitlines() if line.startswith("Cached:"))
     return (f"Context: `import torch, transformers` in a fresh interpreter took "
             f"{min(times):.1f}-{max(times):.1f} s during this run (page cache {cached_mb} MB): "
-            f"most of the LLM's warm-up is these imports and the model classes they load.")
+            f"most of the LLM's cold start is these imports and the model classes they load.")
 
 
 def script(name: str, *args: str) -> subprocess.CompletedProcess[str]:
@@ -204,19 +205,11 @@ def script(name: str, *args: str) -> subprocess.CompletedProcess[str]:
                           capture_output=True, text=True, timeout=900)
 
 
-def table(results: dict[str, list[dict[str, float]]]) -> list[str]:
-    head = "| service | " + " | ".join(COLUMNS) + " |"
-    rule = "|---|" + "---:|" * len(COLUMNS)
-    rows = []
-    for name, runs in results.items():
-        cells = [f"{statistics.median(r[c] for r in runs) * 1000:.0f}" for c in COLUMNS]
-        rows.append(f"| {name} | " + " | ".join(cells) + " |")
-    return [head, rule, *rows]
-
-
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--saves", type=int, default=3)
+    parser.add_argument("--pause", type=float, default=3.0,
+                        help="seconds between SERVING and the next save (as devloop.py)")
     parser.add_argument("--no-write", action="store_true")
     args = parser.parse_args()
     # The packaged models are built before timing: cold start means "set-up already done"
@@ -228,6 +221,10 @@ def main() -> int:
     if smollm2.available():
         subprocess.run([sys.executable, "-m", "llm_service.smollm2", "build"], check=True,
                        capture_output=True, timeout=600)
+    svcs = real_services()
+    logged_before = {svc.name: log_size(svc.log) for svc in svcs}
+    load_start = os.getloadavg()[0]
+    print(f"load average {load_start:.1f}", flush=True)
     started = time.monotonic()
     result = script("dev-start.sh", "--timeout", "600")
     cold = time.monotonic() - started
@@ -235,35 +232,56 @@ def main() -> int:
         print(result.stdout, result.stderr)
         script("dev-stop.sh")
         return 1
+    print(f"cold start {cold:.1f} s", flush=True)
     results: dict[str, list[dict[str, float]]] = {}
+    views: dict[str, RunnerView] = {}
     try:
-        time.sleep(3)  # let liveness settle
-        for name, service in SERVICES.items():
+        for svc in svcs:
+            # This run's lines only (the logs of earlier runs may be appended to).
+            before = logged_before[svc.name]
+            offset = before if log_size(svc.log) >= before else 0
             runs = []
+            views[svc.name] = view = RunnerView()
             for _ in range(args.saves):
-                time.sleep(1.0)  # the restarted process's watcher arms after it listens
-                runs.append(one_save(name, service))
-                print(name, " ".join(f"{k}={v * 1000:.0f}" for k, v in runs[-1].items()),
+                time.sleep(args.pause)
+                staged = spare_staged(svc, offset)
+                offset = log_size(svc.log)
+                runs.append(save_under_runner(svc, view))
+                if staged is not None:
+                    runs[-1]["spare staged"] = staged
+                print(svc.name, " ".join(f"{k}={v * 1000:.0f}" for k, v in runs[-1].items()),
                       flush=True)
-            results[name] = runs
-        time.sleep(2)  # the last restart's probes settle
+            results[svc.name] = runs
+        time.sleep(2)  # the spares load; the probes settle
         probe_lines = probe_costs()
         context = import_context()
     finally:
         script("dev-stop.sh")
+    load_end = os.getloadavg()[0]
+    cores = os.cpu_count()
+    busy = max(load_start, load_end) > 1.0
     body = "\n".join([
+        f"Load average {load_start:.1f} at the start, {load_end:.1f} at the end, on {cores} "
+        f"cores{' (other work was running: an idle machine will do better)' if busy else ''}.",
+        "",
         f"Cold start (`scripts/dev-start.sh` to every process ready, devstack runner, set-up "
         f"and demo model already built): **{cold:.1f} s** (target <= 20 s).",
         "",
-        f"Save to SERVING per service ({args.saves} saves of an unchanged source file; "
-        "targets: core <= 1.5 s, ASR and TTS <= 3 s, LLM <= 4 s), medians in ms. Steps from "
-        "the logs (scripts/bench/devloop.py): batching wait (save to `Hot-reload:`), drain "
-        "(to the runner's `Restarting`), restart gap (to `Running`: backoff_seconds 0), "
-        "process start (to `listening on`), warm-up (to SERVING); `to SERVING` is their sum "
-        "from the logs, `polled` the same seen by a client polling health every 50 ms, "
-        "`probe lag` from SERVING until the runner's readiness probe saw it:",
+        f"Save to SERVING under the runner ({args.saves} saves of the package's __init__.py, "
+        f"unchanged, each {args.pause:g} s after the service served; target <= 1000 ms), "
+        "medians in ms, steps as in `devloop` below (the warm parent's log lines): batching "
+        "wait to the child's `Hot-reload:` line, drain to the parent's `child N ended`, fork "
+        "+ import to `listening on` (the core: its ready line), warm-up to SERVING; polled: "
+        "the same seen by a client polling /health every 20 ms (`-`: no poll fell in the "
+        "gap); spare staged after: from SERVING until the spare had loaded (the benchmark "
+        "waited for it before the next save):",
         "",
-        *table(results),
+        *save_table(results),
+        "",
+        "What the runner saw (the supervised process keeps its PID under the warm parent; "
+        "its readiness probe, every 1 s, sees a reload only when a probe falls in the gap"
+        f"{REEXEC_NOTE if any(view.reexec for view in views.values()) else ''}): "
+        f"{runner_text(views)}.",
         "",
         context,
         "",
