@@ -72,8 +72,9 @@ class LanguageModelServicer(llm_pb2_grpc.LanguageModelServicer):
         if tools and self.template_renders_tools is False and self.model.router is not None:
             routed = await asyncio.to_thread(self.model.router.route, messages, tools)
             if routed is not None:
-                log.info("tool call by meaning (%s): %s, similarity %.2f (the chat template "
-                         "ignores tools)", request.call_id or "-", routed.call.name, routed.score)
+                log.info("tool call by meaning (%s): %s, similarity %.2f (at least %.2f)",
+                         request.call_id or "-", routed.call.name, routed.score,
+                         self.model.router.min_score)
                 for response in _responses(routed.text, [routed.call]):
                     yield response
                 total_ms = (time.perf_counter() - arrived) * 1000
@@ -169,8 +170,11 @@ class LanguageModelServicer(llm_pb2_grpc.LanguageModelServicer):
         self.template_renders_tools = plain.text != prompt
         if not self.template_renders_tools:
             log.warning("the model's chat template ignores tools: %s are not in its prompt, "
-                        "so it cannot call them and answers in plain text",
-                        ", ".join(tool.name for tool in tools))
+                        "so it cannot call them and answers in plain text%s",
+                        ", ".join(tool.name for tool in tools),
+                        "" if self.model.router is None else
+                        " (those without required arguments are called by meaning: "
+                        "LLM_TOOL_ROUTE_MIN_SCORE)")
 
 
 def _responses(text: str, calls: list[ParsedToolCall]) -> list[llm_pb2.GenerateResponse]:
