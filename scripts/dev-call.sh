@@ -7,7 +7,7 @@
 # transfers the call to the dev stack's mock adviser (sip:advisers@127.0.0.1:5090), and
 # this prints the REFER, the 202, the NOTIFYs, the new INVITE, the bot's BYE and what
 # the adviser said (transcribed by ASR). The demo model answers "talk to a person" with
-# a transfer (LLM_MODEL=demo ./scripts/dev-start.sh); SmolLM2, the default, may not.
+# its transfer line; for SmolLM2, the default, the LLM service calls `transfer` by meaning.
 #
 # Usage: scripts/dev-call.sh [options] "text" ["more text" ...]
 #   e.g. scripts/dev-call.sh "what is my balance" "thank you goodbye"

@@ -16,6 +16,7 @@ from voice_testkit.procs import ROOT, base_env, python_module
     ({"LLM_THREADS": "many"}, "LLM_THREADS='many'"),
     ({"TORCH_FORCE_CPU": "maybe"}, "TORCH_FORCE_CPU='maybe'"),
     ({"LLM_MODEL": "/nonexistent/model-dir"}, "model directory does not exist"),
+    ({"LLM_TOOL_ROUTE_MIN_SCORE": "1.5"}, "LLM_TOOL_ROUTE_MIN_SCORE='1.5'"),
 ])
 def test_bad_environment_exits_2_with_one_line(env, variable, tmp_path):
     result = subprocess.run(

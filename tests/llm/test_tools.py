@@ -244,3 +244,19 @@ def test_tools_and_tool_turns_reach_a_tool_aware_chat_template(demo_build):
         in prompt.text
     assert '<tool_response>{"balance": 3}</tool_response>' in prompt.text
     assert prompt.ids and prompt.text.endswith("<|assistant|>")
+
+
+def test_the_demo_model_is_not_routed_by_meaning(server):
+    """Tool routing (tool_router.py) is for templates that ignore tools; the demo keeps
+    its own rule: "talk to a person" with transfer offered is its trained transfer line,
+    which the core's `transfer_phrases` act on, and no tool call."""
+    builtins = [llm_pb2.Tool(name="transfer", description="Transfer the caller to a person.",
+                             parameters_json='{"type": "object", "properties": {}}'),
+                llm_pb2.Tool(name="hang_up", description="End the call after saying goodbye.",
+                             parameters_json='{"type": "object", "properties": {}}')]
+    text, calls, done = generate(server.stub, [SYSTEM, user("i want to talk to a person")],
+                                 tools=BANK_TOOLS + builtins)
+    assert not calls
+    assert "transfer you to" in text
+    assert done.finish_reason == "stop"
+    assert "tool call by meaning" not in server.proc.output()

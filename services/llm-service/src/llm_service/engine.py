@@ -19,6 +19,7 @@ from llm_service.settings import LlmSettings
 
 if TYPE_CHECKING:
     from llm_service.knowledge import FactSelector
+    from llm_service.tool_router import ToolRouter
 from voice_common.devlogger import get_development_logger
 
 log = logging.getLogger(__name__)
@@ -223,6 +224,7 @@ class LanguageModel:
         self.cache_arg = "past_key_values"
         self.hygiene = Hygiene.for_settings(settings)
         self.facts: FactSelector | None = None  # narrows the system prompt's facts
+        self.router: ToolRouter | None = None  # tool calls by meaning (tool_router.py)
 
     def load(self) -> None:
         """Resolve LLM_MODEL (building a packaged model if needed), then from_pretrained."""
@@ -232,7 +234,7 @@ class LanguageModel:
 
         hf_logging.disable_progress_bar()
         started = time.perf_counter()
-        from llm_service.knowledge import load_selector
+        from llm_service.knowledge import load_encoder, load_selector
         from llm_service.models import is_packaged, resolve, uses_demo
 
         if self.settings.threads:
@@ -252,8 +254,15 @@ class LanguageModel:
         model = AutoModelForCausalLM.from_pretrained(source, local_files_only=local_only,
                                                      dtype=dtype)
         self.model = model.to(self.device).eval()
-        if not uses_demo(self.settings.model):
-            self.facts = load_selector(self.settings.facts_top_k, self.settings.facts_min_score)
+        if not uses_demo(self.settings.model) and (self.settings.facts_top_k > 0
+                                                   or self.settings.tool_route_min_score > 0):
+            from llm_service.tool_router import ToolRouter
+
+            encoder = load_encoder()  # one all-MiniLM for both
+            self.facts = load_selector(self.settings.facts_top_k, self.settings.facts_min_score,
+                                       encoder)
+            if encoder is not None and self.settings.tool_route_min_score > 0:
+                self.router = ToolRouter(encoder, self.settings.tool_route_min_score)
         if "cache" in inspect.signature(self.model.forward).parameters:
             self.cache_arg = "cache"
         self.model_path = source

@@ -148,15 +148,22 @@ class FactSelector:
         return out
 
 
-def load_selector(top_k: int, min_score: float) -> FactSelector | None:
-    """A selector when retrieval is on (top_k > 0) and the embedding package is installed."""
-    if top_k <= 0:
-        return None
+def load_encoder() -> SentenceEncoder | None:
+    """The sentence encoder, warmed up, or None (logged) without the embedding package."""
     folder = encoder_dir()
     if folder is None:
-        log.info("fact retrieval off: the %s package is not installed (all facts are sent)",
-                 DISTRIBUTION)
+        log.info("fact retrieval and tool routing off: the %s package is not installed "
+                 "(all facts are sent)", DISTRIBUTION)
         return None
     encoder = SentenceEncoder(folder)
     encoder.encode(["warm up"])  # the first call's one-time costs, before any caller's
-    return FactSelector(encoder, top_k, min_score)
+    return encoder
+
+
+def load_selector(top_k: int, min_score: float,
+                  encoder: SentenceEncoder | None = None) -> FactSelector | None:
+    """A selector when retrieval is on (top_k > 0) and the embedding package is installed."""
+    if top_k <= 0:
+        return None
+    encoder = encoder or load_encoder()
+    return FactSelector(encoder, top_k, min_score) if encoder is not None else None

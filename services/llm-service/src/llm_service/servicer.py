@@ -69,6 +69,19 @@ class LanguageModelServicer(llm_pb2_grpc.LanguageModelServicer):
             return
         if tools and self.template_renders_tools is None and not uses_demo(self.settings.model):
             await self._check_template_renders_tools(messages, tools, prompt.text)
+        if tools and self.template_renders_tools is False and self.model.router is not None:
+            routed = await asyncio.to_thread(self.model.router.route, messages, tools)
+            if routed is not None:
+                log.info("tool call by meaning (%s): %s, similarity %.2f (at least %.2f)",
+                         request.call_id or "-", routed.call.name, routed.score,
+                         self.model.router.min_score)
+                for response in _responses(routed.text, [routed.call]):
+                    yield response
+                total_ms = (time.perf_counter() - arrived) * 1000
+                yield llm_pb2.GenerateResponse(done=llm_pb2.GenerationTimings(
+                    time_to_first_token_ms=total_ms, total_ms=total_ms,
+                    finish_reason="tool_calls"))
+                return
         limit = self.model.max_positions
         if limit and len(prompt.ids) >= limit:
             await context.abort(
@@ -157,8 +170,11 @@ class LanguageModelServicer(llm_pb2_grpc.LanguageModelServicer):
         self.template_renders_tools = plain.text != prompt
         if not self.template_renders_tools:
             log.warning("the model's chat template ignores tools: %s are not in its prompt, "
-                        "so it cannot call them and answers in plain text",
-                        ", ".join(tool.name for tool in tools))
+                        "so it cannot call them and answers in plain text%s",
+                        ", ".join(tool.name for tool in tools),
+                        "" if self.model.router is None else
+                        " (those without required arguments are called by meaning: "
+                        "LLM_TOOL_ROUTE_MIN_SCORE)")
 
 
 def _responses(text: str, calls: list[ParsedToolCall]) -> list[llm_pb2.GenerateResponse]:

@@ -48,6 +48,17 @@ class LlmSettings(ServiceSettings):
     # and none whose similarity is under facts_min_score.
     facts_top_k: int = Field(2, ge=0, le=100)
     facts_min_score: float = Field(0.3, ge=-1.0, le=1.0)
+    # Tool routing (tool_router.py; only for a model whose chat template ignores tools):
+    # call the argument-free tool (transfer, hang_up) the caller's turn is this similar
+    # to (cosine, all-MiniLM); calibrated on the evaluation set. 0 or "off": never.
+    tool_route_min_score: float = Field(0.6, ge=0.0, le=1.0)
+
+    @field_validator("tool_route_min_score", mode="before")
+    @classmethod
+    def _off_is_zero(cls, value: object) -> object:
+        if isinstance(value, str) and value.strip().lower() in ("off", "false", "no"):
+            return 0.0
+        return value
 
     @field_validator("model")
     @classmethod
