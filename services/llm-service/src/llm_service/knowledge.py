@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import importlib.metadata
 import logging
+import os
 import time
 from dataclasses import dataclass, replace
 from functools import lru_cache
@@ -80,7 +81,13 @@ class SentenceEncoder:
 
     def __init__(self, folder: Path) -> None:
         from transformers import AutoModel, AutoTokenizer
+        from transformers.utils import logging as hf_logging
 
+        # The dev stack's warm parent loads this and must stay single-threaded to fork
+        # (voice_common.warm_parent): tokenizers' thread pool and the progress bar's monitor
+        # thread would start there, and a sentence or two gains nothing from either.
+        os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+        hf_logging.disable_progress_bar()
         started = time.perf_counter()
         self.tokenizer = AutoTokenizer.from_pretrained(folder, local_files_only=True)
         self.model = AutoModel.from_pretrained(folder, local_files_only=True).eval()
