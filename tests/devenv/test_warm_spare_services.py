@@ -76,13 +76,21 @@ def service(request: pytest.FixtureRequest, tmp_path: Path,
 def test_a_save_hands_the_staged_engine_to_the_next_child(
         service: tuple[Case, Running]) -> None:
     case, svc = service
-    wait_until(lambda: f"staged {case.module}.warm" in svc.proc.output(), 120,
-               message="the spare to stage")
+    staged = f"staged {case.module}.warm"
+    wait_until(lambda: staged in svc.proc.output(), 120, message="the spare to stage")
     assert case.handed_over not in svc.proc.output()  # the first child loaded its own
+    # The first save in a fresh checkout (CI's) teaches the parent what the child imports
+    # (voice_common.warm_imports' cache); where that includes a module that leaves a
+    # thread (onnxruntime), the parent starts anew, same PID, instead of handing over.
+    # Either way a spare stages again: the save after that is the one under test.
     (svc.watched / "edited.py").write_text("VALUE = 2\n")
-    wait_until(lambda: "started as the child" in svc.proc.output(), 60,
+    wait_until(lambda: svc.proc.output().count(staged) >= 2, 180,
+               message="the spare to stage after the first save")
+    before = len(svc.proc.output())
+    (svc.watched / "edited.py").write_text("VALUE = 3\n")
+    wait_until(lambda: "started as the child" in svc.proc.output()[before:], 60,
                message="the spare to take over")
     wait_serving(svc.target, svc.proc, timeout=60)
     output = svc.proc.output()
-    assert case.handed_over in output
+    assert case.handed_over in output[before:]
     assert "stale" not in output and "Traceback" not in output
