@@ -33,22 +33,6 @@ pytestmark = [pytest.mark.timeout(120)]
 
 
 @pytest.fixture
-def handler() -> RecordingHandler:
-    return RecordingHandler()
-
-
-@pytest.fixture
-async def uas(handler: RecordingHandler) -> AsyncIterator[DirectSipBackend]:
-    """The bot's side: the core's direct-SIP backend (the REFER and its NOTIFYs)."""
-    backend = DirectSipBackend(LOOPBACK, 0)
-    await backend.start(handler)
-    try:
-        yield backend
-    finally:
-        await backend.stop()
-
-
-@pytest.fixture
 async def adviser() -> AsyncIterator[tuple[Adviser, int]]:
     made = Adviser(tts=None, hangup_after_s=0.5)
     sip, runner = await start(made, LOOPBACK, 0)

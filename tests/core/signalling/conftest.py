@@ -4,17 +4,14 @@ from __future__ import annotations
 
 import asyncio
 import itertools
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-
-import pytest
 
 from opensips_ai_core.signalling.base import CallInfo
 from opensips_ai_core.signalling.errors import SignallingError
 from opensips_ai_core.signalling.offer_answer import NegotiatedMedia, make_offer, negotiate
 from opensips_ai_core.signalling.sdp import SessionDescription
-from opensips_ai_core.signalling.sip import DirectSipBackend
 from voice_testkit.procs import LOOPBACK
 
 
@@ -78,22 +75,6 @@ class RecordingHandler:
 
     async def end_call(self, call_id: str, reason: str) -> None:
         self.ended[call_id] = reason
-
-
-@pytest.fixture
-async def uas(handler: RecordingHandler) -> AsyncIterator[DirectSipBackend]:
-    """The direct-SIP backend on a free loopback port (tests with other timers override it)."""
-    backend = DirectSipBackend(LOOPBACK, 0)
-    await backend.start(handler)
-    try:
-        yield backend
-    finally:
-        await backend.stop()
-
-
-@pytest.fixture
-def handler() -> RecordingHandler:
-    return RecordingHandler()
 
 
 async def eventually(predicate: Callable[[], object], timeout: float = 10.0,
