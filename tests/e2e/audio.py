@@ -94,8 +94,12 @@ def is_account_question(text: str) -> bool:
 
 
 def is_bank_balance(text: str) -> bool:
-    """The mock bank's balance of account 12345678, "Your balance is 1,250.40 dollars."."""
-    return "two hundred fifty point four" in text
+    """The mock bank's balance of account 12345678, "Your balance is 1,250.40 dollars.".
+
+    "hundred fifty point" tells it from the demo model's own "1,250 dollars and 40 cents"
+    (no "point"); the free pass often hears the "four" after it as "for".
+    """
+    return "hundred fifty point" in text
 
 
 def is_goodbye_answer(text: str) -> bool:

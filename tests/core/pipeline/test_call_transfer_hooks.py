@@ -36,7 +36,7 @@ async def talk_to_a_person(call: Call, result: TransferResult) -> list[str]:
 
     call.transfer = transfer
     call.start()
-    await until(lambda: call.turn is not None and call.turn.task.done(), "greeting", 30)
+    await until(lambda: call.turn is not None and call.turn.ended, "greeting", 30)
     call.caller_said("i want to talk to a person")
     await until(lambda: bool(targets), "the transfer", 30)
     return targets
@@ -73,10 +73,10 @@ async def test_without_targets_the_reply_only_says_it(ai) -> None:
 
         call.transfer = transfer
         call.start()
-        await until(lambda: call.turn is not None and call.turn.task.done(), "greeting", 30)
+        await until(lambda: call.turn is not None and call.turn.ended, "greeting", 30)
         call.caller_said("i want to talk to a person")
         turn = call.turn
-        await until(turn.task.done, "the reply", 30)
+        await until(lambda: turn.ended, "the reply", 30)
         assert "transfer you to" in turn.reply and called == []
 
 
@@ -89,7 +89,7 @@ async def test_outbound_call_greets_after_the_callees_hello(ai) -> None:
         await call.recognition.on_response(asr_pb2.RecognizeResponse(final=asr_pb2.Transcript(
             text="hello", audio_start_s=0.1, audio_end_s=0.6), engine="pocketsphinx"))
         assert call.history[0] == ("user", "hello")
-        await until(lambda: call.turn is not None and call.turn.task.done(), "greeting", 30)
+        await until(lambda: call.turn is not None and call.turn.ended, "greeting", 30)
         assert call.turn.timer.kind == "greeting"
         assert call.history[-1] == ("assistant", bot.greeting)
 
@@ -99,5 +99,5 @@ async def test_outbound_call_greets_into_silence(ai) -> None:
     async with open_call(ai, bot, direction="outbound", call_id="hooks-1") as (call, _media):
         call.start()
         await until(lambda: call.turn is not None, "the greeting after the silence", 10)
-        await until(call.turn.task.done, "greeting", 30)
+        await until(lambda: call.turn.ended, "greeting", 30)
         assert call.history == [("assistant", bot.greeting)]

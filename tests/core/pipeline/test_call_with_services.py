@@ -29,7 +29,7 @@ async def test_barge_in_cancels_a_reply_the_llm_is_still_writing(ai, tmp_path):
         async with open_call(ai, bot, llm_target=slow_llm.target) as (call, media):
             call.start()
             greeting = call.turn
-            await until(greeting.task.done, "greeting", 30)
+            await until(lambda: greeting.ended, "greeting", 30)
             call.caller_said("what is my balance")
             turn = call.turn
             await until(lambda: turn.timer.llm_first_token is not None, "the first delta", 30)
@@ -55,7 +55,7 @@ async def test_tts_failure_is_survived_and_the_next_turn_is_spoken(ai):
     async with open_call(ai, bot) as (call, media):
         call.start()
         greeting = call.turn
-        await until(greeting.task.done, "greeting", 30)
+        await until(lambda: greeting.ended, "greeting", 30)
         assert not media.is_speaking
         call.caller_said("what is my balance")
         await until(lambda: media.is_speaking, "the reply's audio", 30)
@@ -79,7 +79,7 @@ def partial(text: str) -> asr_pb2.RecognizeResponse:
 async def greeted(call: Call) -> None:
     call.start()
     greeting = call.turn
-    await until(greeting.task.done, "greeting", 30)
+    await until(lambda: greeting.ended, "greeting", 30)
     await asyncio.wait_for(call.media.wait_idle(), 30)  # and heard to its end
 
 
@@ -114,7 +114,7 @@ async def test_prepared_reply_is_dropped_when_the_final_differs(ai):
         await call.recognition.on_response(final("i lost my card"))
         await asyncio.gather(prepared.task, return_exceptions=True)
         assert prepared.discarded and call.turn is not prepared
-        await until(call.turn.task.done, "the reply to the final", 30)
+        await until(lambda: call.turn.ended, "the reply to the final", 30)
         users = [text for role, text in call.history if role == "user"]
         assert users == ["i lost my card"]
         assert "balance" not in call.history[-1][1].lower()
