@@ -37,6 +37,7 @@ from opensips_ai_core.recording.archive import CallArchive
 from opensips_ai_core.signalling.sip import DirectSipBackend, SipTimers
 from tests.core.pipeline.fakes import FakeAsr, FakeLlm, FakeTts, fake_services
 from tests.core.pipeline.harness import until
+from voice_testkit.http_server import serve
 from voice_testkit.procs import LOOPBACK, free_port
 from voice_testkit.stack import free_rtp_range
 
@@ -121,16 +122,11 @@ async def webhook(answer: Callable[[int], int | None]) -> AsyncIterator[Webhook]
 
     app = web.Application()
     app.router.add_post("/calls-ended", receive)
-    runner = web.AppRunner(app, access_log=None)
-    await runner.setup()
-    site = web.TCPSite(runner, LOOPBACK, 0)
-    await site.start()
-    port = site._server.sockets[0].getsockname()[1]
-    try:
-        yield Webhook(f"http://{LOOPBACK}:{port}/calls-ended", bodies, answers)
-    finally:
-        never.set()  # the handlers still waiting answer now: the server stops at once
-        await runner.cleanup()
+    async with serve(app) as address:
+        try:
+            yield Webhook(f"http://{address}/calls-ended", bodies, answers)
+        finally:
+            never.set()  # the handlers still waiting answer now: the server stops at once
 
 
 @dataclass

@@ -10,7 +10,7 @@ import pytest
 from aiohttp import web
 
 from opensips_ai_core.devtools.dial import CoreTranscript, print_turn
-from voice_testkit.procs import LOOPBACK
+from voice_testkit.http_server import serve
 
 pytestmark = [pytest.mark.timeout(30)]
 
@@ -36,15 +36,8 @@ async def core_http() -> AsyncIterator[tuple[str, list[str], list[dict]]]:
 
     app = web.Application()
     app.router.add_get("/calls/{call_id}/transcript", transcript)
-    runner = web.AppRunner(app, access_log=None)
-    await runner.setup()
-    site = web.TCPSite(runner, LOOPBACK, 0)
-    await site.start()
-    port = site._server.sockets[0].getsockname()[1]
-    try:
-        yield f"{LOOPBACK}:{port}", paths, turns
-    finally:
-        await runner.cleanup()
+    async with serve(app) as address:
+        yield address, paths, turns
 
 
 async def test_each_turn_is_shown_once_with_what_was_heard_and_said(core_http, capsys) -> None:

@@ -25,7 +25,7 @@ from opensips_ai_core.signalling.base import TransferResult
 from tests.core.pipeline.fakes import FakeLlm, LlmPlan
 from tests.core.pipeline.harness import GREETING, until
 from tests.core.pipeline.test_conversation_transfer import ManagerTransfer
-from voice_testkit.procs import free_port
+from voice_testkit.http_server import serve
 
 pytestmark = [pytest.mark.timeout(20)]
 
@@ -74,16 +74,9 @@ async def tool_server() -> AsyncIterator[ToolServer]:
     app = web.Application()
     app.router.add_post("/{route}", server.handle)
     # handler_cancellation: the handler sees the client's disconnect (a cancelled call).
-    runner = web.AppRunner(app, handler_cancellation=True)
-    await runner.setup()
-    port = free_port()
-    site = web.TCPSite(runner, "127.0.0.1", port)
-    await site.start()
-    server.base = f"http://127.0.0.1:{port}"
-    try:
+    async with serve(app, handler_cancellation=True) as address:
+        server.base = f"http://{address}"
         yield server
-    finally:
-        await runner.cleanup()
 
 
 def bot(server: ToolServer, route: str = "balance", **extra: object) -> BotConfig:
