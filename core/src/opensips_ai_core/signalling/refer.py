@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import re
 
+from opensips_ai_core.signalling.base import TransferResult
 from opensips_ai_core.signalling.headers import header_params
 
 _SIPFRAG_STATUS = re.compile(r"^\s*SIP/2\.0\s+([1-6][0-9]{2})\b(.*)$", re.MULTILINE)
@@ -54,3 +55,14 @@ class ReferSubscription:
         elif state == "terminated":
             reason = header_params(subscription_state).get("reason", "")
             self.final.set_result((487, f"subscription terminated ({reason or 'no reason'})"))
+
+    async def outcome(self, timeout_s: float) -> TransferResult:
+        """The transfer's result from its final NOTIFY (ok on a 2xx), or 408 when none
+        came within `timeout_s`."""
+        try:
+            code, reason = await asyncio.wait_for(asyncio.shield(self.final), timeout_s)
+        except TimeoutError:
+            return TransferResult(False, 408, f"no final NOTIFY within {timeout_s:g} s")
+        if code >= 300:
+            return TransferResult(False, code, f"transfer failed: {code} {reason}")
+        return TransferResult(True, code, reason)

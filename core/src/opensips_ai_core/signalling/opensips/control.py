@@ -139,22 +139,18 @@ class OpenSipsCallControl:
                 return TransferResult(False, None, "no reply to the REFER")
             if code >= 300:
                 return TransferResult(False, code, f"REFER refused: {code} {reason}")
-            try:
-                code, reason = await asyncio.wait_for(
-                    asyncio.shield(transfer.subscription.final), timeout_s)
-            except TimeoutError:
-                return TransferResult(False, 408, f"no final NOTIFY within {timeout_s:g} s")
-            if code >= 300:
-                return TransferResult(False, code, f"transfer failed: {code} {reason}")
+            outcome = await transfer.subscription.outcome(timeout_s)
+            if not outcome.ok:
+                return outcome
         finally:
             self._transfers.pop(call_id, None)
             transfer.reply.cancel()
             transfer.subscription.final.cancel()
-        log.info("transfer of %s to %s succeeded (%d %s): ua_session_terminate", call_id,
-                 target, code, reason)
+        log.info("transfer of %s to %s succeeded (%s %s): ua_session_terminate", call_id,
+                 target, outcome.code, outcome.reason)
         if backend._sessions.pop(call_id, None) is not None:
             await backend._terminate(call_id)
-        return TransferResult(True, code, reason)
+        return outcome
 
     # ---- outbound calls -----------------------------------------------------------------
 

@@ -63,21 +63,18 @@ class ReferTransfers:
             if response.status >= 300:
                 return TransferResult(False, response.status,
                                       f"REFER refused: {response.status} {response.reason}")
-            try:
-                code, reason = await asyncio.wait_for(asyncio.shield(subscription.final),
-                                                      timeout_s)
-            except TimeoutError:
-                return TransferResult(False, 408, f"no final NOTIFY within {timeout_s:g} s")
-            if code >= 300:
-                return TransferResult(False, code, f"transfer failed: {code} {reason}")
+            outcome = await subscription.outcome(timeout_s)
+            if not outcome.ok:
+                return outcome
         finally:
             self._refers.pop(call_id, None)
             subscription.final.cancel()
-        log.info("transfer of %s to %s succeeded (%d %s): BYE", call_id, target, code, reason)
+        log.info("transfer of %s to %s succeeded (%s %s): BYE", call_id, target, outcome.code,
+                 outcome.reason)
         if backend._dialogs.get(call_id) is dialog:
             backend._end_dialog(dialog)
             await backend._send_bye(dialog)
-        return TransferResult(True, code, reason)
+        return outcome
 
     def on_notify(self, dialog: Dialog, transaction: ServerTransaction) -> None:
         request = transaction.request
