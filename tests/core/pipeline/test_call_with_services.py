@@ -97,6 +97,9 @@ async def test_reply_prepared_at_a_pause_is_held_then_played_when_the_final_agre
         await call.recognition.on_response(final("What is my  balance"))
         assert call.prepared is None and call.turn is prepared and not prepared.held
         assert media.is_speaking
+        # Its work had ended; the turn ends (its reply into the history) once the task's
+        # done callback has run, which may be just after the commit.
+        await until(lambda: prepared.ended, "the committed reply's end", 10)
         assert call.history[-2:] == [("user", "What is my  balance"),
                                      ("assistant", prepared.reply)]
         assert "balance" in prepared.reply.lower()
