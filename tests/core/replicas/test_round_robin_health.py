@@ -64,12 +64,26 @@ async def which_replica(stub: asr_pb2_grpc.RecognizerStub) -> str:
     raise AssertionError("the stream ended without an answer")
 
 
-async def streams_until(stub, wanted: set[str], timeout: float = 20.0) -> list[str]:
-    """Open streams until the last 6 went to exactly `wanted` (a health change reaches the
-    channel asynchronously); return those 6."""
+async def which_replica_or_lost(stub: asr_pb2_grpc.RecognizerStub) -> str:
+    """Like which_replica, but a stream placed on a replica the channel has not yet seen go
+    ends UNAVAILABLE ("Stream removed"); the core retries such a stream, so it counts here as
+    neither replica rather than as a failure."""
+    try:
+        return await which_replica(stub)
+    except grpc.aio.AioRpcError as error:
+        if error.code() != grpc.StatusCode.UNAVAILABLE:
+            raise
+        return "unavailable"
+
+
+async def streams_until(
+    stub: asr_pb2_grpc.RecognizerStub, wanted: set[str], timeout: float = 20.0
+) -> list[str]:
+    """Open streams until the last 6 went to exactly `wanted` (a health change or a lost
+    replica reaches the channel asynchronously); return those 6."""
     deadline = time.monotonic() + timeout
     while True:
-        names = [await which_replica(stub) for _ in range(6)]
+        names = [await which_replica_or_lost(stub) for _ in range(6)]
         if set(names) == wanted:
             return names
         if time.monotonic() > deadline:
