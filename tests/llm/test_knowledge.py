@@ -26,7 +26,7 @@ def test_split_facts_reads_the_cores_fact_list_and_renders_it_back():
     assert parsed is not None
     assert parsed.instructions == BOT.system_prompt.strip()
     assert len(parsed.facts) == len([ln for ln in BOT.knowledge.splitlines() if ln.strip()])
-    assert parsed.facts[0].startswith("Branch opening hours")
+    assert parsed.facts[0].startswith("Our branches are open")
     assert parsed.render(list(parsed.facts)) == system
     assert parsed.render([]) == parsed.instructions
 
@@ -97,12 +97,12 @@ def facts_for(selector, *turns: str) -> list[str]:
 
 
 @pytest.mark.parametrize(("question", "topic"), [
-    ("Are you open on Saturday?", "Branch opening hours"),
-    ("Can you tell me how much money I have in my current account?", "Account balance"),
-    ("Someone took my wallet with my credit card in it. What should I do?", "Lost or stolen"),
-    ("What interest rate do you pay on savings?", "Savings"),
-    ("How much does it cost to take cash out abroad?", "Fees"),
-    ("Where is your nearest branch to me?", "Branch locations"),
+    ("Are you open on Saturday?", "Our branches are open"),
+    ("Can you tell me how much money I have in my current account?", "I can tell you your bal"),
+    ("Someone took my wallet with my credit card in it. What should I do?", "If your card is"),
+    ("What interest rate do you pay on savings?", "Our Easy Saver"),
+    ("How much does it cost to take cash out abroad?", "Our current account has no"),
+    ("Where is your nearest branch to me?", "You can find your nearest branch"),
 ])
 def test_the_fact_that_answers_is_kept_and_at_most_top_k(selector, question, topic):
     kept = facts_for(selector, question)
@@ -117,7 +117,7 @@ def test_a_question_no_fact_answers_gets_none(selector, question):
 
 def test_the_previous_turn_still_counts_for_a_follow_up(selector):
     kept = facts_for(selector, "What are your opening hours?", "And on Saturday?")
-    assert any(fact.startswith("Branch opening hours") for fact in kept)
+    assert any(fact.startswith("Our branches are open") for fact in kept)
 
 
 def test_a_list_no_longer_than_top_k_is_sent_whole(selector):

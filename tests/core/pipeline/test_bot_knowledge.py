@@ -14,7 +14,7 @@ def test_shipped_knowledge_goes_into_the_system_prompt():
     assert facts == bot.knowledge.strip()
     # The facts a caller asks for most, and what the bot cannot do.
     assert "9 am to 5 pm" in facts
-    assert "ask for the account number" in facts  # the balance comes from get_balance
+    assert "please say your account number" in facts  # the balance comes from get_balance
     assert "0800 123 456" in facts
 
 

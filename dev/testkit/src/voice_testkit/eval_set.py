@@ -2,10 +2,10 @@
 
 Shared by scripts/bench/conversation.py and the LLM tests. conversation.toml (45
 utterances) calibrated the LLM service's thresholds; conversation-heldout.toml was
-written afterwards, before anything was scored on it, to check them. Scoring: a reply "carries" the
-expected fact when every group of alternatives has one in it, as whole words;
-a refusal is the bot declining ("I can't help with that here") instead of making
-something up.
+written afterwards, before anything was scored on it, to check them. Scoring: a reply
+"carries" the expected fact when every group of alternatives has one in it, as whole
+words; a refusal is the bot declining ("I can't help with that here") instead of
+making something up.
 """
 
 from __future__ import annotations

@@ -18,6 +18,7 @@ from llm_service.detokenize import IncrementalDetokenizer, SentenceLimit, StopSt
 from llm_service.settings import LlmSettings
 
 if TYPE_CHECKING:
+    from llm_service.fact_answer import FactAnswerer
     from llm_service.knowledge import FactSelector
     from llm_service.tool_router import ToolRouter
 from voice_common.devlogger import get_development_logger
@@ -225,6 +226,7 @@ class LanguageModel:
         self.hygiene = Hygiene.for_settings(settings)
         self.facts: FactSelector | None = None  # narrows the system prompt's facts
         self.router: ToolRouter | None = None  # tool calls by meaning (tool_router.py)
+        self.answers: FactAnswerer | None = None  # knowledge answers (fact_answer.py)
 
     def load(self) -> None:
         """Resolve LLM_MODEL (building a packaged model if needed), then from_pretrained."""
@@ -255,14 +257,19 @@ class LanguageModel:
                                                      dtype=dtype)
         self.model = model.to(self.device).eval()
         if not uses_demo(self.settings.model) and (self.settings.facts_top_k > 0
-                                                   or self.settings.tool_route_min_score > 0):
+                                                   or self.settings.tool_route_min_score > 0
+                                                   or self.settings.fact_answer_min_score > 0):
+            from llm_service.fact_answer import FactAnswerer
             from llm_service.tool_router import ToolRouter
 
-            encoder = load_encoder()  # one all-MiniLM for both
+            encoder = load_encoder()  # one all-MiniLM for all three
             self.facts = load_selector(self.settings.facts_top_k, self.settings.facts_min_score,
                                        encoder)
             if encoder is not None and self.settings.tool_route_min_score > 0:
                 self.router = ToolRouter(encoder, self.settings.tool_route_min_score)
+            if encoder is not None and self.settings.fact_answer_min_score > 0:
+                self.answers = FactAnswerer(encoder, self.settings.fact_answer_min_score,
+                                            self.settings.fact_answer_margin)
         if "cache" in inspect.signature(self.model.forward).parameters:
             self.cache_arg = "cache"
         self.model_path = source

@@ -93,6 +93,27 @@ class SentenceEncoder:
         self.model = AutoModel.from_pretrained(folder, local_files_only=True).eval()
         log.info("fact retrieval: %s loaded in %.0f ms", folder,
                  (time.perf_counter() - started) * 1000)
+        # A bot's facts and the offered tools' phrasings are the same on every request.
+        self._fixed = lru_cache(maxsize=32)(self._encode_tuple)
+        # The caller's last turn is read by the tool router, the fact answer and the fact
+        # narrowing of the same request: encoded once (text, vector), swapped as one object.
+        self._last_turn: tuple[str, Any] | None = None
+
+    def _encode_tuple(self, texts: tuple[str, ...]) -> Any:
+        return self.encode(list(texts))
+
+    def encode_fixed(self, texts: tuple[str, ...]) -> Any:
+        """Vectors of texts that repeat across requests (facts, tool phrasings), cached."""
+        return self._fixed(texts)
+
+    def encode_turn(self, text: str) -> Any:
+        """The vector (1 x dim) of a caller's turn; the last one asked for is kept."""
+        last = self._last_turn
+        if last is not None and last[0] == text:
+            return last[1]
+        vector = self.encode([text])
+        self._last_turn = (text, vector)
+        return vector
 
     def encode(self, texts: list[str]) -> Any:
         import torch
@@ -113,21 +134,14 @@ class FactSelector:
         self.encoder = encoder
         self.top_k = top_k
         self.min_score = min_score
-        # A bot's knowledge is the same for every call: its vectors are computed once.
-        self._fact_vectors = lru_cache(maxsize=8)(self._encode_facts)
-
-    def _encode_facts(self, facts: tuple[str, ...]) -> Any:
-        return self.encoder.encode(list(facts))
 
     def scores(self, facts: tuple[str, ...], turns: list[str]) -> list[float]:
         """Each fact's relevance: its similarity to the last turn, or the one before, weaker."""
-        vectors = self._fact_vectors(facts)
-        queries = self.encoder.encode(turns[-2:])
-        similarity = (queries @ vectors.T).tolist()
-        best = similarity[-1]
-        if len(similarity) == 2:
-            best = [max(s, PREVIOUS_TURN_WEIGHT * p) for s, p in zip(best, similarity[0],
-                                                                      strict=True)]
+        vectors = self.encoder.encode_fixed(facts)
+        best = (self.encoder.encode_turn(turns[-1]) @ vectors.T)[0].tolist()
+        if len(turns) >= 2:
+            before = (self.encoder.encode([turns[-2]]) @ vectors.T)[0].tolist()
+            best = [max(s, PREVIOUS_TURN_WEIGHT * p) for s, p in zip(best, before, strict=True)]
         return [float(s) for s in best]
 
     def select(self, facts: tuple[str, ...], turns: list[str]) -> list[str]:

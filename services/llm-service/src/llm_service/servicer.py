@@ -20,6 +20,7 @@ from llm_service.engine import (
     Message,
     ToolSpec,
 )
+from llm_service.fact_answer import FINISH_REASON as FACT_FINISH_REASON
 from llm_service.models import uses_demo
 from llm_service.scheduler import QueueFullError, RoundRobinScheduler
 from llm_service.settings import LlmSettings
@@ -81,6 +82,19 @@ class LanguageModelServicer(llm_pb2_grpc.LanguageModelServicer):
                 yield llm_pb2.GenerateResponse(done=llm_pb2.GenerationTimings(
                     time_to_first_token_ms=total_ms, total_ms=total_ms,
                     finish_reason="tool_calls"))
+                return
+        if self.model.answers is not None:
+            found = await asyncio.to_thread(self.model.answers.answer, messages)
+            if found is not None:
+                # Retrieval, not the model: the bot's own line, no token generated.
+                log.info("fact answer (%s): similarity %.2f (at least %.2f), next line %.2f: %r",
+                         request.call_id or "-", found.score, self.model.answers.min_score,
+                         found.runner_up, found.text[:60])
+                yield llm_pb2.GenerateResponse(delta=found.text)
+                total_ms = (time.perf_counter() - arrived) * 1000
+                yield llm_pb2.GenerateResponse(done=llm_pb2.GenerationTimings(
+                    time_to_first_token_ms=total_ms, total_ms=total_ms,
+                    finish_reason=FACT_FINISH_REASON))
                 return
         limit = self.model.max_positions
         if limit and len(prompt.ids) >= limit:

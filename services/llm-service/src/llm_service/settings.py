@@ -52,8 +52,14 @@ class LlmSettings(ServiceSettings):
     # call the argument-free tool (transfer, hang_up) the caller's turn is this similar
     # to (cosine, all-MiniLM); calibrated on the evaluation set. 0 or "off": never.
     tool_route_min_score: float = Field(0.6, ge=0.0, le=1.0)
+    # Knowledge answers by retrieval (fact_answer.py; not for the demo model): a caller's
+    # turn this similar to one of the system message's "Facts:" lines (cosine, all-MiniLM),
+    # and by fact_answer_margin more than to the next line, is answered with that line as
+    # is, without generating; calibrated on the evaluation set. 0 or "off": never.
+    fact_answer_min_score: float = Field(0.45, ge=0.0, le=1.0)
+    fact_answer_margin: float = Field(0.015, ge=0.0, le=1.0)
 
-    @field_validator("tool_route_min_score", mode="before")
+    @field_validator("tool_route_min_score", "fact_answer_min_score", mode="before")
     @classmethod
     def _off_is_zero(cls, value: object) -> object:
         if isinstance(value, str) and value.strip().lower() in ("off", "false", "no"):

@@ -22,8 +22,6 @@ import json
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
-from functools import lru_cache
-from typing import Any
 
 from llm_service.engine import Message, ToolSpec
 from llm_service.knowledge import SentenceEncoder
@@ -70,22 +68,19 @@ class ToolRouter:
     def __init__(self, encoder: SentenceEncoder, min_score: float) -> None:
         self.encoder = encoder
         self.min_score = min_score
-        # The core offers the same tools on every request: their vectors once.
-        self._phrase_vectors = lru_cache(maxsize=16)(self._encode_phrases)
-
-    def _encode_phrases(self, phrases: tuple[str, ...]) -> Any:
-        return self.encoder.encode(list(phrases))
 
     def scores(self, turn: str, tools: Sequence[ToolSpec]) -> dict[str, float]:
         """Each routable tool's best similarity to `turn`."""
-        query = self.encoder.encode([turn])
+        # The core offers the same tools on every request: their vectors are cached,
+        # and the turn's is shared with the fact answer and narrowing (knowledge.py).
+        query = self.encoder.encode_turn(turn)
         out: dict[str, float] = {}
         for tool in tools:
             if not needs_no_arguments(tool):
                 continue
             phrases = tuple(p for p in (tool.description, *EXAMPLES.get(tool.name, ())) if p)
             if phrases:
-                out[tool.name] = float((query @ self._phrase_vectors(phrases).T).max())
+                out[tool.name] = float((query @ self.encoder.encode_fixed(phrases).T).max())
         return out
 
     def route(self, messages: Sequence[Message], tools: Sequence[ToolSpec]) -> RoutedCall | None:

@@ -1,0 +1,70 @@
+"""Knowledge answers by retrieval: a turn that clearly asks one fact gets that fact, as is.
+
+SmolLM2-135M ignores a fact placed right in front of it (15 of 45 evaluation replies
+right with the two most relevant lines in its prompt, docs/benchmarks.md). So, as FAQ
+bots do, retrieval answers first and the model is the fallback: the bot's knowledge
+lines (core/bot.toml) are written in its own spoken voice, and when the caller's last
+turn is like one of them (cosine, all-MiniLM-L6-v2, at least LLM_FACT_ANSWER_MIN_SCORE)
+by a margin over the next best (LLM_FACT_ANSWER_MARGIN), the service streams that line
+as the reply without generating. Below either, the model generates with the narrowed
+facts (knowledge.py). The reply is then the bot author's own words, never the model's.
+
+Calibrated on tests/data/eval/conversation.toml with the bot's knowledge
+(tests/llm/test_fact_answer.py prints the table): the questions a line answers score
+0.48-0.81 for it, all but one ("How much is left in my savings account ending ...",
+0.51, the savings line) for the right line; nothing else scores over 0.38 (off-topic
+questions at most 0.31); the smallest margin of a right answer is 0.019 (opening hours
+against the advisers' hours). tests/data/eval/conversation-heldout.toml checks it.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from llm_service.engine import Message
+from llm_service.knowledge import SentenceEncoder, split_facts
+
+log = logging.getLogger(__name__)
+
+FINISH_REASON = "knowledge"
+
+
+@dataclass(frozen=True)
+class FactAnswer:
+    text: str  # the fact line, spoken as is
+    score: float  # its cosine similarity to the caller's turn
+    runner_up: float  # the next best line's
+
+
+class FactAnswerer:
+    """Picks the one knowledge line the caller's last turn asks for, if one clearly is."""
+
+    def __init__(self, encoder: SentenceEncoder, min_score: float, margin: float) -> None:
+        self.encoder = encoder
+        self.min_score = min_score
+        self.margin = margin
+
+    def scores(self, facts: tuple[str, ...], turn: str) -> list[float]:
+        """Each fact line's similarity to `turn`."""
+        vectors = self.encoder.encode_fixed(facts)
+        return [float(s) for s in (self.encoder.encode_turn(turn) @ vectors.T)[0].tolist()]
+
+    def answer(self, messages: Sequence[Message]) -> FactAnswer | None:
+        """The fact line that answers the caller's last turn, or None: the model answers."""
+        if not messages or messages[-1].role != "user" or not messages[-1].content.strip():
+            return None  # e.g. a tool's result: the model speaks it
+        system = next((m.content for m in messages if m.role == "system"), None)
+        parsed = split_facts(system) if system is not None else None
+        if parsed is None:
+            return None
+        turn = messages[-1].content
+        scores = self.scores(parsed.facts, turn)
+        ranked = sorted(range(len(scores)), key=lambda i: scores[i], reverse=True)
+        best = scores[ranked[0]]
+        runner_up = scores[ranked[1]] if len(ranked) > 1 else -1.0
+        log.debug("fact answer scores for %r: best %.3f, next %.3f", turn, best, runner_up)
+        if best < self.min_score or best - runner_up < self.margin:
+            return None
+        return FactAnswer(parsed.facts[ranked[0]], best, runner_up)
