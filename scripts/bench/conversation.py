@@ -25,7 +25,11 @@ docs/benchmarks.md, per mix:
 
     .venv/bin/python scripts/bench/conversation.py
         [--asr text,pocketsphinx+phrases,pocketsphinx,whisper,vosk] [--llm demo,smollm2]
-        [--limit N] [--voices V1,V2] [--note TEXT] [--no-write]
+        [--set calibration|heldout] [--limit N] [--voices V1,V2] [--note TEXT] [--no-write]
+
+--set heldout runs tests/data/eval/conversation-heldout.toml instead: new utterances,
+written before anything was scored on them, that no threshold was calibrated on (the
+tool router's and the fact answers' were calibrated on conversation.toml).
 
 ASR engines: `text` (no ASR: the utterance's own words, to measure the LLM alone),
 `pocketsphinx` (free form), `pocketsphinx+phrases` (the bot's phrase
@@ -62,6 +66,7 @@ from opensips_ai_core.grpc_clients.llm import build_request
 from opensips_ai_core.media.g711 import ulaw_decode, ulaw_encode
 from opensips_ai_core.pipeline.tools import offered_tools
 from voice_testkit.eval_set import (
+    EVAL_SETS,
     Utterance,
     carries,
     is_refusal,
@@ -285,7 +290,7 @@ def transcripts(engine: str, env: dict[str, str], logs: Path, utterances: list[U
 
 def run(args: argparse.Namespace) -> tuple[list[MixResult], list[str]]:
     bot = load_bot_config(BOT_CONFIG)
-    utterances = load_eval_set()[: args.limit or None]
+    utterances = load_eval_set(EVAL_SETS[args.set])[: args.limit or None]
     notes: list[str] = []
     results: list[MixResult] = []
     with tempfile.TemporaryDirectory() as tmp, ExitStack() as stack:
@@ -400,6 +405,9 @@ def main() -> int:
     parser.add_argument("--asr", default="text,pocketsphinx+phrases,pocketsphinx,whisper,vosk")
     parser.add_argument("--llm", default="demo,smollm2",
                         help="demo, smollm2 (the packaged default), or a directory / hub id")
+    parser.add_argument("--set", choices=sorted(EVAL_SETS), default="calibration",
+                        help="the evaluation set: calibration (conversation.toml, 45) or "
+                             "heldout (conversation-heldout.toml, never calibrated on)")
     parser.add_argument("--limit", type=int, default=0, help="the first N utterances only")
     parser.add_argument("--voices", default="",
                         help="TTS voices to speak the set, comma-separated (default: every "
@@ -411,10 +419,11 @@ def main() -> int:
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     started = time.perf_counter()
     results, notes = run(args)
-    n = len(load_eval_set()[: args.limit or None])
+    eval_set = EVAL_SETS[args.set]
+    n = len(load_eval_set(eval_set)[: args.limit or None])
     load = os.getloadavg()
     body = "\n".join([
-        f"{n} caller utterances (tests/data/eval/conversation.toml), spoken by the TTS "
+        f"{n} caller utterances ({eval_set.relative_to(ROOT)}), spoken by the TTS "
         f"service, 8 kHz through G.711 mu-law, streamed in real time to the ASR service "
         f"(ASR_ENABLE_DEBUG=1, VOSK_SHOW_WORDS=1); replies from the LLM service with "
         f"core/bot.toml's system prompt, knowledge and tools (a tool call is scored as "

@@ -57,7 +57,7 @@ class LlmSettings(ServiceSettings):
     # and by fact_answer_margin more than to the next line, is answered with that line as
     # is, without generating; calibrated on the evaluation set. 0 or "off": never.
     fact_answer_min_score: float = Field(0.45, ge=0.0, le=1.0)
-    fact_answer_margin: float = Field(0.015, ge=0.0, le=1.0)
+    fact_answer_margin: float = Field(0.01, ge=0.0, le=1.0)
 
     @field_validator("tool_route_min_score", "fact_answer_min_score", mode="before")
     @classmethod
