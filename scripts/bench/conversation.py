@@ -229,10 +229,16 @@ def first_audio_ms(tts_target: str, reply: str) -> float:
 
 def whisper_hints(bot: BotConfig) -> dict[str, str]:
     """Whisper's domain hints from the bot config: the greeting as the prompt (the words a
-    call starts with, in the bot's own style) and the topics of its knowledge ("- Branch
-    opening hours: ..." lines) as hotwords. Hints only: what is heard is not restricted."""
-    topics = re.findall(r"^\s*-\s*([^:\n]{1,60}):", bot.knowledge, flags=re.M)
-    return {"ASR_WHISPER_PROMPT": bot.greeting, "ASR_WHISPER_HOTWORDS": ", ".join(topics)}
+    call starts with, in the bot's own style) and, as hotwords, the topics of its knowledge
+    where its lines name them ("- Branch opening hours: ..."), else the names in it
+    (capitalised words inside a sentence: "Saturday", "Easy Saver"), as in core/bot.toml,
+    whose lines are what the bot says. Hints only: what is heard is not restricted."""
+    topics = re.findall(r"^\s*-\s*([A-Z][^:\n]{1,40}):\s", bot.knowledge, flags=re.M)
+    lines = [line for line in bot.knowledge.splitlines() if line.strip()]
+    if len(topics) < len(lines):
+        topics = re.findall(r"(?<=[a-z0-9,] )([A-Z][a-z]+(?: [A-Z][a-z]+)*)", bot.knowledge)
+    return {"ASR_WHISPER_PROMPT": bot.greeting,
+            "ASR_WHISPER_HOTWORDS": ", ".join(dict.fromkeys(topics))}
 
 
 def asr_available(engine: str, bot: BotConfig) -> tuple[dict[str, str] | None, str]:
