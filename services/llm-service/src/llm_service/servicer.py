@@ -90,10 +90,11 @@ class LanguageModelServicer(llm_pb2_grpc.LanguageModelServicer):
                 log.info("fact answer (%s): similarity %.2f (at least %.2f), next line %.2f: %r",
                          request.call_id or "-", found.score, self.model.answers.min_score,
                          found.runner_up, found.text[:60])
+                first_ms = (time.perf_counter() - arrived) * 1000
                 yield llm_pb2.GenerateResponse(delta=found.text)
-                total_ms = (time.perf_counter() - arrived) * 1000
                 yield llm_pb2.GenerateResponse(done=llm_pb2.GenerationTimings(
-                    time_to_first_token_ms=total_ms, total_ms=total_ms,
+                    time_to_first_token_ms=first_ms,
+                    total_ms=(time.perf_counter() - arrived) * 1000,
                     finish_reason=FACT_FINISH_REASON))
                 return
         limit = self.model.max_positions
