@@ -20,6 +20,7 @@ import pytest
 
 from opensips_ai_core.signalling.base import OutboundRequest
 from opensips_ai_core.signalling.errors import SignallingError
+from opensips_ai_core.signalling.headers import header_uri
 from opensips_ai_core.signalling.opensips import MiClient, MiError, OpenSipsBackend
 from opensips_ai_core.signalling.opensips.events import UaSessionEvent
 from opensips_ai_core.signalling.sip.message import SipMessage, parse_message
@@ -308,6 +309,8 @@ async def test_outbound_call_answered_then_hung_up(
     invite = await phone.expect(method="INVITE")
     assert invite.uri == f"sip:callee@127.0.0.1:{phone.port}"
     assert invite.get("Contact") == f"<sip:127.0.0.1:{opensips.sip_port}>"
+    # The From is an identity: no port (RFC 3261 19.1.1); OpenSIPS sends it as given.
+    assert header_uri(invite.get("From") or "") == "sip:ai@127.0.0.1"
     assert invite.call_id.startswith("B2B.")  # the UAC session's key is its Call-ID
     phone.send(reply(invite, 180, "Ringing", to_tag="callee1"))
     phone.send(reply(invite, 200, "OK", to_tag="callee1", body=ANSWER_SDP,
