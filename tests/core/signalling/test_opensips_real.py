@@ -417,3 +417,37 @@ async def test_a_session_ended_by_ua_default_timeout_is_released(
         if engine is not None:
             await engine.stop()
         opensips.stop()
+
+
+async def refused_by_the_script(phone: RawSipPeer) -> SipMessage:
+    """Call in; OpenSIPS' own 503 (ACKed). Nothing else comes: no 100, no session."""
+    invite = phone.request("INVITE", body=OFFER)
+    phone.send(invite)
+    refused = await phone.recv()
+    assert (refused.status, refused.reason) == (503, "Service Unavailable (no core)")
+    phone.send(phone.ack_for(refused, invite))
+    return refused
+
+
+async def test_without_a_core_taking_calls_the_script_answers_503(
+        opensips: RealOpenSips, phone: RawSipPeer, handler: RecordingHandler) -> None:
+    """The gate: before any core, while the core drains and after it stopped, OpenSIPS
+    answers a new caller 503 with Retry-After itself instead of 100 Trying and a
+    session nobody takes; between, the core that opened the gate answers."""
+    assert (await refused_by_the_script(phone)).get("Retry-After") == "5"  # no core yet
+    assert await listed(opensips) == []
+    engine = await started(opensips, handler)
+    try:
+        assert engine.gate.is_open  # opened before the subscription
+        key, ok = await answered(phone, opensips)
+        phone.send(phone.request("BYE", call_id=ok.call_id, cseq=2, to_tag=key))
+        assert (await phone.expect(200)).cseq == (2, "BYE")
+        engine.drain_refusal = lambda: SignallingError(503, "Service Unavailable (draining)",
+                                                       retry_after=42)
+        await eventually(lambda: engine.gate.is_open is False, 5, "the gate closed")
+        assert (await refused_by_the_script(phone)).get("Retry-After") == "42"
+    finally:
+        await engine.stop()
+    assert (await refused_by_the_script(phone)).get("Retry-After") == "5"  # stopped
+    assert list(handler.calls) == [key]  # no NEW reached the core for the refused ones
+    assert await listed(opensips) == []
