@@ -266,6 +266,7 @@ async def test_b2b_mode_a_drained_core_leaves_opensips_refusing_new_callers(
         assert status == 202 and body["calls_left"] == 1, body
         await peer.wait_for(lambda: not peer.gate_open(), 30, "the gate closed by the drain")
         draining = peer.script_replies[peer.new_call()]
+        assert draining.startswith("SIP/2.0 503 Service Unavailable (draining)\r\n")
         # The drain's seconds left, not the stopped core's 5.
         assert 5 < int(draining.split("Retry-After: ")[1].split("\r\n")[0]) <= 600
         assert core_.proc.popen.poll() is None

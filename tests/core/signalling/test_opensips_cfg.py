@@ -70,8 +70,10 @@ def test_script_gate_matches_the_double() -> None:
     assert {name: int(value) for name, value in declared.items()} == SCRIPT_SHARED_VARIABLES
     gate = text.index("if ($shv(ai_core) != 1) {")
     assert 'append_to_reply("Retry-After: $shv(ai_retry_after)\\r\\n");' in text[gate:]
-    assert text.index('send_reply(503, "Service Unavailable (no core)");', gate) \
-        < text.index("ua_session_server_init(", gate)
+    start = text.index("ua_session_server_init(", gate)
+    assert text.index('send_reply(503, "Service Unavailable (no core)");', gate) < start
+    assert text.index("if ($shv(ai_core) == 2)", gate) \
+        < text.index('send_reply(503, "Service Unavailable (draining)");', gate) < start
 
 
 def test_preprocessor_without_env_keeps_the_script() -> None:

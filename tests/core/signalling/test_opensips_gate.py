@@ -23,10 +23,10 @@ def mi_methods(peer: OpenSipsPeer) -> list[str]:
             for m, p, _ in peer.mi_log if m != "uptime"]
 
 
-def refused(peer: OpenSipsPeer, key: str) -> str:
+def refused(peer: OpenSipsPeer, key: str, why: str = "no core") -> str:
     assert key not in peer.sessions, "a session was started for a refused caller"
     reply = peer.script_replies[key]
-    assert reply.startswith("SIP/2.0 503 Service Unavailable (no core)\r\n"), reply
+    assert reply.startswith(f"SIP/2.0 503 Service Unavailable ({why})\r\n"), reply
     return reply
 
 
@@ -46,6 +46,7 @@ async def test_the_gate_opens_before_the_subscription_and_closes_at_the_stop(
     # Closed (Retry-After for whatever replaces this core) before the unsubscription.
     assert mi_methods(peer)[-3:] == ["shv_set ai_retry_after=5", "shv_set ai_core=0",
                                      "event_subscribe"]
+    assert peer.shared == {"ai_core": 0, "ai_retry_after": 5}
     assert "\r\nRetry-After: 5\r\n" in refused(peer, peer.new_call())
     assert list(handler.calls) == [key]
 
@@ -63,7 +64,7 @@ async def test_a_draining_core_closes_the_gate_with_its_retry_after(
         engine.drain_refusal = lambda: SignallingError(
             503, "Service Unavailable (draining)", retry_after=42)
         await peer.wait_for(lambda: not peer.gate_open(), 15, "the gate closed")
-        assert "\r\nRetry-After: 42\r\n" in refused(peer, peer.new_call())
+        assert "\r\nRetry-After: 42\r\n" in refused(peer, peer.new_call(), "draining")
         assert list(handler.calls) == [answered]  # no NEW reached the draining core
         # Its call goes on: the subscription is renewed, the gate stays closed.
         renewals = len(peer.subscribe_calls)

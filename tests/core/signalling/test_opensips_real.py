@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import shutil
 import socket
+import urllib.request
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -27,6 +28,7 @@ from opensips_ai_core.signalling.sip.message import SipMessage, parse_message
 from tests.core.signalling.conftest import RecordingHandler, eventually
 from tests.core.signalling.sip_peer import OFFER, RawSipPeer
 from voice_testkit.procs import LOOPBACK, ROOT, Proc, base_env, free_port
+from voice_testkit.stack import core
 
 pytestmark = pytest.mark.skipif(shutil.which("opensips") is None,
                                 reason="no `opensips` binary on PATH (OpenSIPS 3.6 is not "
@@ -419,12 +421,12 @@ async def test_a_session_ended_by_ua_default_timeout_is_released(
         opensips.stop()
 
 
-async def refused_by_the_script(phone: RawSipPeer) -> SipMessage:
+async def refused_by_the_script(phone: RawSipPeer, why: str = "no core") -> SipMessage:
     """Call in; OpenSIPS' own 503 (ACKed). Nothing else comes: no 100, no session."""
     invite = phone.request("INVITE", body=OFFER)
     phone.send(invite)
     refused = await phone.recv()
-    assert (refused.status, refused.reason) == (503, "Service Unavailable (no core)")
+    assert (refused.status, refused.reason) == (503, f"Service Unavailable ({why})")
     phone.send(phone.ack_for(refused, invite))
     return refused
 
@@ -445,9 +447,46 @@ async def test_without_a_core_taking_calls_the_script_answers_503(
         engine.drain_refusal = lambda: SignallingError(503, "Service Unavailable (draining)",
                                                        retry_after=42)
         await eventually(lambda: engine.gate.is_open is False, 5, "the gate closed")
-        assert (await refused_by_the_script(phone)).get("Retry-After") == "42"
+        assert (await refused_by_the_script(phone, "draining")).get("Retry-After") == "42"
     finally:
         await engine.stop()
     assert (await refused_by_the_script(phone)).get("Retry-After") == "5"  # stopped
     assert list(handler.calls) == [key]  # no NEW reached the core for the refused ones
+    assert await listed(opensips) == []
+
+
+async def test_a_drained_core_process_leaves_the_script_refusing(
+        opensips: RealOpenSips, phone: RawSipPeer, logdir: Path) -> None:
+    """The real core (`python -m opensips_ai_core`, its AI services nowhere: only the
+    signalling matters) with one call up: POST /drain closes the gate, a new caller
+    gets OpenSIPS' `503 (draining)`; the call ends, the core exits, and the next caller
+    gets `503 (no core)` with Retry-After 5, not 100 Trying."""
+    nowhere = f"{LOOPBACK}:{free_port()}"
+    cm = core(logdir, nowhere, nowhere, nowhere, CORE_SIGNALLING="opensips",
+              OPENSIPS_MI_PORT=str(opensips.mi_port), CORE_DRAIN_TIMEOUT_S="600",
+              CORE_GRACE_PERIOD_S="2")
+    running = await asyncio.to_thread(cm.__enter__)
+    try:
+        key, ok = await answered(phone, opensips)
+        drain = urllib.request.Request(running.http + "/drain", method="POST")
+        assert await asyncio.to_thread(
+            lambda: urllib.request.urlopen(drain, timeout=5).status) == 202
+        client = MiClient(LOOPBACK, opensips.mi_port, timeout=1.0)
+        try:  # the gate closes at the core's next poll (every second)
+            for _ in range(60):
+                gate = await client.call("shv_get", {"name": "ai_core"})
+                if gate["VAR"]["value"] == 2:
+                    break
+                await asyncio.sleep(0.25)
+        finally:
+            await client.close()
+        refused = await refused_by_the_script(phone, "draining")
+        assert 5 < int(refused.get("Retry-After") or 0) <= 600
+        assert refused.get("Contact") is None  # stateless: no session answered it
+        phone.send(phone.request("BYE", call_id=ok.call_id, cseq=2, to_tag=key))
+        assert (await phone.expect(200)).cseq == (2, "BYE")
+        assert await asyncio.to_thread(running.proc.wait, 60) == 0
+    finally:
+        await asyncio.to_thread(cm.__exit__, None, None, None)
+    assert (await refused_by_the_script(phone)).get("Retry-After") == "5"
     assert await listed(opensips) == []

@@ -33,8 +33,8 @@ one when an `opensips` binary is on PATH). It speaks real UDP on 127.0.0.1:
   404 "Not found"), which
   start as the script declares them (`ai_core` 0, `ai_retry_after` 5) with every run;
   while `ai_core` is not 1 a caller's INVITE is answered `503 Service Unavailable (no
-  core)` with `Retry-After: <ai_retry_after>` by the script itself (`script_replies`):
-  no session, no event;
+  core)` (`(draining)` at 2) with `Retry-After: <ai_retry_after>` by the script itself
+  (`script_replies`): no session, no event;
 - `restart()`: a new run with a new start time that has forgotten every
   subscription, session and shared variable; keys are looked up by their hash and local index only,
   as in b2b_entities, so an old run's key may name a new run's session;
@@ -578,8 +578,9 @@ class OpenSipsPeer:
             lines = {line.partition(":")[0]: line for line in headers.split("\r\n")}
             copied = [lines["Via"], lines["To"] + ";tag=b298.sl", lines["From"],
                       lines["Call-ID"], lines["CSeq"]]
+            why = "draining" if self.shared.get("ai_core") == 2 else "no core"
             self.script_replies[key] = (
-                "SIP/2.0 503 Service Unavailable (no core)\r\n"
+                f"SIP/2.0 503 Service Unavailable ({why})\r\n"
                 + "".join(f"{line}\r\n" for line in copied)
                 + f"Retry-After: {self.shared.get('ai_retry_after')}\r\n"
                 + "Server: OpenSIPS (3.6.8 (x86_64/linux))\r\nContent-Length: 0\r\n\r\n")

@@ -257,7 +257,7 @@ class OpenSipsBackend:
         due = not was_subscribed or loop.time() >= renew_at
         if refusal is not None and self.gate.is_open is not False:
             # The drain began: OpenSIPS refuses new callers for us, until we are gone.
-            await self.gate.close(_retry_after(refusal), timeout=wait)
+            await self.gate.close(_retry_after(refusal), draining=True, timeout=wait)
         elif refusal is None and (due or self.gate.is_open is not True):
             # Before subscribing: once subscribed, calls come.
             await self.gate.open(timeout=wait)
