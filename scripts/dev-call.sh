@@ -12,11 +12,14 @@
 # Usage: scripts/dev-call.sh [options] "text" ["more text" ...]
 #   e.g. scripts/dev-call.sh "what is my balance" "thank you goodbye"
 #        scripts/dev-call.sh "i want to talk to a person"        # a transfer
+#        scripts/dev-call.sh --dtmf 12345678# --dtmf-after 1 "what is my balance"
 # Options: --sip HOST:PORT (the core's direct SIP, default 127.0.0.1:5080),
 #          --asr / --tts HOST:PORT, --http HOST:PORT (the core's HTTP API, default
 #          127.0.0.1:8088), --check-audio (also transcribe the bot's audio by ASR),
 #          --refuse-transfer (answer the bot's REFER 405, as a phone without transfer),
 #          --ring-timeout SECONDS (how long the transfer target may ring, default 20),
+#          --dtmf DIGITS (key them in, RFC 4733, e.g. 12345678#) and --dtmf-after N
+#          (after the reply to the N-th text; default 0, after the greeting),
 #          --codec PCMU|PCMA, --timeout SECONDS.
 # Start the stack first: scripts/dev-start.sh.
 set -euo pipefail

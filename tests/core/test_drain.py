@@ -245,3 +245,38 @@ async def test_b2b_mode_ends_the_calls_left_when_the_drain_is_over(
         await backend.stop()
         for client in (services.asr, services.llm, services.tts):
             await client.close()
+
+
+async def test_b2b_mode_a_drained_core_leaves_opensips_refusing_new_callers(
+        start_core, peer: OpenSipsPeer) -> None:
+    """OpenSIPS B2B, the core a real process: POST /drain closes the script's gate (no
+    session reaches the draining core; OpenSIPS answers 503 with the drain's
+    Retry-After), the active call goes on, and once the drained core has exited new
+    callers still get OpenSIPS' own 503 (Retry-After 5), not 100 Trying from a session
+    nobody takes. The real OpenSIPS does the same: test_opensips_real.py."""
+    # Started off the event loop: the double answers the core's MI on this loop.
+    cm = start_core(CORE_SIGNALLING="opensips", OPENSIPS_MI_PORT=str(peer.mi_port),
+                    CORE_DRAIN_TIMEOUT_S="600")
+    core_ = await asyncio.to_thread(cm.__enter__)
+    try:
+        assert peer.gate_open() and peer.live_subscriptions()
+        key = peer.new_call()
+        assert (await peer.wait_reply(key))["code"] == 200
+        status, body = await asyncio.to_thread(http, core_, "/drain", "POST")
+        assert status == 202 and body["calls_left"] == 1, body
+        await peer.wait_for(lambda: not peer.gate_open(), 30, "the gate closed by the drain")
+        draining = peer.script_replies[peer.new_call()]
+        assert draining.startswith("SIP/2.0 503 Service Unavailable (draining)\r\n")
+        # The drain's seconds left, not the stopped core's 5.
+        assert 5 < int(draining.split("Retry-After: ")[1].split("\r\n")[0]) <= 600
+        assert core_.proc.popen.poll() is None
+        assert len(await asyncio.to_thread(core_.calls)) == 1
+        peer.bye(key)  # the last call ends: the drain is complete, the core exits
+        assert await exit_code(core_) == 0
+    finally:
+        await asyncio.to_thread(cm.__exit__, None, None, None)
+    assert not peer.live_subscriptions()  # it unsubscribed on its way out
+    stopped = peer.script_replies[peer.new_call()]
+    assert stopped.startswith("SIP/2.0 503 Service Unavailable (no core)\r\n")
+    assert "\r\nRetry-After: 5\r\n" in stopped
+    assert len(peer.sessions) == 0

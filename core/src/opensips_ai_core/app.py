@@ -79,6 +79,8 @@ class CoreApp:
         self.http.on_drain(self.request_drain, token=settings.api_token or "")
         if hasattr(self.backend, "options_refusal"):
             self.backend.options_refusal = self.manager.drain_refusal
+        if hasattr(self.backend, "drain_refusal"):  # OpenSIPS: its script refuses for us
+            self.backend.drain_refusal = self.manager.drain_refusal
         # A backend that can lose its signalling path (OpenSIPS: unsubscribed) reports it.
         self._readiness: Callable[[], tuple[bool, str]] | None = getattr(
             self.backend, "readiness", None)

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 
+from voice_testkit.opensips_peer import SCRIPT_SHARED_VARIABLES
 from voice_testkit.procs import ROOT
 
 CFG = ROOT / "core" / "opensips" / "opensips.cfg"
@@ -57,6 +58,22 @@ def test_script_loads_the_b2b_modules_and_inits_sessions() -> None:
     # Longer than the bot's longest call (600 s), far shorter than OpenSIPS' 12 h.
     assert 'modparam("b2b_entities", "ua_default_timeout", 900)' in text
     assert text.count("{") == text.count("}")
+
+
+def test_script_gate_matches_the_double() -> None:
+    """The gate's shared variables start as the double's do, and the route refuses a
+    new call (503, Retry-After) before it would start a session while the gate is shut.
+    The real program's behaviour: test_opensips_real.py."""
+    text = CFG.read_text()
+    declared = dict(re.findall(r'^modparam\("cfgutils", "shvset", "(\w+)=i:(\d+)"\)$', text,
+                               re.M))
+    assert {name: int(value) for name, value in declared.items()} == SCRIPT_SHARED_VARIABLES
+    gate = text.index("if ($shv(ai_core) != 1) {")
+    assert 'append_to_reply("Retry-After: $shv(ai_retry_after)\\r\\n");' in text[gate:]
+    start = text.index("ua_session_server_init(", gate)
+    assert text.index('send_reply(503, "Service Unavailable (no core)");', gate) < start
+    assert text.index("if ($shv(ai_core) == 2)", gate) \
+        < text.index('send_reply(503, "Service Unavailable (draining)");', gate) < start
 
 
 def test_preprocessor_without_env_keeps_the_script() -> None:

@@ -88,6 +88,7 @@ async def test_a_restarted_core_ends_the_calls_its_predecessor_left(
 async def test_terminated_and_ringing_leftovers(peer: OpenSipsPeer) -> None:
     """A rejected session left in state 7 is deleted without a message; an outbound
     call still ringing for a core that is gone is cancelled."""
+    peer.shared["ai_core"] = 1  # the core that left them had opened the script's gate
     rejected = peer.new_call()
     peer.sessions[rejected].state, peer.sessions[rejected].pending = STATE_TERMINATED, None
     ringing = peer._ua_session_client_start({"ruri": "sip:bob@10.0.0.9", "to": "sip:bob@10.0.0.9",
@@ -107,7 +108,8 @@ async def test_a_new_event_arriving_during_the_grace_is_not_an_orphan(
     """The listing may show a session whose NEW event is still on its way: after the
     grace the core knows it, answers it, and does not end it."""
     handler = RecordingHandler()
-    early = peer.new_call()  # nobody subscribed yet: no event sent
+    peer.shared["ai_core"] = 1  # the gate opens just before the core subscribes...
+    early = peer.new_call()  # ...and a caller comes in between: no event sent
     engine = await started(peer, handler, grace=1.0)
     try:
         await peer.wait_for(lambda: any(m == "ua_session_list" for m, *_ in peer.mi_log), 5,
@@ -124,15 +126,21 @@ async def test_a_new_event_arriving_during_the_grace_is_not_an_orphan(
 
 async def test_a_caller_during_an_opensips_restart_is_not_left_ringing(
         peer: OpenSipsPeer) -> None:
-    """OpenSIPS restarts and a caller arrives before the core has subscribed again:
-    the event goes nowhere; once subscribed, the core refuses that caller with 503."""
+    """OpenSIPS restarts and a caller arrives before the core has subscribed again: the
+    new run's gate starts closed, so the script refuses that caller with 503 at once;
+    once the core noticed the restart it opens the gate again and serves callers."""
     engine = await started(peer, RecordingHandler())
     try:
         await peer.restart()
-        lost = peer.new_call()  # the new run has no subscriber yet
-        await peer.wait_for(lambda: lost in peer.deleted, 5, "the lost caller refused")
-        assert [r["code"] for r in mi_calls(peer, "ua_session_reply", lost)] == [503]
-        assert engine.restarts == 1 and engine.ready
+        lost = peer.new_call()  # the new run: no subscriber, the gate closed
+        assert lost not in peer.sessions
+        assert peer.script_replies[lost].startswith("SIP/2.0 503 Service Unavailable")
+        assert "\r\nRetry-After: 5\r\n" in peer.script_replies[lost]
+        await eventually(lambda: engine.restarts == 1 and engine.ready, 5, "subscribed again")
+        assert peer.gate_open()
+        key = peer.new_call()
+        assert (await peer.wait_reply(key))["code"] == 200
+        assert engine.orphans.ended == 0  # nobody was left waiting
     finally:
         await engine.stop()
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import shutil
 import socket
+import urllib.request
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -20,12 +21,14 @@ import pytest
 
 from opensips_ai_core.signalling.base import OutboundRequest
 from opensips_ai_core.signalling.errors import SignallingError
+from opensips_ai_core.signalling.headers import header_uri
 from opensips_ai_core.signalling.opensips import MiClient, MiError, OpenSipsBackend
 from opensips_ai_core.signalling.opensips.events import UaSessionEvent
 from opensips_ai_core.signalling.sip.message import SipMessage, parse_message
 from tests.core.signalling.conftest import RecordingHandler, eventually
 from tests.core.signalling.sip_peer import OFFER, RawSipPeer
 from voice_testkit.procs import LOOPBACK, ROOT, Proc, base_env, free_port
+from voice_testkit.stack import core
 
 pytestmark = pytest.mark.skipif(shutil.which("opensips") is None,
                                 reason="no `opensips` binary on PATH (OpenSIPS 3.6 is not "
@@ -308,6 +311,8 @@ async def test_outbound_call_answered_then_hung_up(
     invite = await phone.expect(method="INVITE")
     assert invite.uri == f"sip:callee@127.0.0.1:{phone.port}"
     assert invite.get("Contact") == f"<sip:127.0.0.1:{opensips.sip_port}>"
+    # The From is an identity: no port (RFC 3261 19.1.1); OpenSIPS sends it as given.
+    assert header_uri(invite.get("From") or "") == "sip:ai@127.0.0.1"
     assert invite.call_id.startswith("B2B.")  # the UAC session's key is its Call-ID
     phone.send(reply(invite, 180, "Ringing", to_tag="callee1"))
     phone.send(reply(invite, 200, "OK", to_tag="callee1", body=ANSWER_SDP,
@@ -414,3 +419,74 @@ async def test_a_session_ended_by_ua_default_timeout_is_released(
         if engine is not None:
             await engine.stop()
         opensips.stop()
+
+
+async def refused_by_the_script(phone: RawSipPeer, why: str = "no core") -> SipMessage:
+    """Call in; OpenSIPS' own 503 (ACKed). Nothing else comes: no 100, no session."""
+    invite = phone.request("INVITE", body=OFFER)
+    phone.send(invite)
+    refused = await phone.recv()
+    assert (refused.status, refused.reason) == (503, f"Service Unavailable ({why})")
+    phone.send(phone.ack_for(refused, invite))
+    return refused
+
+
+async def test_without_a_core_taking_calls_the_script_answers_503(
+        opensips: RealOpenSips, phone: RawSipPeer, handler: RecordingHandler) -> None:
+    """The gate: before any core, while the core drains and after it stopped, OpenSIPS
+    answers a new caller 503 with Retry-After itself instead of 100 Trying and a
+    session nobody takes; between, the core that opened the gate answers."""
+    assert (await refused_by_the_script(phone)).get("Retry-After") == "5"  # no core yet
+    assert await listed(opensips) == []
+    engine = await started(opensips, handler)
+    try:
+        assert engine.gate.is_open  # opened before the subscription
+        key, ok = await answered(phone, opensips)
+        phone.send(phone.request("BYE", call_id=ok.call_id, cseq=2, to_tag=key))
+        assert (await phone.expect(200)).cseq == (2, "BYE")
+        engine.drain_refusal = lambda: SignallingError(503, "Service Unavailable (draining)",
+                                                       retry_after=42)
+        await eventually(lambda: engine.gate.is_open is False, 5, "the gate closed")
+        assert (await refused_by_the_script(phone, "draining")).get("Retry-After") == "42"
+    finally:
+        await engine.stop()
+    assert (await refused_by_the_script(phone)).get("Retry-After") == "5"  # stopped
+    assert list(handler.calls) == [key]  # no NEW reached the core for the refused ones
+    assert await listed(opensips) == []
+
+
+async def test_a_drained_core_process_leaves_the_script_refusing(
+        opensips: RealOpenSips, phone: RawSipPeer, logdir: Path) -> None:
+    """The real core (`python -m opensips_ai_core`, its AI services nowhere: only the
+    signalling matters) with one call up: POST /drain closes the gate, a new caller
+    gets OpenSIPS' `503 (draining)`; the call ends, the core exits, and the next caller
+    gets `503 (no core)` with Retry-After 5, not 100 Trying."""
+    nowhere = f"{LOOPBACK}:{free_port()}"
+    cm = core(logdir, nowhere, nowhere, nowhere, CORE_SIGNALLING="opensips",
+              OPENSIPS_MI_PORT=str(opensips.mi_port), CORE_DRAIN_TIMEOUT_S="600",
+              CORE_GRACE_PERIOD_S="2")
+    running = await asyncio.to_thread(cm.__enter__)
+    try:
+        key, ok = await answered(phone, opensips)
+        drain = urllib.request.Request(running.http + "/drain", method="POST")
+        assert await asyncio.to_thread(
+            lambda: urllib.request.urlopen(drain, timeout=5).status) == 202
+        client = MiClient(LOOPBACK, opensips.mi_port, timeout=1.0)
+        try:  # the gate closes at the core's next poll (every second)
+            for _ in range(60):
+                gate = await client.call("shv_get", {"name": "ai_core"})
+                if gate["VAR"]["value"] == 2:
+                    break
+                await asyncio.sleep(0.25)
+        finally:
+            await client.close()
+        refused = await refused_by_the_script(phone, "draining")
+        assert 5 < int(refused.get("Retry-After") or 0) <= 600
+        assert refused.get("Contact") is None  # stateless: no session answered it
+        phone.send(phone.request("BYE", call_id=ok.call_id, cseq=2, to_tag=key))
+        assert (await phone.expect(200)).cseq == (2, "BYE")
+        assert await asyncio.to_thread(running.proc.wait, 60) == 0
+    finally:
+        await asyncio.to_thread(cm.__exit__, None, None, None)
+    assert (await refused_by_the_script(phone)).get("Retry-After") == "5"
+    assert await listed(opensips) == []

@@ -17,8 +17,10 @@ import pytest
 
 from opensips_ai_core.signalling.base import OutboundRequest
 from opensips_ai_core.signalling.errors import SignallingError
+from opensips_ai_core.signalling.headers import header_uri
 from opensips_ai_core.signalling.sip import DirectSipBackend
 from opensips_ai_core.signalling.sip.auth import Credentials
+from opensips_ai_core.signalling.sip.message import SipMessage, parse_message
 from opensips_ai_core.signalling.sip.transactions import SipTimers
 from tests.core.signalling.conftest import SIPP_DIR, RecordingHandler
 from voice_testkit.procs import LOOPBACK, Proc, base_env, free_port
@@ -79,6 +81,33 @@ async def test_answered_call_runs_like_an_inbound_one(
     finally:
         await finish(proc, logdir, "callee_answers")
     assert uas.active_calls() == []
+
+
+def received_invite(message_log: Path) -> SipMessage:
+    """The first INVITE in SIPp's -trace_msg log, as it arrived."""
+    for entry in message_log.read_bytes().split(b"\n-----"):
+        _, _, message = entry.partition(b" bytes :\n\n")
+        if message.startswith(b"INVITE "):
+            return parse_message(message)
+    raise AssertionError(f"no INVITE in {message_log}")
+
+
+async def test_from_is_an_identity_and_contact_says_where_the_core_listens(
+        uas: DirectSipBackend, logdir: Path) -> None:
+    """RFC 3261: the From is a logical identity, whose URI has no port (19.1.1, Table
+    1); the Contact is where this UA is reached (8.1.1.8), our SIP port included."""
+    messages = logdir / "callee_answers.messages.log"
+    proc, port = callee("callee_answers", logdir, "-trace_msg", "-message_file", str(messages))
+    try:
+        assert await asyncio.wait_for(uas.dial(
+            "out-7@core", OutboundRequest(to=f"sip:bob@{LOOPBACK}:{port}")), 30) == 200
+        await asyncio.wait_for(uas.hangup("out-7@core"), 20)
+    finally:
+        await finish(proc, logdir, "callee_answers")
+    invite = received_invite(messages)
+    assert header_uri(invite.get("From") or "") == f"sip:ai@{LOOPBACK}"
+    assert invite.get("Contact") == f"<sip:ai@{LOOPBACK}:{uas.port}>"
+    assert (invite.get("Via") or "").startswith(f"SIP/2.0/UDP {LOOPBACK}:{uas.port};")
 
 
 async def test_busy_callee_fails_with_486_and_releases_the_call(

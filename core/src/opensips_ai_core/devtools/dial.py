@@ -15,6 +15,12 @@ NOTIFY) and prints each step, the bot's BYE, and what the transfer target said (
 transcribed by the ASR service: the target keeps no transcript for the core to show).
 `--refuse-transfer` answers the REFER 405 instead, as a phone without transfer does:
 the bot then says it could not put the caller through, and the call goes on.
+
+`--dtmf DIGITS` keys digits in on the keypad (RFC 4733 telephone-events, the test
+caller's `RtpPeer.key_in`) after the greeting, or after the reply to the caller's
+N-th utterance with `--dtmf-after N`: the demo's balance flow is
+`--dtmf 12345678# --dtmf-after 1 "what is my balance"`. The core's transcript shows
+the digits it received and the bot's reply, as for a spoken turn.
 """
 
 from __future__ import annotations
@@ -29,6 +35,7 @@ from typing import Any
 
 import aiohttp
 import grpc
+import numpy as np
 
 from opensips_ai_core.devtools.sip_uac import (
     ReferRequest,
@@ -38,11 +45,14 @@ from opensips_ai_core.devtools.sip_uac import (
 )
 from opensips_ai_core.devtools.softphone import (
     RtpPeer,
+    TurnResult,
+    key_and_listen,
     speak_and_listen,
     synthesize,
     transcribe,
 )
 from opensips_ai_core.devtools.transferee import BlindTransfer, TransferOutcome
+from opensips_ai_core.media.dtmf import DTMF_EVENTS
 
 
 def _target(value: str) -> tuple[str, int]:
@@ -93,7 +103,9 @@ class CoreTranscript:
 
 
 def print_turn(turn: dict[str, Any]) -> None:
-    if turn.get("heard"):
+    if turn.get("dtmf"):
+        print(f"  core received DTMF: {turn['dtmf']}")
+    elif turn.get("heard"):
         print(f"  recognizer heard: {turn['heard']}")
     cut = " [interrupted]" if turn.get("interrupted") else ""
     label = "bot" if turn["kind"] == "reply" else f"bot ({turn['kind']})"
@@ -211,6 +223,22 @@ async def followed_transfer(args: argparse.Namespace, sip: SipCaller, refer: Ref
     return outcome
 
 
+async def show_reply(args: argparse.Namespace, rtp: RtpPeer, transcript: CoreTranscript,
+                     turn: TurnResult) -> bool:
+    """Print the core's record of the bot's reply to the caller's input; False: none came."""
+    if turn.latency_s is None:
+        await show_turns(transcript, want_reply=False)
+        print("bot: (no reply)", file=sys.stderr)
+        return False
+    await show_turns(transcript, want_reply=True)
+    if args.check_audio:
+        reply = await transcribe(args.asr, turn.reply)
+        print(f"  (the caller heard, by ASR: {reply})")
+    print(f"  turn latency: {turn.latency_s * 1000:.0f} ms "
+          "(as the caller heard it: end of its input -> first reply audio)")
+    return True
+
+
 async def place_call(args: argparse.Namespace) -> int:
     utterances = []
     for text in args.text:
@@ -241,19 +269,18 @@ async def place_call(args: argparse.Namespace) -> int:
         if args.check_audio:
             greeting = await transcribe(args.asr, rtp.audio_between(first, last))
             print(f"  (the caller heard, by ASR: {greeting})")
-        for text, pcm in utterances:
-            print(f"caller says: {text}")
-            turn = await speak_and_listen(rtp, pcm, reply_timeout=args.timeout)
-            if turn.latency_s is None:
-                await show_turns(transcript, want_reply=False)
-                print("bot: (no reply)", file=sys.stderr)
+        steps: list[tuple[str, np.ndarray | None]] = list(utterances)
+        if args.dtmf:
+            steps.insert(args.dtmf_after, (args.dtmf, None))
+        for text, audio in steps:
+            if audio is None:
+                print(f"caller keys in: {text} (RFC 4733)")
+                turn = await key_and_listen(rtp, text, reply_timeout=args.timeout)
+            else:
+                print(f"caller says: {text}")
+                turn = await speak_and_listen(rtp, audio, reply_timeout=args.timeout)
+            if not await show_reply(args, rtp, transcript, turn):
                 return 1
-            await show_turns(transcript, want_reply=True)
-            if args.check_audio:
-                reply = await transcribe(args.asr, turn.reply)
-                print(f"  (the caller heard, by ASR: {reply})")
-            print(f"  turn latency: {turn.latency_s * 1000:.0f} ms "
-                  "(as the caller heard it: end of its audio -> first reply audio)")
             # A transfer's REFER follows the reply that announced it, once it has played.
             refer = await next_refer(sip, refers, len(transfers), rtp)
             if refer is not None and args.refuse_transfer:
@@ -280,6 +307,16 @@ async def place_call(args: argparse.Namespace) -> int:
         sip.close()
 
 
+def dtmf_digits(value: str) -> str:
+    """An argparse type: keypad keys only (0-9 * # A-D)."""
+    unknown = sorted(set(value.upper()) - set(DTMF_EVENTS))
+    if not value or unknown:
+        raise argparse.ArgumentTypeError(
+            f"{value!r}: DTMF keys are {DTMF_EVENTS}" + (f", not {''.join(unknown)}"
+                                                         if unknown else ""))
+    return value.upper()
+
+
 def main(argv: list[str] | None = None) -> int:
     env = os.environ
     parser = argparse.ArgumentParser(
@@ -302,9 +339,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--ring-timeout", type=float, default=20.0,
                         help="seconds the transfer target may take to answer before the "
                              "caller reports 408 to the bot (default %(default)s)")
+    parser.add_argument("--dtmf", type=dtmf_digits, metavar="DIGITS",
+                        help="key these digits in (RFC 4733 telephone-events), e.g. 12345678#")
+    parser.add_argument("--dtmf-after", type=int, default=0, metavar="N",
+                        help="key them in after the reply to the caller's N-th utterance "
+                             "(default 0: after the greeting)")
     parser.add_argument("--codec", choices=("PCMU", "PCMA"), default="PCMU")
     parser.add_argument("--timeout", type=float, default=30.0, help="seconds per wait")
     args = parser.parse_args(argv)
+    if not 0 <= args.dtmf_after <= len(args.text):
+        parser.error(f"--dtmf-after {args.dtmf_after}: there are {len(args.text)} utterances "
+                     f"(0 keys in after the greeting)")
     try:
         return asyncio.run(place_call(args))
     except (OSError, TimeoutError) as err:

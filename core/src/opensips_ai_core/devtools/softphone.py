@@ -76,6 +76,8 @@ class RtpPeer(asyncio.DatagramProtocol):
         self._task: asyncio.Task[None] | None = None
         self._queue_empty = asyncio.Event()
         self._queue_empty.set()
+        self._dtmf_sent = asyncio.Event()
+        self._dtmf_sent.set()
         self.sending = True
 
     def set_codec(self, codec: str, payload_type: int) -> None:
@@ -155,6 +157,18 @@ class RtpPeer(asyncio.DatagramProtocol):
             event = TelephoneEvent(event=DTMF_EVENTS.index(digit), end=end, volume=10,
                                    duration=i * FRAME)
             self._dtmf.append((bytes([payload_type]) + event.serialize(), i == 1))
+        self._dtmf_sent.clear()
+
+    async def key_in(self, digits: str, payload_type: int = 101) -> float:
+        """Key `digits` in, one RFC 4733 event each, back to back; returns when the last
+        packet went out (the caller's end of input, as `wait_played` is for speech)."""
+        unknown = sorted(set(digits) - set(DTMF_EVENTS))
+        if unknown:
+            raise ValueError(f"not DTMF keys: {''.join(unknown)!r} (keys: {DTMF_EVENTS})")
+        for digit in digits:
+            self.send_dtmf(digit, payload_type)
+        await self._dtmf_sent.wait()
+        return time.monotonic()
 
     async def wait_played(self) -> float:
         """Until the queued audio has been sent; returns when the last frame went out."""
@@ -179,6 +193,8 @@ class RtpPeer(asyncio.DatagramProtocol):
                 packet = RtpPacket(payload_type=raw[0], sequence_number=self._seq,
                                    timestamp=dtmf_ts, ssrc=self._ssrc, payload=raw[1:],
                                    marker=starts)
+                if not self._dtmf:
+                    self._dtmf_sent.set()
             else:
                 frame = self._outgoing.pop(0) if self._outgoing else np.zeros(FRAME, np.int16)
                 if not self._outgoing:
@@ -266,13 +282,26 @@ async def synthesize(tts_target: str, text: str, sample_rate: int = 8000,
     return np.frombuffer(b"".join(chunks), dtype="<i2").copy()
 
 
-async def speak_and_listen(peer: RtpPeer, utterance: np.ndarray, *, reply_timeout: float = 30.0,
-                           quiet_s: float = 1.0) -> TurnResult:
-    """Play `utterance`, then wait for the bot's reply and record it until it goes quiet."""
-    peer.play(utterance)
-    end = await peer.wait_played()
+async def listen_after(peer: RtpPeer, end: float, *, reply_timeout: float = 30.0,
+                       quiet_s: float = 1.0) -> TurnResult:
+    """The bot's reply to input that ended at `end`, recorded until it goes quiet."""
     first = await peer.wait_for_speech(end, reply_timeout)
     if first is None:
         return TurnResult(end, None, np.zeros(0, np.int16))
     last = await peer.wait_for_silence(first, quiet_s, reply_timeout)
     return TurnResult(end, first, peer.audio_between(first - 0.05, last + 0.05))
+
+
+async def key_and_listen(peer: RtpPeer, digits: str, *, reply_timeout: float = 30.0,
+                         quiet_s: float = 1.0) -> TurnResult:
+    """Key `digits` in (RFC 4733), then wait for the bot's reply and record it."""
+    end = await peer.key_in(digits)
+    return await listen_after(peer, end, reply_timeout=reply_timeout, quiet_s=quiet_s)
+
+
+async def speak_and_listen(peer: RtpPeer, utterance: np.ndarray, *, reply_timeout: float = 30.0,
+                           quiet_s: float = 1.0) -> TurnResult:
+    """Play `utterance`, then wait for the bot's reply and record it until it goes quiet."""
+    peer.play(utterance)
+    end = await peer.wait_played()
+    return await listen_after(peer, end, reply_timeout=reply_timeout, quiet_s=quiet_s)

@@ -22,6 +22,7 @@ The services and the media come in as `protocols` (tests use in-process fakes).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import enum
 import time
 from collections.abc import Awaitable, Callable, Coroutine
@@ -80,6 +81,9 @@ class Call:
         # Blind transfer to a SIP URI (set by the call manager where the backend can).
         self.transfer: Callable[[str], Awaitable[TransferResult]] | None = None
         self.awaiting_hello = False  # an outbound call: greet once the callee spoke
+        # Set by the caller's events (speech, words, keys, an utterance): wakes the
+        # outbound greeting's wait, which then looks at the clock again.
+        self._caller_stirred = asyncio.Event()
 
     @property
     def call_id(self) -> str:
@@ -122,17 +126,24 @@ class Call:
             call_id_var.reset(token)
 
     async def _greet_after_hello(self) -> None:
-        """Outbound: greet after the callee's first words, or after a short silence."""
+        """Outbound: greet after the callee's first words, or after a short silence.
+
+        Sleeps until the silence would be long enough, or until the caller's next event
+        (`_caller_stirred`) moves that point on; the hello itself (`caller_said`)
+        greets and ends the wait."""
         wait_s = self.bot.outbound_greeting_wait_s
         limits = self.limits
         while self.state is CallState.ACTIVE and self.awaiting_hello:
-            await asyncio.sleep(0.05)
-            quiet_s = time.monotonic() - limits.last_caller_activity
             spoke = limits.last_caller_activity != limits.started
-            if not spoke and quiet_s >= wait_s:
-                break  # nobody spoke: greet into the silence
-            if spoke and quiet_s >= wait_s + 3.0:
-                break  # words began but no final transcript came: greet anyway
+            # Nobody spoke: greet into the silence. Words began but no final transcript
+            # came: greet anyway, a little later.
+            quiet_enough = limits.last_caller_activity + (wait_s + 3.0 if spoke else wait_s)
+            left_s = quiet_enough - time.monotonic()
+            if left_s <= 0:
+                break
+            self._caller_stirred.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._caller_stirred.wait(), left_s)
         if self.state is CallState.ACTIVE and self.awaiting_hello:
             self.awaiting_hello = False
             self.replies.start(TurnTimer(kind="greeting"), fixed_text=self.bot.greeting)
@@ -179,6 +190,7 @@ class Call:
     def on_dtmf(self, digit: str) -> None:
         metrics.DTMF_DIGITS.inc()
         self.limits.caller_active()
+        self._caller_stirred.set()
         log.info("Call %s DTMF %s", self.call_id, digit)
         self.dtmf.add(digit)
 
@@ -196,6 +208,7 @@ class Call:
         if self.awaiting_hello and self.state is CallState.ACTIVE:
             # The callee's "hello": it goes into the history and the greeting answers it.
             self.awaiting_hello = False
+            self._caller_stirred.set()
             self.dialogue.add_user(text)
             self.replies.start(TurnTimer(kind="greeting"), fixed_text=self.bot.greeting)
             return
@@ -212,6 +225,7 @@ class Call:
     # recognition.Listener
     def speech_started(self) -> None:
         self.limits.caller_active()
+        self._caller_stirred.set()
         if self.bot.barge_in_min_words == 0:
             self.barge_in("speech start")
 
@@ -227,6 +241,7 @@ class Call:
 
     def words_heard(self, text: str) -> None:
         self.limits.caller_active()
+        self._caller_stirred.set()
         self.replies.heard_more(text)
         if len(text.split()) >= max(1, self.bot.barge_in_min_words):
             self.barge_in("caller speech")
@@ -238,6 +253,7 @@ class Call:
 
     def utterance(self, text: str, heard: TurnTimer) -> None:
         self.limits.caller_spoke()
+        self._caller_stirred.set()
         if self.replies.commit_prepared(text, heard):
             self.transcript.heard(text, heard)
         else:

@@ -27,11 +27,19 @@ one when an `opensips` binary is on PATH). It speaks real UDP on 127.0.0.1:
   `Contact: <sip:HOST:PORT>\\r\\n`, the body. A bare `application/sdp` therefore
   yields the broken `application/sdpContact:` line, and a Retry-After passed without
   a body never reaches the caller;
+- the script's gate (core/opensips/opensips.cfg): `shv_set` (cfgutils; name, type,
+  value required; type "s..." a string, else an int) sets the shared variables and
+  `shv_get {name}` reads one (`{"VAR": {"type": "integer", "value": 1}}`, unknown:
+  404 "Not found"), which
+  start as the script declares them (`ai_core` 0, `ai_retry_after` 5) with every run;
+  while `ai_core` is not 1 a caller's INVITE is answered `503 Service Unavailable (no
+  core)` (`(draining)` at 2) with `Retry-After: <ai_retry_after>` by the script itself
+  (`script_replies`): no session, no event;
 - `restart()`: a new run with a new start time that has forgotten every
-  subscription and session; keys are looked up by their hash and local index only,
+  subscription, session and shared variable; keys are looked up by their hash and local index only,
   as in b2b_entities, so an old run's key may name a new run's session;
-- sessions kept when nobody is subscribed (a caller's NEW goes to no one) and when
-  the core that answered them is gone, as the real one keeps them;
+- sessions kept when the gate is open but nobody is subscribed (a caller's NEW goes
+  to no one) and when the core that answered them is gone, as the real one keeps them;
 - the CANCEL that crosses the engine's 200 OK (`cancel` on an answered session);
 - transfer and outbound calls: `ua_session_update` builds the request's headers the
   same way, plus the `Content-Type: application/sdp` OpenSIPS adds after the Contact
@@ -66,6 +74,8 @@ STATE_WAITING, STATE_REJECTED = STATE_NEW, STATE_TERMINATED
 DEFAULT_SDP_CONTENT_TYPE = "Content-Type: application/sdp\r\n"
 # b2b_parse_key: PREFIX.hash_index.local_index.<anything>; only the two numbers are used.
 KEY_FORMAT = re.compile(r"^B2B\.(\d+)\.(\d+)\.")
+# The script's shared variables (modparam("cfgutils", "shvset", ...)) as each run starts.
+SCRIPT_SHARED_VARIABLES: dict[str, int | str] = {"ai_core": 0, "ai_retry_after": 5}
 SIPP_OFFER = (
     "v=0\r\no=user1 53655765 2353687637 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\n"
     "t=0 0\r\nm=audio 6000 RTP/AVP 0 8 101\r\na=rtpmap:0 PCMU/8000\r\na=rtpmap:8 PCMA/8000\r\n"
@@ -166,6 +176,10 @@ class OpenSipsPeer:
         # Every SIP reply built from ua_session_reply, by key (kept after the deletion).
         self.sip_sent: dict[str, list[str]] = {}
         self.cancelled: list[str] = []      # ua_session_terminate of a ringing UAC session
+        self.shared: dict[str, int | str] = dict(SCRIPT_SHARED_VARIABLES)  # $shv(...)
+        # The script's own replies to callers it did not hand to a core, by B2B key
+        # (the key new_call returned; no session has it).
+        self.script_replies: dict[str, str] = {}
         self.run = 1                        # which OpenSIPS process this is
         self.started = time.time()          # its start time ("Up since")
         self._next_local = 0
@@ -202,6 +216,7 @@ class OpenSipsPeer:
             await asyncio.sleep(down_for)
         self.subscriptions.clear()
         self.sessions.clear()
+        self.shared = dict(SCRIPT_SHARED_VARIABLES)
         self.run += 1
         self.started = max(time.time(), self.started + 1.0)
         self._next_local = 0
@@ -246,6 +261,8 @@ class OpenSipsPeer:
             "ua_session_update": self._ua_session_update,
             "ua_session_list": self._ua_session_list,
             "ua_session_client_start": self._ua_session_client_start,
+            "shv_set": self._shv_set,
+            "shv_get": self._shv_get,
         }
         if method not in handlers:
             raise RpcError(-32601, "Method not found")
@@ -289,6 +306,30 @@ class OpenSipsPeer:
         else:
             self.subscriptions[target] = Subscription(target, self._now() + expire)
         return "OK"
+
+    def _shv_set(self, params: Any) -> str:
+        name, kind, value = self._named(params, ("name", "type", "value"), 3)
+        if str(kind)[:1] in ("s", "S"):
+            self.shared[str(name)] = str(value)
+        else:
+            try:
+                self.shared[str(name)] = int(value)
+            except (TypeError, ValueError):
+                raise INVALID_PARAMS from None
+        return "OK"
+
+    def _shv_get(self, params: Any) -> dict[str, Any]:
+        """One variable, as cfgutils prints it; unknown: 404 "Not found"."""
+        (name,) = self._named(params, ("name",), 1)
+        if str(name) not in self.shared:
+            raise RpcError(404, "Not found")
+        value = self.shared[str(name)]
+        return {"VAR": {"type": "string" if isinstance(value, str) else "integer",
+                        "value": value}}
+
+    def gate_open(self) -> bool:
+        """The script hands new callers to a core (`$shv(ai_core) == 1`)."""
+        return self.shared.get("ai_core") == 1
 
     def _ua_session_reply(self, params: Any) -> str:
         if not isinstance(params, dict):
@@ -524,10 +565,27 @@ class OpenSipsPeer:
 
     def new_call(self, body: str = SIPP_OFFER, method: str = "INVITE",
                  key: str | None = None) -> str:
-        """A caller's INVITE reaches ua_session_server_init: NEW. Returns the B2B key."""
+        """A caller's INVITE reaches ua_session_server_init: NEW. Returns the B2B key.
+
+        With the gate closed the script answers it itself (`script_replies[key]`): no
+        session, no event."""
         key = key or self.new_key()
         call_id = f"{random.randint(1, 9999)}-{random.randint(1, 99999)}@127.0.0.1"
         headers = self.call_headers(call_id, 1, method, None, len(body))
+        if method == "INVITE" and not self.gate_open():
+            # send_reply, stateless, as 3.6.8 sent it: Via, To (with sl's tag), From,
+            # Call-ID, CSeq, the appended Retry-After, OpenSIPS' Server header.
+            lines = {line.partition(":")[0]: line for line in headers.split("\r\n")}
+            copied = [lines["Via"], lines["To"] + ";tag=b298.sl", lines["From"],
+                      lines["Call-ID"], lines["CSeq"]]
+            why = "draining" if self.shared.get("ai_core") == 2 else "no core"
+            self.script_replies[key] = (
+                f"SIP/2.0 503 Service Unavailable ({why})\r\n"
+                + "".join(f"{line}\r\n" for line in copied)
+                + f"Retry-After: {self.shared.get('ai_retry_after')}\r\n"
+                + "Server: OpenSIPS (3.6.8 (x86_64/linux))\r\nContent-Length: 0\r\n\r\n")
+            self._notify()
+            return key
         self.sessions[key] = PeerSession(key, call_id, headers, pending=method)
         self.send_event(key, "NEW", method, body, headers)
         return key

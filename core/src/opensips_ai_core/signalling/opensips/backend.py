@@ -1,5 +1,6 @@
 # Over 400 lines: one B2B session state machine; transfers and outbound calls are in
-# control.py, orphaned sessions in orphans.py, the silent-end audit in audit.py.
+# control.py, orphaned sessions in orphans.py, the silent-end audit in audit.py, the
+# script's gate in gate.py.
 """`OpenSipsBackend`: calls through OpenSIPS 3.6 `b2b_entities` (the upstream connector's way).
 
 OpenSIPS terminates SIP and raises E_UA_SESSION events (NEW, UPDATED, TERMINATED)
@@ -12,6 +13,9 @@ to our UDP listener; we answer with MI `ua_session_reply` and end calls with
   the new run's `ua_session_list` does not hold (no MI terminate: an old key may
   name a new run's session). `event_subscribe` is also renewed before it expires.
   `ready` is False (and /health 503) until OpenSIPS holds our subscription.
+- The script refuses new callers itself (503, Retry-After) while no core takes calls:
+  the core opens its gate before subscribing, closes it when it drains (`drain_refusal`,
+  set by the app) or stops (gate.py).
 - `ua_session_reply` needs `reason`, and a body goes without `content_type`:
   OpenSIPS copies that parameter as a raw header line and adds
   `Content-Type: application/sdp` itself when it is absent.
@@ -30,6 +34,7 @@ import asyncio
 import contextlib
 import logging
 from collections import OrderedDict
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -41,6 +46,7 @@ from opensips_ai_core.signalling.opensips import metrics
 from opensips_ai_core.signalling.opensips.audit import sessions_gone
 from opensips_ai_core.signalling.opensips.control import OpenSipsCallControl, Progress
 from opensips_ai_core.signalling.opensips.events import EVENT_NAME, EventListener, UaSessionEvent
+from opensips_ai_core.signalling.opensips.gate import STOPPED_RETRY_AFTER_S, CallGate
 from opensips_ai_core.signalling.opensips.liveness import OpenSipsRun
 from opensips_ai_core.signalling.opensips.mi import MiClient, MiError, MiTimeoutError
 from opensips_ai_core.signalling.opensips.orphans import OrphanSweeper, listed_sessions
@@ -54,6 +60,13 @@ log = logging.getLogger("signalling.opensips")
 ANSWERED_STATES = (4, 5)
 # Keys whose TERMINATED was seen lately: a NEW arriving after it is stale.
 RECENTLY_TERMINATED = 1024
+
+
+def _retry_after(refusal: SignallingError | None) -> int:
+    """The gate's Retry-After: the drain's (its time left), else the stopped core's."""
+    if refusal is None or refusal.retry_after is None:
+        return STOPPED_RETRY_AFTER_S
+    return refusal.retry_after
 
 
 @dataclass
@@ -89,6 +102,9 @@ class OpenSipsBackend:
             event_host if event_host not in ("0.0.0.0", "") else "127.0.0.1")
         self.mi = MiClient(mi_host, mi_port, timeout=mi_timeout)
         self.events = EventListener(event_host, event_port, self._on_event)
+        # The script's gate (gate.py); closed while `drain_refusal()` says the core drains.
+        self.gate = CallGate(self.mi)
+        self.drain_refusal: Callable[[], SignallingError | None] | None = None
         self.subscribed = asyncio.Event()
         self.subscriptions = 0           # successful event_subscribe calls (renewals included)
         self.restarts = 0                # new OpenSIPS runs noticed
@@ -139,6 +155,10 @@ class OpenSipsBackend:
         if self._auditing is not None:
             self._auditing.cancel()
             await asyncio.gather(self._auditing, return_exceptions=True)
+        # New callers get OpenSIPS' 503 from now on, not a session nobody takes; retry
+        # soon, for whatever replaces this core (a drain's Retry-After was until now).
+        if self.gate.tried:
+            await self.gate.close(STOPPED_RETRY_AFTER_S, timeout=0.5)
         if self.subscribed.is_set():
             with contextlib.suppress(MiError):
                 await self.mi.call("event_subscribe", [EVENT_NAME, self.event_socket, 0],
@@ -227,8 +247,20 @@ class OpenSipsBackend:
             return renew_at, misses
         if isinstance(run, OpenSipsRun):
             self._note_run(run)
+        refusal = self._draining()
+        wait = min(self.mi.timeout, self.poll_interval)
+        if refusal is None and self.gate.is_open and self.subscribed.is_set() \
+                and await self.gate.forgotten(wait):
+            self._restarted("the gate it opened is closed: a new run started within the "
+                            "same second, which uptime cannot tell")
         was_subscribed = self.subscribed.is_set()
         due = not was_subscribed or loop.time() >= renew_at
+        if refusal is not None and self.gate.is_open is not False:
+            # The drain began: OpenSIPS refuses new callers for us, until we are gone.
+            await self.gate.close(_retry_after(refusal), draining=True, timeout=wait)
+        elif refusal is None and (due or self.gate.is_open is not True):
+            # Before subscribing: once subscribed, calls come.
+            await self.gate.open(timeout=wait)
         if due and await self._subscribe():
             renew_at = loop.time() + self.renew_after()
         if self._reconcile is not None:
@@ -240,6 +272,9 @@ class OpenSipsBackend:
             self._audit_at = loop.time() + self.audit_interval
             self._auditing = loop.create_task(self._audit_calls())
         return renew_at, 0
+
+    def _draining(self) -> SignallingError | None:
+        return self.drain_refusal() if self.drain_refusal is not None else None
 
     async def _poll(self) -> OpenSipsRun | bool:
         """Ask `uptime`: the run that answered, True for an answer without one, False
@@ -259,12 +294,16 @@ class OpenSipsBackend:
         previous, self.run = self.run, run
         if previous is None or not run.is_new_run_since(previous):
             return
+        self._restarted(f"up since {run.up_since}, was {previous.up_since}")
+
+    def _restarted(self, how: str) -> None:
+        """A new OpenSIPS run: it forgot our subscription, its sessions and the gate."""
         self.restarts += 1
         metrics.RESTARTS.inc()
-        log.warning("OpenSIPS restarted (up since %s, was %s): it forgot our subscription "
-                    "and its sessions; re-subscribing, checking %d call(s)", run.up_since,
-                    previous.up_since, len(self._sessions))
+        log.warning("OpenSIPS restarted (%s): it forgot our subscription and its sessions; "
+                    "re-subscribing, checking %d call(s)", how, len(self._sessions))
         self._set_subscribed(False, "OpenSIPS restarted: re-subscribing")
+        self.gate.forget()
         self._reconcile = (self._reconcile or set()) | self._known_keys()
 
     async def _subscribe(self) -> bool:

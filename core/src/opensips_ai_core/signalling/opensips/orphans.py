@@ -2,8 +2,9 @@
 
 OpenSIPS keeps its sessions when the core goes away (a crash, a deploy, a hot reload):
 an answered caller then hears silence until `ua_default_timeout`, and a caller whose
-INVITE arrived while no core was subscribed got only `100 Giving it a try` (its NEW
-event went to nobody). So after every (re)subscription the backend lists OpenSIPS'
+INVITE arrived while no core was subscribed but the script's gate was open (a crashed
+core's, or just before our subscription: gate.py) got only `100 Giving it a try` (its
+NEW event went to nobody). So after every (re)subscription the backend lists OpenSIPS'
 sessions, waits `grace` seconds for the events already on their way, and ends each
 session it still does not know, by its state: a caller still waiting for an answer
 gets 503 (then the session is deleted), a ringing outbound call is cancelled, an

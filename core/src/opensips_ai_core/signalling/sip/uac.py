@@ -15,6 +15,10 @@
   provisional response; without one the INVITE times out after 64*T1) and the 487 ends
   the attempt; a 2xx that crosses the CANCEL is ACKed and ended with a BYE;
 - 2xx retransmissions are ACKed again for 64*T1 (the UAC core's duty, 13.2.2.4).
+
+The From is a logical identity (8.1.1.3): the request's `from`, else `sip:ai@HOST`
+without a port, which 19.1.1 (Table 1) does not allow in a From or To URI. Where the
+core listens (the port included) is the Contact's job (8.1.1.8), `backend.contact`.
 """
 
 from __future__ import annotations
@@ -105,8 +109,8 @@ class OutboundDialer:
         backend = self.backend
         handler = backend._handler
         assert handler is not None
-        from_uri = request.from_uri or f"sip:{backend.contact_user}@" \
-            f"{backend._host_in_uri(backend.public_ip)}:{backend.port}"
+        from_uri = request.from_uri or \
+            f"sip:{backend.contact_user}@{backend._host_in_uri(backend.public_ip)}"
         info = CallInfo(call_id=call_id, caller=from_uri, callee=request.to,
                         backend=backend.name, sip_call_id=call_id, direction="outbound")
         offer = await handler.new_call(info, None)  # may raise SignallingError (capacity)

@@ -1,0 +1,104 @@
+"""The script's gate: whether OpenSIPS hands a new caller to the core or refuses it itself.
+
+core/opensips/opensips.cfg answers a new INVITE with `503 Service Unavailable (no
+core)` (`(draining)` while `$shv(ai_core)` is 2) and `Retry-After:
+$shv(ai_retry_after)` while `$shv(ai_core)` is not 1, instead
+of starting a B2B session that no core takes (the caller would hear only 100 Trying).
+Both shared variables start closed (0, 5 s) with each OpenSIPS run; the core sets them
+over MI `shv_set` (cfgutils):
+
+- open just before each `event_subscribe` (the first, each renewal, and after an
+  OpenSIPS restart, whose gate starts closed again); a caller who comes between the
+  two raises a NEW nobody gets, and the orphan sweep after the subscription refuses it;
+- closed when the core starts to drain (2), with Retry-After the drain's time left
+  (the core is gone by then), and when it stops (0), before it unsubscribes.
+
+While it believes the gate open the core reads it back at each poll (`shv_get`): a
+closed one means a new OpenSIPS run that `uptime` could not tell apart (two starts
+within one second print the same "Up since"), handled as a restart.
+
+A core that dies leaves the gate open: its callers then wait for the next core, whose
+orphan sweep refuses them. One core per OpenSIPS in B2B mode (every subscriber gets
+every event), so the gate is that core's alone.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from opensips_ai_core.signalling.opensips.mi import MiClient, MiError
+
+log = logging.getLogger("signalling.opensips")
+
+OPEN_VAR = "ai_core"                # $shv(ai_core): 1 open; 2 draining, 0 no core: closed
+OPEN, DRAINING, NO_CORE = 1, 2, 0
+RETRY_AFTER_VAR = "ai_retry_after"  # $shv(ai_retry_after): the 503's Retry-After (s)
+# Retry-After once the core has stopped: its replacement is expected soon (the script's
+# initial value too).
+STOPPED_RETRY_AFTER_S = 5
+
+
+class CallGate:
+    def __init__(self, mi: MiClient) -> None:
+        self.mi = mi
+        self.is_open: bool | None = None  # what OpenSIPS was last told; None: not known
+        self.retry_after: int | None = None
+        self.writes = 0      # confirmed by OpenSIPS
+        self.tried = False   # written at least once (perhaps unconfirmed: it may be open)
+        self._failing = False
+
+    def forget(self) -> None:
+        """OpenSIPS restarted: its gate is closed again, whatever we wrote before."""
+        self.is_open = None
+
+    async def forgotten(self, timeout: float | None = None) -> bool:
+        """True when OpenSIPS says the gate we opened is not open (a new run); False
+        when it is, or when it does not say (no answer: nothing is concluded)."""
+        try:
+            result = await self.mi.call("shv_get", {"name": OPEN_VAR}, timeout=timeout)
+        except MiError as error:
+            if error.code != 404:  # 404: the variable is unknown, so not open
+                return False
+            result = None
+        value = result.get("VAR", {}).get("value") if isinstance(result, dict) else None
+        if value == OPEN:
+            return False
+        self.is_open = None
+        return True
+
+    async def open(self, timeout: float | None = None) -> bool:
+        return await self._write(True, None, timeout)
+
+    async def close(self, retry_after: int, *, draining: bool = False,
+                    timeout: float | None = None) -> bool:
+        """Closed: OpenSIPS answers 503 "(draining)" or "(no core)" with Retry-After."""
+        return await self._write(False, retry_after, timeout,
+                                 DRAINING if draining else NO_CORE)
+
+    async def _write(self, is_open: bool, retry_after: int | None, timeout: float | None,
+                     closed_as: int = NO_CORE) -> bool:
+        self.tried = True
+        try:
+            if retry_after is not None:
+                await self.mi.call("shv_set", {"name": RETRY_AFTER_VAR, "type": "int",
+                                               "value": retry_after}, timeout=timeout)
+            await self.mi.call("shv_set", {"name": OPEN_VAR, "type": "int",
+                                           "value": OPEN if is_open else closed_as},
+                               timeout=timeout)
+        except MiError as error:
+            if not self._failing:
+                log.warning("shv_set %s=%d failed (%s): the script's gate is unknown; "
+                            "trying again", OPEN_VAR, OPEN if is_open else closed_as, error)
+            self._failing = True
+            self.is_open = None
+            return False
+        if self._failing or self.is_open != is_open:
+            log.info("OpenSIPS gate %s%s", "open: new callers come to this core" if is_open
+                     else "closed: OpenSIPS answers new callers 503",
+                     "" if retry_after is None else f" (Retry-After {retry_after})")
+        self._failing = False
+        self.is_open = is_open
+        if retry_after is not None:
+            self.retry_after = retry_after
+        self.writes += 1
+        return True

@@ -1,0 +1,125 @@
+"""The script's gate (signalling/opensips/gate.py) against the OpenSIPS double.
+
+core/opensips/opensips.cfg answers a new caller 503 with Retry-After itself while no
+core takes calls; the double (dev/testkit/src/voice_testkit/opensips_peer.py) plays
+that as the real 3.6.8 did (test_opensips_real.py checks it on the real program).
+Real UDP on 127.0.0.1: MI to the double, its events to the backend.
+"""
+
+from __future__ import annotations
+
+import asyncio
+
+from opensips_ai_core.signalling.errors import SignallingError
+from opensips_ai_core.signalling.opensips import OpenSipsBackend
+from tests.core.signalling.conftest import RecordingHandler, eventually
+from voice_testkit.opensips_peer import OpenSipsPeer
+from voice_testkit.procs import LOOPBACK
+
+
+def mi_methods(peer: OpenSipsPeer) -> list[str]:
+    """The MI calls the double got, shv_set written with its variable and value."""
+    return [f"shv_set {p['name']}={p['value']}" if m == "shv_set" else m
+            for m, p, _ in peer.mi_log if m != "uptime"]
+
+
+def refused(peer: OpenSipsPeer, key: str, why: str = "no core") -> str:
+    assert key not in peer.sessions, "a session was started for a refused caller"
+    reply = peer.script_replies[key]
+    assert reply.startswith(f"SIP/2.0 503 Service Unavailable ({why})\r\n"), reply
+    return reply
+
+
+async def test_the_gate_opens_before_the_subscription_and_closes_at_the_stop(
+        peer: OpenSipsPeer, handler: RecordingHandler) -> None:
+    assert "\r\nRetry-After: 5\r\n" in refused(peer, peer.new_call())  # no core yet
+    engine = OpenSipsBackend(LOOPBACK, peer.mi_port, LOOPBACK, 0, mi_timeout=1.0,
+                             poll_interval=0.2)
+    await engine.start(handler)
+    try:
+        await asyncio.wait_for(engine.subscribed.wait(), 10)
+        assert mi_methods(peer)[:2] == ["shv_set ai_core=1", "event_subscribe"]
+        key = peer.new_call()
+        assert (await peer.wait_reply(key))["code"] == 200
+    finally:
+        await engine.stop()
+    # Closed (Retry-After for whatever replaces this core) before the unsubscription.
+    assert mi_methods(peer)[-3:] == ["shv_set ai_retry_after=5", "shv_set ai_core=0",
+                                     "event_subscribe"]
+    assert peer.shared == {"ai_core": 0, "ai_retry_after": 5}
+    assert "\r\nRetry-After: 5\r\n" in refused(peer, peer.new_call())
+    assert list(handler.calls) == [key]
+
+
+async def test_a_draining_core_closes_the_gate_with_its_retry_after(
+        peer: OpenSipsPeer, handler: RecordingHandler) -> None:
+    # A short subscription (renewed every 1.5 s) shows a renewal during the drain.
+    engine = OpenSipsBackend(LOOPBACK, peer.mi_port, LOOPBACK, 0, expire=2, mi_timeout=1.0,
+                             poll_interval=0.2)
+    await engine.start(handler)
+    try:
+        await asyncio.wait_for(engine.subscribed.wait(), 10)
+        answered = peer.new_call()
+        assert (await peer.wait_reply(answered))["code"] == 200
+        engine.drain_refusal = lambda: SignallingError(
+            503, "Service Unavailable (draining)", retry_after=42)
+        await peer.wait_for(lambda: not peer.gate_open(), 15, "the gate closed")
+        assert "\r\nRetry-After: 42\r\n" in refused(peer, peer.new_call(), "draining")
+        assert list(handler.calls) == [answered]  # no NEW reached the draining core
+        # Its call goes on: the subscription is renewed, the gate stays closed.
+        renewals = len(peer.subscribe_calls)
+        await peer.wait_for(lambda: len(peer.subscribe_calls) > renewals or None, 15,
+                            "a renewal")
+        assert not peer.gate_open() and engine.active_calls() == [answered]
+        peer.bye(answered)
+        await eventually(lambda: handler.ended.get(answered) == "bye", 15, "the call ended")
+    finally:
+        await engine.stop()
+
+
+async def test_lost_gate_answers_do_not_stop_the_core(
+        peer: OpenSipsPeer, handler: RecordingHandler) -> None:
+    """shv_set answers lost (a busy MI, UDP): the core subscribes anyway and writes the
+    gate again at each poll until OpenSIPS confirms it."""
+    peer.lose_answers = {"shv_set"}
+    engine = OpenSipsBackend(LOOPBACK, peer.mi_port, LOOPBACK, 0, mi_timeout=0.3,
+                             poll_interval=0.2)
+    await engine.start(handler)
+    try:
+        await asyncio.wait_for(engine.subscribed.wait(), 10)
+        assert engine.ready and engine.gate.is_open is None
+        writes = len([m for m in mi_methods(peer) if m == "shv_set ai_core=1"])
+        await peer.wait_for(lambda: len([m for m in mi_methods(peer)
+                                         if m == "shv_set ai_core=1"]) > writes, 15,
+                            "the gate written again")
+        peer.lose_answers = set()
+        await eventually(lambda: engine.gate.is_open, 15, "the gate confirmed open")
+    finally:
+        await engine.stop()
+
+
+async def test_a_restart_uptime_cannot_tell_is_noticed_by_the_closed_gate(
+        peer: OpenSipsPeer, handler: RecordingHandler) -> None:
+    """Two OpenSIPS runs started within one second print the same "Up since" (seen on
+    the real 3.6.8 in tests). The new run's gate is closed: the core, reading it back,
+    handles that as a restart: it opens the gate, subscribes again and releases the
+    call the new run does not hold."""
+    engine = OpenSipsBackend(LOOPBACK, peer.mi_port, LOOPBACK, 0, mi_timeout=1.0,
+                             poll_interval=0.2)
+    await engine.start(handler)
+    try:
+        await asyncio.wait_for(engine.subscribed.wait(), 10)
+        key = peer.new_call()
+        assert (await peer.wait_reply(key))["code"] == 200
+        started = peer.started
+        await peer.restart()
+        peer.started = started  # uptime answers as the previous run would
+        await eventually(lambda: handler.ended.get(key) == "opensips restarted", 15,
+                         "the call released")
+        assert engine.restarts == 1
+        await eventually(lambda: engine.ready and peer.live_subscriptions(), 15, "subscribed")
+        assert peer.gate_open()
+        again = peer.new_call()
+        assert (await peer.wait_reply(again))["code"] == 200
+    finally:
+        await engine.stop()
