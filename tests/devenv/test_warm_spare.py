@@ -31,6 +31,8 @@ from voice_testkit.procs import (
 )
 
 SERVICE = '''
+import gc
+
 import grpc
 
 from sparepkg import version, warm
@@ -44,7 +46,8 @@ def main() -> int:
     staged = warm.take() or "none"
 
     def register(server: grpc.aio.Server) -> list[str]:
-        return [f"spare.v{version.VALUE}.staged-{staged}"]
+        collector = f"gc.child-{int(gc.isenabled())}.frozen-{int(gc.get_freeze_count() > 0)}"
+        return [f"spare.v{version.VALUE}.staged-{staged}", collector]
 
     return run_service(ServiceDefinition("spare-svc", settings, register))
 '''
@@ -160,6 +163,8 @@ def test_the_spare_stages_with_threads_and_becomes_the_next_child(service: Servi
     # New code, served by the spare, with what the spare staged before the save.
     service.wait_serving(2, spare)
     assert spare in service.children()
+    # The spare, forked from a parent without the collector, turned it on for itself.
+    assert service.serving("gc.child-1.frozen-1")
     # And a new spare is ready for the next save.
     following = service.spare(2)
     assert following != spare

@@ -60,15 +60,23 @@ class Spare:
 
 def fork_spare(plan: WarmParent, stage_module: str) -> Spare:
     """Fork a spare that stages `stage_module`.stage() and waits for its go-ahead."""
-    from voice_common.warm_parent import _flush, child_main, die_with_parent
+    from voice_common.warm_parent import (
+        _flush,
+        child_main,
+        collect_in_child,
+        die_with_parent,
+        freeze_for_fork,
+    )
 
     report_read, report_write = os.pipe()
     go_read, go_write = os.pipe()
     parent = os.getpid()
     _flush()
+    freeze_for_fork()
     pid = os.fork()
     if pid == 0:  # the spare; never returns
         code = 1
+        collect_in_child()
         try:
             os.close(report_read)
             os.close(go_write)
