@@ -33,6 +33,13 @@ def _level(raw: str) -> int | None:
     return value if 0 <= value <= MAX_NICE else None
 
 
+def serving_level(prefix: str, environ: dict[str, str] | None = None) -> int | None:
+    """`<PREFIX>_NICE` when it is set and valid (else the service refuses it), or None."""
+    env = os.environ if environ is None else environ
+    raw = env.get(f"{prefix}_NICE", "").strip()
+    return _level(raw) if raw else None
+
+
 def start_level(prefix: str, environ: dict[str, str] | None = None) -> int | None:
     """The nice level to start at: `<PREFIX>_START_NICE`, else `<PREFIX>_NICE`; None when
     neither is set. A bad `<PREFIX>_NICE` is left to the service's settings (which exit
