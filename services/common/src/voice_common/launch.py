@@ -15,7 +15,8 @@ voice_common.paths.watch_paths(MODULE). Outside development an import error prop
 as usual (traceback, exit 1).
 
 Priority: the process starts at nice `<PREFIX>_START_NICE`, else `<PREFIX>_NICE`
-(voice_common.niceness); the service raises it to `<PREFIX>_NICE` as it starts serving.
+(voice_common.niceness); the service raises it to `<PREFIX>_NICE` as it starts (the
+runtime, before it binds: under the warm parent, in the child).
 
 Crash loops are throttled here, not by the supervisor: when the service exits
 non-zero or raises within CRASH_WINDOW_S (5 s) of starting (bad settings: exit 2;

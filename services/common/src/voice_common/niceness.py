@@ -1,12 +1,13 @@
 """A process's CPU priority (nice value): raised to a level, never lowered.
 
-`<PREFIX>_NICE` is the level a service runs at once it serves (voice_common.runtime);
+`<PREFIX>_NICE` is the level a service runs at from its start (voice_common.runtime,
+before it binds: under the warm parent, in the child);
 `<PREFIX>_START_NICE` (0 to `<PREFIX>_NICE`, default `<PREFIX>_NICE`) the level
 voice_common.launch sets as the process starts. A dev stack starting on a small machine
 gives the service that takes longest to start (the LLM: `LLM_START_NICE=0`) the CPU
 ahead of the others, which then start at their serving level. Raising the nice value
 needs no privilege, lowering it does: both steps only ever raise it. Kept free of
-imports beyond `os`: the launcher runs this before anything else.
+imports beyond `os` and `sys`: the launcher runs this before anything else.
 """
 
 from __future__ import annotations
