@@ -5,7 +5,7 @@ ready, and what the warm parent costs in memory; and where the time of a save go
 from log timestamps (helpers shared with devstack_real.py).
 
     .venv/bin/python scripts/bench/devloop.py [--saves 3] [--pause 3] [--no-write]
-        [--services core,asr,tts,llm] [--no-cold] [--cold-only]
+        [--services core,asr,tts,llm] [--no-cold] [--cold-only [--runs N]]
 
 Starts core, ASR, TTS and the LLM (default engines) as process-compose.yaml starts them
 (`voice_common.launch`, its environment, DEVELOPMENT_MODE=1, hot reload on) but on free
@@ -323,7 +323,10 @@ def stop_all(svcs: list[Service]) -> None:
             svc.proc.wait(5)
 
 
-def wait_all_ready(svcs: list[Service], timeout: float = 600) -> float:
+def wait_all_ready(svcs: list[Service], timeout: float = 600,
+                   ready_at: dict[str, float] | None = None) -> float:
+    """Seconds until every service's /health answered 200; each one's time in
+    `ready_at` and the CPU seconds it had used by then in CPU_AT_READY."""
     began = time.monotonic()
     pending = list(svcs)
     while pending:
@@ -332,6 +335,11 @@ def wait_all_ready(svcs: list[Service], timeout: float = 600) -> float:
                 raise RuntimeError(f"{svc.name} exited with {svc.proc.returncode}; see {svc.log}")
             if svc.healthy():
                 pending.remove(svc)
+                if ready_at is not None:
+                    ready_at[svc.name] = time.monotonic() - began
+                if svc.proc is not None:
+                    with contextlib.suppress(OSError):
+                        CPU_AT_READY[svc.name] = cpu_seconds(svc.proc.pid)
         if time.monotonic() - began > timeout:
             raise TimeoutError(f"not ready: {[s.name for s in pending]}")
         time.sleep(0.02)
@@ -345,10 +353,11 @@ def stack(svcs: list[Service], logdir: Path, *, compose: bool = False,
     probe says so; each one's time in `ready_at`); yield seconds from the first spawn
     to all ready; stop them all."""
     started = time.monotonic()
+    CPU_AT_READY.clear()
     try:
         times = start_all(svcs, logdir, compose=compose)
         if not compose:
-            wait_all_ready(svcs)
+            wait_all_ready(svcs, ready_at=times)
         if ready_at is not None:
             ready_at.update(times)
         yield time.monotonic() - started
@@ -471,17 +480,20 @@ def ready_text(ready: dict[str, float]) -> str:
                      for name, at in sorted(ready.items(), key=lambda item: item[1]))
 
 
-def cold_only(wanted: list[str]) -> int:
+def cold_only(wanted: list[str], runs: int = 1) -> int:
     logdir = ROOT / ".dev" / "bench-devloop"
     logdir.mkdir(parents=True, exist_ok=True)
     svcs = [svc for svc in services() if svc.name in wanted]
-    print(f"load average {os.getloadavg()[0]:.1f}", flush=True)
-    with stack(svcs, logdir) as together:
-        print(f"cold start, all at once: {together:.1f} s", flush=True)
-    ready: dict[str, float] = {}
-    with stack(svcs, logdir, compose=True, ready_at=ready) as composed:
-        print(f"cold start in process-compose's order: {composed:.1f} s ({ready_text(ready)})",
-              flush=True)
+    for _ in range(runs):
+        print(f"load average {os.getloadavg()[0]:.1f}", flush=True)
+        together_at: dict[str, float] = {}
+        with stack(svcs, logdir, ready_at=together_at) as together:
+            print(f"cold start, all at once: {together:.1f} s ({ready_text(together_at)})",
+                  flush=True)
+        ready: dict[str, float] = {}
+        with stack(svcs, logdir, compose=True, ready_at=ready) as composed:
+            print(f"cold start in process-compose's order: {composed:.1f} s "
+                  f"({ready_text(ready)})", flush=True)
     print(f"load average {os.getloadavg()[0]:.1f}", flush=True)
     return 0
 
@@ -501,9 +513,11 @@ def main() -> int:
     parser.add_argument("--cold-only", action="store_true",
                         help="only the cold starts: all at once, and in process-compose.yaml's "
                              "order with its probes (no saves; --no-write is implied)")
+    parser.add_argument("--runs", type=int, default=1,
+                        help="with --cold-only: how many times to repeat the two cold starts")
     args = parser.parse_args()
     if args.cold_only:
-        return cold_only(args.services.split(","))
+        return cold_only(args.services.split(","), args.runs)
     wanted = args.services.split(",")
     if set(wanted) != {"core", "asr", "tts", "llm"} or args.no_cold:
         args.no_write = True

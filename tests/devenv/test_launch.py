@@ -1,7 +1,8 @@
 """voice_common.launch: outside development a service that does not import fails as
 Python does; one that fails soon after start waits the crash backoff before it exits (a
 clean exit does not); under hot reload a save keeps the process and SIGTERM exits 0 at
-once; and hot reload's filter ignores what is not source. (The warm parent itself:
+once; the process starts at its start-up nice level and serves at its own; and hot
+reload's filter ignores what is not source. (The warm parent itself:
 test_warm_parent.py.)"""
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from voice_common.launch import (
     env_prefix,
     reload_enabled,
 )
+from voice_common.niceness import start_level
 from voice_testkit.procs import (
     base_env,
     free_port,
@@ -186,3 +188,41 @@ def test_a_hot_reload_keeps_running_and_a_sigterm_exits_0_without_the_backoff(
         proc.signal(signal.SIGTERM)
         assert proc.wait(30) == 0
         assert "CRASH_BACKOFF" not in proc.output()
+
+
+# -- priority: the start at <PREFIX>_START_NICE (default <PREFIX>_NICE), serving at NICE --
+
+def test_the_start_nice_defaults_to_the_nice_and_never_exceeds_it(
+        capsys: pytest.CaptureFixture[str]) -> None:
+    assert start_level("SVC", {}) is None  # neither set: the priority is left alone
+    assert start_level("SVC", {"SVC_NICE": "10"}) == 10
+    assert start_level("SVC", {"SVC_NICE": "10", "SVC_START_NICE": "0"}) == 0
+    assert capsys.readouterr().err == ""
+    for bad in ("soon", "-1", "11"):
+        assert start_level("SVC", {"SVC_NICE": "10", "SVC_START_NICE": bad}) == 10
+        assert f"SVC_START_NICE={bad!r}: expected 0 to SVC_NICE (10); starting at " \
+            "SVC_NICE" in capsys.readouterr().err
+    # A bad <PREFIX>_NICE is the service's to refuse (exit 2, one line): left alone here.
+    assert start_level("SVC", {"SVC_NICE": "20"}) is None
+
+
+def _nice_of(pid: int) -> int:
+    return int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[16])
+
+
+def test_the_warm_parent_starts_at_the_start_nice_and_its_child_serves_at_the_nice(
+        tmp_path: Path, logdir: Path) -> None:
+    watched = tmp_path / "src"
+    watched.mkdir()
+    port = free_port()
+    env = base_env(ECHO_PORT=str(port), DEVELOPMENT_MODE="1", ECHO_HOT_RELOAD="1",
+                   ECHO_WATCH_PATHS=str(watched), VOICE_CACHE_DIR=str(tmp_path / "cache"),
+                   ECHO_NICE="7", ECHO_START_NICE="2")
+    args = python_module("voice_common.launch", "--prefix", "ECHO",
+                         "voice_testkit.echo_service")
+    with running(args, env, logdir / "nice.log") as proc:
+        wait_serving(f"127.0.0.1:{port}", proc)
+        (child,) = Path(f"/proc/{proc.pid}/task/{proc.pid}/children").read_text().split()
+        # Levels only ever rise (an unprivileged process cannot lower them again).
+        assert _nice_of(proc.pid) == max(os.nice(0), 2)
+        assert _nice_of(int(child)) == max(os.nice(0), 7)

@@ -30,6 +30,8 @@ from voice_testkit.procs import (
 )
 
 SERVICE = '''
+import gc
+
 import grpc
 
 import extra_dep  # a "third-party" module (outside the checkout), imported warm
@@ -43,20 +45,28 @@ def main() -> int:
     settings = load_settings(EchoSettings)
 
     def register(server: grpc.aio.Server) -> list[str]:
-        return [f"reload.v{version.VALUE}.by-{warm.LOADED_BY}"]
+        collector = (f"gc.parent-{int(warm.PARENT_COLLECTS)}.child-{int(gc.isenabled())}"
+                     f".frozen-{int(gc.get_freeze_count() > 0)}")
+        return [f"reload.v{version.VALUE}.by-{warm.LOADED_BY}", collector]
 
     return run_service(ServiceDefinition("reload-svc", settings, register))
 '''
 WARM = '''
+import gc
 import os
 
 LOADED_BY = None
+PARENT_COLLECTS = None
 
 
 def preload() -> None:
-    global LOADED_BY
+    global LOADED_BY, PARENT_COLLECTS
     LOADED_BY = os.getpid()
+    PARENT_COLLECTS = gc.isenabled()
 '''
+# The collector's state the service reports: off in the parent, on in the child, which
+# inherited the parent's objects frozen (the `gc` module's recipe for fork without exec).
+FORK_GC = "gc.parent-0.child-1.frozen-1"
 
 
 THREADED = '''
@@ -130,6 +140,14 @@ def test_a_save_serves_the_new_code_under_the_same_pid(service: Service) -> None
     assert service.proc.popen.poll() is None
     assert service.children() != first_child
     assert "draining and reloading" in service.proc.output()
+
+
+def test_the_parent_imports_without_the_collector_and_each_child_has_it_on(
+        service: Service) -> None:
+    wait_until(lambda: service.serving(FORK_GC), 60, 0.1, FORK_GC)
+    service.save("version.py", "VALUE = 2\n")
+    service.wait_serving(2)
+    wait_until(lambda: service.serving(FORK_GC), 60, 0.1, f"{FORK_GC} after a save")
 
 
 def test_a_syntax_error_waits_and_the_next_good_save_recovers(service: Service) -> None:

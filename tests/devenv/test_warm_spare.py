@@ -31,6 +31,8 @@ from voice_testkit.procs import (
 )
 
 SERVICE = '''
+import gc
+
 import grpc
 
 from sparepkg import version, warm
@@ -44,7 +46,8 @@ def main() -> int:
     staged = warm.take() or "none"
 
     def register(server: grpc.aio.Server) -> list[str]:
-        return [f"spare.v{version.VALUE}.staged-{staged}"]
+        collector = f"gc.child-{int(gc.isenabled())}.frozen-{int(gc.get_freeze_count() > 0)}"
+        return [f"spare.v{version.VALUE}.staged-{staged}", collector]
 
     return run_service(ServiceDefinition("spare-svc", settings, register))
 '''
@@ -78,6 +81,13 @@ def load() -> int:
     threading.Thread(target=time.sleep, args=(3600,), daemon=True).start()
     return os.getpid()
 '''
+
+# The service's nice level; the parent starts at 0 (ECHO_START_NICE), the spare loads at it.
+SERVING_NICE = 5
+
+
+def nice_of(pid: int) -> int:
+    return int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[16])
 
 
 @dataclass
@@ -142,7 +152,8 @@ def service(tmp_path: Path, logdir: Path) -> Iterator[Service]:
         ECHO_PORT=str(port), DEVELOPMENT_MODE="1", ECHO_HOT_RELOAD="1",
         ECHO_WATCH_PATHS=str(root / "src"), ECHO_CRASH_BACKOFF_S="0",
         HOT_RELOAD_QUIET_MS="100", VOICE_REPO_ROOT=str(root),
-        VOICE_CACHE_DIR=str(tmp_path / "cache"),
+        VOICE_CACHE_DIR=str(tmp_path / "cache"), ECHO_NICE=str(SERVING_NICE),
+        ECHO_START_NICE="0",
         PYTHONPATH=os.pathsep.join([str(root / "src"), os.environ.get("PYTHONPATH", "")]),
     )
     args = python_module("voice_common.launch", "--prefix", "ECHO", "sparepkg")
@@ -156,10 +167,15 @@ def test_the_spare_stages_with_threads_and_becomes_the_next_child(service: Servi
     spare = service.spare()
     assert len(os.listdir(f"/proc/{service.proc.pid}/task")) == 1  # the parent forks alone
     assert len(os.listdir(f"/proc/{spare}/task")) == 2  # the spare holds the thread
+    # Levels only rise: the parent at its start level, the spare's load at the service's.
+    assert nice_of(service.proc.pid) == os.nice(0)
+    assert nice_of(spare) == max(os.nice(0), SERVING_NICE)
     service.save("version.py", "VALUE = 2\n")
     # New code, served by the spare, with what the spare staged before the save.
     service.wait_serving(2, spare)
     assert spare in service.children()
+    # The spare, forked from a parent without the collector, turned it on for itself.
+    assert service.serving("gc.child-1.frozen-1")
     # And a new spare is ready for the next save.
     following = service.spare(2)
     assert following != spare

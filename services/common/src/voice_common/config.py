@@ -71,8 +71,10 @@ class ProcessSettings(BaseSettings):
     # `<PREFIX>_HOT_RELOAD` is not a setting: voice_common.launch reads it, before the
     # service (and these settings) load.
     grace_period_s: float = Field(5.0, ge=0, le=300)
-    # `<PREFIX>_NICE`: lower this process's CPU priority by this much (0-19) at start, so
-    # a machine's real-time work (the core's RTP clock) wins the CPU over batch compute.
+    # `<PREFIX>_NICE`: run at this nice level (0-19, raised to it at start), so a
+    # machine's real-time work (the core's RTP clock) wins the CPU over batch compute.
+    # voice_common.launch starts the process at `<PREFIX>_START_NICE` (0 to this; read
+    # there, not a setting), else at this level.
     nice: int = Field(0, ge=0, le=19)
 
     @classmethod

@@ -42,6 +42,7 @@ from grpc_health.v1.health import aio as health_aio
 from voice_common.config import ProcessSettings, ServiceSettings
 from voice_common.devlogger import enable_debug_output
 from voice_common.logs import configure_logging
+from voice_common.niceness import raise_nice_to
 from voice_common.warm_notify import notify_serving
 
 if TYPE_CHECKING:
@@ -360,11 +361,11 @@ def fast_exit(code: int) -> None:
 
 
 def apply_nice(settings: ProcessSettings, name: str) -> None:
-    """`<PREFIX>_NICE`: lower the process's priority. Call it before any thread or worker
+    """`<PREFIX>_NICE`: run at this nice level at least (voice_common.launch may have set
+    it, or a lower `<PREFIX>_START_NICE`, already). Call it before any thread or worker
     process starts: they inherit it."""
     if settings.nice:
-        os.nice(settings.nice)
-        log.info("%s runs at nice %d", name, os.nice(0))
+        log.info("%s runs at nice %d", name, raise_nice_to(settings.nice))
 
 
 def run_service(definition: ServiceDefinition) -> int:

@@ -4,8 +4,9 @@ what the parent may not hold (voice_common.warm_parent).
 Some engines start threads while they load (CTranslate2's workers, onnxruntime's
 sessions): the warm parent cannot load them, because it must fork with one thread. A
 service whose `<package>.warm` module has a `stage()` function gets a spare instead:
-once the running child serves, the parent forks a spare, which waits until a core is
-idle (a stack that is starting goes first) and calls `stage()` (loading
+once the running child serves, the parent forks a spare, which takes the service's
+nice level (`<PREFIX>_NICE`), waits until a core is idle (a stack that is starting goes
+first) and calls `stage()` (loading
 the engine, threads and all, into the `warm` module, as `preload()` would have) and
 then waits. At the next save the parent hands the spare the moment after which saves
 were not seen yet, and the spare becomes the new child: it drops the project's modules
@@ -34,6 +35,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from voice_common import hotreload
+from voice_common.niceness import raise_nice_to, serving_level
 from voice_common.warm_imports import project_files
 
 if TYPE_CHECKING:
@@ -60,15 +62,23 @@ class Spare:
 
 def fork_spare(plan: WarmParent, stage_module: str) -> Spare:
     """Fork a spare that stages `stage_module`.stage() and waits for its go-ahead."""
-    from voice_common.warm_parent import _flush, child_main, die_with_parent
+    from voice_common.warm_parent import (
+        _flush,
+        child_main,
+        collect_in_child,
+        die_with_parent,
+        freeze_for_fork,
+    )
 
     report_read, report_write = os.pipe()
     go_read, go_write = os.pipe()
     parent = os.getpid()
     _flush()
+    freeze_for_fork()
     pid = os.fork()
     if pid == 0:  # the spare; never returns
         code = 1
+        collect_in_child()
         try:
             os.close(report_read)
             os.close(go_write)
@@ -76,6 +86,11 @@ def fork_spare(plan: WarmParent, stage_module: str) -> Spare:
                 signal.signal(sig, signal.SIG_DFL)
             die_with_parent(parent)
             _set_name(SPARE_NAME)
+            # Background work: at the service's own level, though its parent may have
+            # started lower (<PREFIX>_START_NICE, voice_common.niceness).
+            level = serving_level(plan.prefix)
+            if level is not None:
+                raise_nice_to(level)
             staged = _stage(plan, stage_module, go_read)
             go = _read_line(go_read)
             if not go:  # the parent closed the pipe: not wanted any more
