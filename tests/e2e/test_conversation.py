@@ -30,6 +30,7 @@ from tests.e2e.audio import (
 )
 from voice_testkit.bank import mock_bank
 from voice_testkit.opensips_peer import SIPP_OFFER, OpenSipsPeer
+from voice_testkit.procs import wait_until
 from voice_testkit.stack import restart, start, stop
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(300)]
@@ -184,14 +185,20 @@ async def test_barge_in_stops_playback_and_cancels_the_streams(ai, start_core):
             interrupt = await asyncio.to_thread(speech_of, ai.tts.target, "what is my balance")
             rtp.play(interrupt)
             spoken_until = await rtp.wait_played()
-            await asyncio.sleep(3.0)
-            calls = core.calls()
+            # The ASR service hears the caller, the core cuts the greeting, and its turn
+            # ends (the cut greeting enters the history then): wait for that, not a time.
+            history = await asyncio.to_thread(
+                wait_until, lambda: interrupted_history(core), 30, 0.2,
+                "the greeting marked interrupted in the history")
             metrics = core.metrics()
+            # The TTS service logs the cancelled stream once it sees it (another process).
+            tts_log = await asyncio.to_thread(
+                wait_until, lambda: log_with(ai.tts.proc, "stopped after"), 30, 0.2,
+                "the TTS service's cancelled stream")
         log = core.proc.output()
     finally:
         await leave(cm)
 
-    history = calls[0]["history"]
     assert history[0]["role"] == "assistant"
     assert history[0]["content"].endswith("[interrupted]"), history
     assert "barge-in" in log
@@ -204,8 +211,22 @@ async def test_barge_in_stops_playback_and_cancels_the_streams(ai, start_core):
     # a 20 s greeting takes it seconds): the core cancelled it and the service saw it.
     barge_lines = [line for line in log.splitlines() if "barge-in" in line]
     assert "TTS" in barge_lines[0], barge_lines
-    tts_log = ai.tts.proc.output()
     assert "stopped after" in tts_log, tts_log[-2000:]
+
+
+def log_with(proc, text: str) -> str | None:
+    """The process's output once it holds `text`."""
+    output = proc.output()
+    return output if text in output else None
+
+
+def interrupted_history(core) -> list[dict] | None:
+    """The call's history once an assistant entry in it is marked interrupted."""
+    calls = core.calls()
+    history = calls[0]["history"] if calls else []
+    cut = any(m["role"] == "assistant" and m["content"].endswith("[interrupted]")
+              for m in history)
+    return history if cut else None
 
 
 async def test_dtmf_digits_join_the_dialogue(ai, start_core):
