@@ -85,13 +85,14 @@ async def ask(rtp: RtpPeer, ai, text: str) -> str:
     return await transcribe_reply(ai.asr.target, turn.reply)
 
 
-async def history_until(core, content: str, timeout: float = 90.0) -> list[dict]:
-    """The call's history once the bot said `content` (the core's /calls)."""
+async def history_until(core, content: str, timeout: float = 90.0,
+                        role: str = "assistant") -> list[dict]:
+    """The call's history once it holds `content` said by `role` (the core's /calls)."""
     deadline = time.monotonic() + timeout
     while True:
         calls = await asyncio.to_thread(core.calls)
         history = calls[0]["history"] if calls else []
-        if {"role": "assistant", "content": content} in history:
+        if {"role": role, "content": content} in history:
             return history
         if time.monotonic() > deadline:
             raise AssertionError(f"no {content!r} in the history: {history}")
@@ -237,8 +238,9 @@ async def test_dtmf_digits_join_the_dialogue(ai, start_core):
             await wait_greeting(rtp, time.monotonic() - 1)
             for digit in "42#":
                 rtp.send_dtmf(digit)
-            await asyncio.sleep(1.5)
-            history = core.calls()[0]["history"]
+            # The keys go out paced (RTP), the core collects them until "#": wait for the
+            # dialogue entry (history_until fails with the history if it never comes).
+            history = await history_until(core, "[DTMF 42#]", 30, role="user")
     finally:
         await leave(cm)
     assert {"role": "user", "content": "[DTMF 42#]"} in history, history
