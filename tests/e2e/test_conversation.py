@@ -254,20 +254,24 @@ async def test_hold_stops_outbound_rtp_and_resume_restarts_it(ai, start_core):
             await wait_greeting(rtp, time.monotonic() - 1)
             hold = await sip.reinvite(make_sdp("127.0.0.1", rtp.local_port, direction="sendonly"))
             assert hold.status == 200 and "a=recvonly" in hold.body
-            await asyncio.sleep(0.3)
-            before = len(rtp.frames)
-            await asyncio.sleep(1.0)
-            during_hold = len(rtp.frames) - before
+            # The core stops sending before it answers, and frames carry the kernel's
+            # arrival time: what was sent before the hold arrived before this moment,
+            # however late this loop reads it (but one packet: the pacer's clock thread
+            # may have been sending it as the hold came).
+            held_at = time.monotonic()
+            await asyncio.sleep(1.3)
+            during_hold = [f for f in rtp.frames if f.at > held_at]
             resume = await sip.reinvite(make_sdp("127.0.0.1", rtp.local_port))
             assert resume.status == 200 and "a=sendrecv" in resume.body
-            await asyncio.sleep(0.3)
-            before = len(rtp.frames)
-            await asyncio.sleep(1.0)
-            after_resume = len(rtp.frames) - before
+            resumed_at = time.monotonic()
+            # Sending again: a second of packets (~50 a second) comes, however busy the
+            # machine is.
+            await asyncio.to_thread(
+                wait_until, lambda: sum(f.at > resumed_at for f in rtp.frames) >= 50, 30,
+                0.1, "a second of RTP after the resume")
     finally:
         await leave(cm)
-    assert during_hold == 0
-    assert after_resume >= 25  # ~50 packets/s; generous for a loaded machine
+    assert len(during_hold) <= 1, len(during_hold)
 
 
 async def test_services_restarted_mid_call_do_not_drop_the_call(ai, start_core):
