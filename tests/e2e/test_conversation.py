@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
+from collections.abc import Collection
 
 import numpy as np
 import pytest
@@ -69,12 +70,24 @@ async def direct_call(core):
         sip.close()
 
 
-async def wait_greeting(rtp: RtpPeer, since: float) -> np.ndarray:
+async def greeting_over(rtp: RtpPeer, core, exclude: Collection[str] = ()) -> float:
+    """When (time.monotonic()) the core said a call's greeting was over (voice_testkit's
+    Core.greeted_call: however far apart its sentences came), once every RTP frame that
+    arrived before then has been read."""
+    await asyncio.to_thread(wait_until, lambda: core.greeted_call(exclude), 60, 0.1,
+                            "the greeting played out")
+    over = time.monotonic()
+    # The core sends silence after the greeting: once a frame that arrived later has been
+    # read, so has every frame before it (frames carry the kernel's arrival time).
+    await asyncio.to_thread(wait_until, lambda: rtp.frames and rtp.frames[-1].at > over,
+                            10, 0.02, "RTP after the greeting")
+    return over
+
+
+async def wait_greeting(rtp: RtpPeer, core, since: float) -> np.ndarray:
     first = await rtp.wait_for_speech(since, 30)
     assert first is not None, "no greeting"
-    # Its two sentences may be apart when the machine is busy: 1.5 s of quiet ends it.
-    last = await rtp.wait_for_silence(first, 1.5, 30)
-    return rtp.audio_between(first, last)
+    return rtp.audio_between(first, await greeting_over(rtp, core))
 
 
 async def ask(rtp: RtpPeer, ai, text: str) -> str:
@@ -147,7 +160,7 @@ async def b2b_balance_call(ai, start_core, base: str) -> None:
         ip, port, payload_type = parse_media_address(reply["body"])
         assert payload_type == 0  # PCMU, the first offered
         rtp.start((ip, port))
-        greeting = await wait_greeting(rtp, started)
+        greeting = await wait_greeting(rtp, core, started)
         assert is_greeting(await transcribe_reply(ai.asr.target, greeting))
 
         question = await ask(rtp, ai, "what is my balance")
@@ -235,7 +248,7 @@ async def test_dtmf_digits_join_the_dialogue(ai, start_core):
     core = await enter(cm)
     try:
         async with direct_call(core) as (_sip, rtp):
-            await wait_greeting(rtp, time.monotonic() - 1)
+            await wait_greeting(rtp, core, time.monotonic() - 1)
             for digit in "42#":
                 rtp.send_dtmf(digit)
             # The keys go out paced (RTP), the core collects them until "#": wait for the
@@ -251,7 +264,7 @@ async def test_hold_stops_outbound_rtp_and_resume_restarts_it(ai, start_core):
     core = await enter(cm)
     try:
         async with direct_call(core) as (sip, rtp):
-            await wait_greeting(rtp, time.monotonic() - 1)
+            await wait_greeting(rtp, core, time.monotonic() - 1)
             hold = await sip.reinvite(make_sdp("127.0.0.1", rtp.local_port, direction="sendonly"))
             assert hold.status == 200 and "a=recvonly" in hold.body
             # The core stops sending before it answers, and frames carry the kernel's
@@ -279,7 +292,7 @@ async def test_services_restarted_mid_call_do_not_drop_the_call(ai, start_core):
     core = await enter(cm)
     try:
         async with direct_call(core) as (sip, rtp):
-            await wait_greeting(rtp, time.monotonic() - 1)
+            await wait_greeting(rtp, core, time.monotonic() - 1)
             # The ASR stream is open during the restart: the core must reopen it.
             for svc in (ai.asr, ai.llm, ai.tts):
                 await asyncio.to_thread(restart, svc)
@@ -297,7 +310,7 @@ async def test_llm_down_gets_an_apology_and_the_call_goes_on(ai, start_core):
     core = await enter(cm)
     try:
         async with direct_call(core) as (sip, rtp):
-            await wait_greeting(rtp, time.monotonic() - 1)
+            await wait_greeting(rtp, core, time.monotonic() - 1)
             await asyncio.to_thread(stop, ai.llm)
             try:
                 apology = await ask(rtp, ai, "what is my balance")
@@ -318,11 +331,11 @@ async def test_caller_silence_gets_a_prompt_then_the_bot_hangs_up(ai, start_core
         async with direct_call(core) as (sip, rtp):
             first = await rtp.wait_for_speech(time.monotonic() - 1, 30)
             assert first is not None, "no greeting"
-            greeting_end = await rtp.wait_for_silence(first, 1.5, 30)
             # Say nothing: first "are you still there?", then the goodbye and a BYE. The
-            # prompt comes 2 s after the greeting, maybe before this loop saw the quiet:
-            # it is looked for from the greeting's end, not from now.
-            prompt_at = await rtp.wait_for_speech(greeting_end + 0.1, 15)
+            # prompt comes 2 s after the greeting: it is looked for from the greeting's
+            # end as the core reports it, not from when this loop noticed a quiet spell.
+            greeting_end = await greeting_over(rtp, core)
+            prompt_at = await rtp.wait_for_speech(greeting_end, 15)
             assert prompt_at is not None
             end = await rtp.wait_for_silence(prompt_at, 0.8, 15)
             prompt = await transcribe_reply(ai.asr.target, rtp.audio_between(prompt_at, end))
