@@ -91,7 +91,7 @@ def test_http_health_is_503_while_draining_and_the_port_is_released(logdir):
 
         proc.signal(signal.SIGTERM)
         # Draining with the stream open: gRPC health and HTTP agree on NOT_SERVING.
-        wait_until(lambda: health_status(target) != "SERVING", 10, message="NOT_SERVING")
+        wait_until(lambda: health_status(target) != "SERVING", 30, message="NOT_SERVING")
         assert http(url) == (503, "NOT_SERVING\n")
         requests.put(asr_pb2.RecognizeRequest(audio=b"\0" * 640))
         assert next(responses).partial.text == "640 bytes"

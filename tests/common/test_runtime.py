@@ -98,7 +98,7 @@ def test_sigterm_lets_open_stream_finish_within_grace(logdir):
 
         proc.signal(signal.SIGTERM)
         # Draining: health says NOT_SERVING, but the open stream keeps working.
-        wait_until(lambda: health_status(target) != "SERVING", 10, message="NOT_SERVING")
+        wait_until(lambda: health_status(target) != "SERVING", 30, message="NOT_SERVING")
         requests.put(asr_pb2.RecognizeRequest(audio=b"\0" * 640))
         assert next(responses).partial.text == "640 bytes"
         requests.put(None)  # the client finishes its stream
