@@ -203,7 +203,7 @@ def test_idle_worker_killed_new_streams_still_open(tmp_path: Path) -> None:
                      ASR_WORKERS="2") as (target, proc):
         pids = logged_worker_pids(proc)
         os.kill(pids[2], signal.SIGKILL)
-        wait_until(lambda: not is_alive(pids[2]), 10, message="the worker's exit")
+        wait_until(lambda: not is_alive(pids[2]), 30, message="the worker's exit")
         # One of these is pinned to the dead worker: its open moves to a fresh one unseen.
         with ThreadPoolExecutor(2) as pool:
             heard = list(pool.map(lambda _: recognized_words(target, short), range(2)))
@@ -221,7 +221,7 @@ def test_sigterm_stops_every_worker(tmp_path: Path) -> None:
         assert proc.wait(30) == 0
         # The workers are joined before the exit; multiprocessing's resource tracker
         # leaves when it reads the end of its pipe, a moment after (slower on a busy CI).
-        wait_until(lambda: not [pid for pid in children if is_alive(pid)], 10,
+        wait_until(lambda: not [pid for pid in children if is_alive(pid)], 30,
                    message="the service's children to exit")
 
 

@@ -57,10 +57,12 @@ def port_is_free(port: int) -> bool:
 def test_http_health_follows_warm_up_and_only_serves_health(logdir):
     port, http_port = free_port(), free_port()
     url = f"http://127.0.0.1:{http_port}/health"
-    env = echo_env(port, ECHO_WARMUP_S="2.0", ECHO_HEALTH_HTTP_PORT=str(http_port))
+    warmed = logdir / "warmed"  # the warm-up lasts until the test creates it
+    env = echo_env(port, ECHO_WARMUP_UNTIL=str(warmed), ECHO_HEALTH_HTTP_PORT=str(http_port))
     with running(ECHO, env, logdir / "echo.log") as proc:
         first = wait_until(lambda: http(url), 30, message="a first HTTP health answer")
         assert first == (503, "NOT_SERVING\n"), proc.output()
+        warmed.touch()
         wait_serving(f"127.0.0.1:{port}", proc, timeout=30)
         assert http(url) == (200, "SERVING\n")
         assert http(f"http://127.0.0.1:{http_port}/")[0] == 404
@@ -89,7 +91,7 @@ def test_http_health_is_503_while_draining_and_the_port_is_released(logdir):
 
         proc.signal(signal.SIGTERM)
         # Draining with the stream open: gRPC health and HTTP agree on NOT_SERVING.
-        wait_until(lambda: health_status(target) != "SERVING", 10, message="NOT_SERVING")
+        wait_until(lambda: health_status(target) != "SERVING", 30, message="NOT_SERVING")
         assert http(url) == (503, "NOT_SERVING\n")
         requests.put(asr_pb2.RecognizeRequest(audio=b"\0" * 640))
         assert next(responses).partial.text == "640 bytes"

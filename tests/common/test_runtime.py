@@ -33,13 +33,16 @@ def echo_env(port: int, **extra: str) -> dict[str, str]:
 def test_serving_only_after_warmup(logdir):
     port = free_port()
     target = f"127.0.0.1:{port}"
-    with running(ECHO, echo_env(port, ECHO_WARMUP_S="2.0"), logdir / "echo.log") as proc:
+    warmed = logdir / "warmed"  # the warm-up lasts until the test creates it
+    with running(ECHO, echo_env(port, ECHO_WARMUP_UNTIL=str(warmed)),
+                 logdir / "echo.log") as proc:
         # The port answers during warm-up, but NOT_SERVING.
         status = wait_until(
             lambda: (s := health_status(target)) in ("NOT_SERVING", "SERVING") and s, 30,
             message="first health answer")
         assert status == "NOT_SERVING", proc.output()
         assert health_status(target, "voiceai.asr.v1.Recognizer") == "NOT_SERVING"
+        warmed.touch()
         wait_serving(target, proc, timeout=30)
         assert health_status(target, "voiceai.asr.v1.Recognizer") == "SERVING"
         assert "SERVING (warm-up" in proc.output()
@@ -95,7 +98,7 @@ def test_sigterm_lets_open_stream_finish_within_grace(logdir):
 
         proc.signal(signal.SIGTERM)
         # Draining: health says NOT_SERVING, but the open stream keeps working.
-        wait_until(lambda: health_status(target) != "SERVING", 10, message="NOT_SERVING")
+        wait_until(lambda: health_status(target) != "SERVING", 30, message="NOT_SERVING")
         requests.put(asr_pb2.RecognizeRequest(audio=b"\0" * 640))
         assert next(responses).partial.text == "640 bytes"
         requests.put(None)  # the client finishes its stream
@@ -132,11 +135,14 @@ def test_health_command_exit_codes(logdir):
     # Nothing listening: unreachable.
     gone = subprocess.run(cmd, capture_output=True, text=True, timeout=30)
     assert gone.returncode == 2, gone.stdout + gone.stderr
-    with running(ECHO, echo_env(port, ECHO_WARMUP_S="3"), logdir / "echo.log") as proc:
+    warmed = logdir / "warmed"  # the warm-up lasts until the test creates it
+    with running(ECHO, echo_env(port, ECHO_WARMUP_UNTIL=str(warmed)),
+                 logdir / "echo.log") as proc:
         wait_until(lambda: health_status(target) == "NOT_SERVING", 30, message="NOT_SERVING")
         warming = subprocess.run(cmd, capture_output=True, text=True, timeout=30)
         assert warming.returncode == 1
         assert "NOT_SERVING" in warming.stdout
+        warmed.touch()
         wait_serving(target, proc)
         ok = subprocess.run(cmd, capture_output=True, text=True, timeout=30)
         assert ok.returncode == 0 and "SERVING" in ok.stdout

@@ -281,9 +281,14 @@ processes:
       timeout_seconds: 1
 """
     # `$$!` is process-compose's escape for a literal `$!` (the file is env-expanded).
+    def grandchild_pid() -> int | None:
+        # The shell creates the file before echo writes the line: wait for the line.
+        path = tmp_path / "grandchild"
+        text = path.read_text() if path.exists() else ""
+        return int(text) if text.endswith("\n") else None
+
     with stack_up(tmp_path, body) as runtime:
-        wait_until((tmp_path / "grandchild").exists, 10, message="the grandchild")
-        grandchild = int((tmp_path / "grandchild").read_text())
+        grandchild = wait_until(grandchild_pid, 30, message="the grandchild's PID")
         leader = processes(runtime)["stubborn"].pid
         assert state.pid_alive(grandchild) and state.pid_alive(leader)
         stack = tmp_path / "stack.yaml"

@@ -55,9 +55,12 @@ def test_sipp_call_gets_the_balance_of_a_keyed_in_account_then_the_bot_hangs_up(
     question_s = write_pcmu(question_file, question)
     write_pcmu(goodbye_file, goodbye)
     scenario = tmp_path / "call.xml"
+    # SIPp cannot listen to the bot, so its scenario waits fixed times: long enough for a
+    # loaded machine (the ASR's endpointing, the LLM and the TTS before a 4 s question for
+    # the account number; the bot prompts only after 30 s of silence).
     scenario.write_text(SCENARIO.read_text().format(
-        greeting_ms=5000, question_file=question_file, goodbye_file=goodbye_file,
-        answer_ms=int(question_s * 1000) + 8000, account=ACCOUNT, balance_ms=16000,
+        greeting_ms=7000, question_file=question_file, goodbye_file=goodbye_file,
+        answer_ms=int(question_s * 1000) + 12000, account=ACCOUNT, balance_ms=16000,
         bye_timeout_ms=20000))
     # SIPp's audio and its DTMF both come from this port (the SDP's m= line).
     media_port = free_rtp_range(4)[0]

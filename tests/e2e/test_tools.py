@@ -47,7 +47,7 @@ async def test_the_balance_of_a_keyed_in_account_comes_from_the_bank(ai, start_c
         server = await enter(cm)
         try:
             async with direct_call(server) as (_sip, rtp):
-                await wait_greeting(rtp, time.monotonic() - 1)
+                await wait_greeting(rtp, server, time.monotonic() - 1)
                 question = await ask(rtp, ai, "what is my balance")
                 await history_until(server, ASK_ACCOUNT)
                 answer = await key_in(rtp, server, ai, f"{ACCOUNT}#", BANK_BALANCE)
@@ -67,7 +67,7 @@ async def test_a_lost_card_is_blocked_at_the_bank(ai, start_core, tmp_path):
         server = await enter(cm)
         try:
             async with direct_call(server) as (_sip, rtp):
-                await wait_greeting(rtp, time.monotonic() - 1)
+                await wait_greeting(rtp, server, time.monotonic() - 1)
                 await ask(rtp, ai, "i lost my card")
                 await history_until(server, ASK_CARD_ACCOUNT)
                 answer = await key_in(rtp, server, ai, "87654321#", BLOCKED)
@@ -84,7 +84,7 @@ async def test_a_spoken_account_number_with_whisper(ai, tmp_path):
           core(tmp_path, whisper.target, ai.llm.target, ai.tts.target,
                BOT_TOOLS_BASE_URL=base) as server):
         async with direct_call(server) as (_sip, rtp):
-            await wait_greeting(rtp, time.monotonic() - 1)
+            await wait_greeting(rtp, server, time.monotonic() - 1)
             await ask(rtp, ai, "what is my balance")
             await history_until(server, ASK_ACCOUNT)
             digits = await asyncio.to_thread(speech_of, ai.tts.target, "1 2 3 4 5 6 7 8")

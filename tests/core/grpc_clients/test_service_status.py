@@ -16,6 +16,7 @@ import pytest
 
 from opensips_ai_core.grpc_clients.channel import open_channel
 from tests.asr.conftest import asr_service
+from voice_testkit.procs import Proc, wait_until
 from voiceai.asr.v1 import asr_pb2, asr_pb2_grpc
 
 pytestmark = pytest.mark.timeout(180)
@@ -25,11 +26,22 @@ FRAME = bytes(1600)  # 100 ms of 8 kHz silence
 
 
 @pytest.fixture(scope="module")
-def asr(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+def asr_proc(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, Proc]]:
     logs = tmp_path_factory.mktemp("asr-status")
+    # DEBUG: the service logs each stream it took ("stream opened"), which a test waits for.
     with asr_service(logs / "asr.log", ASR_ENGINE="pocketsphinx",
-                     ASR_MAX_CONCURRENT_STREAMS="2") as (target, _):
-        yield target
+                     ASR_MAX_CONCURRENT_STREAMS="2", ASR_LOG_LEVEL="DEBUG") as running:
+        yield running
+
+
+@pytest.fixture
+def asr(asr_proc: tuple[str, Proc]) -> str:
+    return asr_proc[0]
+
+
+def streams_opened(proc: Proc) -> int:
+    """How many streams the service has taken (counted against its limit) so far."""
+    return proc.output().count("stream opened")
 
 
 def config() -> asr_pb2.RecognizeRequest:
@@ -70,7 +82,10 @@ def test_invalid_argument_arrives_as_itself(asr: str) -> None:
     assert all("32002 bytes exceeds the limit" in details for _, details in results), results
 
 
-def test_resource_exhausted_arrives_as_itself(asr: str) -> None:
+def test_resource_exhausted_arrives_as_itself(asr_proc: tuple[str, Proc]) -> None:
+    asr, proc = asr_proc
+    opened = streams_opened(proc)
+
     async def run() -> list[tuple[grpc.StatusCode, str]]:
         channel = open_channel(asr)
         stub = asr_pb2_grpc.RecognizerStub(channel)
@@ -85,7 +100,10 @@ def test_resource_exhausted_arrives_as_itself(asr: str) -> None:
         try:
             for holder in holders:
                 await asyncio.wait_for(holder.wait_for_connection(), 30)
-            await asyncio.sleep(0.5)  # both streams are being served
+            # wait_for_connection is the client's side only: wait until the service
+            # has taken both streams, however long its loop takes to get to them.
+            await asyncio.to_thread(wait_until, lambda: streams_opened(proc) >= opened + 2,
+                                    30, 0.05, "the service to take both streams")
             return [await stream_status(stub, oversized_at=None, frames=200)
                     for _ in range(STREAMS)]
         finally:

@@ -41,7 +41,7 @@ async def test_barge_in_cancels_a_reply_the_llm_is_still_writing(ai, tmp_path):
             assert call.history[-1][0] == "user" or call.history[-1][1].endswith(TRUNCATED)
         log_path = slow_llm.proc.log_path
         await until(lambda: "generation cancelled (pipeline-1)" in log_path.read_text(),
-                    "the LLM service to see the cancellation", 10)
+                    "the LLM service to see the cancellation", 30)
         line = next(x for x in log_path.read_text().splitlines()
                     if "generation cancelled (pipeline-1)" in x)
         assert "after" in line and "512 tokens" not in line, line

@@ -68,7 +68,7 @@ async def test_health_is_503_while_unsubscribed(tmp_path: Path, peer: OpenSipsPe
             status, body = await health(running.http)
             return body if status == 503 else None
 
-        body = await until(unavailable, 10, "/health 503")
+        body = await until(unavailable, 30, "/health 503")
         assert body["status"] == "unavailable"
         assert body["signalling_state"].startswith(("OpenSIPS restarted",
                                                     "event_subscribe failed"))
@@ -80,7 +80,7 @@ async def test_health_is_503_while_unsubscribed(tmp_path: Path, peer: OpenSipsPe
         async def available() -> bool:
             return (await health(running.http))[0] == 200
 
-        await until(available, 10, "/health 200 again")
+        await until(available, 30, "/health 200 again")
         assert await metric(running.http, "voice_opensips_subscribed") == 1
     finally:
         await asyncio.to_thread(cm.__exit__, None, None, None)

@@ -116,8 +116,9 @@ def print_turn(turn: dict[str, Any]) -> None:
               f" {stages})")
 
 
-async def show_turns(transcript: CoreTranscript, want_reply: bool, kind: str = "reply") -> None:
-    turns = await transcript.new_turns(want_reply, kind=kind)
+async def show_turns(transcript: CoreTranscript, want_reply: bool, kind: str = "reply",
+                     wait_s: float = 3.0) -> None:
+    turns = await transcript.new_turns(want_reply, wait_s, kind=kind)
     if transcript.problem is not None and not turns:
         print(f"  (no transcript from the core: {transcript.problem})", file=sys.stderr)
     for turn in turns:
@@ -264,8 +265,11 @@ async def place_call(args: argparse.Namespace) -> int:
         if first is None:
             print("no greeting heard", file=sys.stderr)
             return 1
+        # The greeting is over once the core's transcript has its turn (all of it queued
+        # to play) and it has been heard out: on a busy machine its second sentence may
+        # come after a longer pause than any quiet spell taken for its end.
+        await show_turns(transcript, want_reply=True, kind="greeting", wait_s=args.timeout)
         last = await rtp.wait_for_silence(first, 0.8, args.timeout)
-        await show_turns(transcript, want_reply=False)
         if args.check_audio:
             greeting = await transcribe(args.asr, rtp.audio_between(first, last))
             print(f"  (the caller heard, by ASR: {greeting})")

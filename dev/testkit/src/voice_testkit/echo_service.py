@@ -2,7 +2,9 @@
 
 It serves the real ASR contract with a trivial engine (each audio chunk is
 answered by a partial naming its byte count) and a warm-up that lasts
-ECHO_WARMUP_S seconds, so tests can watch NOT_SERVING turn into SERVING and
+ECHO_WARMUP_S seconds and, with ECHO_WARMUP_UNTIL set, until that file exists (a
+test looks at NOT_SERVING for as long as it needs, however slow the machine, then
+creates the file), so tests can watch NOT_SERVING turn into SERVING and
 observe graceful shutdown with a stream open; the dev-stack tests run it under
 voice_common.launch (hot reload watches $ECHO_WATCH_PATHS).
 Run: python -m voice_testkit.echo_service
@@ -13,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import sys
 from collections.abc import AsyncIterator
+from pathlib import Path
 
 import grpc
 from pydantic import Field
@@ -27,6 +30,7 @@ class EchoSettings(ServiceSettings):
     model_config = SettingsConfigDict(env_prefix="ECHO_", extra="ignore", frozen=True,
                                       title="echo-service")
     warmup_s: float = Field(0.0, ge=0)
+    warmup_until: Path | None = None
 
 
 class EchoRecognizer(asr_pb2_grpc.RecognizerServicer):
@@ -50,6 +54,9 @@ def main() -> int:
 
     async def warmup() -> None:
         await asyncio.sleep(settings.warmup_s)
+        # A file another process creates: nothing to await but its existence.
+        while settings.warmup_until is not None and not settings.warmup_until.exists():  # noqa: ASYNC110
+            await asyncio.sleep(0.05)
 
     return run_service(ServiceDefinition("echo-service", settings, register, warmup))
 

@@ -8,7 +8,7 @@ import secrets
 import socket
 import subprocess
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Collection, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -136,6 +136,16 @@ class Core:
 
     def calls(self) -> list[dict]:
         return self.get_json("/calls")["calls"]
+
+    def greeted_call(self, exclude: Collection[str] = ()) -> dict | None:
+        """A call (its id not in `exclude`) whose greeting is over by the core's own
+        account: its first turn ended and nothing is left to play; None before. A caller
+        that waited for a quiet spell instead could take a pause between two of the
+        greeting's sentences (a busy machine) for its end."""
+        for call in self.calls():
+            if call["call_id"] not in exclude and call["turns"] >= 1 and not call["bot_talking"]:
+                return call
+        return None
 
 
 def core_healthy(core_http: str, proc: Proc) -> bool:
