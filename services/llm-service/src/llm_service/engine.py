@@ -20,6 +20,7 @@ from llm_service.settings import LlmSettings
 if TYPE_CHECKING:
     from llm_service.fact_answer import FactAnswerer
     from llm_service.knowledge import FactSelector
+    from llm_service.off_topic import OffTopicGate
     from llm_service.tool_router import ToolRouter
 from voice_common.devlogger import get_development_logger
 
@@ -227,6 +228,7 @@ class LanguageModel:
         self.facts: FactSelector | None = None  # narrows the system prompt's facts
         self.router: ToolRouter | None = None  # tool calls by meaning (tool_router.py)
         self.answers: FactAnswerer | None = None  # knowledge answers (fact_answer.py)
+        self.off_topic: OffTopicGate | None = None  # refusals (off_topic.py)
 
     def load(self) -> None:
         """Resolve LLM_MODEL (building a packaged model if needed), then from_pretrained."""
@@ -270,6 +272,12 @@ class LanguageModel:
             if encoder is not None and self.settings.fact_answer_min_score > 0:
                 self.answers = FactAnswerer(encoder, self.settings.fact_answer_min_score,
                                             self.settings.fact_answer_margin)
+            if encoder is not None and self.answers is not None \
+                    and self.settings.small_talk_min_score > 0:
+                from llm_service.off_topic import OffTopicGate
+
+                self.off_topic = OffTopicGate(encoder, self.settings.small_talk_min_score,
+                                              self.settings.fact_answer_min_score)
         if "cache" in inspect.signature(self.model.forward).parameters:
             self.cache_arg = "cache"
         self.model_path = source

@@ -22,6 +22,7 @@ from llm_service.engine import (
 )
 from llm_service.fact_answer import FINISH_REASON as FACT_FINISH_REASON
 from llm_service.models import uses_demo
+from llm_service.off_topic import FINISH_REASON as OFF_TOPIC_FINISH_REASON
 from llm_service.scheduler import QueueFullError, RoundRobinScheduler
 from llm_service.settings import LlmSettings
 from llm_service.tool_calls import ParsedToolCall, ToolCallExtractor
@@ -96,6 +97,21 @@ class LanguageModelServicer(llm_pb2_grpc.LanguageModelServicer):
                     time_to_first_token_ms=first_ms,
                     total_ms=(time.perf_counter() - arrived) * 1000,
                     finish_reason=FACT_FINISH_REASON))
+                return
+        if self.model.off_topic is not None:
+            refusal = await asyncio.to_thread(self.model.off_topic.check, messages, tools)
+            if refusal is not None:
+                # Neither knowledge nor small talk: the bot's own "cannot help" line, not
+                # whatever a small model would make up.
+                log.info("off-topic (%s): small talk %.2f (at least %.2f), best fact %.2f: "
+                         "the refusal line", request.call_id or "-", refusal.small_talk,
+                         self.model.off_topic.min_score, refusal.fact)
+                first_ms = (time.perf_counter() - arrived) * 1000
+                yield llm_pb2.GenerateResponse(delta=refusal.text)
+                yield llm_pb2.GenerateResponse(done=llm_pb2.GenerationTimings(
+                    time_to_first_token_ms=first_ms,
+                    total_ms=(time.perf_counter() - arrived) * 1000,
+                    finish_reason=OFF_TOPIC_FINISH_REASON))
                 return
         limit = self.model.max_positions
         if limit and len(prompt.ids) >= limit:

@@ -58,8 +58,16 @@ class LlmSettings(ServiceSettings):
     # is, without generating; calibrated on the evaluation set. 0 or "off": never.
     fact_answer_min_score: float = Field(0.45, ge=0.0, le=1.0)
     fact_answer_margin: float = Field(0.01, ge=0.0, le=1.0)
+    # Honest when no knowledge applies (off_topic.py; needs fact answers on, not for the
+    # demo model): a caller's turn no fact line answers, no tool takes, and whose similarity
+    # to every small-talk phrasing (greetings, thanks, "say that again", yes/no, an account
+    # number...) and offered tool is under this, gets the bot's "cannot help" knowledge
+    # line instead of the model's words; calibrated on the evaluation sets. 0 or "off":
+    # the model answers every such turn.
+    small_talk_min_score: float = Field(0.5, ge=0.0, le=1.0)
 
-    @field_validator("tool_route_min_score", "fact_answer_min_score", mode="before")
+    @field_validator("tool_route_min_score", "fact_answer_min_score", "small_talk_min_score",
+                     mode="before")
     @classmethod
     def _off_is_zero(cls, value: object) -> object:
         if isinstance(value, str) and value.strip().lower() in ("off", "false", "no"):

@@ -1,0 +1,136 @@
+"""Honest when no knowledge applies: an off-topic turn gets the bot's own refusal line.
+
+SmolLM2-135M answers whatever it is asked ("What's the weather like today?" ->
+"mostly sunny"), facts or not. After the tool router and the fact answers
+(tool_router.py, fact_answer.py) have passed a caller's last turn on, this gate
+decides whether the model may answer it: small talk the model handles well
+(greetings, thanks, goodbyes, "sorry, say that again", hesitations, yes or no, an
+account number said after the bot asked for one) and turns like an offered tool's
+phrasings go to the model; a turn that is none of these, and that no fact line
+answers (under LLM_FACT_ANSWER_MIN_SCORE), gets the bot's "cannot help" knowledge
+line instead, as is. Which line that is, is found by meaning too: the fact line most
+like REFUSAL_PROBE, so the words spoken are always the bot author's (core/bot.toml).
+
+"Small talk" is decided by meaning, as the router decides a tool: the turn's cosine
+(all-MiniLM-L6-v2, the encoder and one-turn cache the router and fact answers share)
+to the example phrasings below reaches LLM_SMALL_TALK_MIN_SCORE.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from llm_service.engine import Message, ToolSpec
+from llm_service.knowledge import SentenceEncoder, split_facts
+from llm_service.tool_router import tool_phrases
+
+log = logging.getLogger(__name__)
+
+FINISH_REASON = "off_topic"
+
+# Turns a small model answers well without knowledge, by kind. Not the bank's
+# questions: those are the knowledge lines' and the tools' business.
+SMALL_TALK: tuple[str, ...] = (
+    # greetings
+    "hello", "hi there", "good morning", "good evening", "hello, is anyone there?",
+    "hi, how are you?", "hello, I need some help",
+    # thanks
+    "thank you", "thanks a lot", "great, thanks", "that's very helpful, thank you",
+    "thanks for your help",
+    # goodbyes
+    "goodbye", "bye for now", "that's all, thanks, bye", "have a nice day",
+    "that's everything, I'm done",
+    # asking the bot to repeat, not having understood
+    "can you repeat that?", "pardon?", "sorry?", "what was that?", "what did you say?",
+    "sorry, I didn't catch that",
+    "I don't understand", "say it again please",
+    # hesitations, asking for time
+    "um", "er", "hmm", "hang on a second", "let me think", "hold on", "one moment please",
+    # yes, no, okay
+    "yes please", "yeah", "no thank you", "nope", "okay", "alright", "sure", "that's right",
+    # an account number, said after the bot asked for it
+    "one two three four five six", "my account number is four five six seven eight",
+    "it's nine eight seven six five four", "the number is two two three three",
+)
+# A turn at least this like the line the caller's previous turn asked for follows it up.
+FOLLOW_UP_MIN_SCORE = 0.3
+# What a refusal means: the knowledge line most like this is the bot's own refusal.
+REFUSAL_PROBE = "I'm sorry, I can't help with that here."
+# ... when it is at least this like it and clearly more than any other line; a knowledge
+# without such a line has none (core/bot.toml's scores 0.35, its next line 0.21).
+REFUSAL_LINE_MIN_SCORE = 0.3
+REFUSAL_LINE_MARGIN = 0.1
+
+
+@dataclass(frozen=True)
+class Refusal:
+    text: str  # the bot's refusal line, spoken as is
+    small_talk: float  # the turn's best similarity to small talk or an offered tool
+    fact: float  # ... and to a knowledge line
+
+
+class OffTopicGate:
+    """Says the bot's refusal line for a turn that is neither knowledge nor small talk."""
+
+    def __init__(self, encoder: SentenceEncoder, min_score: float,
+                 fact_min_score: float) -> None:
+        self.encoder = encoder
+        self.min_score = min_score  # small talk at least this like: the model answers
+        self.fact_min_score = fact_min_score  # a fact line at least this like: likewise
+
+    def _best(self, turn: str, phrases: tuple[str, ...]) -> float:
+        if not phrases:
+            return -1.0
+        return float((self.encoder.encode_turn(turn) @ self.encoder.encode_fixed(phrases).T).max())
+
+    def _follows_up(self, messages: Sequence[Message], facts: tuple[str, ...]) -> bool:
+        """Is the last turn about the line the caller's turn before it clearly asked for
+        ("When are you open?" ... "And on Saturday?")? The model, with that line among its
+        facts (knowledge.py narrows with the turn before too), answers such a follow-up."""
+        turns = [m.content for m in messages if m.role == "user" and m.content.strip()]
+        if len(turns) < 2:
+            return False
+        vectors = self.encoder.encode_fixed(facts)
+        before = (self.encoder.encode([turns[-2]]) @ vectors.T)[0]
+        line = int(before.argmax())
+        if float(before[line]) < self.fact_min_score:
+            return False
+        now = float((self.encoder.encode_turn(turns[-1]) @ vectors[line:line + 1].T)[0, 0])
+        return now >= FOLLOW_UP_MIN_SCORE
+
+    def refusal_line(self, facts: tuple[str, ...]) -> str | None:
+        """The knowledge line that says the bot cannot help, or None."""
+        vectors = self.encoder.encode_fixed(facts)
+        scores = (self.encoder.encode_fixed((REFUSAL_PROBE,)) @ vectors.T)[0].tolist()
+        ranked = sorted(range(len(facts)), key=lambda i: scores[i], reverse=True)
+        best = scores[ranked[0]]
+        runner_up = scores[ranked[1]] if len(ranked) > 1 else -1.0
+        if best < REFUSAL_LINE_MIN_SCORE or best - runner_up < REFUSAL_LINE_MARGIN:
+            return None
+        return facts[ranked[0]]
+
+    def check(self, messages: Sequence[Message], tools: Sequence[ToolSpec] = ()
+              ) -> Refusal | None:
+        """The refusal for the caller's last turn, or None: the model answers it."""
+        if not messages or messages[-1].role != "user" or not messages[-1].content.strip():
+            return None  # e.g. a tool's result: the model speaks it
+        system = next((m.content for m in messages if m.role == "system"), None)
+        parsed = split_facts(system) if system is not None else None
+        if parsed is None:
+            return None  # no knowledge: nothing to be off the topic of
+        turn = messages[-1].content
+        fact = self._best(turn, parsed.facts)
+        if fact >= self.fact_min_score or self._follows_up(messages, parsed.facts):
+            return None
+        phrases = SMALL_TALK + tuple(p for tool in tools for p in tool_phrases(tool))
+        small_talk = self._best(turn, phrases)
+        log.debug("off-topic check for %r: small talk %.3f, fact %.3f", turn, small_talk, fact)
+        if small_talk >= self.min_score:
+            return None
+        line = self.refusal_line(parsed.facts)
+        if line is None:
+            log.debug("off-topic, but the knowledge has no line like %r", REFUSAL_PROBE)
+            return None
+        return Refusal(line, small_talk, fact)
