@@ -91,12 +91,8 @@ class LanguageModelServicer(llm_pb2_grpc.LanguageModelServicer):
                 log.info("fact answer (%s): similarity %.2f (at least %.2f), next line %.2f: %r",
                          request.call_id or "-", found.score, self.model.answers.min_score,
                          found.runner_up, found.text[:60])
-                first_ms = (time.perf_counter() - arrived) * 1000
-                yield llm_pb2.GenerateResponse(delta=found.text)
-                yield llm_pb2.GenerateResponse(done=llm_pb2.GenerationTimings(
-                    time_to_first_token_ms=first_ms,
-                    total_ms=(time.perf_counter() - arrived) * 1000,
-                    finish_reason=FACT_FINISH_REASON))
+                for response in _bot_line(found.text, arrived, FACT_FINISH_REASON):
+                    yield response
                 return
         if self.model.off_topic is not None:
             refusal = await asyncio.to_thread(self.model.off_topic.check, messages, tools)
@@ -106,12 +102,8 @@ class LanguageModelServicer(llm_pb2_grpc.LanguageModelServicer):
                 log.info("off-topic (%s): small talk %.2f (at least %.2f), best fact %.2f: "
                          "the refusal line", request.call_id or "-", refusal.small_talk,
                          self.model.off_topic.min_score, refusal.fact)
-                first_ms = (time.perf_counter() - arrived) * 1000
-                yield llm_pb2.GenerateResponse(delta=refusal.text)
-                yield llm_pb2.GenerateResponse(done=llm_pb2.GenerationTimings(
-                    time_to_first_token_ms=first_ms,
-                    total_ms=(time.perf_counter() - arrived) * 1000,
-                    finish_reason=OFF_TOPIC_FINISH_REASON))
+                for response in _bot_line(refusal.text, arrived, OFF_TOPIC_FINISH_REASON):
+                    yield response
                 return
         limit = self.model.max_positions
         if limit and len(prompt.ids) >= limit:
@@ -206,6 +198,16 @@ class LanguageModelServicer(llm_pb2_grpc.LanguageModelServicer):
                         "" if self.model.router is None else
                         " (those without required arguments are called by meaning: "
                         "LLM_TOOL_ROUTE_MIN_SCORE)")
+
+
+def _bot_line(text: str, arrived: float, finish_reason: str
+              ) -> list[llm_pb2.GenerateResponse]:
+    """A reply that is one of the bot's own lines, whole, with no token generated: its
+    time to first token is taken before it is sent."""
+    took_ms = (time.perf_counter() - arrived) * 1000
+    return [llm_pb2.GenerateResponse(delta=text),
+            llm_pb2.GenerateResponse(done=llm_pb2.GenerationTimings(
+                time_to_first_token_ms=took_ms, total_ms=took_ms, finish_reason=finish_reason))]
 
 
 def _responses(text: str, calls: list[ParsedToolCall]) -> list[llm_pb2.GenerateResponse]:
