@@ -26,7 +26,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from llm_service.engine import Message
-from llm_service.knowledge import SentenceEncoder, split_facts
+from llm_service.knowledge import SentenceEncoder, asked_with_facts
 
 log = logging.getLogger(__name__)
 
@@ -55,13 +55,10 @@ class FactAnswerer:
 
     def answer(self, messages: Sequence[Message]) -> FactAnswer | None:
         """The fact line that answers the caller's last turn, or None: the model answers."""
-        if not messages or messages[-1].role != "user" or not messages[-1].content.strip():
-            return None  # e.g. a tool's result: the model speaks it
-        system = next((m.content for m in messages if m.role == "system"), None)
-        parsed = split_facts(system) if system is not None else None
-        if parsed is None:
+        asked = asked_with_facts(messages)
+        if asked is None:
             return None
-        turn = messages[-1].content
+        turn, parsed = asked
         scores = self.scores(parsed.facts, turn)
         ranked = sorted(range(len(scores)), key=lambda i: scores[i], reverse=True)
         best = scores[ranked[0]]

@@ -21,6 +21,7 @@ import importlib.metadata
 import logging
 import os
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from functools import lru_cache
 from pathlib import Path
@@ -74,6 +75,17 @@ def split_facts(system: str) -> FactList | None:
     if not lines or not all(line.startswith(FACT_PREFIX) for line in lines):
         return None  # not the core's list: leave the message as it is
     return FactList(head, tuple(line[len(FACT_PREFIX):].strip() for line in lines))
+
+
+def asked_with_facts(messages: Sequence[Message]) -> tuple[str, FactList] | None:
+    """The caller's last turn and the system message's facts, or None when the request
+    does not end with a caller's words (e.g. a tool's result: the model speaks it) or
+    has no fact list."""
+    if not messages or messages[-1].role != "user" or not messages[-1].content.strip():
+        return None
+    system = next((m.content for m in messages if m.role == "system"), None)
+    parsed = split_facts(system) if system is not None else None
+    return None if parsed is None else (messages[-1].content, parsed)
 
 
 class SentenceEncoder:

@@ -23,7 +23,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from llm_service.engine import Message, ToolSpec
-from llm_service.knowledge import SentenceEncoder, split_facts
+from llm_service.knowledge import SentenceEncoder, asked_with_facts
 from llm_service.tool_router import tool_phrases
 
 log = logging.getLogger(__name__)
@@ -114,13 +114,10 @@ class OffTopicGate:
     def check(self, messages: Sequence[Message], tools: Sequence[ToolSpec] = ()
               ) -> Refusal | None:
         """The refusal for the caller's last turn, or None: the model answers it."""
-        if not messages or messages[-1].role != "user" or not messages[-1].content.strip():
-            return None  # e.g. a tool's result: the model speaks it
-        system = next((m.content for m in messages if m.role == "system"), None)
-        parsed = split_facts(system) if system is not None else None
-        if parsed is None:
-            return None  # no knowledge: nothing to be off the topic of
-        turn = messages[-1].content
+        asked = asked_with_facts(messages)
+        if asked is None:
+            return None  # no caller's turn, or no knowledge to be off the topic of
+        turn, parsed = asked
         fact = self._best(turn, parsed.facts)
         if fact >= self.fact_min_score or self._follows_up(messages, parsed.facts):
             return None
