@@ -37,6 +37,7 @@ def make_backend(settings: CoreSettings) -> SignallingBackend:
         return OpenSipsBackend(settings.opensips_mi_host, settings.opensips_mi_port,
                                settings.event_host, settings.event_port,
                                expire=settings.event_expire_s,
+                               gate_lease=settings.opensips_gate_lease_s,
                                outbound_socket=settings.opensips_outbound_socket)
     from opensips_ai_core.signalling.sip.auth import Credentials
     from opensips_ai_core.signalling.sip.uas import DirectSipBackend

@@ -72,6 +72,9 @@ class CoreSettings(ProcessSettings):
     event_host: str = "127.0.0.1"
     event_port: int = Field(50060, ge=0, le=65535)
     event_expire_s: int = Field(3600, ge=10, le=86400)
+    # The script's gate closes this long after the core's last renewal (every second):
+    # how soon a core that died has its callers answered 503 by OpenSIPS (gate.py).
+    opensips_gate_lease_s: int = Field(10, ge=3, le=3600)
     # The HTTP call API (POST/GET/DELETE /calls/...): a bearer token. Without one the
     # API is served only on a loopback CORE_HTTP_HOST (`call_api_allowed`).
     api_token: str | None = Field(None, min_length=16, repr=False)

@@ -38,7 +38,8 @@ async def test_the_gate_opens_before_the_subscription_and_closes_at_the_stop(
     await engine.start(handler)
     try:
         await asyncio.wait_for(engine.subscribed.wait(), 10)
-        assert mi_methods(peer)[:2] == ["shv_set ai_core=1", "event_subscribe"]
+        assert mi_methods(peer)[:3] == ["shv_set ai_lease=10", "shv_set ai_core=1",
+                                        "event_subscribe"]
         key = peer.new_call()
         assert (await peer.wait_reply(key))["code"] == 200
     finally:
@@ -46,7 +47,7 @@ async def test_the_gate_opens_before_the_subscription_and_closes_at_the_stop(
     # Closed (Retry-After for whatever replaces this core) before the unsubscription.
     assert mi_methods(peer)[-3:] == ["shv_set ai_retry_after=5", "shv_set ai_core=0",
                                      "event_subscribe"]
-    assert peer.shared == {"ai_core": 0, "ai_retry_after": 5}
+    assert peer.shared["ai_core"] == 0 and peer.shared["ai_retry_after"] == 5
     assert "\r\nRetry-After: 5\r\n" in refused(peer, peer.new_call())
     assert list(handler.calls) == [key]
 
@@ -80,7 +81,7 @@ async def test_a_draining_core_closes_the_gate_with_its_retry_after(
 async def test_lost_gate_answers_do_not_stop_the_core(
         peer: OpenSipsPeer, handler: RecordingHandler) -> None:
     """shv_set answers lost (a busy MI, UDP): the core subscribes anyway and writes the
-    gate again at each poll until OpenSIPS confirms it."""
+    gate (its lease first) again at each poll until OpenSIPS confirms it."""
     peer.lose_answers = {"shv_set"}
     engine = OpenSipsBackend(LOOPBACK, peer.mi_port, LOOPBACK, 0, mi_timeout=0.3,
                              poll_interval=0.2)
@@ -88,9 +89,10 @@ async def test_lost_gate_answers_do_not_stop_the_core(
     try:
         await asyncio.wait_for(engine.subscribed.wait(), 10)
         assert engine.ready and engine.gate.is_open is None
-        writes = len([m for m in mi_methods(peer) if m == "shv_set ai_core=1"])
+        # The lease is written first, and again at each poll while unconfirmed.
+        writes = len([m for m in mi_methods(peer) if m == "shv_set ai_lease=10"])
         await peer.wait_for(lambda: len([m for m in mi_methods(peer)
-                                         if m == "shv_set ai_core=1"]) > writes, 15,
+                                         if m == "shv_set ai_lease=10"]) > writes, 15,
                             "the gate written again")
         peer.lose_answers = set()
         await eventually(lambda: engine.gate.is_open, 15, "the gate confirmed open")

@@ -30,11 +30,17 @@ one when an `opensips` binary is on PATH). It speaks real UDP on 127.0.0.1:
 - the script's gate (core/opensips/opensips.cfg): `shv_set` (cfgutils; name, type,
   value required; type "s..." a string, else an int) sets the shared variables and
   `shv_get {name}` reads one (`{"VAR": {"type": "integer", "value": 1}}`, unknown:
-  404 "Not found"), which
-  start as the script declares them (`ai_core` 0, `ai_retry_after` 5) with every run;
-  while `ai_core` is not 1 a caller's INVITE is answered `503 Service Unavailable (no
-  core)` (`(draining)` at 2) with `Retry-After: <ai_retry_after>` by the script itself
-  (`script_replies`): no session, no event;
+  404 "Not found"; without a name all of them), which
+  start as the script declares them (`ai_core` 0, `ai_retry_after` 5, `ai_lease` 0)
+  with every run; while `ai_core` is not 1 a caller's INVITE is answered `503 Service
+  Unavailable (no core)` (`(draining)` at 2) with `Retry-After: <ai_retry_after>` by
+  the script itself (`script_replies`): no session, no event; the script's
+  `timer_route[ai_gate_lease, 1]`: while `ai_core` is not 0, `ai_lease` loses a
+  second each second, and at 0 the gate closes (`ai_core` 0, `ai_retry_after` 5);
+- with `sip=True`, a real SIP socket (`sip_port`, sip_script.py) where callers and
+  probes (SIPp) get what the script answers: OPTIONS 200 or the gate's 503, the gate's
+  503 to an INVITE, or 100 and a session whose `ua_session_reply` replies go back
+  to the caller;
 - `restart()`: a new run with a new start time that has forgotten every
   subscription, session and shared variable; keys are looked up by their hash and local index only,
   as in b2b_entities, so an old run's key may name a new run's session;
@@ -66,6 +72,8 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
+from voice_testkit.sip_script import SipScript
+
 LOOPBACK = "127.0.0.1"
 EVENT = "E_UA_SESSION"
 STATE_NEW, STATE_ESTABLISHED, STATE_TERMINATED = 1, 5, 7
@@ -75,7 +83,11 @@ DEFAULT_SDP_CONTENT_TYPE = "Content-Type: application/sdp\r\n"
 # b2b_parse_key: PREFIX.hash_index.local_index.<anything>; only the two numbers are used.
 KEY_FORMAT = re.compile(r"^B2B\.(\d+)\.(\d+)\.")
 # The script's shared variables (modparam("cfgutils", "shvset", ...)) as each run starts.
-SCRIPT_SHARED_VARIABLES: dict[str, int | str] = {"ai_core": 0, "ai_retry_after": 5}
+SCRIPT_SHARED_VARIABLES: dict[str, int | str] = {"ai_core": 0, "ai_retry_after": 5,
+                                                  "ai_lease": 0}
+# timer_route[ai_gate_lease, 1]: the gate's lease loses a second each second.
+LEASE_TICK_S = 1.0
+SERVER = "OpenSIPS (3.6.8 (x86_64/linux))"
 SIPP_OFFER = (
     "v=0\r\no=user1 53655765 2353687637 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\n"
     "t=0 0\r\nm=audio 6000 RTP/AVP 0 8 101\r\na=rtpmap:0 PCMU/8000\r\na=rtpmap:8 PCMA/8000\r\n"
@@ -121,6 +133,7 @@ class PeerSession:
     entity: str = "UAS"
     requests: list[str] = field(default_factory=list)  # in-dialog requests OpenSIPS sent
     invite: dict[str, Any] | None = None     # a UAC session's ua_session_client_start
+    caller: tuple[str, int] | None = None    # where a SIP caller's replies go (sip=True)
 
 
 @dataclass
@@ -157,8 +170,14 @@ class _MiProtocol(asyncio.DatagramProtocol):
 
 class OpenSipsPeer:
     def __init__(self, mi_port: int = 0, *, answering: bool = True,
-                 sip_socket: str = "127.0.0.1:5060") -> None:
+                 sip_socket: str = "127.0.0.1:5060", sip: bool = False) -> None:
         self.requested_port = mi_port
+        # sip=True: a real SIP socket on 127.0.0.1 (a free port, `sip_port`) where the
+        # script's own answers are played (sip_script.py): OPTIONS and the gate's 503.
+        self.sip = sip
+        self.requested_sip_port = 0
+        self._sip: SipScript | None = None
+        self._lease: asyncio.Task[None] | None = None
         self.answering = answering          # False: bound but silent, like a stuck process
         self.refuse_subscribe = False       # True: event_subscribe answers an error
         # MI methods whose requests are carried out but whose answers are lost (UDP).
@@ -180,6 +199,7 @@ class OpenSipsPeer:
         # The script's own replies to callers it did not hand to a core, by B2B key
         # (the key new_call returned; no session has it).
         self.script_replies: dict[str, str] = {}
+        self.lease_lapses = 0               # gates closed by the lease timer
         self.run = 1                        # which OpenSIPS process this is
         self.started = time.time()          # its start time ("Up since")
         self._next_local = 0
@@ -192,7 +212,33 @@ class OpenSipsPeer:
         self._transport, _ = await self._loop.create_datagram_endpoint(
             lambda: _MiProtocol(self), local_addr=(LOOPBACK, self.requested_port))
         self.requested_port = self.mi_port  # a restart binds the same port again
+        if self.sip:
+            self._sip = await SipScript(self, self.requested_sip_port).start()
+            self.requested_sip_port = self._sip.port
+            self.sip_socket = f"{LOOPBACK}:{self._sip.port}"
+        self._lease = self._loop.create_task(self._lease_timer())
         return self
+
+    @property
+    def sip_port(self) -> int:
+        assert self._sip is not None, "OpenSipsPeer(sip=True) has a SIP socket"
+        return self._sip.port
+
+    async def _lease_timer(self) -> None:
+        """The script's timer_route[ai_gate_lease, 1]: while the gate is not 0, a second
+        off `ai_lease` each second; at 0, the gate closed as "no core", Retry-After 5."""
+        while True:
+            await asyncio.sleep(LEASE_TICK_S)
+            if self.shared.get("ai_core") == 0:
+                continue
+            lease = self.shared.get("ai_lease")
+            if isinstance(lease, int) and lease > 0:
+                self.shared["ai_lease"] = lease - 1
+            else:
+                self.shared["ai_retry_after"] = 5
+                self.shared["ai_core"] = 0
+                self.lease_lapses += 1
+                self._notify()
 
     @property
     def mi_port(self) -> int:
@@ -200,6 +246,13 @@ class OpenSipsPeer:
         return self._transport.get_extra_info("sockname")[1]
 
     async def stop(self) -> None:
+        if self._lease is not None:
+            self._lease.cancel()
+            await asyncio.gather(self._lease, return_exceptions=True)
+            self._lease = None
+        if self._sip is not None:
+            self._sip.close()
+            self._sip = None
         if self._transport is not None:
             self._transport.close()
             self._transport = None
@@ -318,18 +371,38 @@ class OpenSipsPeer:
                 raise INVALID_PARAMS from None
         return "OK"
 
-    def _shv_get(self, params: Any) -> dict[str, Any]:
-        """One variable, as cfgutils prints it; unknown: 404 "Not found"."""
-        (name,) = self._named(params, ("name",), 1)
+    def _shv_get(self, params: Any) -> Any:
+        """One variable, as cfgutils prints it; unknown: 404 "Not found". Without a
+        name: every variable, in a list inside a list (as 3.6.8 answered)."""
+        (name,) = self._named(params, ("name",), 0)
+        if name is None:
+            return [[{"name": key, **self._shv_value(value)}
+                     for key, value in reversed(self.shared.items())]]
         if str(name) not in self.shared:
             raise RpcError(404, "Not found")
-        value = self.shared[str(name)]
-        return {"VAR": {"type": "string" if isinstance(value, str) else "integer",
-                        "value": value}}
+        return {"VAR": self._shv_value(self.shared[str(name)])}
+
+    @staticmethod
+    def _shv_value(value: int | str) -> dict[str, Any]:
+        return {"type": "string" if isinstance(value, str) else "integer", "value": value}
 
     def gate_open(self) -> bool:
         """The script hands new callers to a core (`$shv(ai_core) == 1`)."""
         return self.shared.get("ai_core") == 1
+
+    def script_refusal(self, headers: str) -> str:
+        """The script's route[refuse_no_core] for a request with these headers:
+        send_reply 503, stateless, as 3.6.8 sent it: Via, To (with sl's tag), From,
+        Call-ID, CSeq, the appended Retry-After, OpenSIPS' Server header."""
+        lines = {line.partition(":")[0].strip().lower(): line
+                 for line in headers.split("\r\n") if line}
+        to = lines["to"] + ("" if ";tag=" in lines["to"] else ";tag=b298.sl")
+        copied = [lines["via"], to, lines["from"], lines["call-id"], lines["cseq"]]
+        why = "draining" if self.shared.get("ai_core") == 2 else "no core"
+        return (f"SIP/2.0 503 Service Unavailable ({why})\r\n"
+                + "".join(f"{line}\r\n" for line in copied)
+                + f"Retry-After: {self.shared.get('ai_retry_after')}\r\n"
+                + f"Server: {SERVER}\r\nContent-Length: 0\r\n\r\n")
 
     def _ua_session_reply(self, params: Any) -> str:
         if not isinstance(params, dict):
@@ -349,6 +422,8 @@ class OpenSipsPeer:
         session.replies.append(dict(params))
         session.sip_replies.append(self._build_reply(session, code, str(reason), params))
         self.sip_sent.setdefault(session.key, []).append(session.sip_replies[-1])
+        if session.caller is not None and self._sip is not None:
+            self._sip.send(session.sip_replies[-1], session.caller)
         if code >= 200:
             session.pending = None
             if code < 300:
@@ -573,22 +648,19 @@ class OpenSipsPeer:
         call_id = f"{random.randint(1, 9999)}-{random.randint(1, 99999)}@127.0.0.1"
         headers = self.call_headers(call_id, 1, method, None, len(body))
         if method == "INVITE" and not self.gate_open():
-            # send_reply, stateless, as 3.6.8 sent it: Via, To (with sl's tag), From,
-            # Call-ID, CSeq, the appended Retry-After, OpenSIPS' Server header.
-            lines = {line.partition(":")[0]: line for line in headers.split("\r\n")}
-            copied = [lines["Via"], lines["To"] + ";tag=b298.sl", lines["From"],
-                      lines["Call-ID"], lines["CSeq"]]
-            why = "draining" if self.shared.get("ai_core") == 2 else "no core"
-            self.script_replies[key] = (
-                f"SIP/2.0 503 Service Unavailable ({why})\r\n"
-                + "".join(f"{line}\r\n" for line in copied)
-                + f"Retry-After: {self.shared.get('ai_retry_after')}\r\n"
-                + "Server: OpenSIPS (3.6.8 (x86_64/linux))\r\nContent-Length: 0\r\n\r\n")
+            self.script_replies[key] = self.script_refusal(headers)
             self._notify()
             return key
         self.sessions[key] = PeerSession(key, call_id, headers, pending=method)
         self.send_event(key, "NEW", method, body, headers)
         return key
+
+    def answer_caller(self, key: str, call_id: str, headers: str, body: str,
+                      caller: tuple[str, int]) -> None:
+        """A real SIP caller's INVITE passed the gate (sip_script.py): a UA session
+        whose replies go back to the caller, and its NEW."""
+        self.sessions[key] = PeerSession(key, call_id, headers, caller=caller)
+        self.send_event(key, "NEW", "INVITE", body, headers)
 
     def reinvite(self, key: str, body: str) -> None:
         session = self.sessions[key]

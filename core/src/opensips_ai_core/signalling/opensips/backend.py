@@ -15,7 +15,8 @@ to our UDP listener; we answer with MI `ua_session_reply` and end calls with
   `ready` is False (and /health 503) until OpenSIPS holds our subscription.
 - The script refuses new callers itself (503, Retry-After) while no core takes calls:
   the core opens its gate before subscribing, closes it when it drains (`drain_refusal`,
-  set by the app) or stops (gate.py).
+  set by the app) or stops, and renews its lease at every poll so that the script
+  closes it for a core that died (gate.py).
 - `ua_session_reply` needs `reason`, and a body goes without `content_type`:
   OpenSIPS copies that parameter as a raw header line and adds
   `Content-Type: application/sdp` itself when it is absent.
@@ -88,11 +89,14 @@ class OpenSipsBackend:
                  mi_timeout: float = 2.0, poll_interval: float = 1.0,
                  missed_polls: int = 3, refresh_max: float = 60.0,
                  outbound_socket: str | None = None, orphan_grace: float | None = None,
-                 audit_interval: float = 10.0) -> None:
+                 audit_interval: float = 10.0, gate_lease: int = 10) -> None:
         if expire <= 0:
             raise ValueError(f"expire must be > 0 seconds (0 unsubscribes), got {expire}")
         if poll_interval <= 0 or missed_polls < 1:
             raise ValueError("poll_interval must be > 0 and missed_polls >= 1")
+        if gate_lease < 2 * poll_interval + 1:
+            raise ValueError(f"gate_lease ({gate_lease} s) must outlast two polls "
+                             f"({poll_interval} s each) and a second")
         self.expire = expire
         self.poll_interval = poll_interval
         self.missed_polls = missed_polls
@@ -103,7 +107,7 @@ class OpenSipsBackend:
         self.mi = MiClient(mi_host, mi_port, timeout=mi_timeout)
         self.events = EventListener(event_host, event_port, self._on_event)
         # The script's gate (gate.py); closed while `drain_refusal()` says the core drains.
-        self.gate = CallGate(self.mi)
+        self.gate = CallGate(self.mi, gate_lease)
         self.drain_refusal: Callable[[], SignallingError | None] | None = None
         self.subscribed = asyncio.Event()
         self.subscriptions = 0           # successful event_subscribe calls (renewals included)
@@ -252,7 +256,8 @@ class OpenSipsBackend:
         if refusal is None and self.gate.is_open and self.subscribed.is_set() \
                 and await self.gate.forgotten(wait):
             self._restarted("the gate it opened is closed: a new run started within the "
-                            "same second, which uptime cannot tell")
+                            "same second, which uptime cannot tell, or its lease ran out "
+                            "while this core could not renew it")
         was_subscribed = self.subscribed.is_set()
         due = not was_subscribed or loop.time() >= renew_at
         if refusal is not None and self.gate.is_open is not False:
@@ -261,6 +266,10 @@ class OpenSipsBackend:
         elif refusal is None and (due or self.gate.is_open is not True):
             # Before subscribing: once subscribed, calls come.
             await self.gate.open(timeout=wait)
+        elif self.gate.tried:
+            # Open or draining, written before: renew the lease (gate.py), else the
+            # script closes the gate as it does for a core that died.
+            await self.gate.renew(timeout=wait)
         if due and await self._subscribe():
             renew_at = loop.time() + self.renew_after()
         if self._reconcile is not None:

@@ -13,13 +13,22 @@ over MI `shv_set` (cfgutils):
 - closed when the core starts to drain (2), with Retry-After the drain's time left
   (the core is gone by then), and when it stops (0), before it unsubscribes.
 
+The gate is a lease: before opening it the core writes `$shv(ai_lease)` (seconds,
+`CORE_OPENSIPS_GATE_LEASE_S`) and renews it at every poll (every second) while it takes
+calls or drains; the script's `timer_route[ai_gate_lease, 1]` takes a second off it
+each second and, when it has run out, closes the gate itself (`ai_core` 0,
+Retry-After 5). So a core that dies without closing it (SIGKILL, a hang, cut off from
+MI) has its callers answered `503 (no core)` within the lease and two seconds, not
+handed to nobody; a restarted core opens it again.
+
 While it believes the gate open the core reads it back at each poll (`shv_get`): a
 closed one means a new OpenSIPS run that `uptime` could not tell apart (two starts
-within one second print the same "Up since"), handled as a restart.
+within one second print the same "Up since"), or a lease that ran out while the core
+could not renew it; both are handled as a restart (the core opens it again,
+re-subscribes and checks its calls).
 
-A core that dies leaves the gate open: its callers then wait for the next core, whose
-orphan sweep refuses them. One core per OpenSIPS in B2B mode (every subscriber gets
-every event), so the gate is that core's alone.
+One core per OpenSIPS in B2B mode (every subscriber gets every event), so the gate is
+that core's alone.
 """
 
 from __future__ import annotations
@@ -38,9 +47,19 @@ RETRY_AFTER_VAR = "ai_retry_after"  # $shv(ai_retry_after): the 503's Retry-Afte
 STOPPED_RETRY_AFTER_S = 5
 
 
+LEASE_VAR = "ai_lease"              # $shv(ai_lease): seconds left before the script closes
+# The script's timer takes a second off the lease each second by read-modify-write, so a
+# renewal written in between can be lost: the lease must outlast a few renewals.
+MIN_LEASE_S = 3
+
+
 class CallGate:
-    def __init__(self, mi: MiClient) -> None:
+    def __init__(self, mi: MiClient, lease_s: int = 10) -> None:
+        if lease_s < MIN_LEASE_S:
+            raise ValueError(f"the gate's lease must be >= {MIN_LEASE_S} s, got {lease_s}")
         self.mi = mi
+        self.lease_s = lease_s
+        self.renewals = 0    # lease renewals confirmed by OpenSIPS
         self.is_open: bool | None = None  # what OpenSIPS was last told; None: not known
         self.retry_after: int | None = None
         self.writes = 0      # confirmed by OpenSIPS
@@ -66,6 +85,18 @@ class CallGate:
         self.is_open = None
         return True
 
+    async def renew(self, timeout: float | None = None) -> bool:
+        """Renew the lease (every poll while the gate is open or draining): without it
+        the script closes the gate `lease_s` seconds on."""
+        try:
+            await self.mi.call("shv_set", {"name": LEASE_VAR, "type": "int",
+                                           "value": self.lease_s}, timeout=timeout)
+        except MiError as error:
+            log.debug("renewing the gate's lease failed (%s); trying again", error)
+            return False
+        self.renewals += 1
+        return True
+
     async def open(self, timeout: float | None = None) -> bool:
         return await self._write(True, None, timeout)
 
@@ -79,6 +110,10 @@ class CallGate:
                      closed_as: int = NO_CORE) -> bool:
         self.tried = True
         try:
+            if is_open or closed_as == DRAINING:
+                # The lease first: the script closes a gate whose lease has run out.
+                await self.mi.call("shv_set", {"name": LEASE_VAR, "type": "int",
+                                               "value": self.lease_s}, timeout=timeout)
             if retry_after is not None:
                 await self.mi.call("shv_set", {"name": RETRY_AFTER_VAR, "type": "int",
                                                "value": retry_after}, timeout=timeout)
