@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from voice_testkit.opensips_peer import SCRIPT_SHARED_VARIABLES
+from voice_testkit.opensips_peer import LEASE_TICK_S, SCRIPT_SHARED_VARIABLES
 from voice_testkit.procs import ROOT
 
 CFG = ROOT / "core" / "opensips" / "opensips.cfg"
@@ -61,19 +61,30 @@ def test_script_loads_the_b2b_modules_and_inits_sessions() -> None:
 
 
 def test_script_gate_matches_the_double() -> None:
-    """The gate's shared variables start as the double's do, and the route refuses a
-    new call (503, Retry-After) before it would start a session while the gate is shut.
+    """The gate's shared variables start as the double's do; the route refuses a new
+    call (503, Retry-After) before it would start a session while the gate is shut, and
+    an OPTIONS probe the same way; the lease timer ticks as the double's does.
     The real program's behaviour: test_opensips_real.py."""
     text = CFG.read_text()
     declared = dict(re.findall(r'^modparam\("cfgutils", "shvset", "(\w+)=i:(\d+)"\)$', text,
                                re.M))
     assert {name: int(value) for name, value in declared.items()} == SCRIPT_SHARED_VARIABLES
-    gate = text.index("if ($shv(ai_core) != 1) {")
-    assert 'append_to_reply("Retry-After: $shv(ai_retry_after)\\r\\n");' in text[gate:]
-    start = text.index("ua_session_server_init(", gate)
-    assert text.index('send_reply(503, "Service Unavailable (no core)");', gate) < start
-    assert text.index("if ($shv(ai_core) == 2)", gate) \
-        < text.index('send_reply(503, "Service Unavailable (draining)");', gate) < start
+    refuse = text.index("route[refuse_no_core] {")
+    assert 'append_to_reply("Retry-After: $shv(ai_retry_after)\\r\\n");' in text[refuse:]
+    assert text.index("if ($shv(ai_core) == 2)", refuse) \
+        < text.index('send_reply(503, "Service Unavailable (draining)");', refuse) \
+        < text.index('send_reply(503, "Service Unavailable (no core)");', refuse)
+    options = text.index('if (is_method("OPTIONS")) {')
+    invite = text.index('if (!is_method("INVITE")) {')
+    closed = "if ($shv(ai_core) != 1) {\n\t\t\troute(refuse_no_core);\n\t\t\texit;"
+    assert options < text.index(closed, options) < text.index('send_reply(200, "OK");',
+                                                               options) < invite
+    gate = text.index("if ($shv(ai_core) != 1) {\n\t\troute(refuse_no_core);\n\t\texit;",
+                      invite)
+    assert gate < text.index("ua_session_server_init(", gate)
+    timer = text.index(f"timer_route[ai_gate_lease, {int(LEASE_TICK_S)}] {{")
+    assert text.index("$shv(ai_lease) = $shv(ai_lease) - 1;", timer) \
+        < text.index("$shv(ai_retry_after) = 5;", timer) < text.index("$shv(ai_core) = 0;", timer)
 
 
 def test_preprocessor_without_env_keeps_the_script() -> None:

@@ -125,3 +125,31 @@ async def test_a_restart_uptime_cannot_tell_is_noticed_by_the_closed_gate(
         assert (await peer.wait_reply(again))["code"] == 200
     finally:
         await engine.stop()
+
+
+async def test_a_draining_core_that_dies_leaves_the_gate_to_its_lease(
+        peer: OpenSipsPeer, handler: RecordingHandler) -> None:
+    """The core drains (gate 2, Retry-After 42), then dies without closing the gate: it
+    renews the lease no more, and the script's timer closes the gate as "no core" with
+    Retry-After 5 for whatever replaces it."""
+    engine = OpenSipsBackend(LOOPBACK, peer.mi_port, LOOPBACK, 0, mi_timeout=1.0,
+                             poll_interval=0.2, gate_lease=3)
+    await engine.start(handler)
+    try:
+        await asyncio.wait_for(engine.subscribed.wait(), 10)
+        engine.drain_refusal = lambda: SignallingError(
+            503, "Service Unavailable (draining)", retry_after=42)
+        await peer.wait_for(lambda: peer.shared["ai_core"] == 2, 30, "the gate draining")
+        # Renewed while the core drains: the gate stays "draining" past the lease.
+        renewals = engine.gate.renewals
+        await eventually(lambda: engine.gate.renewals >= renewals + 6, 30, "renewals")
+        assert peer.shared["ai_core"] == 2 and peer.lease_lapses == 0
+        assert "\r\nRetry-After: 42\r\n" in refused(peer, peer.new_call(), "draining")
+        # The core dies: nothing more written.
+        assert engine._supervisor is not None
+        engine._supervisor.cancel()
+        await peer.wait_for(lambda: peer.lease_lapses == 1, 30, "the lease ran out")
+        assert "\r\nRetry-After: 5\r\n" in refused(peer, peer.new_call())
+        assert list(handler.calls) == []
+    finally:
+        await engine.stop()

@@ -94,9 +94,6 @@ class OpenSipsBackend:
             raise ValueError(f"expire must be > 0 seconds (0 unsubscribes), got {expire}")
         if poll_interval <= 0 or missed_polls < 1:
             raise ValueError("poll_interval must be > 0 and missed_polls >= 1")
-        if gate_lease < 2 * poll_interval + 1:
-            raise ValueError(f"gate_lease ({gate_lease} s) must outlast two polls "
-                             f"({poll_interval} s each) and a second")
         self.expire = expire
         self.poll_interval = poll_interval
         self.missed_polls = missed_polls
