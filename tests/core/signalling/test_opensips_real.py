@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import shutil
+import signal
 import socket
 import urllib.request
 from collections.abc import AsyncIterator
@@ -26,6 +27,7 @@ from opensips_ai_core.signalling.opensips import MiClient, MiError, OpenSipsBack
 from opensips_ai_core.signalling.opensips.events import UaSessionEvent
 from opensips_ai_core.signalling.sip.message import SipMessage, parse_message
 from tests.core.signalling.conftest import RecordingHandler, eventually
+from tests.core.signalling.gate_sipp import sipp_reply
 from tests.core.signalling.sip_peer import OFFER, RawSipPeer
 from voice_testkit.procs import LOOPBACK, ROOT, Proc, base_env, free_port
 from voice_testkit.stack import core
@@ -490,3 +492,89 @@ async def test_a_drained_core_process_leaves_the_script_refusing(
         await asyncio.to_thread(cm.__exit__, None, None, None)
     assert (await refused_by_the_script(phone)).get("Retry-After") == "5"
     assert await listed(opensips) == []
+
+
+async def shared_variable(opensips: RealOpenSips, name: str) -> int:
+    client = MiClient(LOOPBACK, opensips.mi_port, timeout=1.0)
+    try:
+        return (await client.call("shv_get", {"name": name}))["VAR"]["value"]
+    finally:
+        await client.close()
+
+
+async def wait_for_gate(opensips: RealOpenSips, value: int, what: str) -> None:
+    """Until `$shv(ai_core)` is `value` (outcome-based; 30 s bound)."""
+    for _ in range(120):
+        if await shared_variable(opensips, "ai_core") == value:
+            return
+        await asyncio.sleep(0.25)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+NO_CORE = (503, "SIP/2.0 503 Service Unavailable (no core)", "5")
+
+
+@pytest.mark.skipif(shutil.which("sipp") is None, reason="sipp is not installed")
+async def test_a_killed_core_process_is_replaced_by_the_scripts_503(
+        opensips: RealOpenSips, logdir: Path) -> None:
+    """The real core (CORE_OPENSIPS_GATE_LEASE_S=3) killed with SIGKILL closes nothing;
+    the script's lease timer closes the gate, and SIPp's INVITE and OPTIONS get `503
+    (no core)` with Retry-After 5; a new core opens it again. While a core takes calls
+    an OPTIONS probe gets 200."""
+    assert await sipp_reply("gate_options", opensips.sip_port, logdir) == NO_CORE
+    nowhere = f"{LOOPBACK}:{free_port()}"
+    settings = dict(CORE_SIGNALLING="opensips", OPENSIPS_MI_PORT=str(opensips.mi_port),
+                    CORE_OPENSIPS_GATE_LEASE_S="3")
+    first = core(logdir, nowhere, nowhere, nowhere, **settings)
+    running = await asyncio.to_thread(first.__enter__)
+    try:
+        await wait_for_gate(opensips, 1, "the gate open")
+        assert (await sipp_reply("gate_options", opensips.sip_port, logdir))[:2] == (
+            200, "SIP/2.0 200 OK")
+        assert (await sipp_reply("gate_invite", opensips.sip_port, logdir))[0] == 200
+        running.proc.signal(signal.SIGKILL)
+        assert await asyncio.to_thread(running.proc.wait, 30) == -signal.SIGKILL
+        await wait_for_gate(opensips, 0, "the lease to run out")
+    finally:
+        await asyncio.to_thread(first.__exit__, None, None, None)
+    assert await sipp_reply("gate_invite", opensips.sip_port, logdir) == NO_CORE
+    assert await sipp_reply("gate_options", opensips.sip_port, logdir) == NO_CORE
+    assert opensips.proc is not None
+    assert "no core renewed the gate's lease" in opensips.proc.output()  # the script's log
+    second = core(logdir, nowhere, nowhere, nowhere, **settings)
+    await asyncio.to_thread(second.__enter__)
+    try:
+        await wait_for_gate(opensips, 1, "the gate open again")
+        assert (await sipp_reply("gate_options", opensips.sip_port, logdir))[0] == 200
+        assert (await sipp_reply("gate_invite", opensips.sip_port, logdir))[0] == 200
+    finally:
+        await asyncio.to_thread(second.__exit__, None, None, None)
+    assert await listed(opensips) == []
+
+
+@pytest.mark.skipif(shutil.which("sipp") is None, reason="sipp is not installed")
+async def test_a_draining_core_that_dies_lapses_to_no_core(
+        opensips: RealOpenSips, handler: RecordingHandler, logdir: Path) -> None:
+    """Draining, the gate answers OPTIONS `503 (draining)` with the drain's Retry-After
+    and the core keeps renewing its lease; once it dies the lease runs out and OpenSIPS
+    answers `(no core)`, Retry-After 5."""
+    engine = OpenSipsBackend(LOOPBACK, opensips.mi_port, LOOPBACK, 0, mi_timeout=1.0,
+                             gate_lease=3)
+    await engine.start(handler)
+    try:
+        await asyncio.wait_for(engine.subscribed.wait(), 10)
+        engine.drain_refusal = lambda: SignallingError(503, "Service Unavailable (draining)",
+                                                       retry_after=42)
+        await wait_for_gate(opensips, 2, "the gate draining")
+        renewals = engine.gate.renewals
+        await eventually(lambda: engine.gate.renewals >= renewals + 5, 30, "renewals")
+        assert await shared_variable(opensips, "ai_core") == 2  # outlived its 3 s lease
+        assert await sipp_reply("gate_options", opensips.sip_port, logdir) == (
+            503, "SIP/2.0 503 Service Unavailable (draining)", "42")
+        assert engine._supervisor is not None
+        engine._supervisor.cancel()  # the core dies: nothing more written
+        await wait_for_gate(opensips, 0, "the lease to run out")
+        assert await sipp_reply("gate_invite", opensips.sip_port, logdir) == NO_CORE
+    finally:
+        await engine.stop()
+    assert list(handler.calls) == []
