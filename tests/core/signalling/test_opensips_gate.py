@@ -38,15 +38,17 @@ async def test_the_gate_opens_before_the_subscription_and_closes_at_the_stop(
     await engine.start(handler)
     try:
         await asyncio.wait_for(engine.subscribed.wait(), 10)
-        assert mi_methods(peer)[:3] == ["shv_set ai_lease=10", "shv_set ai_core=1",
-                                        "event_subscribe"]
+        assert mi_methods(peer)[:4] == ["shv_set ai_lease=10",
+                                        f"shv_set ai_owner={engine.gate.owner_id}",
+                                        "shv_set ai_core=1", "event_subscribe"]
         key = peer.new_call()
         assert (await peer.wait_reply(key))["code"] == 200
     finally:
         await engine.stop()
     # Closed (Retry-After for whatever replaces this core) before the unsubscription.
-    assert mi_methods(peer)[-3:] == ["shv_set ai_retry_after=5", "shv_set ai_core=0",
-                                     "event_subscribe"]
+    # (Its own: no other core opened it since.)
+    assert mi_methods(peer)[-4:] == ["shv_get", "shv_set ai_retry_after=5",
+                                     "shv_set ai_core=0", "event_subscribe"]
     assert peer.shared["ai_core"] == 0 and peer.shared["ai_retry_after"] == 5
     assert "\r\nRetry-After: 5\r\n" in refused(peer, peer.new_call())
     assert list(handler.calls) == [key]
@@ -153,3 +155,64 @@ async def test_a_draining_core_that_dies_leaves_the_gate_to_its_lease(
         assert list(handler.calls) == []
     finally:
         await engine.stop()
+
+
+async def test_a_second_core_going_away_leaves_the_first_ones_gate(
+        peer: OpenSipsPeer, handler: RecordingHandler) -> None:
+    """Two cores on one OpenSIPS (a replacement overlapping the old core, say). The gate
+    records who opened it last: a core that drains or stops closes it only when it is
+    its own, and the other, finding it closed by another core, opens it again without
+    taking that for an OpenSIPS restart."""
+    def backend() -> OpenSipsBackend:
+        return OpenSipsBackend(LOOPBACK, peer.mi_port, LOOPBACK, 0, mi_timeout=1.0,
+                               poll_interval=0.2)
+
+    stays, leaves = backend(), backend()
+    await stays.start(handler)
+    try:
+        await asyncio.wait_for(stays.subscribed.wait(), 10)
+        # The one that goes opened it last: its stop closes it...
+        await leaves.start(RecordingHandler())
+        try:
+            await asyncio.wait_for(leaves.subscribed.wait(), 10)
+            await peer.wait_for(lambda: peer.shared["ai_owner"] == leaves.gate.owner_id,
+                                30, "the gate opened by the second core")
+        finally:
+            await leaves.stop()
+        # ...and the one that stays opens it again: no restart.
+        await peer.wait_for(lambda: peer.gate_open()
+                            and peer.shared["ai_owner"] == stays.gate.owner_id, 30,
+                            "the gate opened again by the core that stays")
+        assert stays.restarts == 0 and stays.ready
+    finally:
+        await stays.stop()
+
+
+async def test_a_core_that_drains_leaves_the_gate_another_core_opened(
+        peer: OpenSipsPeer, handler: RecordingHandler) -> None:
+    def backend() -> OpenSipsBackend:
+        return OpenSipsBackend(LOOPBACK, peer.mi_port, LOOPBACK, 0, mi_timeout=1.0,
+                               poll_interval=0.2)
+
+    goes: OpenSipsBackend | None = backend()
+    stays = backend()
+    assert goes is not None
+    await goes.start(RecordingHandler())
+    try:
+        await asyncio.wait_for(goes.subscribed.wait(), 10)
+        await stays.start(handler)
+        await asyncio.wait_for(stays.subscribed.wait(), 10)
+        await peer.wait_for(lambda: peer.shared["ai_owner"] == stays.gate.owner_id, 30,
+                            "the gate opened by the core that stays")
+        goes.drain_refusal = lambda: SignallingError(
+            503, "Service Unavailable (draining)", retry_after=42)
+        await eventually(lambda: goes.gate.is_open is False, 30, "the drain noticed")
+        assert peer.gate_open() and peer.shared["ai_owner"] == stays.gate.owner_id
+        stopping, goes = goes, None
+        await stopping.stop()
+        assert peer.gate_open()
+        assert stays.restarts == 0 and stays.ready
+    finally:
+        if goes is not None:
+            await goes.stop()
+        await stays.stop()

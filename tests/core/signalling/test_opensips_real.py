@@ -578,3 +578,31 @@ async def test_a_draining_core_that_dies_lapses_to_no_core(
     finally:
         await engine.stop()
     assert list(handler.calls) == []
+
+
+async def test_a_second_core_stopping_leaves_the_first_one_serving(
+        opensips: RealOpenSips, phone: RawSipPeer, handler: RecordingHandler) -> None:
+    """Two cores on one OpenSIPS: the one that opened the gate last stops and closes it;
+    the other finds it closed by another core (`ai_owner`), opens it again without
+    taking that for a restart, and answers the next caller."""
+    stays = await started(opensips, handler)
+    try:
+        leaves = await started(opensips, RecordingHandler())
+        try:
+            assert await shared_variable(opensips, "ai_owner") == leaves.gate.owner_id
+        finally:
+            await leaves.stop()
+        for _ in range(120):
+            if await shared_variable(opensips, "ai_owner") == stays.gate.owner_id:
+                break
+            await asyncio.sleep(0.25)
+        else:
+            raise AssertionError("timed out waiting for the gate reopened by the first core")
+        await wait_for_gate(opensips, 1, "the gate open again")
+        assert stays.restarts == 0 and stays.ready
+        key, ok = await answered(phone, opensips)
+        assert key in handler.calls
+        phone.send(phone.request("BYE", call_id=ok.call_id, cseq=2, to_tag=key))
+        assert (await phone.expect(200)).cseq == (2, "BYE")
+    finally:
+        await stays.stop()

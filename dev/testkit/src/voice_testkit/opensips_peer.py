@@ -31,7 +31,8 @@ one when an `opensips` binary is on PATH). It speaks real UDP on 127.0.0.1:
   value required; type "s..." a string, else an int) sets the shared variables and
   `shv_get {name}` reads one (`{"VAR": {"type": "integer", "value": 1}}`, unknown:
   404 "Not found"; without a name all of them), which
-  start as the script declares them (`ai_core` 0, `ai_retry_after` 5, `ai_lease` 0)
+  start as the script declares them (`ai_core` 0, `ai_retry_after` 5, `ai_lease` 0,
+  `ai_owner` 0)
   with every run; while `ai_core` is not 1 a caller's INVITE is answered `503 Service
   Unavailable (no core)` (`(draining)` at 2) with `Retry-After: <ai_retry_after>` by
   the script itself (`script_replies`): no session, no event; the script's
@@ -84,7 +85,7 @@ DEFAULT_SDP_CONTENT_TYPE = "Content-Type: application/sdp\r\n"
 KEY_FORMAT = re.compile(r"^B2B\.(\d+)\.(\d+)\.")
 # The script's shared variables (modparam("cfgutils", "shvset", ...)) as each run starts.
 SCRIPT_SHARED_VARIABLES: dict[str, int | str] = {"ai_core": 0, "ai_retry_after": 5,
-                                                  "ai_lease": 0}
+                                                  "ai_lease": 0, "ai_owner": 0}
 # timer_route[ai_gate_lease, 1]: the gate's lease loses a second each second.
 LEASE_TICK_S = 1.0
 SERVER = "OpenSIPS (3.6.8 (x86_64/linux))"

@@ -27,13 +27,18 @@ within one second print the same "Up since"), or a lease that ran out while the 
 could not renew it; both are handled as a restart (the core opens it again,
 re-subscribes and checks its calls).
 
-One core per OpenSIPS in B2B mode (every subscriber gets every event), so the gate is
-that core's alone.
+The gate records which core opened it last (`$shv(ai_owner)`, a random id per core
+process). A core closes it (drain, stop) only when it is its own or nobody's, and a
+core that finds it closed by another (that core drained or stopped) opens it again
+without taking that for a restart. B2B mode is still built for one core per OpenSIPS
+(every subscriber gets every event; docs/opensips.md): this only keeps a core that
+goes away from shutting the gate of one that stays.
 """
 
 from __future__ import annotations
 
 import logging
+import secrets
 
 from opensips_ai_core.signalling.opensips.mi import MiClient, MiError
 
@@ -47,6 +52,7 @@ RETRY_AFTER_VAR = "ai_retry_after"  # $shv(ai_retry_after): the 503's Retry-Afte
 STOPPED_RETRY_AFTER_S = 5
 
 
+OWNER_VAR = "ai_owner"              # $shv(ai_owner): the core that opened it last; 0: none
 LEASE_VAR = "ai_lease"              # $shv(ai_lease): seconds left before the script closes
 # The script's timer takes a second off the lease each second by read-modify-write, so a
 # renewal written in between can be lost: the lease must outlast a few renewals.
@@ -59,6 +65,7 @@ class CallGate:
             raise ValueError(f"the gate's lease must be >= {MIN_LEASE_S} s, got {lease_s}")
         self.mi = mi
         self.lease_s = lease_s
+        self.owner_id = secrets.randbelow(2**31 - 2) + 1  # this core, in $shv(ai_owner)
         self.renewals = 0    # lease renewals confirmed by OpenSIPS
         self.is_open: bool | None = None  # what OpenSIPS was last told; None: not known
         self.retry_after: int | None = None
@@ -83,7 +90,24 @@ class CallGate:
         if value == OPEN:
             return False
         self.is_open = None
+        owner = await self._owner(timeout)
+        if self._another_cores(owner):
+            log.warning("OpenSIPS gate closed by another core (%s), which drains or has "
+                        "stopped: opening it again", owner)
+            return False
         return True
+
+    async def _owner(self, timeout: float | None) -> int | None:
+        """Who opened the gate last, None when OpenSIPS does not say."""
+        try:
+            result = await self.mi.call("shv_get", {"name": OWNER_VAR}, timeout=timeout)
+        except MiError:
+            return None
+        value = result.get("VAR", {}).get("value") if isinstance(result, dict) else None
+        return value if isinstance(value, int) else None
+
+    def _another_cores(self, owner: int | None) -> bool:
+        return owner is not None and owner not in (0, self.owner_id)
 
     async def renew(self, timeout: float | None = None) -> bool:
         """Renew the lease (every poll while the gate is open or draining): without it
@@ -102,7 +126,15 @@ class CallGate:
 
     async def close(self, retry_after: int, *, draining: bool = False,
                     timeout: float | None = None) -> bool:
-        """Closed: OpenSIPS answers 503 "(draining)" or "(no core)" with Retry-After."""
+        """Closed: OpenSIPS answers 503 "(draining)" or "(no core)" with Retry-After;
+        left as it is when another core opened it last (it takes the calls now)."""
+        owner = await self._owner(timeout)
+        if self._another_cores(owner):
+            if self.is_open is not False:
+                log.info("OpenSIPS gate left open: core %s opened it last and takes the "
+                         "calls", owner)
+            self.is_open = False
+            return True
         return await self._write(False, retry_after, timeout,
                                  DRAINING if draining else NO_CORE)
 
@@ -114,6 +146,9 @@ class CallGate:
                 # The lease first: the script closes a gate whose lease has run out.
                 await self.mi.call("shv_set", {"name": LEASE_VAR, "type": "int",
                                                "value": self.lease_s}, timeout=timeout)
+            if is_open:
+                await self.mi.call("shv_set", {"name": OWNER_VAR, "type": "int",
+                                               "value": self.owner_id}, timeout=timeout)
             if retry_after is not None:
                 await self.mi.call("shv_set", {"name": RETRY_AFTER_VAR, "type": "int",
                                                "value": retry_after}, timeout=timeout)
