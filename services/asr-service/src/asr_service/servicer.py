@@ -11,6 +11,7 @@ import asyncio
 import logging
 import time
 from collections.abc import AsyncIterator, Iterable
+from typing import NoReturn
 
 import grpc
 
@@ -46,6 +47,37 @@ class IdleStreamError(Exception):
     """A stream sent nothing for ASR_IDLE_TIMEOUT_S (answered DEADLINE_EXCEEDED)."""
 
 
+class StreamHold:
+    """What one stream holds: a slot of ASR_MAX_CONCURRENT_STREAMS and its recognizer.
+
+    Released once: at the stream's end, or before its error is sent. gRPC sends an
+    abort's status to the client before the code after `abort` runs, so a slot freed
+    only then could still be held when a client that heard the error opens its next
+    stream, which would be refused RESOURCE_EXHAUSTED.
+    """
+
+    def __init__(self, servicer: RecognizerServicer) -> None:
+        self.servicer = servicer
+        self.session: RecognizerStream | None = None
+        self.held = True
+        servicer.active_streams += 1
+
+    def release(self) -> None:
+        if not self.held:
+            return
+        self.held = False
+        self.servicer.active_streams -= 1
+        session, self.session = self.session, None
+        if session is not None:
+            session.close_soon()
+
+    async def abort(self, context: grpc.aio.ServicerContext, code: grpc.StatusCode,
+                    details: str) -> NoReturn:
+        """End the stream with an error, its slot and recognizer freed first."""
+        self.release()
+        await context.abort(code, details)
+
+
 class RecognizerServicer(asr_pb2_grpc.RecognizerServicer):
     def __init__(self, engine: Engine, settings: AsrSettings) -> None:
         self.engine = engine
@@ -76,21 +108,20 @@ class RecognizerServicer(asr_pb2_grpc.RecognizerServicer):
                 grpc.StatusCode.RESOURCE_EXHAUSTED,
                 f"too many concurrent streams: limit {limit} (ASR_MAX_CONCURRENT_STREAMS)",
             )
-        self.active_streams += 1
-        session: RecognizerStream | None = None
+        hold = StreamHold(self)
         try:
             requests = aiter(request_iterator)
             try:
                 first = await self._next_request(requests)
             except IdleStreamError as err:
-                await context.abort(grpc.StatusCode.DEADLINE_EXCEEDED, str(err))
+                await hold.abort(context, grpc.StatusCode.DEADLINE_EXCEEDED, str(err))
             if first is None:
                 return
             try:
                 config = first_request_config(first)
                 check_config(config, self.settings)
             except InvalidRequestError as err:
-                await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(err))
+                await hold.abort(context, grpc.StatusCode.INVALID_ARGUMENT, str(err))
             call_id_var.set(config.call_id or None)
             options = StreamOptions(
                 sample_rate_hz=config.sample_rate_hz,
@@ -102,41 +133,39 @@ class RecognizerServicer(asr_pb2_grpc.RecognizerServicer):
             )
             log.debug("stream opened: %d Hz, interim %s, %d phrases", options.sample_rate_hz,
                       options.interim_results, len(options.phrases))
-            session = self.recognizers.new_stream(options)
+            session = hold.session = self.recognizers.new_stream(options)
             try:
                 await session.open()
             except WorkerUnavailableError as err:
-                await context.abort(grpc.StatusCode.UNAVAILABLE, str(err))
+                await hold.abort(context, grpc.StatusCode.UNAVAILABLE, str(err))
             except Exception as err:
                 if not options.phrases:
                     raise
                 # Only a phrase list differs between streams: it is what the engine refused.
                 log.warning("phrase list refused by %s: %s", self.engine.name, err)
-                await context.abort(grpc.StatusCode.INVALID_ARGUMENT,
-                                    f"the phrase list cannot be compiled by {self.engine.name}: "
-                                    f"{err}")
-            async for audio in self._audio_batches(requests, context, options):
+                await hold.abort(context, grpc.StatusCode.INVALID_ARGUMENT,
+                                 f"the phrase list cannot be compiled by {self.engine.name}: "
+                                 f"{err}")
+            async for audio in self._audio_batches(requests, context, options, hold):
                 try:
                     events, processing_ms = await session.accept(audio)
                 except WorkerUnavailableError as err:
-                    await context.abort(grpc.StatusCode.UNAVAILABLE, str(err))
+                    await hold.abort(context, grpc.StatusCode.UNAVAILABLE, str(err))
                 for response in self._responses(events, processing_ms):
                     yield response
             # The client half-closed: flush the utterance in progress before ending the RPC.
             try:
                 events, processing_ms = await session.finish()
             except WorkerUnavailableError as err:
-                await context.abort(grpc.StatusCode.UNAVAILABLE, str(err))
+                await hold.abort(context, grpc.StatusCode.UNAVAILABLE, str(err))
             for response in self._responses(events, processing_ms):
                 yield response
         finally:
-            self.active_streams -= 1
-            if session is not None:
-                session.close_soon()
+            hold.release()
 
     async def _audio_batches(self, requests: AsyncIterator[asr_pb2.RecognizeRequest],
-                             context: grpc.aio.ServicerContext,
-                             options: StreamOptions) -> AsyncIterator[bytes]:
+                             context: grpc.aio.ServicerContext, options: StreamOptions,
+                             hold: StreamHold) -> AsyncIterator[bytes]:
         """The stream's audio, each request validated, in arrival order and never cut:
         framing is the engine's job (engines/base.py). Chunks that arrived while the
         engine was busy are joined into one engine call (up to MAX_BATCH_S): one worker
@@ -167,9 +196,9 @@ class RecognizerServicer(asr_pb2_grpc.RecognizerServicer):
             item = await queue.get()
             while item is not None:
                 if isinstance(item, InvalidRequestError):
-                    await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(item))
+                    await hold.abort(context, grpc.StatusCode.INVALID_ARGUMENT, str(item))
                 if isinstance(item, IdleStreamError):
-                    await context.abort(grpc.StatusCode.DEADLINE_EXCEEDED, str(item))
+                    await hold.abort(context, grpc.StatusCode.DEADLINE_EXCEEDED, str(item))
                 if isinstance(item, BaseException):
                     raise item
                 batch = bytearray(item)
