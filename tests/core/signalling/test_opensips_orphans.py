@@ -88,7 +88,7 @@ async def test_a_restarted_core_ends_the_calls_its_predecessor_left(
 async def test_terminated_and_ringing_leftovers(peer: OpenSipsPeer) -> None:
     """A rejected session left in state 7 is deleted without a message; an outbound
     call still ringing for a core that is gone is cancelled."""
-    peer.shared["ai_core"] = 1  # the core that left them had opened the script's gate
+    peer.shared.update(ai_core=1, ai_lease=10)  # the gate the core that left them opened
     rejected = peer.new_call()
     peer.sessions[rejected].state, peer.sessions[rejected].pending = STATE_TERMINATED, None
     ringing = peer._ua_session_client_start({"ruri": "sip:bob@10.0.0.9", "to": "sip:bob@10.0.0.9",
@@ -108,7 +108,7 @@ async def test_a_new_event_arriving_during_the_grace_is_not_an_orphan(
     """The listing may show a session whose NEW event is still on its way: after the
     grace the core knows it, answers it, and does not end it."""
     handler = RecordingHandler()
-    peer.shared["ai_core"] = 1  # the gate opens just before the core subscribes...
+    peer.shared.update(ai_core=1, ai_lease=10)  # the gate opens before the subscription...
     early = peer.new_call()  # ...and a caller comes in between: no event sent
     engine = await started(peer, handler, grace=1.0)
     try:
