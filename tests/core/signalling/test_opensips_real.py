@@ -511,6 +511,15 @@ async def wait_for_gate(opensips: RealOpenSips, value: int, what: str) -> None:
     raise AssertionError(f"timed out waiting for {what}")
 
 
+async def wait_for_owner(opensips: RealOpenSips, core: OpenSipsBackend, what: str) -> None:
+    """Until `$shv(ai_owner)` names this core (outcome-based; 30 s bound)."""
+    for _ in range(120):
+        if await shared_variable(opensips, "ai_owner") == core.gate.owner_id:
+            return
+        await asyncio.sleep(0.25)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
 NO_CORE = (503, "SIP/2.0 503 Service Unavailable (no core)", "5")
 
 
@@ -589,15 +598,10 @@ async def test_a_second_core_stopping_leaves_the_first_one_serving(
     try:
         leaves = await started(opensips, RecordingHandler())
         try:
-            assert await shared_variable(opensips, "ai_owner") == leaves.gate.owner_id
+            await wait_for_owner(opensips, leaves, "the gate opened by the second core")
         finally:
             await leaves.stop()
-        for _ in range(120):
-            if await shared_variable(opensips, "ai_owner") == stays.gate.owner_id:
-                break
-            await asyncio.sleep(0.25)
-        else:
-            raise AssertionError("timed out waiting for the gate reopened by the first core")
+        await wait_for_owner(opensips, stays, "the gate opened again by the first core")
         await wait_for_gate(opensips, 1, "the gate open again")
         assert stays.restarts == 0 and stays.ready
         key, ok = await answered(phone, opensips)
