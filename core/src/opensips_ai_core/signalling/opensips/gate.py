@@ -3,8 +3,9 @@
 core/opensips/opensips.cfg answers a new INVITE with `503 Service Unavailable (no
 core)` (`(draining)` while `$shv(ai_core)` is 2) and `Retry-After:
 $shv(ai_retry_after)` while `$shv(ai_core)` is not 1, instead
-of starting a B2B session that no core takes (the caller would hear only 100 Trying).
-Both shared variables start closed (0, 5 s) with each OpenSIPS run; the core sets them
+of starting a B2B session that no core takes (the caller would hear only 100 Trying);
+an OPTIONS probe gets the same 503 then, and 200 while the gate is open.
+The shared variables start closed (0, 5 s, lease 0) with each OpenSIPS run; the core sets them
 over MI `shv_set` (cfgutils):
 
 - open just before each `event_subscribe` (the first, each renewal, and after an
@@ -18,7 +19,7 @@ The gate is a lease: before opening it the core writes `$shv(ai_lease)` (seconds
 calls or drains; the script's `timer_route[ai_gate_lease, 1]` takes a second off it
 each second and, when it has run out, closes the gate itself (`ai_core` 0,
 Retry-After 5). So a core that dies without closing it (SIGKILL, a hang, cut off from
-MI) has its callers answered `503 (no core)` within the lease and two seconds, not
+MI) has its callers answered `503 (no core)` about the lease and two seconds on, not
 handed to nobody; a restarted core opens it again.
 
 While it believes the gate open the core reads it back at each poll (`shv_get`): a
