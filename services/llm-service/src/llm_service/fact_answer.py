@@ -26,7 +26,13 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from llm_service.engine import Message
-from llm_service.knowledge import SentenceEncoder, asked_with_facts
+from llm_service.knowledge import (
+    FactList,
+    SentenceEncoder,
+    asked_with_facts,
+    line_scores,
+    question_handicap,
+)
 
 log = logging.getLogger(__name__)
 
@@ -47,11 +53,13 @@ class FactAnswerer:
         self.encoder = encoder
         self.min_score = min_score
         self.margin = margin
+        # A question counts when LLM_FACT_QUESTION_MIN_SCORE like the turn (knowledge.py).
+        self.question_handicap = question_handicap(min_score)
 
-    def scores(self, facts: tuple[str, ...], turn: str) -> list[float]:
-        """Each fact line's similarity to `turn`."""
-        vectors = self.encoder.encode_fixed(facts)
-        return [float(s) for s in (self.encoder.encode_turn(turn) @ vectors.T)[0].tolist()]
+    def scores(self, facts: FactList, turn: str) -> list[float]:
+        """Each fact's similarity to `turn`: the best over its line and its questions."""
+        return line_scores(self.encoder, facts, self.encoder.encode_turn(turn),
+                           self.question_handicap)
 
     def answer(self, messages: Sequence[Message]) -> FactAnswer | None:
         """The fact line that answers the caller's last turn, or None: the model answers."""
@@ -59,7 +67,7 @@ class FactAnswerer:
         if asked is None:
             return None
         turn, parsed = asked
-        scores = self.scores(parsed.facts, turn)
+        scores = self.scores(parsed, turn)
         ranked = sorted(range(len(scores)), key=lambda i: scores[i], reverse=True)
         best = scores[ranked[0]]
         runner_up = scores[ranked[1]] if len(ranked) > 1 else -1.0
