@@ -36,7 +36,7 @@ from pydantic import Field, field_validator
 from pydantic_settings import SettingsConfigDict
 
 from llm_service.engine import Message
-from llm_service.settings import SERVICE_NAME
+from llm_service.settings import SERVICE_NAME, LlmSettings
 from voice_common.config import ProcessSettings, load_settings
 
 log = logging.getLogger(__name__)
@@ -238,12 +238,17 @@ class FactSelector:
         self.encoder = encoder
         self.top_k = top_k
         self.min_score = min_score
+        # Questions count as for the fact answers (LLM_FACT_QUESTION_MIN_SCORE).
+        self.question_handicap = question_handicap(
+            load_settings(LlmSettings).fact_answer_min_score)
 
     def scores(self, facts: FactList, turns: list[str]) -> list[float]:
         """Each fact's relevance: its similarity to the last turn, or the one before, weaker."""
-        best = line_scores(self.encoder, facts, self.encoder.encode_turn(turns[-1]))
+        best = line_scores(self.encoder, facts, self.encoder.encode_turn(turns[-1]),
+                           self.question_handicap)
         if len(turns) >= 2:
-            before = line_scores(self.encoder, facts, self.encoder.encode([turns[-2]]))
+            before = line_scores(self.encoder, facts, self.encoder.encode([turns[-2]]),
+                                 self.question_handicap)
             best = [max(s, PREVIOUS_TURN_WEIGHT * p) for s, p in zip(best, before, strict=True)]
         return best
 
