@@ -1,5 +1,6 @@
 """The bot's knowledge as an FAQ: example questions under its lines, its own small-talk
-lines, and questions it declines on its refusal line (core/bot.toml, knowledge.py).
+lines, questions it declines on its refusal line (core/bot.toml, knowledge.py), and its
+last line again when asked (off_topic.py).
 
 Every utterance here is new: none is an evaluation set's own phrase, nor one of the
 knowledge's "Q:" lines. The real embedding model (all-MiniLM-L6-v2 from
@@ -28,7 +29,7 @@ from llm_service.knowledge import (
     load_selector,
     split_facts,
 )
-from llm_service.off_topic import OffTopicGate
+from llm_service.off_topic import REPEAT_FINISH_REASON, OffTopicGate
 from llm_service.settings import LlmSettings
 from llm_service.tool_router import ToolRouter
 from opensips_ai_core.pipeline.tools import offered_tools
@@ -136,6 +137,29 @@ def test_the_model_never_sees_the_questions(encoder: SentenceEncoder) -> None:
     assert out[0].content == "Be brief.\n\nFacts:\n- We open at 9."
 
 
+@pytest.mark.parametrize("text", ["What did you just say?", "Say again?"])
+def test_asked_to_say_it_again_the_bot_repeats_its_last_line(answerer: FactAnswerer,
+                                                             gate: OffTopicGate, text: str):
+    said = CARD
+    messages = [*turn("I've misplaced my card."), Message("assistant", said),
+                Message("user", text)]
+    assert answerer.answer(messages) is None  # no line takes it first
+    assert gate.repeat(messages) == said
+    assert gate.repeat(turn(text)) == BOT.greeting  # the greeting is a line too
+
+
+@pytest.mark.parametrize("text", ["Sorry, I have another question.", "Hours of business?",
+                                  "I'm sorry, I lost my card."])
+def test_a_turn_that_is_no_request_to_repeat_is_not_answered_with_the_last_line(
+        gate: OffTopicGate, text: str):
+    assert gate.repeat(turn(text)) is None
+
+
+def test_repeat_needs_a_line_of_the_bots_and_a_callers_turn(gate: OffTopicGate):
+    assert gate.repeat([Message("system", SYSTEM), Message("user", "Say again?")]) is None
+    assert gate.repeat([*turn("Say again?"), Message("tool", "{}", "call_1")]) is None
+
+
 @pytest.mark.parametrize(("text", "tool"), [
     ("I'd like to talk to one of your employees.", "transfer"),
     ("Can I be put through to a colleague of yours?", "transfer"),
@@ -165,6 +189,19 @@ def questions_off(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     knowledge_settings.cache_clear()
 
 
+@pytest.fixture
+def repeat_off(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    monkeypatch.setenv("LLM_REPEAT_MIN_SCORE", "off")
+    knowledge_settings.cache_clear()
+    yield
+    monkeypatch.delenv("LLM_REPEAT_MIN_SCORE")
+    knowledge_settings.cache_clear()
+
+
+def test_with_repeat_off_the_model_answers(gate: OffTopicGate, repeat_off: None) -> None:
+    assert gate.repeat(turn("What did you just say?")) is None
+
+
 def test_with_the_questions_off_only_the_lines_count(encoder: SentenceEncoder,
                                                      questions_off: None) -> None:
     settings = LlmSettings(_env_file=None)
@@ -173,15 +210,19 @@ def test_with_the_questions_off_only_the_lines_count(encoder: SentenceEncoder,
     assert off.answer(turn("Hey there!")) is None  # like a greeting question, not the line
 
 
+@pytest.mark.parametrize("name", ["LLM_FACT_QUESTION_MIN_SCORE", "LLM_REPEAT_MIN_SCORE"])
 @pytest.mark.parametrize(("value", "expected"), [("off", 0.0), ("0", 0.0), ("0.7", 0.7)])
-def test_the_setting_reads_off_as_zero(monkeypatch, value, expected):
-    monkeypatch.setenv("LLM_FACT_QUESTION_MIN_SCORE", value)
-    assert KnowledgeSettings(_env_file=None).fact_question_min_score == expected
+def test_the_settings_read_off_as_zero(monkeypatch, name, value, expected):
+    monkeypatch.setenv(name, value)
+    settings = KnowledgeSettings(_env_file=None)
+    field = name.removeprefix("LLM_").lower()
+    assert getattr(settings, field) == expected
 
 
+@pytest.mark.parametrize("name", ["LLM_FACT_QUESTION_MIN_SCORE", "LLM_REPEAT_MIN_SCORE"])
 @pytest.mark.parametrize("value", ["1.5", "-0.1", "often"])
-def test_the_setting_refuses_what_is_not_a_score(monkeypatch, value):
-    monkeypatch.setenv("LLM_FACT_QUESTION_MIN_SCORE", value)
+def test_the_settings_refuse_what_is_not_a_score(monkeypatch, name, value):
+    monkeypatch.setenv(name, value)
     with pytest.raises(ValidationError):
         KnowledgeSettings(_env_file=None)
 
@@ -210,3 +251,12 @@ def test_the_service_says_the_bots_line(model_server: LlmServer, text: str, expe
     assert reply.text == expected and not reply.calls
     assert reply.done.finish_reason in (FINISH_REASON, "off_topic")
     assert reply.done.prompt_tokens == 0 and reply.done.completion_tokens == 0
+
+
+@needs_encoder
+def test_the_service_says_its_last_line_again(model_server: LlmServer):
+    reply = bank_bot.ask(model_server, "What did you just say?", tools=True, call_id="faq-test")
+    assert reply.text == BOT.greeting and not reply.calls
+    assert reply.done.finish_reason == REPEAT_FINISH_REASON
+    assert reply.done.completion_tokens == 0
+    assert "repeat (faq-test): the bot's last line again" in model_server.proc.output()

@@ -147,8 +147,12 @@ class KnowledgeSettings(ProcessSettings):
     # the fact answers and the off-topic gate; calibrated on the evaluation sets
     # (docs/architecture.md). 0 or "off": the questions are not used.
     fact_question_min_score: float = Field(0.6, ge=0.0, le=1.0)
+    # A caller's turn at least this like asking the bot to say it again ("pardon?", "what
+    # did you say?"; off_topic.REPEAT_REQUESTS) gets the bot's last line again, as is
+    # (off_topic.py); calibrated on the evaluation sets. 0 or "off": the model answers.
+    repeat_min_score: float = Field(0.55, ge=0.0, le=1.0)
 
-    @field_validator("fact_question_min_score", mode="before")
+    @field_validator("fact_question_min_score", "repeat_min_score", mode="before")
     @classmethod
     def _off_is_zero(cls, value: object) -> object:
         if isinstance(value, str) and value.strip().lower() in ("off", "false", "no"):
