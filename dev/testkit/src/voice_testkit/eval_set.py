@@ -3,7 +3,8 @@
 Shared by scripts/bench/conversation.py and the LLM tests. conversation.toml (45
 utterances) calibrated the LLM service's thresholds; conversation-heldout.toml was
 written afterwards, before anything was scored on it, to check them;
-conversation-heldout2.toml likewise for the off-topic refusal. Scoring: a reply
+conversation-heldout2.toml likewise for the off-topic refusal, and
+conversation-heldout3.toml for the example questions and small-talk replies. Scoring: a reply
 "carries" the expected fact when every group of alternatives has one in it, as whole
 words; a refusal is the bot declining ("I can't help with that here") instead of
 making something up.
@@ -23,7 +24,10 @@ EVAL_SET = ROOT / "tests" / "data" / "eval" / "conversation.toml"
 HELDOUT_SET = ROOT / "tests" / "data" / "eval" / "conversation-heldout.toml"
 # A second one, written before the off-topic refusal was calibrated (on the two above).
 HELDOUT2_SET = ROOT / "tests" / "data" / "eval" / "conversation-heldout2.toml"
-EVAL_SETS = {"calibration": EVAL_SET, "heldout": HELDOUT_SET, "heldout2": HELDOUT2_SET}
+# A third, written before the example questions and small-talk replies: the honest check.
+HELDOUT3_SET = ROOT / "tests" / "data" / "eval" / "conversation-heldout3.toml"
+EVAL_SETS = {"calibration": EVAL_SET, "heldout": HELDOUT_SET, "heldout2": HELDOUT2_SET,
+             "heldout3": HELDOUT3_SET}
 # "I can't help with that here", "I'm unable to assist with tax returns", "I'm not able to
 # book a table", "sorry, I didn't catch that": the bot declines rather than makes it up.
 REFUSAL = re.compile(

@@ -10,6 +10,7 @@ import grpc
 
 from llm_service import warm
 from llm_service.engine import LanguageModel
+from llm_service.knowledge import knowledge_settings
 from llm_service.scheduler import RoundRobinScheduler
 from llm_service.servicer import SERVICE_FULL_NAME, LanguageModelServicer
 from llm_service.settings import SERVICE_NAME, LlmSettings
@@ -34,6 +35,7 @@ def _queue_warm_generation(model: LanguageModel, scheduler: RoundRobinScheduler)
 
 def main() -> int:
     settings = load_settings(LlmSettings)
+    knowledge_settings()  # the knowledge's own LLM_* settings: a bad one exits 2 here
     kept = warm.take(settings)  # loaded by the development warm parent, if it did
     model = kept or LanguageModel(settings)
     scheduler = RoundRobinScheduler(model, settings.max_active, settings.max_queue)

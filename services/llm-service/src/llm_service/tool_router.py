@@ -46,9 +46,13 @@ EXAMPLES: dict[str, tuple[str, ...]] = {
         "I'd like to speak with someone", "could I talk with one of your colleagues",
         "please connect me with a customer service representative",
         "I want to speak to someone who works at the bank", "put me through to someone there",
+        # Staff, not "human": a person asked for by their job.
+        "connect me to a member of staff", "can I talk to an employee",
+        "is there someone I can talk to",
     ),
     "hang_up": (
         "that's all, goodbye", "thanks, bye", "goodbye", "that's everything, thank you, bye",
+        "bye now", "see you later", "thanks for your help, goodbye",
     ),
 }
 # What the bot says with a routed call (the model wrote no sentence of its own).
