@@ -256,10 +256,14 @@ def start_all(svcs: list[Service], logdir: Path, *, compose: bool = False) -> di
 
 
 def spawn(svc: Service, env: dict[str, str]) -> None:
+    # Its own process group in this session, as process-compose starts a process
+    # (Setpgid): with the kernel's autogroups, a session of its own would put it in a
+    # scheduling group of its own, where its nice value would not count against the
+    # others'.
     args = [sys.executable, "-m", "voice_common.launch", "--prefix", svc.prefix, svc.module]
     with open(svc.log, "wb") as out:
         svc.proc = subprocess.Popen(args, env=env, cwd=ROOT, stdout=out,
-                                    stderr=subprocess.STDOUT, start_new_session=True)
+                                    stderr=subprocess.STDOUT, process_group=0)
 
 
 def cpu_seconds(pid: int) -> float:

@@ -303,6 +303,34 @@ processes:
         wait_until(lambda: row()["is_ready"] == "Ready", 30, message="the second run's line")
 
 
+def test_a_process_has_its_own_group_in_the_runners_session(tmp_path: Path) -> None:
+    """process-compose v1.64.1 starts a process with Setpgid (src/command/stopper_unix.go):
+    its own process group, in process-compose's session. The kernel's autogroups make
+    one scheduling group per session, so only then do the processes' nice values weigh
+    against each other (the services start at nice 10 so that the LLM's start goes
+    first); in sessions of their own each had an equal share whatever its nice value."""
+    body = """
+processes:
+  one:
+    command: exec sleep 600
+  two:
+    command: exec sleep 600
+"""
+    with stack_up(tmp_path, body, wait=False) as runtime:
+        wait_until(lambda: all(p.state == "Running" and p.pid for p in
+                               processes(runtime).values()), 30, message="both running")
+        info = state.read(runtime)
+        assert info is not None
+
+        def group_and_session(pid: int) -> tuple[int, int]:
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+            return int(fields[2]), int(fields[3])
+
+        runner_session = group_and_session(info.supervisor_pid)[1]
+        for proc in info.processes.values():
+            assert group_and_session(proc.pid) == (proc.pid, runner_session), proc.name
+
+
 def test_restart_starts_an_ended_process_again(tmp_path: Path) -> None:
     """`process-compose process restart NAME` runs a process that has exited again
     (ProjectRunner.RestartProcess); so does the runner's `restart`."""

@@ -1,10 +1,10 @@
 # Over 400 lines: start, probe, restart and stop share every managed process's state.
 """Run a stack in the foreground: start in dependency order, probe, restart, stop cleanly.
 
-Each process runs as `bash -c COMMAND` in its own session (so its own process
-group), with its output appended to its log file. Stopping sends the configured
-signal to the whole group, waits `timeout_seconds`, then SIGKILLs the group, so
-nothing the command started survives it.
+Each process runs as `bash -c COMMAND` in its own process group (in the runner's
+session, as process-compose starts it), with its output appended to its log file.
+Stopping sends the configured signal to the whole group, waits `timeout_seconds`, then
+SIGKILLs the group, so nothing the command started survives it.
 
 Probes and restarts mean what they mean in process-compose v1.64.1 (its
 src/app/process.go and src/health/): one readiness and one liveness prober per process
@@ -153,7 +153,10 @@ class Supervisor:
             m.proc = await asyncio.create_subprocess_exec(
                 "bash", "-c", m.spec.command, cwd=m.cwd, env=m.env,
                 stdin=asyncio.subprocess.DEVNULL, stdout=out, stderr=asyncio.subprocess.STDOUT,
-                start_new_session=True,
+                # Its own process group in the runner's session, as process-compose's
+                # Setpgid: one session is one autogroup, so the processes' nice values
+                # weigh against each other (in sessions of their own they did not).
+                process_group=0,
             )
         m.info.pid = m.proc.pid
         m.info.started_at = time.time()
