@@ -93,7 +93,11 @@ def main() -> int:
         "and TTS start at nice 10 while the LLM starts at 0 (`<SVC>_START_NICE`). "
         f"Then (commit 44c9dc1): {PROBED}. Since then ASR, LLM and TTS are ready in "
         "process-compose when they log that they serve (`ready_log_line`), not at a "
-        "probe tick. "
+        "probe tick, and each process starts in its own process group in the "
+        "benchmark's session, as process-compose starts it (Setpgid): with the "
+        "kernel's autogroups a session of its own had made each process a scheduling "
+        "group of its own, where the start nice values (ASR and TTS 10, the LLM 0) "
+        "counted for nothing. "
         f"The LLM used {min(llm_cpu):.1f}-{max(llm_cpu):.1f} CPU-s by ready here.",
     ])
     print(body)
