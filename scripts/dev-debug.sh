@@ -29,9 +29,11 @@ print(row["pid"] if row and row["pid"] else "")' "$service")" || true
   [ -n "$pid" ] || die "$service is not running (scripts/dev-status.sh)"
   spy="$VENV/bin/py-spy"
   [ -x "$spy" ] || spy="$(command -v py-spy)" || die "py-spy not found: scripts/setup.sh installs it"
-  # The command may be a wrapper (bash, pyrun): dump every Python process in its group.
+  # The command may be a wrapper (bash, pyrun): dump every Python process in its process
+  # group (the supervisor's session holds the whole stack).
   status=0
-  for p in $(ps -o pid= -g "$pid" 2>/dev/null || echo "$pid"); do
+  members="$(ps -e -o pid= -o pgid= | awk -v g="$pid" '$2 == g { print $1 }')"
+  for p in ${members:-$pid}; do
     if ps -o comm= -p "$p" | grep -qi python; then
       echo "== $service: PID $p"
       "$spy" dump --pid "$p" || status=$?

@@ -17,8 +17,9 @@ from the logs and by polling /health every 20 ms. Last, the memory of the warm p
 the child and the spare (RSS, PSS and private, from /proc/PID/smaps_rollup), a second
 cold start now that the warm parents' import lists are cached, and a third in
 process-compose.yaml's order: each process spawned when its `depends_on` conditions
-hold, ready at its readiness probe's first success (initial delay, then every period),
-with the CPU seconds each had used by then. A subset of `--services`, `--no-cold` or
+hold, ready at the first line of its log containing its `ready_log_line` (ASR, LLM,
+TTS) or at its readiness probe's first success (initial delay, then every period: the
+core), with the CPU seconds each had used by then. A subset of `--services`, `--no-cold` or
 `--cold-only` are for profiling and write nothing.
 
 One save under the warm parent (voice_common.warm_parent), each step ending at a
@@ -195,18 +196,21 @@ def compose_env(name: str) -> dict[str, str]:
 
 @dataclass(frozen=True)
 class ComposeStart:
-    """How process-compose starts a process: after its dependencies' conditions hold,
-    then its readiness probe from `initial_delay` s on, every `period` s."""
+    """How process-compose starts a process: after its dependencies' conditions hold;
+    ready at the first line of its output containing `ready_line` when it has one,
+    else at its readiness probe's first success (from `initial_delay` s on, every
+    `period` s)."""
 
     depends_on: dict[str, str]  # process -> condition (process_started, process_healthy)
     initial_delay: float
     period: float
     path: str
+    ready_line: str | None = None
 
 
 def compose_starts(svcs: list[Service]) -> dict[str, ComposeStart]:
-    """process-compose.yaml's start order and probes for `svcs` (dependencies on processes
-    the benchmark does not run, OpenSIPS, are left out)."""
+    """process-compose.yaml's start order and readiness for `svcs` (dependencies on
+    processes the benchmark does not run, OpenSIPS, are left out)."""
     import yaml
 
     spec = yaml.safe_load((ROOT / "process-compose.yaml").read_text())["processes"]
@@ -214,12 +218,16 @@ def compose_starts(svcs: list[Service]) -> dict[str, ComposeStart]:
     starts = {}
     for svc in svcs:
         process = spec[svc.name]
+        depends = {dep: item["condition"] for dep, item in
+                   (process.get("depends_on") or {}).items() if dep in names}
+        if process.get("ready_log_line"):
+            starts[svc.name] = ComposeStart(depends, 0.0, 0.0, "",
+                                            ready_line=process["ready_log_line"])
+            continue
         probe = process["readiness_probe"]
         starts[svc.name] = ComposeStart(
-            {dep: item["condition"] for dep, item in (process.get("depends_on") or {}).items()
-             if dep in names},
-            float(probe.get("initial_delay_seconds", 0)), float(probe.get("period_seconds", 10)),
-            probe["http_get"]["path"])
+            depends, float(probe.get("initial_delay_seconds", 0)),
+            float(probe.get("period_seconds", 10)), probe["http_get"]["path"])
     return starts
 
 
@@ -248,10 +256,14 @@ def start_all(svcs: list[Service], logdir: Path, *, compose: bool = False) -> di
 
 
 def spawn(svc: Service, env: dict[str, str]) -> None:
+    # Its own process group in this session, as process-compose starts a process
+    # (Setpgid): with the kernel's autogroups, a session of its own would put it in a
+    # scheduling group of its own, where its nice value would not count against the
+    # others'.
     args = [sys.executable, "-m", "voice_common.launch", "--prefix", svc.prefix, svc.module]
     with open(svc.log, "wb") as out:
         svc.proc = subprocess.Popen(args, env=env, cwd=ROOT, stdout=out,
-                                    stderr=subprocess.STDOUT, start_new_session=True)
+                                    stderr=subprocess.STDOUT, process_group=0)
 
 
 def cpu_seconds(pid: int) -> float:
@@ -275,8 +287,9 @@ CPU_AT_READY: dict[str, float] = {}  # service -> CPU seconds it used until read
 
 def compose_start(svcs: list[Service], envs: dict[str, dict[str, str]],
                   timeout: float = 600) -> dict[str, float]:
-    """Spawn each service when its dependencies' conditions hold, probe it as
-    process-compose would; seconds from the start to each one's readiness."""
+    """Spawn each service when its dependencies' conditions hold, find it ready as
+    process-compose would (its log line, or its probe's first success); seconds from the
+    start to each one's readiness."""
     starts = compose_starts(svcs)
     began = time.monotonic()
     spawned: dict[str, float] = {}
@@ -299,7 +312,13 @@ def compose_start(svcs: list[Service], envs: dict[str, dict[str, str]],
                 if svc.proc.poll() is not None:
                     raise RuntimeError(f"{svc.name} exited with {svc.proc.returncode}; "
                                        f"see {svc.log}")
-                if now >= next_probe[svc.name]:
+                if start.ready_line is not None:
+                    # process-compose reads the output pipe; the log file holds the same.
+                    if logged(svc.log, (start.ready_line,), 0):
+                        ready[svc.name] = time.monotonic() - began
+                        with contextlib.suppress(OSError):
+                            CPU_AT_READY[svc.name] = cpu_seconds(svc.proc.pid)
+                elif now >= next_probe[svc.name]:
                     if svc.healthy(start.path):
                         ready[svc.name] = time.monotonic() - began
                         with contextlib.suppress(OSError):

@@ -42,6 +42,8 @@ def test_serving_only_after_warmup(logdir):
             message="first health answer")
         assert status == "NOT_SERVING", proc.output()
         assert health_status(target, "voiceai.asr.v1.Recognizer") == "NOT_SERVING"
+        # process-compose.yaml's ready_log_line: no line says SERVING before it serves.
+        assert "SERVING (warm-up" not in proc.output()
         warmed.touch()
         wait_serving(target, proc, timeout=30)
         assert health_status(target, "voiceai.asr.v1.Recognizer") == "SERVING"

@@ -46,7 +46,7 @@ processes:
         port: "{health}"
         path: /health
         scheme: http
-{real_readiness_timing("asr")}    shutdown:
+{real_readiness_timing("core")}    shutdown:
       signal: 15
       timeout_seconds: 15
 """)

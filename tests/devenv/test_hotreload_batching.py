@@ -123,3 +123,21 @@ async def test_a_save_before_the_watcher_was_set_up_is_not_lost(tmp_path: Path) 
     changes = await asyncio.wait_for(
         wait_for_change([str(tmp_path)], Batching(0.1, 2.0), since=since - 1), 30)
     assert {os.path.basename(path) for _, path in changes} == {"saved_meanwhile.py"}
+
+
+async def test_a_dependency_file_saved_before_the_watcher_was_set_up_is_not_lost(
+        tmp_path: Path) -> None:
+    # A checkout-level dependency file is polled, not watched: its first poll takes the
+    # file as it is then, so a save after `since` (the last batch) and before the child's
+    # watcher existed must come from the scan of `since`, as a source file's does.
+    watched, lock, old = tmp_path / "src", tmp_path / "constraints.txt", tmp_path / "uv.lock"
+    watched.mkdir()
+    since = time.time()
+    old.write_text("unchanged\n")
+    os.utime(old, (since - 10, since - 10))
+    lock.write_text("numpy==2\n")  # saved while the child was starting
+    changes = await asyncio.wait_for(
+        wait_for_change([str(watched)], Batching(0.1, 2.0), files=[str(lock), str(old)],
+                        since=since - 1), 30)
+    assert {path for _, path in changes} == {str(lock)}
+    assert needed(changes, {}) == RESTART

@@ -249,6 +249,88 @@ processes:
         assert rows()["slow"]["is_ready"] == "Ready"
 
 
+def test_ready_log_line_makes_a_run_ready_at_its_line(tmp_path: Path) -> None:
+    """process-compose v1.64.1 (src/app/process.go, handleOutput): with `ready_log_line`
+    the first output line that contains it sets the health Ready while it is unknown; a
+    restart sets it back to unknown (onStateChange), so each run must log it again. A
+    liveness probe makes has_ready_probe true, so `await` waits for that line."""
+    (tmp_path / "svc.sh").write_text(
+        "n=$(cat {tmp}/runs 2>/dev/null || echo 0); n=$((n + 1)); echo $n > {tmp}/runs\n"
+        "echo \"run $n: svc listening (NOT_SERVING until warm-up ends)\"\n"
+        "while [ ! -f {tmp}/go$n ]; do sleep 0.05; done\n"
+        "echo \"run $n: svc SERVING (warm-up 1 ms)\"\n"
+        "while [ ! -f {tmp}/end$n ]; do sleep 0.05; done\n".replace("{tmp}", str(tmp_path)))
+    body = """
+processes:
+  svc:
+    command: exec bash {tmp}/svc.sh
+    ready_log_line: "svc SERVING (warm-up"
+    liveness_probe:
+      exec:
+        command: "true"
+      initial_delay_seconds: 20
+      period_seconds: 15
+    availability:
+      restart: always
+"""
+    with stack_up(tmp_path, body, wait=False, backoff_floor=0) as runtime:
+        stack = tmp_path / "stack.yaml"
+
+        def row() -> dict:
+            out = devstack(runtime, stack, "list", "-o", "json", "--runner", "devstack")
+            return {r["name"]: r for r in json.loads(out.stdout)}["svc"]
+
+        def run_is(n: int) -> bool:
+            runs = tmp_path / "runs"
+            return runs.exists() and runs.read_text().strip() == str(n) and row()[
+                "status"] == "Running"
+
+        wait_until(lambda: run_is(1), 30, message="the first run")
+        assert (row()["is_ready"], row()["has_ready_probe"]) == ("-", True)
+        waited = devstack(runtime, stack, "await", "--timeout", "2", "--runner", "devstack")
+        assert waited.returncode == 1 and "svc (health is Unknown)" in waited.stderr
+        (tmp_path / "go1").touch()
+        assert devstack(runtime, stack, "await", "--timeout", "30", "--runner",
+                        "devstack").returncode == 0
+        assert row()["is_ready"] == "Ready"
+        # The run ends (exit 0) and `always` starts the next one: unknown again, though
+        # the first run's line is still in the log.
+        (tmp_path / "end1").touch()
+        wait_until(lambda: run_is(2), 30, message="the second run")
+        assert (row()["is_ready"], row()["restarts"]) == ("-", 1)
+        assert "run 1: svc SERVING" in (runtime / "logs" / "svc.log").read_text()
+        (tmp_path / "go2").touch()
+        wait_until(lambda: row()["is_ready"] == "Ready", 30, message="the second run's line")
+
+
+def test_a_process_has_its_own_group_in_the_runners_session(tmp_path: Path) -> None:
+    """process-compose v1.64.1 starts a process with Setpgid (src/command/stopper_unix.go):
+    its own process group, in process-compose's session. The kernel's autogroups make
+    one scheduling group per session, so only then do the processes' nice values weigh
+    against each other (the services start at nice 10 so that the LLM's start goes
+    first); in sessions of their own each had an equal share whatever its nice value."""
+    body = """
+processes:
+  one:
+    command: exec sleep 600
+  two:
+    command: exec sleep 600
+"""
+    with stack_up(tmp_path, body, wait=False) as runtime:
+        wait_until(lambda: all(p.state == "Running" and p.pid for p in
+                               processes(runtime).values()), 30, message="both running")
+        info = state.read(runtime)
+        assert info is not None
+
+        def group_and_session(pid: int) -> tuple[int, int]:
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+            return int(fields[2]), int(fields[3])
+
+        runner_session = group_and_session(info.supervisor_pid)[1]
+        for proc in info.processes.values():
+            assert group_and_session(proc.pid) == (proc.pid, runner_session), proc.name
+
+
 def test_restart_starts_an_ended_process_again(tmp_path: Path) -> None:
     """`process-compose process restart NAME` runs a process that has exited again
     (ProjectRunner.RestartProcess); so does the runner's `restart`."""

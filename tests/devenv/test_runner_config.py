@@ -97,6 +97,19 @@ processes:
     assert out.read_text() == "outer=from-runner inner= escaped=from-process\n"
 
 
+def test_ready_log_line_is_accepted_but_not_with_a_readiness_probe() -> None:
+    project = parse('    ready_log_line: "one SERVING"')
+    assert project.processes["one"].ready_log_line == "one SERVING"
+    assert config.health_probe(project.processes["one"]) == ("liveness", None)
+    # process-compose refuses both at once (src/loader/validators.go), in these words.
+    with pytest.raises(config.ConfigError, match="'ready_log_line' and readiness probe "
+                                                 "defined in 'one' are incompatible"):
+        parse('    ready_log_line: "one SERVING"\n    readiness_probe:\n      exec:\n'
+              '        command: "true"')
+    with pytest.raises(config.ConfigError, match="ready_log_line"):
+        parse('    ready_log_line: ""')
+
+
 def test_up_refuses_an_unknown_key_and_starts_nothing(tmp_path: Path) -> None:
     stack = tmp_path / "bad.yaml"
     stack.write_text(MINIMAL.format(extra="    watch:\n      paths: [src]"))

@@ -1,12 +1,14 @@
 """A service that takes 30 s to load comes up under process-compose.yaml's own readiness
-settings, and so does what waits for it.
+probe settings, and so does what waits for it.
 
 Under process-compose the readiness probe's failure_threshold-th failure in a row stops
 the process for good and skips its dependents (the runner does the same; see
 test_runner_behaviour.py). With the old settings (1 s period, 3 failures) the LLM was
 stopped 3 s into loading its model. Here an echo service warms up for 30 s (a real
-model on a busy 2-core machine: 20-30 s), probed with the LLM's readiness timing read
-from process-compose.yaml, and a dependent waits for it with `process_healthy`.
+model on a busy 2-core machine: 20-30 s), probed with the readiness timing that
+process-compose.yaml gives its probed processes (the core's; ASR, LLM and TTS are ready
+by their log line, which has no failure count at all), and a dependent waits for it
+with `process_healthy`.
 """
 
 from __future__ import annotations
@@ -47,7 +49,7 @@ def service(name: str, *, warmup: float, depends: str | None) -> tuple[str, int]
         port: "{health}"
         path: /health
         scheme: http
-{real_readiness_timing("llm")}    availability:
+{real_readiness_timing("core")}    availability:
       restart: always
       backoff_seconds: 0
     shutdown:

@@ -178,6 +178,64 @@ def test_a_dependency_change_exits_for_a_full_restart(service: Service) -> None:
     assert "a dependency file changed: exiting for a full restart" in service.proc.output()
 
 
+WARM_WAITING = '''
+import gc
+import os
+import time
+
+LOADED_BY = None
+PARENT_COLLECTS = None
+
+
+def preload() -> None:
+    global LOADED_BY, PARENT_COLLECTS
+    LOADED_BY = os.getpid()
+    PARENT_COLLECTS = gc.isenabled()
+    # Holds the parent until the test says go: the child's watcher does not exist yet.
+    open(os.environ["RELOAD_TEST_GO"] + ".waiting", "w").close()
+    while not os.path.exists(os.environ["RELOAD_TEST_GO"]):
+        time.sleep(0.05)
+'''
+
+
+def test_a_dependency_file_saved_while_the_child_starts_still_restarts(
+        tmp_path: Path, logdir: Path) -> None:
+    """A checkout-level dependency file (constraints.txt) saved after the warm parent
+    started and before its child's watcher existed (here: during the parent's preload)
+    still ends the process for a full restart, and the log says so. (Its poll took the
+    saved file as the starting point, so the save was missed and the child served.)"""
+    root = tmp_path / "checkout"
+    src = root / "src" / "reloadpkg"
+    src.mkdir(parents=True)
+    (src / "__init__.py").write_text("")
+    (src / "__main__.py").write_text(SERVICE)
+    (src / "warm.py").write_text(WARM_WAITING)
+    (src / "version.py").write_text("VALUE = 1\n")
+    site = tmp_path / "site"
+    site.mkdir()
+    (site / "extra_dep.py").write_text("")
+    constraints, go = root / "constraints.txt", tmp_path / "go"
+    constraints.write_text("numpy==1\n")
+    os.utime(constraints, (1, 1))  # long before the parent started
+    env = base_env(
+        ECHO_PORT=str(free_port()), DEVELOPMENT_MODE="1", ECHO_HOT_RELOAD="1",
+        ECHO_WATCH_PATHS=str(root / "src"), ECHO_CRASH_BACKOFF_S="0",
+        HOT_RELOAD_QUIET_MS="100", VOICE_REPO_ROOT=str(root),
+        VOICE_CACHE_DIR=str(tmp_path / "cache"), RELOAD_TEST_GO=str(go),
+        PYTHONPATH=os.pathsep.join([str(root / "src"), str(site),
+                                    os.environ.get("PYTHONPATH", "")]),
+    )
+    args = python_module("voice_common.launch", "--prefix", "ECHO", "reloadpkg")
+    with running(args, env, logdir / "warm.log") as proc:
+        wait_until(lambda: (tmp_path / "go.waiting").exists() or proc.popen.poll() is not None,
+                   60, message="the warm parent in its preload")
+        assert proc.popen.poll() is None, proc.output()
+        constraints.write_text("numpy==2\n")
+        go.touch()
+        assert proc.wait(60) == 0, proc.output()
+        assert "a dependency file changed: exiting for a full restart" in proc.output()
+
+
 def test_sigterm_to_the_parent_drains_the_child_and_leaves_nothing(service: Service) -> None:
     (child,) = service.children()
     port = int(service.target.rsplit(":", 1)[1])

@@ -32,10 +32,12 @@ class FixtureStack:
         return env
 
 
-def real_readiness_timing(process: str = "llm") -> str:
+def real_readiness_timing(process: str = "core") -> str:
     """process-compose.yaml's readiness timing for `process` (initial delay, period,
     timeout, thresholds), as YAML lines for a fixture probe: the fixture stacks are
-    probed as the real one is, so a setting that would abort a slow start shows here."""
+    probed as the real one is, so a setting that would abort a slow start shows here.
+    (ASR, LLM and TTS are ready by their log line there, without a probe; the core's
+    probe has the timing theirs had.)"""
     probe = yaml.safe_load((ROOT / "process-compose.yaml").read_text())[
         "processes"][process]["readiness_probe"]
     keys = ("initial_delay_seconds", "period_seconds", "timeout_seconds",

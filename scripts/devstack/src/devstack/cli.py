@@ -98,10 +98,11 @@ _ADDRESS = re.compile(r"(?:127\.0\.0\.1|localhost):(\d{1,5})\b")
 
 
 def busy_probe_ports(project: config.Project) -> list[str]:
-    """Ports the readiness probes will ask that something already answers on."""
+    """Ports the health probes will ask that something already answers on (the readiness
+    probe's, else, for a process made ready by its log, the liveness probe's)."""
     busy = []
     for name, spec in project.processes.items():
-        probe = spec.readiness_probe
+        kind, probe = config.health_probe(spec)
         if spec.disabled or probe is None:
             continue
         if probe.http_get is not None:
@@ -113,7 +114,7 @@ def busy_probe_ports(project: config.Project) -> list[str]:
             with socket.socket() as sock:
                 sock.settimeout(0.5)
                 if sock.connect_ex(("127.0.0.1", port)) == 0:
-                    busy.append(f"127.0.0.1:{port} ({name}'s readiness probe)")
+                    busy.append(f"127.0.0.1:{port} ({name}'s {kind} probe)")
     return busy
 
 

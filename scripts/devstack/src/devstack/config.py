@@ -105,6 +105,8 @@ class Process(_Strict):
     disabled: bool = False
     depends_on: dict[str, Dependency] = Field(default_factory=dict)
     readiness_probe: Probe | None = None
+    # process-compose's: Ready at the first output line that contains it (per run).
+    ready_log_line: str | None = Field(None, min_length=1)
     liveness_probe: Probe | None = None
     availability: RestartPolicy = RestartPolicy()
     shutdown: Shutdown = Shutdown()
@@ -203,6 +205,10 @@ def parse(text: str, source: str = "<stack>", env: Mapping[str, str] | None = No
         raise ConfigError(f"{source}: {_format(err)}") from None
     for name, process in project.processes.items():
         object.__setattr__(process, "name", name)
+        if process.readiness_probe is not None and process.ready_log_line is not None:
+            # process-compose's own words (src/loader/validators.go).
+            raise ConfigError(f"{source}: 'ready_log_line' and readiness probe defined in "
+                              f"'{name}' are incompatible")
         for dep, spec in process.depends_on.items():
             if dep not in project.processes:
                 raise ConfigError(f"{source}: processes.{name}.depends_on: no process {dep!r}")
@@ -212,6 +218,14 @@ def parse(text: str, source: str = "<stack>", env: Mapping[str, str] | None = No
                                   f"process_healthy needs a readiness_probe on {dep!r}")
     start_order(project)  # refuses cycles early
     return project
+
+
+def health_probe(spec: Process) -> tuple[str, Probe | None]:
+    """The probe that tells whether the process answers now: its readiness probe, else
+    its liveness probe (a process made ready by `ready_log_line` has no readiness probe)."""
+    if spec.readiness_probe is not None:
+        return "readiness", spec.readiness_probe
+    return "liveness", spec.liveness_probe
 
 
 def load(path: Path, env: Mapping[str, str] | None = None) -> Project:

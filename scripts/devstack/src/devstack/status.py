@@ -1,6 +1,7 @@
 """dev-status's view of a stack, whichever runner runs it: per process its state (with
 "Waiting" for a service that waits for a fixed source file), PID, health (its readiness
-probe run now), the ports its process group really has bound, uptime and restarts."""
+probe run now, else its liveness probe), the ports its process group really has bound,
+uptime and restarts."""
 
 from __future__ import annotations
 
@@ -69,14 +70,17 @@ def declared_ports(spec: config.Process | None) -> set[int]:
             if k.endswith("_PORT") and v.isdigit()}
 
 
-async def health(project: config.Project, path: Path, names: list[str]) -> dict[str, str]:
-    async def one(name: str) -> str:
+async def health(project: config.Project, path: Path, names: list[str]
+                 ) -> dict[str, tuple[bool, str]]:
+    """Per process: whether its health probe succeeds now, and what it said."""
+    async def one(name: str) -> tuple[bool, str]:
         spec = project.processes[name]
-        if spec.readiness_probe is None:
-            return "-"
-        ok, detail = await probes.check(spec.readiness_probe, config.working_dir(spec, path),
+        _kind, probe = config.health_probe(spec)
+        if probe is None:
+            return True, "-"
+        ok, detail = await probes.check(probe, config.working_dir(spec, path),
                                         config.process_env(project, spec, os.environ))
-        return detail if ok or detail else "failing"
+        return ok, detail if ok or detail else "failing"
 
     results = await asyncio.gather(*(one(n) for n in names))
     return dict(zip(names, results, strict=True))
@@ -92,7 +96,11 @@ def rows(project: config.Project, path: Path, listed: list[ps.Row], runtime_dir:
         name = row["name"]
         spec = project.processes.get(name)
         state, note = row["status"], row.get("message", "")
-        if state == "Running" and row.get("is_ready") != "Ready" and spec is not None:
+        answers, said = probed.get(name, (True, "-"))
+        # Not ready, or ready by its log line once and not answering now (a hot reload
+        # that stopped at a syntax error keeps a log-line readiness).
+        if state == "Running" and spec is not None and (row.get("is_ready") != "Ready"
+                                                        or not answers):
             log = config.log_path(spec, path, runtime_dir)
             why = waiting_for_fix(Path(row.get("log") or log))
             if why:
@@ -103,7 +111,7 @@ def rows(project: config.Project, path: Path, listed: list[ps.Row], runtime_dir:
         ports = [p for p in bound if int(p.split("/")[0]) in mine] or bound[:4]
         out.append({
             "name": name, "state": state, "pid": row.get("pid") or None,
-            "ready": row.get("is_ready") == "Ready", "health": probed.get(name, "-"),
+            "ready": row.get("is_ready") == "Ready", "health": said,
             "ports": " ".join(ports), "uptime": row.get("system_time", "-")
             if row["status"] == "Running" else "-",
             "restarts": row.get("restarts", 0), "exit_code": row.get("exit_code", 0),

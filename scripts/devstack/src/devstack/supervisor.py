@@ -1,17 +1,19 @@
 # Over 400 lines: start, probe, restart and stop share every managed process's state.
 """Run a stack in the foreground: start in dependency order, probe, restart, stop cleanly.
 
-Each process runs as `bash -c COMMAND` in its own session (so its own process
-group), with its output appended to its log file. Stopping sends the configured
-signal to the whole group, waits `timeout_seconds`, then SIGKILLs the group, so
-nothing the command started survives it.
+Each process runs as `bash -c COMMAND` in its own process group (in the runner's
+session, as process-compose starts it), with its output appended to its log file.
+Stopping sends the configured signal to the whole group, waits `timeout_seconds`, then
+SIGKILLs the group, so nothing the command started survives it.
 
 Probes and restarts mean what they mean in process-compose v1.64.1 (its
 src/app/process.go and src/health/): one readiness and one liveness prober per process
 for its whole life, across restarts; the readiness probe's `failure_threshold`-th
 failure in a row stops the process for good (no restart) and skips every process that
 waits for it with `process_healthy`; a liveness failure is only logged; a restart
-waits at least 1 s (`backoff_floor_s`).
+waits at least 1 s (`backoff_floor_s`). A process with `ready_log_line` instead becomes
+Ready at the first line of its output that contains it, once per run (its log file is
+read every LOG_LINE_POLL_S from where the run began; process-compose reads the pipe).
 """
 
 from __future__ import annotations
@@ -29,6 +31,9 @@ from devstack import config, probes, state
 from devstack.config import Process, Project
 
 log = logging.getLogger("devstack")
+
+# How often a run's log is read for its ready_log_line.
+LOG_LINE_POLL_S = 0.02
 
 
 def group_pids(pgid: int) -> list[int]:
@@ -70,6 +75,7 @@ class Managed:
     manual_restart: bool = False
     # The readiness probe reached failure_threshold: stopped, never restarted.
     aborted: bool = False
+    run_offset: int = 0  # where the current run's output begins in its log file
 
 
 class Supervisor:
@@ -143,10 +149,14 @@ class Supervisor:
     async def spawn(self, m: Managed) -> None:
         m.log_path.parent.mkdir(parents=True, exist_ok=True)
         with open(m.log_path, "ab") as out:  # noqa: ASYNC230 - opening is instant, no I/O wait
+            m.run_offset = out.tell()  # this run's output starts here
             m.proc = await asyncio.create_subprocess_exec(
                 "bash", "-c", m.spec.command, cwd=m.cwd, env=m.env,
                 stdin=asyncio.subprocess.DEVNULL, stdout=out, stderr=asyncio.subprocess.STDOUT,
-                start_new_session=True,
+                # Its own process group in the runner's session, as process-compose's
+                # Setpgid: one session is one autogroup, so the processes' nice values
+                # weigh against each other (in sessions of their own they did not).
+                process_group=0,
             )
         m.info.pid = m.proc.pid
         m.info.started_at = time.time()
@@ -193,6 +203,29 @@ class Supervisor:
                 await self.terminate(m)
                 return
             await asyncio.sleep(probe.period_seconds)
+
+    async def ready_by_log(self, m: Managed) -> None:
+        """process-compose's ready_log_line (src/app/process.go, handleOutput): the first
+        complete output line of this run that contains it makes the process Ready; it
+        stays Ready until the run ends (a restart sets its health back to unknown)."""
+        needle = m.spec.ready_log_line
+        assert needle is not None and m.proc is not None
+        proc, offset, pending = m.proc, m.run_offset, b""
+        while proc.returncode is None:
+            try:
+                with open(m.log_path, "rb") as handle:  # noqa: ASYNC230 - a local file
+                    handle.seek(offset)
+                    chunk = handle.read()
+            except OSError:
+                chunk = b""
+            offset += len(chunk)
+            *lines, pending = (pending + chunk).split(b"\n")
+            if any(needle in line.decode(errors="replace") for line in lines):
+                m.info.ready, m.info.health = True, "Ready"
+                log.info("%s: ready (logged %r)", m.spec.name, needle)
+                self.save()
+                return
+            await asyncio.sleep(LOG_LINE_POLL_S)
 
     async def liveness(self, m: Managed) -> None:
         """process-compose v1.64.1 only logs a liveness failure (it restarts nothing)."""
@@ -285,7 +318,12 @@ class Supervisor:
                 if m.spec.liveness_probe is not None:
                     probes_running.append(asyncio.create_task(self.liveness(m)))
             assert m.proc is not None
+            by_log = (asyncio.create_task(self.ready_by_log(m))
+                      if m.spec.ready_log_line is not None else None)
             code = await m.proc.wait()
+            if by_log is not None:
+                by_log.cancel()
+                await asyncio.gather(by_log, return_exceptions=True)
             kill_group(m.proc.pid, signal.SIGKILL)  # leftovers of a process that exited
             m.info.exit_code = code
             m.info.ready = False

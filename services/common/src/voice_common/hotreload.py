@@ -160,6 +160,16 @@ def changed_since(paths: Sequence[str], since: float) -> Changes:
     return found
 
 
+def saved_since(paths: Sequence[str], files: Sequence[str], since: float) -> Changes:
+    """Source files under `paths` and the polled `files` modified after `since`."""
+    found = changed_since(paths, since)
+    for path in files:
+        with contextlib.suppress(OSError):
+            if os.stat(path).st_mtime > since:
+                found.add((Change.modified, path))
+    return found
+
+
 def newest_mtime(changes: Changes) -> float:
     """The newest modification time among a batch's files (now when none is left)."""
     times = []
@@ -172,16 +182,18 @@ def newest_mtime(changes: Changes) -> float:
 async def wait_for_change(paths: Sequence[str], batching: Batching | None = None,
                           files: Sequence[str] = (), since: float | None = None) -> Changes:
     """Block until a batch of source changes under `paths` (or to one of `files`, polled
-    every FILE_POLL_S); return it (all of a burst). With `since`, files saved after that
-    moment and before the watcher was set up count too (saves while a process starts)."""
+    every FILE_POLL_S); return it (all of a burst). With `since`, files (sources and
+    polled ones) saved after that moment and before the watcher was set up count too
+    (saves while a process starts)."""
     batching = batching or Batching.from_env()
     loop = asyncio.get_running_loop()
     delivered: asyncio.Queue[tuple[float, Changes]] = asyncio.Queue()
 
     async def missed() -> None:
-        # The watcher is set up on the pump's first step; a save from then on is seen.
+        # The watcher is set up on the pump's first step, and the polled files' first
+        # state is taken then; a save from then on is seen by them, one before by this.
         await asyncio.sleep(ARM_S)
-        found = await asyncio.to_thread(changed_since, paths, since) if since else set()
+        found = await asyncio.to_thread(saved_since, paths, files, since) if since else set()
         if found:
             delivered.put_nowait((loop.time(), found))
 
