@@ -39,6 +39,7 @@ import datetime as dt
 import itertools
 import json
 import os
+import random
 import re
 import signal
 import sys
@@ -67,7 +68,8 @@ QUESTIONS = ["what is my balance", "what are your opening hours", "i lost my car
 # As in process-compose.yaml: the AI services yield the CPU to the core's media.
 SERVICE_NICE = 10
 TURN_LINE = re.compile(r"Turn timing \S+: (.*)")
-TRAILING_SILENCE_S = 0.5  # after each utterance: the caller's speech ends this much earlier
+TRAILING_SILENCE_S = 0.5  # silence the caller sends after each utterance
+SPEECH_LEVEL = 500  # a sample louder than this is speech (the TTS voice's own tail is not)
 WAIT_S = 90.0             # bound on any one wait (a turn, a greeting) of a loaded machine
 POLL_S = 0.2
 STAGES = ["asr_final", "llm_first_token", "tts_request", "tts_first_audio", "first_rtp"]
@@ -122,8 +124,11 @@ def caller_speech(stack: str) -> list[Said]:
         return [Said(q) for q in QUESTIONS]
     # Questions the bot knows, and ones it must refuse, in plain and varied words; not
     # the transfers or goodbyes (they end the call), nor hesitations (no reply is due).
-    return [Said(u.text, u.kind, u.expect) for u in load_eval_set()
+    said = [Said(u.text, u.kind, u.expect) for u in load_eval_set()
             if u.kind in ("fact", "refuse") and u.style in ("plain", "variant")]
+    # A fixed mix of topics, so that a few turns are not all about opening hours.
+    random.Random(11).shuffle(said)
+    return said
 
 
 # --- the core's account of a call -----------------------------------------------------------
@@ -210,7 +215,7 @@ async def call(view: CoreView, sip_port: int, script: list[tuple[Said, np.ndarra
             end = await rtp.wait_played()
             await view.bot_done(call_id, index)
             speech = rtp.speech_frames_after(end)
-            latency = ((speech[0].at - end + TRAILING_SILENCE_S) * 1000 if speech else None)
+            latency = ((speech[0].at - end + quiet_tail_s(pcm)) * 1000 if speech else None)
             turns.append(TurnOutcome(said, latency))
         transcript = await view.transcript(sip.call_id)
         replies = [t for t in transcript["turns"] if t["kind"] == "reply"]
@@ -226,6 +231,13 @@ async def call(view: CoreView, sip_port: int, script: list[tuple[Said, np.ndarra
         await sip.bye()
         await rtp.close()
         sip.close()
+
+
+def quiet_tail_s(pcm: np.ndarray) -> float:
+    """How long the utterance's audio goes on after its last loud sample: the end of the
+    caller's speech is that much before the last frame sent."""
+    loud = np.flatnonzero(np.abs(pcm.astype(np.int32)) > SPEECH_LEVEL)
+    return (len(pcm) - (int(loud[-1]) + 1 if loud.size else 0)) / 8000
 
 
 async def speech_audio(tts: str, said: list[Said]) -> list[np.ndarray]:
@@ -507,7 +519,8 @@ def report(args: argparse.Namespace, single: Level, timing_lines: list[dict[str,
         "RTP clock thread has SCHED_FIFO priority 10. Load average at the end "
         f"{load[0]:.1f} / {load[1]:.1f} / {load[2]:.1f}." + (f" {args.note}" if args.note else ""),
         "",
-        f"Turn latency at the caller through a SIP call (end of speech to first reply audio), "
+        f"Turn latency at the caller through a SIP call (the utterance's last loud sample to "
+        f"the first reply audio), "
         f"{len(latencies)} of {turns} turns: **p50 {pct(latencies, 50):.0f} ms, p95 "
         f"{pct(latencies, 95):.0f} ms** (target {target})"
         + ("" if demo else f"; replies right / honest / confidently wrong / lost: "
