@@ -42,6 +42,7 @@ import os
 import random
 import re
 import signal
+import statistics
 import sys
 import tempfile
 import time
@@ -122,13 +123,17 @@ def pct(values: list[float], q: float) -> float:
 def caller_speech(stack: str) -> list[Said]:
     if stack == "demo":
         return [Said(q) for q in QUESTIONS]
-    # Questions the bot knows, and ones it must refuse, in plain and varied words; not
+    # Questions the bot knows, ones it must refuse, and small talk (the LLM generates its
+    # reply), in plain and varied words; not
     # the transfers or goodbyes (they end the call), nor hesitations (no reply is due).
     said = [Said(u.text, u.kind, u.expect) for u in load_eval_set()
-            if u.kind in ("fact", "refuse") and u.style in ("plain", "variant")]
-    # A fixed mix of topics, so that a few turns are not all about opening hours.
+            if u.kind in ("fact", "refuse", "greet") and u.style in ("plain", "variant")]
+    # A fixed mix of topics, so that a few turns are not all about opening hours; the
+    # small talk second, so that each level has an LLM generation (a question is answered
+    # by a knowledge line or refused without one).
     random.Random(11).shuffle(said)
-    return said
+    said.sort(key=lambda s: s.kind != "greet")
+    return said[1:2] + said[:1] + said[2:]
 
 
 # --- the core's account of a call -----------------------------------------------------------
@@ -182,6 +187,23 @@ class CoreView:
             await asyncio.sleep(POLL_S / 2)
         raise RuntimeError(f"call {call_id}: turn {turns} not over within {WAIT_S:.0f} s")
 
+    async def reply(self, sip_call_id: str, call_id: str, after: int) -> list[dict[str, Any]]:
+        """The turns past the first `after` once the reply to the caller's utterance has
+        played out (Core.reply_settled: not a part cut off by the rest of the utterance)."""
+        deadline = time.monotonic() + WAIT_S
+        while time.monotonic() < deadline:
+            call = self.calls.get(call_id)
+            if call is not None and Core.turn_over(call, after + 1):
+                try:
+                    found = await asyncio.to_thread(self.core.transcript, sip_call_id)
+                except OSError:  # a busy core: ask again
+                    found = None
+                if found is not None and Core.reply_settled(found, after):
+                    turns: list[dict[str, Any]] = found["turns"][after:]
+                    return turns
+            await asyncio.sleep(POLL_S)
+        raise RuntimeError(f"call {call_id}: no reply after turn {after} within {WAIT_S:.0f} s")
+
 
 # --- the caller -----------------------------------------------------------------------------
 
@@ -204,26 +226,26 @@ def jitter_ms(rtp: RtpPeer) -> list[float]:
 
 async def call(view: CoreView, sip_port: int, script: list[tuple[Said, np.ndarray]]) \
         -> CallResult:
-    """One call: the greeting, then each utterance once the bot's previous turn is over."""
+    """One call: the greeting, then each utterance once the bot's reply to the previous one
+    has played out (an utterance heard as two parts is one turn of the caller's here)."""
     sip, rtp = await dial(sip_port)
     turns: list[TurnOutcome] = []
     try:
         call_id = (await view.transcript(sip.call_id))["call_id"]
         await view.bot_done(call_id, 1)  # the greeting
-        for index, (said, pcm) in enumerate(script, start=2):
+        ended = 1
+        for said, pcm in script:
             rtp.play(pcm)
             end = await rtp.wait_played()
-            await view.bot_done(call_id, index)
+            new = await view.reply(sip.call_id, call_id, ended)
+            ended += len(new)
             speech = rtp.speech_frames_after(end)
             latency = ((speech[0].at - end + quiet_tail_s(pcm)) * 1000 if speech else None)
-            turns.append(TurnOutcome(said, latency))
-        transcript = await view.transcript(sip.call_id)
-        replies = [t for t in transcript["turns"] if t["kind"] == "reply"]
-        for turn, entry in zip(turns, replies, strict=False):
-            turn.heard = entry.get("heard") or ""
-            turn.reply = entry.get("said") or ""
-            turn.outcome = entry.get("outcome") or ""
-            turn.stages = entry.get("stages_ms") or {}
+            last = new[-1]
+            turns.append(TurnOutcome(
+                said, latency, heard=" ".join(t["heard"] for t in new if t.get("heard")),
+                reply=last.get("said") or "" if last["kind"] == "reply" else "",
+                outcome=last.get("outcome") or "", stages=last.get("stages_ms") or {}))
         return CallResult(turns, jitter_ms(rtp))
     except (RuntimeError, OSError) as err:
         return CallResult(turns, jitter_ms(rtp), str(err))
@@ -240,9 +262,15 @@ def quiet_tail_s(pcm: np.ndarray) -> float:
     return (len(pcm) - (int(loud[-1]) + 1 if loud.size else 0)) / 8000
 
 
+# The TTS voice's own quiet ending of each utterance (s), for the report.
+VOICE_TAILS: list[float] = []
+
+
 async def speech_audio(tts: str, said: list[Said]) -> list[np.ndarray]:
     trailing = np.zeros(int(8000 * TRAILING_SILENCE_S), np.int16)
-    return [np.concatenate([await synthesize(tts, s.text), trailing]) for s in said]
+    audio = [np.concatenate([await synthesize(tts, s.text), trailing]) for s in said]
+    VOICE_TAILS.extend(quiet_tail_s(pcm) - TRAILING_SILENCE_S for pcm in audio)
+    return audio
 
 
 async def latency_run(running: Core, tts: str, said: list[Said], turns: int) -> CallResult:
@@ -524,7 +552,10 @@ def report(args: argparse.Namespace, single: Level, timing_lines: list[dict[str,
         f"{len(latencies)} of {turns} turns: **p50 {pct(latencies, 50):.0f} ms, p95 "
         f"{pct(latencies, 95):.0f} ms** (target {target})"
         + ("" if demo else f"; replies right / honest / confidently wrong / lost: "
-           f"{verdicts(single.turns)}") + ".",
+           f"{verdicts(single.turns)}") + ". The TTS voice ends each utterance with "
+        f"{statistics.fmean(VOICE_TAILS or [0]) * 1000:.0f} ms of its own quiet on average, "
+        "before the caller's 0.5 s of silence; runs before 2026-11-30 counted it as speech "
+        "(their latencies are that much lower).",
         "",
         "Per stage, from the end of the caller's speech as the core estimates it (ms):",
         "",
@@ -562,7 +593,7 @@ def write_stack_part(stack: str, body: str) -> Path:
              "Piper) with the evaluation set's questions; `--stack demo` the embedded demo "
              "engines with the demo's own questions. Each run replaces its own part.")
     text = "\n\n".join([intro, *(f"<!-- core:{name} -->\n{parts[name]}\n<!-- /core:{name} -->"
-                                 for name in STACK_NAMES if name in parts)])
+                                 for name in ("default", "demo") if name in parts)])
     return write_section("core", "Core: turn latency and capacity", text)
 
 

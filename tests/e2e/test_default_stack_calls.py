@@ -49,8 +49,9 @@ def default_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Ai
 
 
 def turn_over(running: Core, sip_call_id: str, turns: int) -> dict | None:
-    """The call's transcript once `turns` of its turns ended and its audio played out
-    (None before, or while the busy core's HTTP API does not answer)."""
+    """The call's transcript once `turns` of its turns ended, the last not cut off by the
+    rest of the caller's utterance, and its audio played out (None before, or while the
+    busy core's HTTP API does not answer)."""
     try:
         transcript = running.transcript(sip_call_id)
         if transcript is None:
@@ -59,7 +60,8 @@ def turn_over(running: Core, sip_call_id: str, turns: int) -> dict | None:
                     None)
         if call is None or not Core.turn_over(call, turns):
             return None
-        return running.transcript(sip_call_id)
+        transcript = running.transcript(sip_call_id)
+        return transcript if transcript and Core.reply_settled(transcript, turns - 1) else None
     except OSError:
         return None
 
@@ -104,7 +106,7 @@ def test_two_simultaneous_calls_each_get_their_reply(
     for (text, expect), (transcript, heard_reply) in zip(QUESTIONS, results, strict=True):
         replies = [t for t in transcript["turns"] if t["kind"] == "reply"]
         assert replies, (text, transcript, log)
-        reply = replies[0]
+        reply = replies[-1]
         assert reply["outcome"] == "done" and reply["heard"] and reply["said"], (text, reply)
         assert heard_reply, (text, reply)
         if expect is not None:

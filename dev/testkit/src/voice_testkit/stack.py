@@ -230,6 +230,15 @@ class Core:
         and nothing left to play: the caller may speak without talking over the bot."""
         return call["turns"] >= turns and not call["bot_talking"]
 
+    @staticmethod
+    def reply_settled(transcript: dict, after: int) -> bool:
+        """Whether a call's transcript has a turn past its first `after` and the last was
+        not cut off by the caller. An utterance the recognizer heard as two ("Hi there."
+        and, after a pause, "Good morning.") ends one turn cut off by the second part,
+        then the reply to that: a caller waits for the latter."""
+        turns = transcript["turns"]
+        return len(turns) > after and not turns[-1]["interrupted"]
+
     def greeted_call(self, exclude: Collection[str] = ()) -> dict | None:
         """A call (its id not in `exclude`) whose greeting is over by the core's own
         account: its first turn ended and nothing is left to play; None before. A caller
