@@ -416,7 +416,7 @@ def examples(levels: list[Level], limit: int = 8) -> list[str]:
             if r.error:
                 out.append(f"- {lv.calls} call(s): a call failed: {r.error}")
         where = f"{lv.calls} calls" if lv.calls > 1 else "1 call"
-        for t in sorted(lv.turns, key=lambda t: t.verdict != "lost"):
+        for t in sorted(lv.turns, key=lambda t: t.verdict == "right"):
             out.append(f"- {where}, {t.verdict}: \"{t.said.text}\" heard \"{t.heard}\""
                        f" -> \"{t.reply[:140]}\"")
         if len(out) >= limit:
@@ -428,7 +428,7 @@ def examples(levels: list[Level], limit: int = 8) -> list[str]:
 
 
 @contextmanager
-def started(stack: str, logs: Path) -> Iterator[tuple[AiStack, Core]]:
+def started(stack: str, logs: Path, tts_cache: bool) -> Iterator[tuple[AiStack, Core]]:
     with ExitStack() as es:
         ai = es.enter_context(ai_stack(stack, logs, nice=SERVICE_NICE))  # type: ignore[arg-type]
         if stack == "demo":
@@ -439,6 +439,8 @@ def started(stack: str, logs: Path) -> Iterator[tuple[AiStack, Core]]:
             core_env = dict(CORE_MAX_CALLS="200", DEVELOPMENT_MODE="1", CORE_LOG_LEVEL="DEBUG",
                             CORE_BOT_CONFIG=str(ROOT / "core" / "bot.toml"),
                             BOT_TOOLS_BASE_URL=bank)
+        if not tts_cache:
+            core_env["CORE_TTS_CACHE_MB"] = "0"
         running = es.enter_context(core(logs, ai.asr.target, ai.llm.target, ai.tts.target,
                                         **core_env))
         yield ai, running
@@ -462,6 +464,8 @@ def main() -> int:
                         help="turns per call at each level (default: demo 1, default 2)")
     parser.add_argument("--all-levels", action="store_true",
                         help="run every level, also after one failed")
+    parser.add_argument("--no-tts-cache", action="store_true",
+                        help="CORE_TTS_CACHE_MB=0: every sentence synthesised (for comparison)")
     parser.add_argument("--logs", default="",
                         help="keep the services' and the core's logs in this directory")
     parser.add_argument("--note", default="", help="a sentence for the report (machine load)")
@@ -476,7 +480,7 @@ def main() -> int:
     # SIGTERM unwinds like an error: the services started here are stopped on the way out.
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     with tempfile.TemporaryDirectory() as tmp, \
-            started(args.stack, Path(args.logs or tmp)) as (ai, running):
+            started(args.stack, Path(args.logs or tmp), not args.no_tts_cache) as (ai, running):
         tts = ai.tts.target
         meter = CpuMeter(pids(ai, running))
         started_at = time.monotonic()
@@ -543,8 +547,10 @@ def report(args: argparse.Namespace, single: Level, timing_lines: list[dict[str,
     lines = [
         f"### `--stack {args.stack}` ({stamp})",
         "",
-        f"Engines: {mix}. Services at nice {SERVICE_NICE} as in the dev stack; the core's "
-        "RTP clock thread has SCHED_FIFO priority 10. Load average at the end "
+        f"Engines: {mix}. The core's cache of synthesised sentences (CORE_TTS_CACHE_MB) "
+        f"{'off' if args.no_tts_cache else 'on'}. Services at nice {SERVICE_NICE} as in the "
+        "dev stack; the core's RTP clock thread has SCHED_FIFO priority 10. Load average at "
+        "the end "
         f"{load[0]:.1f} / {load[1]:.1f} / {load[2]:.1f}." + (f" {args.note}" if args.note else ""),
         "",
         f"Turn latency at the caller through a SIP call (the utterance's last loud sample to "
@@ -575,7 +581,16 @@ def report(args: argparse.Namespace, single: Level, timing_lines: list[dict[str,
         "arrival at the callers (one Python process on the same cores).",
     ]
     if not demo:
-        lines += ["", "What the callers said, what the core heard, what the bot replied:", "",
+        lines += ["", "Where the time goes as calls are added: `asr_final` (the end of speech "
+                  "to the recognizer's final) grows with the calls that finish speaking "
+                  "together: each Whisper decode costs about 0.6 CPU-s whatever the "
+                  "utterance's length (30 s of padded audio; beam 5 or 1 alike) plus 0.1 for "
+                  "smart-turn, and the decodes run one at a time (ASR_WHISPER_PARALLEL=1, "
+                  "2 threads each). A reply the LLM generates (small talk; a knowledge "
+                  "answer or a refusal needs none) waits for SmolLM2's prefill of the whole "
+                  "history. TTS costs little once the bot's fixed lines are in the core's "
+                  "cache.", "",
+                  "What the callers said, what the core heard, what the bot replied:", "",
                   *examples([single, *levels])]
     return "\n".join(lines)
 
