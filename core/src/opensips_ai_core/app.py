@@ -54,7 +54,8 @@ class CoreApp:
         self.bot = bot
         asr = AsrClient(settings.asr_target)
         llm = LlmClient(settings.llm_target, timeout_s=settings.llm_timeout_s)
-        tts = TtsClient(settings.tts_target, timeout_s=settings.tts_timeout_s)
+        tts = TtsClient(settings.tts_target, timeout_s=settings.tts_timeout_s,
+                        cache_bytes=int(settings.tts_cache_mb * 1024 * 1024))
         # The pipeline sees Protocols; the app keeps the gRPC clients for their channels.
         self.clients: dict[str, AsrClient | LlmClient | TtsClient] = {
             "asr": asr, "llm": llm, "tts": tts}

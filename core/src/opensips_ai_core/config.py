@@ -56,6 +56,10 @@ class CoreSettings(ProcessSettings):
     # past them the turn is apologised for instead.
     llm_timeout_s: float = Field(20.0, gt=0, le=600)
     tts_timeout_s: float = Field(20.0, gt=0, le=600)
+    # The audio of sentences the bot says again (greeting, prompts, knowledge lines),
+    # kept for 10 minutes within this many MiB (8 kHz: about 65 s of speech per MiB);
+    # 0: every sentence is synthesised by the TTS service.
+    tts_cache_mb: float = Field(16.0, ge=0, le=4096)
     bot_config: ExistingPath | None = None
     max_calls: int = Field(100, ge=1, le=10000)
     # Streams the ASR service takes at once (its ASR_MAX_CONCURRENT_STREAMS): every call

