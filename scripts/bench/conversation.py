@@ -75,7 +75,7 @@ from voice_testkit.eval_set import (
     load_eval_set,
     word_errors,
 )
-from voice_testkit.speaker_conditions import Condition
+from voice_testkit.speaker_conditions import PIPER_CONDITIONS, Condition
 from voice_testkit.stack import service
 from voice_testkit.tts_client import list_voices
 from voice_testkit.tts_client import stream as tts_stream
@@ -92,20 +92,6 @@ CHUNK = RATE * 20 // 1000 * 2  # 20 ms of PCM16
 LEAD_S, TAIL_S = 0.3, 1.2
 # The dev stack's ASR settings (process-compose.yaml): what a call really runs with.
 ASR_DEV_ENV = {"ASR_ENABLE_DEBUG": "1", "VOSK_SHOW_WORDS": "1"}
-# The headline speakers: the targets' TTS (Piper joe) as several callers on several lines,
-# by the standard augmentations (voice_testkit.speaker_conditions): Kaldi's speed
-# perturbation (0.9 / 1.1: rate, pitch and formants together), a pitch shift at the same
-# rate, a faster talker with the same voice, and a noisy band-limited telephone line.
-PIPER_CONDITIONS = (
-    Condition("as is"),
-    Condition("speed 0.9", speed=0.9),
-    Condition("speed 1.1", speed=1.1),
-    Condition("pitch +300", pitch_cents=300),
-    Condition("tempo 1.2", tempo=1.2),
-    Condition("line 20 dB", snr_db=20.0),
-)
-
-
 @dataclass(frozen=True)
 class Speaker:
     name: str           # e.g. "piper:en_US-joe-medium speed 0.9"

@@ -125,3 +125,17 @@ class Condition:
         if self.snr_db is None:
             return audio
         return voice_band(with_noise(audio, self.snr_db, seed, speech), rate)
+
+
+# The conversation benchmark's headline speakers: the targets' TTS (Piper joe) as several
+# callers on several lines. Kaldi's speed perturbation both ways (0.9 / 1.1: rate, pitch and
+# formants together), a higher voice at the same rate, a faster talker with the same voice,
+# and a noisy band-limited telephone line.
+PIPER_CONDITIONS = (
+    Condition("as is"),
+    Condition("speed 0.9", speed=0.9),
+    Condition("speed 1.1", speed=1.1),
+    Condition("pitch +300", pitch_cents=300),
+    Condition("tempo 1.2", tempo=1.2),
+    Condition("line 20 dB", snr_db=20.0),
+)
