@@ -1,7 +1,7 @@
 """Conversation quality per engine mix: the evaluation set through the real services.
 
 The caller utterances of tests/data/eval/conversation.toml are spoken by the TTS
-service's voices (round-robin over its English voices), resampled to 8 kHz and
+service's voices as the speakers below (--speakers), resampled to 8 kHz and
 sent through G.711 mu-law and back, as a telephone call carries them. Per ASR
 engine (--asr) each utterance is streamed in real time, 20 ms at a time, to the
 ASR service with the dev stack's settings (ASR_ENABLE_DEBUG=1, VOSK_SHOW_WORDS=1);
@@ -39,8 +39,28 @@ list, as the core sends it today), `vosk` (needs VOSK_MODEL_PATH to an English m
 `whisper` (when the ASR service has a Whisper engine; `whisper@DIR` for another
 CTranslate2 Whisper model than the packaged tiny.en, `whisper+hints` with the domain
 hints built from the bot config: ASR_WHISPER_PROMPT and ASR_WHISPER_HOTWORDS, see
-`whisper_hints`); unavailable ones are skipped. The word error rate is also given per
-voice, since a robotic espeak-ng voice is much harder to hear than a natural one.
+`whisper_hints`); unavailable ones are skipped.
+
+Speakers (--speakers, default `piper,espeak`): each set of speakers speaks the whole set,
+utterance i by its speaker i mod n, and is its own table row per ASR engine and LLM, with
+the word error rate per speaker in the notes. The only natural English voice that installs
+offline is the TTS service's Piper en_US-joe-medium (the targets' TTS), so the headline
+row, `Piper speakers`, gets its speaker and channel variety the standard way ASR
+evaluations augment data (voice_testkit.speaker_conditions, done by SoX on the voice's own
+22.05 kHz audio before the telephone line): six speakers, Piper joe as synthesised (with
+Piper's own random phoneme-length and voice noise, so no two runs say a sentence alike);
+Kaldi's speed perturbation at 0.9 and 1.1 (`sox speed`: rate, pitch and formants move
+together, as a speaker with a longer or shorter vocal tract talking slower or faster);
+a higher voice at the same rate (`sox pitch 300`, three semitones, formants included);
+a fast talker with the same voice (`sox tempo 1.2`); and a noisy line (white noise 20 dB
+under the speech's power, seeded by the utterance's index, then the PSTN's 300-3400 Hz
+band, `sox sinc 300-3400`, at 8 kHz). All of them then go through G.711. The row
+`espeak-ng voices, stress` is the same utterances spoken by the TTS service's espeak-ng
+en-gb and en-us formant voices: robotic speech no caller has, much harder to hear, kept
+as a stress test and shown beside the headline, never instead of it. `--speakers piper`
+or `espeak` runs one set; a speaker's name (e.g. `espeak-ng:en-us`, `piper:en_US-joe-medium
+speed 0.9`) runs that speaker alone; --voices V1,V2 speaks the set with those TTS voices as
+they are (the behaviour before the speaker sets).
 """
 
 from __future__ import annotations
@@ -500,8 +520,8 @@ def main() -> int:
                              "(conversation-heldout2.toml): never calibrated on")
     parser.add_argument("--limit", type=int, default=0, help="the first N utterances only")
     parser.add_argument("--voices", default="",
-                        help="TTS voices to speak the set, comma-separated (default: every "
-                             "English voice, round-robin), e.g. piper:en_US-joe-medium")
+                        help="TTS voices to speak the set as they are, round-robin, instead "
+                             "of --speakers, e.g. piper:en_US-joe-medium")
     parser.add_argument("--note", default="", help="a sentence for the report (machine load)")
     parser.add_argument("--speakers", default="piper,espeak",
                         help="who speaks the set, one table row each: piper (the Piper voice "
@@ -532,7 +552,12 @@ def main() -> int:
         "refusal). Honest: \"can't help\" / \"didn't catch\" where a fact was expected. "
         "Lost: an ASR or LLM error, or an empty transcript or reply. Targets (issue 11): "
         "WER <= 15%, right >= 80%, confidently wrong <= 5%, lost 0, p50 <= 1000 ms, "
-        "p95 <= 1500 ms.",
+        "p95 <= 1500 ms. Speakers: the headline rows `(Piper speakers)` are the targets' "
+        "TTS voice, Piper en_US-joe-medium, as six speakers by the standard augmentations "
+        "(as synthesised; Kaldi's speed perturbation 0.9 and 1.1; pitch +3 semitones; "
+        "tempo 1.2; a 300-3400 Hz line with white noise at 20 dB SNR), round-robin; the "
+        "rows `(espeak-ng voices, stress)` are the same utterances by the espeak-ng en-gb "
+        "and en-us formant voices, a stress test (robotic speech no caller has).",
         "",
         f"Run time {time.perf_counter() - started:.0f} s; load average at the end "
         f"{load[0]:.1f} / {load[1]:.1f} / {load[2]:.1f}."
