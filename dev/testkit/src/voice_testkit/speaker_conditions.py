@@ -99,14 +99,16 @@ class Condition:
     def describe(self) -> str:
         parts = []
         if self.speed != 1.0:
-            parts.append(f"speed x{self.speed:g} (sox speed)")
+            parts.append(f"Kaldi speed perturbation x{self.speed:g} (sox speed: rate, pitch "
+                         "and formants together)")
         if self.pitch_cents:
-            parts.append(f"pitch {self.pitch_cents:+d} cents (sox pitch)")
+            parts.append(f"pitch and formants {self.pitch_cents:+d} cents at the same rate "
+                         "(sox pitch)")
         if self.tempo != 1.0:
-            parts.append(f"tempo x{self.tempo:g} (sox tempo)")
+            parts.append(f"speaking rate x{self.tempo:g}, the same voice (sox tempo)")
         if self.snr_db is not None:
-            parts.append(f"line noise at {self.snr_db:g} dB SNR + "
-                         f"{VOICE_BAND_HZ[0]}-{VOICE_BAND_HZ[1]} Hz band")
+            parts.append(f"white line noise at {self.snr_db:g} dB SNR, then the "
+                         f"{VOICE_BAND_HZ[0]}-{VOICE_BAND_HZ[1]} Hz band (sox sinc)")
         return ", ".join(parts) or "as synthesised"
 
     def speaker(self, audio: np.ndarray, rate: int) -> np.ndarray:
