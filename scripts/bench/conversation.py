@@ -1,7 +1,7 @@
 """Conversation quality per engine mix: the evaluation set through the real services.
 
 The caller utterances of tests/data/eval/conversation.toml are spoken by the TTS
-service's voices (round-robin over its English voices), resampled to 8 kHz and
+service's voices as the speakers below (--speakers), resampled to 8 kHz and
 sent through G.711 mu-law and back, as a telephone call carries them. Per ASR
 engine (--asr) each utterance is streamed in real time, 20 ms at a time, to the
 ASR service with the dev stack's settings (ASR_ENABLE_DEBUG=1, VOSK_SHOW_WORDS=1);
@@ -42,8 +42,31 @@ list, as the core sends it today), `vosk` (needs VOSK_MODEL_PATH to an English m
 `whisper` (when the ASR service has a Whisper engine; `whisper@DIR` for another
 CTranslate2 Whisper model than the packaged tiny.en, `whisper+hints` with the domain
 hints built from the bot config: ASR_WHISPER_PROMPT and ASR_WHISPER_HOTWORDS, see
-`whisper_hints`); unavailable ones are skipped. The word error rate is also given per
-voice, since a robotic espeak-ng voice is much harder to hear than a natural one.
+`whisper_hints`); unavailable ones are skipped.
+
+Speakers (--speakers, default `piper,espeak`): each set of speakers speaks the whole set,
+utterance i by its speaker i mod n, and is its own table row per ASR engine and LLM, with
+the word error rate per speaker in the notes. The only natural English voice that installs
+offline is the TTS service's Piper en_US-joe-medium (the targets' TTS), so the headline
+row, `Piper speakers`, gets its speaker and channel variety the standard way ASR
+evaluations augment data (voice_testkit.speaker_conditions, done by SoX on the voice's own
+22.05 kHz audio before the telephone line): six speakers, Piper joe as synthesised (with
+Piper's own random phoneme-length and voice noise, so no two runs say a sentence alike);
+Kaldi's speed perturbation at 0.9 and 1.1 (`sox speed`: rate, pitch and formants move
+together, as a speaker with a longer or shorter vocal tract talking slower or faster);
+a higher voice at the same rate (`sox pitch 300`, three semitones, formants included);
+a fast talker with the same voice (`sox tempo 1.2`); and a noisy line (white noise 20 dB
+under the speech's power, seeded by the utterance's index, then the PSTN's 300-3400 Hz
+band, `sox sinc 300-3400`, at 8 kHz). All of them then go through G.711. The row
+`espeak-ng voices, stress` is the same utterances spoken by the TTS service's espeak-ng
+en-gb and en-us formant voices: robotic speech no caller has, much harder to hear, kept
+as a stress test and shown beside the headline, never instead of it. `--speakers piper`
+or `espeak` runs one set; a speaker's name (e.g. `espeak-ng:en-us`, `piper:en_US-joe-medium
+speed 0.9`) runs that speaker alone; --voices V1,V2 speaks the set with those TTS voices as
+they are (the behaviour before the speaker sets). Each speaker says different utterances
+(7-8 of the 45), so the per-speaker figures compare only roughly: one spelled-out account
+number ("four five seven two nine one", heard "457291") is 8 word errors of one speaker's
+~60 words.
 """
 
 from __future__ import annotations
@@ -78,6 +101,7 @@ from voice_testkit.eval_set import (
     load_eval_set,
     word_errors,
 )
+from voice_testkit.speaker_conditions import PIPER_CONDITIONS, Condition
 from voice_testkit.stack import service
 from voice_testkit.tts_client import list_voices
 from voice_testkit.tts_client import stream as tts_stream
@@ -94,6 +118,21 @@ CHUNK = RATE * 20 // 1000 * 2  # 20 ms of PCM16
 LEAD_S, TAIL_S = 0.3, 1.2
 # The dev stack's ASR settings (process-compose.yaml): what a call really runs with.
 ASR_DEV_ENV = {"ASR_ENABLE_DEBUG": "1", "VOSK_SHOW_WORDS": "1"}
+@dataclass(frozen=True)
+class Speaker:
+    name: str           # e.g. "piper:en_US-joe-medium speed 0.9"
+    voice: str          # the TTS service's voice
+    condition: Condition
+
+
+@dataclass
+class SpeakerSet:
+    """Speakers that speak the set round-robin: one table row per ASR engine and LLM."""
+
+    label: str
+    speakers: list[Speaker]
+    spoken_by: list[Speaker] = field(default_factory=list)
+    audio: list[tuple[bytes, float]] = field(default_factory=list)
 
 
 @dataclass
@@ -114,8 +153,9 @@ class Outcome:
 
 @dataclass
 class MixResult:
-    asr: str
+    asr: str            # the engine, and the speakers whose audio it heard
     llm: str
+    utterances: list[Utterance]
     outcomes: list[Outcome] = field(default_factory=list)
     wer: float = 0.0
 
@@ -142,25 +182,56 @@ def percentile(values: list[float], q: float) -> float:
 # --- audio --------------------------------------------------------------------------------
 
 
-def telephone_audio(tts_target: str, text: str, voice: str) -> tuple[bytes, float]:
-    """The utterance as the core hears it (8 kHz PCM16 after G.711), and where speech ends (s)."""
-    chunks = [r.chunk for r in tts_stream(tts_target, text, 0, voice=voice)]
+def telephone_audio(tts_target: str, text: str, speaker: Speaker,
+                    seed: int = 0) -> tuple[bytes, float]:
+    """The utterance as the core hears it (8 kHz PCM16 after G.711), and where speech ends (s):
+    the voice's audio at its own rate, the speaker condition, 8 kHz, silence around it, the
+    line condition, G.711 mu-law and back."""
+    chunks = [r.chunk for r in tts_stream(tts_target, text, 0, voice=speaker.voice)]
     rate = chunks[0].sample_rate_hz
-    samples = np.frombuffer(b"".join(c.audio for c in chunks), dtype="<i2")
+    audio = np.frombuffer(b"".join(c.audio for c in chunks), dtype="<i2").astype(
+        np.float32) / 32768.0
+    audio = speaker.condition.speaker(audio, rate)
     if rate != RATE:
-        samples = soxr.resample(samples, rate, RATE).astype("<i2")
-    samples = ulaw_decode(ulaw_encode(samples))
-    loud = np.flatnonzero(np.abs(samples.astype(np.int32)) > 500)
-    speech_end = (int(loud[-1]) if loud.size else len(samples)) / RATE
-    lead = np.zeros(int(RATE * LEAD_S), dtype="<i2")
-    tail = np.zeros(int(RATE * TAIL_S), dtype="<i2")
-    return np.concatenate([lead, samples, tail]).astype("<i2").tobytes(), LEAD_S + speech_end
+        audio = soxr.resample(audio, rate, RATE).astype(np.float32)
+    loud = np.flatnonzero(np.abs(audio) > 500 / 32768)
+    speech_end = (int(loud[-1]) if loud.size else len(audio)) / RATE
+    padded = np.concatenate([np.zeros(int(RATE * LEAD_S), dtype=np.float32), audio,
+                             np.zeros(int(RATE * TAIL_S), dtype=np.float32)])
+    padded = speaker.condition.line(padded, RATE, seed, speech=audio)
+    pcm = (np.clip(padded, -1.0, 32767 / 32768) * 32768).astype("<i2")
+    return ulaw_decode(ulaw_encode(pcm)).astype("<i2").tobytes(), LEAD_S + speech_end
 
 
 def english_voices(tts_target: str) -> list[str]:
     voices = [v for v in list_voices(tts_target) if v.language.lower().startswith("en")]
     default = [v.name for v in voices if v.is_default]
     return default + sorted(v.name for v in voices if not v.is_default)
+
+
+def speaker_sets(voices: list[str], wanted: str) -> list[SpeakerSet]:
+    """The speaker sets of --speakers (`piper`, `espeak`, or a speaker's name), from the
+    TTS service's English voices."""
+    piper = [v for v in voices if v.startswith("piper:")]
+    espeak = [v for v in voices if v.startswith("espeak-ng:")]
+    every: dict[str, SpeakerSet] = {}
+    if piper:
+        every["piper"] = SpeakerSet("Piper speakers", [
+            Speaker(f"{piper[0]}{'' if c.name == 'as is' else ' ' + c.name}", piper[0], c)
+            for c in PIPER_CONDITIONS])
+    if espeak:
+        every["espeak"] = SpeakerSet("espeak-ng voices, stress",
+                                     [Speaker(v, v, Condition("as is")) for v in espeak])
+    sets = []
+    for name in wanted.split(","):
+        if name in every:
+            sets.append(every[name])
+            continue
+        known = {s.name: s for group in every.values() for s in group.speakers}
+        if name not in known:
+            sys.exit(f"--speakers: no {name!r} (known: {', '.join([*every, *known])})")
+        sets.append(SpeakerSet(name, [known[name]]))
+    return sets
 
 
 # --- services -----------------------------------------------------------------------------
@@ -289,14 +360,57 @@ def llm_available(name: str) -> tuple[dict[str, str] | None, str]:
 
 
 def transcripts(engine: str, env: dict[str, str], logs: Path, utterances: list[Utterance],
-                audio: list[tuple[bytes, float]], *, phrases: list[str]) -> list[Heard]:
+                sets: list[SpeakerSet], *, phrases: list[str]) -> list[list[Heard]]:
+    """Per speaker set, what one ASR service (started once) heard of each utterance."""
     with service("asr", logs, **ASR_DEV_ENV, **env) as asr:
-        heard = []
-        for utterance, (pcm, speech_end) in zip(utterances, audio, strict=True):
-            heard.append(recognise(asr.target, pcm, speech_end, phrases))
-            print(f"[{engine}] {utterance.text!r} -> {heard[-1].text!r}"
-                  f"{' ' + heard[-1].error if heard[-1].error else ''}", flush=True)
-    return heard
+        out = []
+        for speakers in sets:
+            heard = []
+            for utterance, (pcm, speech_end) in zip(utterances, speakers.audio, strict=True):
+                heard.append(recognise(asr.target, pcm, speech_end, phrases))
+                print(f"[{engine}, {speakers.label}] {utterance.text!r} -> "
+                      f"{heard[-1].text!r}{' ' + heard[-1].error if heard[-1].error else ''}",
+                      flush=True)
+            out.append(heard)
+    return out
+
+
+def word_error_rate(utterances: list[Utterance], heard: list[Heard]) -> float:
+    edits = sum(word_errors(u.text, h.text)[0] for u, h in zip(utterances, heard, strict=True))
+    words = sum(word_errors(u.text, "")[1] for u in utterances)
+    return edits / max(words, 1)
+
+
+def replies(mix: MixResult, heard: list[Heard], stub: llm_pb2_grpc.LanguageModelStub,
+            bot: BotConfig, *, tts_target: str, notes: list[str]) -> None:
+    """Each transcript to the LLM; the reply scored and timed into `mix`."""
+    for utterance, h in zip(mix.utterances, heard, strict=True):
+        outcome = Outcome(utterance, h)
+        if h.error or not h.text:
+            outcome.verdict = "lost"
+        else:
+            try:
+                outcome.reply, llm_ms = ask(stub, bot, h.text)
+            except grpc.RpcError as err:
+                outcome.reply, llm_ms = "", 0.0
+                notes.append(f"{mix.asr}/{mix.llm}: LLM error {err.code().name}")
+            outcome.verdict = verdict(utterance, outcome.reply)
+            if outcome.reply:
+                outcome.latency_ms = (h.asr_ms + llm_ms
+                                      + first_audio_ms(tts_target, outcome.reply))
+        mix.outcomes.append(outcome)
+        print(f"[{mix.asr}/{mix.llm}] {outcome.verdict:6} {h.text!r} -> "
+              f"{outcome.reply!r}", flush=True)
+
+
+def speak(tts_target: str, utterances: list[Utterance], sets: list[SpeakerSet]) -> None:
+    """Each set's audio: utterance i spoken by speaker i mod n (seeded line noise by i)."""
+    for speakers in sets:
+        speakers.spoken_by = [speakers.speakers[i % len(speakers.speakers)]
+                              for i in range(len(utterances))]
+        speakers.audio = [telephone_audio(tts_target, u.text, speaker, seed=i)
+                          for i, (u, speaker) in enumerate(zip(utterances, speakers.spoken_by,
+                                                               strict=True))]
 
 
 def run(args: argparse.Namespace) -> tuple[list[MixResult], list[str]]:
@@ -316,11 +430,16 @@ def run(args: argparse.Namespace) -> tuple[list[MixResult], list[str]]:
             if missing:
                 sys.exit(f"--voices: the TTS service has no {', '.join(missing)} "
                          f"(it has {', '.join(voices)})")
-            voices = wanted
-        spoken_by = [voices[i % len(voices)] for i in range(len(utterances))]
-        audio = [telephone_audio(tts.target, u.text, voice)
-                 for u, voice in zip(utterances, spoken_by, strict=True)]
-        notes.append(f"voices: {', '.join(v or 'default' for v in voices)} (round-robin)")
+            sets = [SpeakerSet(", ".join(wanted),
+                               [Speaker(v, v, Condition("as is")) for v in wanted])]
+        else:
+            sets = speaker_sets(voices, args.speakers)
+        speak(tts.target, utterances, sets)
+        for speakers in sets:
+            notes.append(f"{speakers.label}: " + "; ".join(
+                f"{s.name or 'default'}: {s.condition.describe()}" for s in speakers.speakers)
+                + " (round-robin: utterance i by speaker i mod "
+                + f"{len(speakers.speakers)})")
         llms = []
         for name in args.llm.split(","):
             env, why = llm_available(name)
@@ -337,46 +456,31 @@ def run(args: argparse.Namespace) -> tuple[list[MixResult], list[str]]:
                 continue
             phrases = list(bot.asr_phrases) if engine.endswith("+phrases") else []
             if engine == TEXT:
-                heard = [Heard(u.text) for u in utterances]
+                rows = [(engine, [Heard(u.text) for u in utterances])]
             else:
-                heard = transcripts(engine, env, logs, utterances, audio, phrases=phrases)
-            edits = sum(word_errors(u.text, h.text)[0] for u, h in zip(utterances, heard,
-                                                                      strict=True))
-            words = sum(word_errors(u.text, "")[1] for u in utterances)
-            if engine != TEXT:
-                notes.append(f"{engine} WER by voice: " + wer_by_voice(utterances, heard,
-                                                                       spoken_by))
-            for name, stub in llms:
-                mix = MixResult(engine, name, wer=edits / max(words, 1))
-                for utterance, h in zip(utterances, heard, strict=True):
-                    outcome = Outcome(utterance, h)
-                    if h.error or not h.text:
-                        outcome.verdict = "lost"
-                    else:
-                        try:
-                            outcome.reply, llm_ms = ask(stub, bot, h.text)
-                        except grpc.RpcError as err:
-                            outcome.reply, llm_ms = "", 0.0
-                            notes.append(f"{engine}/{name}: LLM error {err.code().name}")
-                        outcome.verdict = verdict(utterance, outcome.reply)
-                        if outcome.reply:
-                            outcome.latency_ms = (h.asr_ms + llm_ms
-                                                  + first_audio_ms(tts.target, outcome.reply))
-                    mix.outcomes.append(outcome)
-                    print(f"[{engine}/{name}] {outcome.verdict:6} {h.text!r} -> "
-                          f"{outcome.reply!r}", flush=True)
-                results.append(mix)
+                heard_by_set = transcripts(engine, env, logs, utterances, sets, phrases=phrases)
+                rows = [(f"{engine} ({speakers.label})", heard)
+                        for speakers, heard in zip(sets, heard_by_set, strict=True)]
+                for speakers, heard in zip(sets, heard_by_set, strict=True):
+                    notes.append(f"{engine} WER by speaker ({speakers.label}): "
+                                 + wer_by_speaker(utterances, heard, speakers.spoken_by))
+            for label, heard in rows:
+                for name, stub in llms:
+                    mix = MixResult(label, name, utterances,
+                                    wer=word_error_rate(utterances, heard))
+                    replies(mix, heard, stub, bot, tts_target=tts.target, notes=notes)
+                    results.append(mix)
     return results, notes
 
 
-def wer_by_voice(utterances: list[Utterance], heard: list[Heard], spoken_by: list[str]) -> str:
+def wer_by_speaker(utterances: list[Utterance], heard: list[Heard],
+                   spoken_by: list[Speaker]) -> str:
     parts = []
-    for voice in dict.fromkeys(spoken_by):
-        pairs = [(u.text, h.text) for u, h, v in zip(utterances, heard, spoken_by, strict=True)
-                 if v == voice]
-        edits = sum(word_errors(ref, hyp)[0] for ref, hyp in pairs)
-        words = sum(word_errors(ref, "")[1] for ref, _ in pairs)
-        parts.append(f"{voice or 'default'} {edits / max(words, 1):.1%} ({len(pairs)})")
+    for speaker in dict.fromkeys(spoken_by):
+        chosen = [(u, h) for u, h, s in zip(utterances, heard, spoken_by, strict=True)
+                  if s == speaker]
+        wer = word_error_rate([u for u, _ in chosen], [h for _, h in chosen])
+        parts.append(f"{speaker.name or 'default'} {wer:.1%} ({len(chosen)})")
     return ", ".join(parts)
 
 
@@ -423,9 +527,13 @@ def main() -> int:
                              "(conversation-heldout3.toml): never calibrated on")
     parser.add_argument("--limit", type=int, default=0, help="the first N utterances only")
     parser.add_argument("--voices", default="",
-                        help="TTS voices to speak the set, comma-separated (default: every "
-                             "English voice, round-robin), e.g. piper:en_US-joe-medium")
+                        help="TTS voices to speak the set as they are, round-robin, instead "
+                             "of --speakers, e.g. piper:en_US-joe-medium")
     parser.add_argument("--note", default="", help="a sentence for the report (machine load)")
+    parser.add_argument("--speakers", default="piper,espeak",
+                        help="who speaks the set, one table row each: piper (the Piper voice "
+                             "under the speaker and line conditions), espeak (the espeak-ng "
+                             "voices, a stress test), or one speaker's name, comma-separated")
     parser.add_argument("--no-write", action="store_true")
     args = parser.parse_args()
     # SIGTERM unwinds like an error: the services started here are stopped on the way out.
@@ -451,7 +559,12 @@ def main() -> int:
         "refusal). Honest: \"can't help\" / \"didn't catch\" where a fact was expected. "
         "Lost: an ASR or LLM error, or an empty transcript or reply. Targets (issue 11): "
         "WER <= 15%, right >= 80%, confidently wrong <= 5%, lost 0, p50 <= 1000 ms, "
-        "p95 <= 1500 ms.",
+        "p95 <= 1500 ms. Speakers: the headline rows `(Piper speakers)` are the targets' "
+        "TTS voice, Piper en_US-joe-medium, as six speakers by the standard augmentations "
+        "(as synthesised; Kaldi's speed perturbation 0.9 and 1.1; pitch +3 semitones; "
+        "tempo 1.2; a 300-3400 Hz line with white noise at 20 dB SNR), round-robin; the "
+        "rows `(espeak-ng voices, stress)` are the same utterances by the espeak-ng en-gb "
+        "and en-us formant voices, a stress test (robotic speech no caller has).",
         "",
         f"Run time {time.perf_counter() - started:.0f} s; load average at the end "
         f"{load[0]:.1f} / {load[1]:.1f} / {load[2]:.1f}."

@@ -46,6 +46,7 @@ from asr_service.engines.base import (
 )
 from asr_service.engines.end_of_turn import SmartTurn
 from asr_service.engines.silero import FRAME_S, FRAME_SAMPLES, RATE, SileroStream, load_session
+from asr_service.engines.whisper_model import max_new_tokens, prompt_tokens
 
 log = logging.getLogger("asr_service.engines.whisper")
 
@@ -104,6 +105,7 @@ class WhisperEngine(Engine):
         self.vad_session: Any = None
         self.turn: SmartTurn | None = None
         self.multilingual = False
+        self.prompt_length = 0
 
     def describe(self) -> str:
         turn = (f"end of turn by {self.config.turn_model_path}" if self.config.turn_model_path
@@ -125,6 +127,8 @@ class WhisperEngine(Engine):
                              cpu_threads=self.config.threads,
                              num_workers=self.config.parallel, local_files_only=True)
         self.multilingual = bool(model.model.is_multilingual)
+        self.prompt_length = prompt_tokens(model.hf_tokenizer, self.config.prompt,
+                                           self.config.hotwords)
         self.vad_session = load_session()
         if self.config.turn_model_path is not None:
             self.turn = SmartTurn(self.config.turn_model_path)
@@ -143,7 +147,8 @@ class WhisperEngine(Engine):
             audio, language=lang, beam_size=self.config.beam_size, best_of=1,
             temperature=0.0, condition_on_previous_text=False,
             without_timestamps=not want_words, word_timestamps=want_words, vad_filter=False,
-            initial_prompt=self.config.prompt or None, hotwords=self.config.hotwords or None)
+            initial_prompt=self.config.prompt or None, hotwords=self.config.hotwords or None,
+            max_new_tokens=max_new_tokens(len(audio) / RATE, self.prompt_length))
         texts: list[str] = []
         logprobs: list[float] = []
         words: list[Word] = []
