@@ -142,3 +142,28 @@ def test_domain_hints_do_not_force_the_transcript() -> None:
         # "Thank you." and the like).
         speech_end_s = 0.3 + len(speech) / 16000
         assert final.words and final.words[-1].end_s <= speech_end_s + 0.3, final.words
+
+
+def test_a_gap_shorter_than_the_pause_drops_the_speculative_decode() -> None:
+    """The decode starts after 64 ms of silence (before the PAUSE, at 0.2 s); speech
+    after a shorter gap drops it: one utterance, one PAUSE, the whole sentence final."""
+    first, rest = "I would like to open", "a new savings account for my daughter."
+    head = piper_16k(first)
+    head = head[:np.flatnonzero(np.abs(head) > 0.01)[-1] + 1]  # Piper's own trailing silence
+    audio = np.concatenate([silence(0.3), head, silence(0.12), piper_16k(rest), silence(1.0)])
+    whisper = engine(end_of_turn="off")
+    decoded: list[float] = []
+    decode = whisper.decode
+
+    def counted(audio: np.ndarray, *args: Any) -> Any:
+        decoded.append(len(audio) / 16000)
+        return decode(audio, *args)
+
+    whisper.decode = counted
+    events = run(whisper, audio)
+    assert len(of_kind(events, EventKind.SPEECH_START)) == 1
+    assert len(of_kind(events, EventKind.PAUSE)) == 1
+    (_, final), = of_kind(events, EventKind.FINAL)
+    assert word_error_rate(f"{first} {rest}", final.text) <= 0.2, final.text
+    # The gap's speculative decode (the first half) ran and was not used.
+    assert len(decoded) == 2 and decoded[0] < decoded[1] - 1.0, decoded
