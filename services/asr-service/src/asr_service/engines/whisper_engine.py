@@ -45,7 +45,7 @@ from asr_service.engines.base import (
     StreamOptions,
     Word,
 )
-from asr_service.engines.end_of_turn import SmartTurn
+from asr_service.engines.end_of_turn import TEXT_COMPLETE_THRESHOLD, SmartTurn, text_ends_turn
 from asr_service.engines.silero import FRAME_S, FRAME_SAMPLES, RATE, SileroStream, load_session
 from asr_service.engines.whisper_decode import WINDOW_S, DecodeOptions, WindowedWhisper
 
@@ -342,7 +342,10 @@ class WhisperStream(EngineStream):
         if turn is not None:
             complete = (judged.result() if judged is not None
                         else turn.complete_probability(self._audio()))
-            finished = complete >= self.engine.config.turn_complete_threshold
+            threshold = self.engine.config.turn_complete_threshold
+            if text_ends_turn(self._hypothesis.text):
+                threshold = min(threshold, TEXT_COMPLETE_THRESHOLD)
+            finished = complete >= threshold
             self._end_frames = self._complete_end_frames if finished else \
                 self._incomplete_end_frames
             log.debug("end of turn: P(complete) %.2f for %r: end after %.2f s of silence",
