@@ -190,9 +190,10 @@ def main() -> int:
         *rows,
         "",
         f"smart-turn v3.2 (CPU ONNX, one thread): {turn_model_cost():.0f} ms per call, once "
-        "per PAUSE; a transcript that ends a sentence (not \"...\", a comma or a filler) "
-        "ends the turn too. The silence includes the VAD's own lag (Silero frames "
-        "of 32 ms, speech ends below P 0.35). Load average "
+        "per PAUSE, beside the decode; where the transcript ends a sentence (not \"...\", "
+        "a comma or a filler) P(complete) >= 0.2 ends the turn, else >= 0.5. The silence "
+        "includes the VAD's own lag (Silero frames of 32 ms, speech ends below P 0.35). "
+        "Load average "
         f"{load_before:.1f} at the start, {os.getloadavg()[0]:.1f} at the end: live waits "
         "grow with the machine's load, the silences do not.",
     ])
