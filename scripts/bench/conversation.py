@@ -19,8 +19,9 @@ docs/benchmarks.md, per mix:
   expected; confidently wrong: the rest;
 - lost turns: an ASR or LLM error, an empty transcript or an empty reply;
 - turn latency p50/p95, service level (no SIP call): ASR final after the end of the
-  caller's speech + LLM time to the end of the reply's first sentence + TTS time to
-  the first audio of that sentence, one after the other as the core chains them
+  caller's speech + LLM time to the reply's first chunk for TTS (the core's
+  ReplyChunker: its first clause, else its first sentence) + TTS time to the first
+  audio of that chunk, one after the other as the core chains them
   (the core starts at the ASR's PAUSE, so a call can be faster).
 
     .venv/bin/python scripts/bench/conversation.py
@@ -92,6 +93,7 @@ from report import write_section
 from opensips_ai_core.config import BotConfig, load_bot_config
 from opensips_ai_core.grpc_clients.llm import build_request
 from opensips_ai_core.media.g711 import ulaw_decode, ulaw_encode
+from opensips_ai_core.pipeline.sentences import ReplyChunker
 from opensips_ai_core.pipeline.tools import offered_tools
 from voice_testkit.eval_set import (
     EVAL_SETS,
@@ -168,10 +170,6 @@ def verdict(utterance: Utterance, reply: str) -> str:
     if carries(reply, utterance.expect):
         return "right"
     return "honest" if is_refusal(reply) else "wrong"
-
-
-def first_sentence_end(text: str) -> bool:
-    return re.search(r"[.!?](\s|$)", text) is not None
 
 
 def percentile(values: list[float], q: float) -> float:
@@ -272,33 +270,37 @@ def recognise(target: str, pcm: bytes, speech_end_s: float, phrases: list[str]) 
 
 
 def ask(stub: llm_pb2_grpc.LanguageModelStub, bot: BotConfig,
-        heard: str) -> tuple[str, float]:
-    """The reply and the ms from the request to the end of its first sentence (or its end)."""
+        heard: str) -> tuple[str, float, str]:
+    """The reply, the ms from the request to its first chunk for TTS, and that chunk: the
+    core's own chunker (ReplyChunker: the first clause, else the first sentence)."""
     # As the core builds it (grpc_clients/llm.py), the bot's tools included.
     request = build_request(
         [("system", bot.llm_system_prompt()), ("assistant", bot.greeting), ("user", heard)],
         tools=offered_tools(bot) if bot.tools else [], call_id="eval",
         max_new_tokens=bot.max_new_tokens, temperature=bot.temperature)
     started = time.perf_counter()
-    first_sentence_at = None
+    first_chunk_at = None
+    first_chunk = ""
+    chunker = ReplyChunker()
     text = ""
     for response in stub.Generate(request, timeout=300):
         if response.HasField("delta"):
             text += response.delta
-            if first_sentence_at is None and first_sentence_end(text):
-                first_sentence_at = time.perf_counter()
+            chunks = chunker.feed(response.delta)
+            if first_chunk_at is None and chunks:
+                first_chunk_at, first_chunk = time.perf_counter(), chunks[0]
         elif response.HasField("tool_call"):
             call = response.tool_call
             text += f" [tool {call.name} {call.arguments_json}]"
     end = time.perf_counter()
-    return text.strip(), ((first_sentence_at or end) - started) * 1000
+    if not first_chunk:
+        first_chunk = chunker.flush() or text.strip()
+    return text.strip(), ((first_chunk_at or end) - started) * 1000, first_chunk
 
 
-def first_audio_ms(tts_target: str, reply: str) -> float:
-    match = re.search(r"^.*?[.!?](\s|$)", reply)
-    sentence = match.group(0).strip() if match else reply
+def first_audio_ms(tts_target: str, chunk: str) -> float:
     started = time.perf_counter()
-    for _ in tts_stream(tts_target, sentence, RATE):
+    for _ in tts_stream(tts_target, chunk, RATE):
         return (time.perf_counter() - started) * 1000
     return 0.0
 
@@ -390,14 +392,14 @@ def replies(mix: MixResult, heard: list[Heard], stub: llm_pb2_grpc.LanguageModel
             outcome.verdict = "lost"
         else:
             try:
-                outcome.reply, llm_ms = ask(stub, bot, h.text)
+                outcome.reply, llm_ms, first_chunk = ask(stub, bot, h.text)
             except grpc.RpcError as err:
-                outcome.reply, llm_ms = "", 0.0
+                outcome.reply, llm_ms, first_chunk = "", 0.0, ""
                 notes.append(f"{mix.asr}/{mix.llm}: LLM error {err.code().name}")
             outcome.verdict = verdict(utterance, outcome.reply)
             if outcome.reply:
                 outcome.latency_ms = (h.asr_ms + llm_ms
-                                      + first_audio_ms(tts_target, outcome.reply))
+                                      + first_audio_ms(tts_target, first_chunk))
         mix.outcomes.append(outcome)
         print(f"[{mix.asr}/{mix.llm}] {outcome.verdict:6} {h.text!r} -> "
               f"{outcome.reply!r}", flush=True)
@@ -549,8 +551,9 @@ def main() -> int:
         f"(ASR_ENABLE_DEBUG=1, VOSK_SHOW_WORDS=1); replies from the LLM service with "
         f"core/bot.toml's system prompt, knowledge and tools (a tool call is scored as "
         f"the text `[tool NAME ARGS]`, not run). Turn latency is service level, "
-        f"not a SIP call: ASR final after the end of speech + LLM to the end of the first "
-        f"sentence + TTS to its first audio, in sequence. ASR `text`: no recogniser, the "
+        f"not a SIP call: ASR final after the end of speech + LLM to the reply's first "
+        f"chunk (the core's: its first clause, else its first sentence) + TTS to its first "
+        f"audio, in sequence. ASR `text`: no recogniser, the "
         f"utterance's own words (the LLM alone; its latency has no ASR share).",
         "",
         table(results, n),

@@ -5,13 +5,15 @@ Piper speech at 8 kHz through G.711, in 20 ms chunks, once per endpointing mode:
 
 - fixed 0.5 s (ASR_END_OF_TURN=off, the default ASR_ENDPOINT_SILENCE_S),
 - fixed 1.0 s (a fixed endpoint long enough to wait through most hesitations),
-- smart-turn (ASR_END_OF_TURN=smart-turn: 0.2 s after a complete turn, 1.5 s otherwise).
+- smart-turn (ASR_END_OF_TURN=smart-turn: 0.2 s after a complete turn, 1.5 s otherwise),
+- the same with 1.0 s when it is unsure (ASR_TURN_INCOMPLETE_SILENCE_S=1.0).
 
 For finished sentences it reports the silence before the final, in seconds of audio
 after the speech ended (the endpoint decision alone), and the wait a live caller would
-have: each chunk is handed over no sooner than it would arrive in real time, and no
-sooner than the engine finished the one before (a decode at the PAUSE delays what
-follows), so the wait is when the call that emitted the final returned. For
+have: the audio is handed over in real time, 20 ms at a time, as a call streams it
+(the engine decodes on a thread of its own from 64 ms of silence on, and waits for
+that decode and smart-turn at the PAUSE), and the wait ends when the final came
+out. The engine runs with word timings on (VOSK_SHOW_WORDS, as the dev stack). For
 sentences with a hesitation ("I would like to check my, um ... savings account
 balance", 0.8 s of silence in the middle) it counts the turns cut in two.
 
@@ -68,6 +70,8 @@ MODES: dict[str, dict[str, Any]] = {
     "fixed 0.5 s": {"end_of_turn": "off", "endpoint_silence_s": 0.5},
     "fixed 1.0 s": {"end_of_turn": "off", "endpoint_silence_s": 1.0},
     "smart-turn": {"end_of_turn": "smart-turn"},
+    "smart-turn, 1.0 s when unsure": {"end_of_turn": "smart-turn",
+                                      "turn_incomplete_silence_s": 1.0},
 }
 
 
@@ -75,7 +79,7 @@ MODES: dict[str, dict[str, Any]] = {
 class FinalSeen:
     text: str
     audio_at_s: float  # audio fed when it came out
-    live_at_s: float  # when it came out in a real-time replay (see the module docstring)
+    live_at_s: float  # seconds since the audio started, in a real-time replay
 
 
 def speech_end_s(audio: np.ndarray) -> float:
@@ -83,25 +87,31 @@ def speech_end_s(audio: np.ndarray) -> float:
     return float(loud[-1] + 1) / 16000 if len(loud) else 0.0
 
 
-def finals(engine: Any, audio: np.ndarray, cpu: list[float] | None = None) -> list[FinalSeen]:
-    """The finals of `audio`; `cpu`, if given, gets the process CPU seconds it took."""
+def finals(engine: Any, audio: np.ndarray, cpu: list[float] | None = None,
+           live: bool = False) -> list[FinalSeen]:
+    """The finals of `audio`; `cpu`, if given, gets the process CPU seconds it took (the
+    engine's decode threads included). `live`: each chunk is handed over when it would
+    arrive in a call (real time), and `live_at_s` is when its final really came out; the
+    decode the engine starts on a thread of its own before the PAUSE runs meanwhile.
+    Otherwise the audio goes in as fast as the engine takes it."""
     pcm = line_audio(audio, RATE)
-    stream = engine.open_stream(StreamOptions(sample_rate_hz=RATE, interim_results=True))
+    stream = engine.open_stream(StreamOptions(sample_rate_hz=RATE, interim_results=True,
+                                              show_words=True))
     step = int(RATE * CHUNK_S) * 2
     seen: list[FinalSeen] = []
     cpu_before = time.process_time()
-    clock = 0.0  # the replay's time: seconds since the audio started
+    started = time.perf_counter()
     try:
         for offset in range(0, len(pcm), step):
             at = (offset + step) / 2 / RATE
-            started = time.perf_counter()
+            if live:
+                time.sleep(max(0.0, started + at - time.perf_counter()))
             events = stream.accept(pcm[offset:offset + step])
-            clock = max(clock, at) + time.perf_counter() - started
-            seen += [FinalSeen(e.text, at, clock) for e in events
+            seen += [FinalSeen(e.text, at, time.perf_counter() - started) for e in events
                      if e.kind is EventKind.FINAL]
         end = len(pcm) / 2 / RATE
-        seen += [FinalSeen(e.text, end, max(clock, end)) for e in stream.finish()
-                 if e.kind is EventKind.FINAL]
+        seen += [FinalSeen(e.text, end, time.perf_counter() - started)
+                 for e in stream.finish() if e.kind is EventKind.FINAL]
     finally:
         stream.close()
     if cpu is not None:
@@ -119,7 +129,7 @@ def run_mode(settings: dict[str, Any]) -> dict[str, Any]:
     for sentence in COMPLETE:
         speech = piper_16k(sentence)
         audio = np.concatenate([silence(LEAD_S), speech, silence(2.5)])
-        got = finals(engine, audio, cpu)
+        got = finals(engine, audio, cpu, live=True)
         ended = LEAD_S + speech_end_s(speech)
         if got:
             waits.append(got[0].audio_at_s - ended)
@@ -167,7 +177,8 @@ def main() -> int:
         f"Whisper tiny.en (int8, 2 threads) in-process on Piper speech, {RATE} Hz through "
         f"G.711 μ-law, 20 ms chunks. {len(COMPLETE)} finished sentences: the silence "
         "(seconds of audio after the speech ended) before the final, and the wait a live "
-        "caller has (real-time replay: the decode at the PAUSE and smart-turn included), "
+        "caller has (the audio handed over in real time: the decode, started after 64 ms of "
+        "silence, and smart-turn, run beside it at the PAUSE, included; word timings on), "
         "and the process CPU time per sentence (VAD, decodes, smart-turn; not load-bound). "
         f"{len(HESITATIONS)} sentences with a "
         f"{GAP_S} s hesitation in the middle (\"I would like to check my, um ... savings "
@@ -179,8 +190,10 @@ def main() -> int:
         *rows,
         "",
         f"smart-turn v3.2 (CPU ONNX, one thread): {turn_model_cost():.0f} ms per call, once "
-        "per PAUSE with a hypothesis. The silence includes the VAD's own lag (Silero frames "
-        "of 32 ms, speech ends below P 0.35). Load average "
+        "per PAUSE, beside the decode; where the transcript ends a sentence (not \"...\", "
+        "a comma or a filler) P(complete) >= 0.2 ends the turn, else >= 0.5. The silence "
+        "includes the VAD's own lag (Silero frames of 32 ms, speech ends below P 0.35). "
+        "Load average "
         f"{load_before:.1f} at the start, {os.getloadavg()[0]:.1f} at the end: live waits "
         "grow with the machine's load, the silences do not.",
     ])

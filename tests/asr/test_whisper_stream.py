@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from asr_service.engines import EventKind, RecognitionEvent, StreamOptions, create_engine
-from asr_service.engines.end_of_turn import SmartTurn, default_model_path
+from asr_service.engines.end_of_turn import SmartTurn, default_model_path, text_ends_turn
 from asr_service.engines.whisper_model import packaged_whisper_model
 from asr_service.settings import AsrSettings
 from voice_testkit.piper_speech import line_audio, piper_16k, silence, word_error_rate
@@ -142,3 +142,38 @@ def test_domain_hints_do_not_force_the_transcript() -> None:
         # "Thank you." and the like).
         speech_end_s = 0.3 + len(speech) / 16000
         assert final.words and final.words[-1].end_s <= speech_end_s + 0.3, final.words
+
+
+def test_a_gap_shorter_than_the_pause_drops_the_speculative_decode() -> None:
+    """The decode starts after 64 ms of silence (before the PAUSE, at 0.2 s); speech
+    after a shorter gap drops it: one utterance, one PAUSE, the whole sentence final."""
+    first, rest = "I would like to open", "a new savings account for my daughter."
+    head = piper_16k(first)
+    head = head[:np.flatnonzero(np.abs(head) > 0.01)[-1] + 1]  # Piper's own trailing silence
+    audio = np.concatenate([silence(0.3), head, silence(0.12), piper_16k(rest), silence(1.0)])
+    whisper = engine(end_of_turn="off")
+    decoded: list[float] = []
+    decode = whisper.decode
+
+    def counted(audio: np.ndarray, *args: Any) -> Any:
+        decoded.append(len(audio) / 16000)
+        return decode(audio, *args)
+
+    whisper.decode = counted
+    events = run(whisper, audio)
+    assert len(of_kind(events, EventKind.SPEECH_START)) == 1
+    assert len(of_kind(events, EventKind.PAUSE)) == 1
+    (_, final), = of_kind(events, EventKind.FINAL)
+    assert word_error_rate(f"{first} {rest}", final.text) <= 0.2, final.text
+    # The gap's speculative decode (the first half) ran and was not used.
+    assert len(decoded) == 2 and decoded[0] < decoded[1] - 1.0, decoded
+
+
+def test_a_transcript_that_ends_a_sentence_is_a_second_opinion() -> None:
+    """Whisper's punctuation lowers the bar for a finished turn; hesitations do not pass."""
+    for finished in ("Can you help me fill in my tax return?", "Hello.",
+                     "I'd like to check the balance of account 457291, please."):
+        assert text_ends_turn(finished), finished
+    for open_ended in ("I would like to check my...", "I need to um", "So,", "Um.",
+                       "My account number is.", "I was wondering if...", "4 5 6 7 8"):
+        assert not text_ends_turn(open_ended), open_ended

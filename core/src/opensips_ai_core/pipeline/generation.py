@@ -20,7 +20,7 @@ from opensips_ai_core.config import BotConfig
 from opensips_ai_core.grpc_clients.llm import ChatItem, GenerationResult, ToolCall, ToolExchange
 from opensips_ai_core.pipeline.protocols import LanguageModel, SpeechSynthesizer
 from opensips_ai_core.pipeline.retry import RetryWindow, describe
-from opensips_ai_core.pipeline.sentences import SentenceChunker
+from opensips_ai_core.pipeline.sentences import ReplyChunker
 from opensips_ai_core.pipeline.tools import (
     HANG_UP,
     TRANSFER,
@@ -129,7 +129,7 @@ class Generation:
         window = RetryWindow(self.llm.timeout_s)
         while True:
             result = GenerationResult()
-            chunker = SentenceChunker()
+            chunker = ReplyChunker()
             turn.in_flight.add("LLM")
             try:
                 async with asyncio.timeout(window.remaining_s()):

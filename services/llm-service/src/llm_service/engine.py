@@ -211,6 +211,56 @@ class Hygiene:
         return scores[0]
 
 
+class PromptPrefixCache:
+    """The KV caches of the last prompts the model ran, for a next prompt that starts the
+    same way: every turn of a bot repeats its system prompt (instructions, then the facts
+    narrowed to the turn) and the conversation so far, so only what differs is run again
+    (on the evaluation set: prefill p50 440 ms instead of 890 ms on a busy 2-core
+    machine; the replies token for token the same).
+
+    Only the generation worker thread uses it. A request gets a copy of the entry that
+    shares most tokens with it, cropped to them (at least `MIN_SHARED`, and never the
+    whole prompt: its last token must run to give the first token's logits).
+    """
+
+    MIN_SHARED = 16
+    # A few prompts: one per fact narrowing a bot's turns go through (~7 MB each for
+    # SmolLM2-135M at 150 tokens).
+    ENTRIES = 4
+
+    def __init__(self) -> None:
+        self._entries: list[tuple[list[int], Any]] = []  # newest last
+
+    def keep(self, ids: list[int], past: Any) -> None:
+        import copy
+
+        if not getattr(past, "is_croppable", False):
+            return
+        self._entries = [e for e in self._entries if e[0] != ids][-(self.ENTRIES - 1):]
+        self._entries.append((list(ids), copy.deepcopy(past)))
+
+    def take(self, ids: list[int]) -> tuple[int, Any] | None:
+        """(tokens reused, a KV cache holding them), or None when too little is shared."""
+        import copy
+
+        best, best_shared = None, 0
+        for cached_ids, past in self._entries:
+            shared = 0
+            for cached, wanted in zip(cached_ids, ids[:-1], strict=False):
+                if cached != wanted:
+                    break
+                shared += 1
+            if shared > best_shared:
+                best, best_shared = (cached_ids, past), shared
+        if best is None or best_shared < self.MIN_SHARED:
+            return None
+        cached_ids, past = best
+        past = copy.deepcopy(past)
+        if best_shared < len(cached_ids):
+            past.crop(best_shared - len(cached_ids))  # a negative crop drops from the end
+        return best_shared, past
+
+
 class LanguageModel:
     """A transformers causal LM and its tokenizer, with a one-token step function."""
 
@@ -229,6 +279,7 @@ class LanguageModel:
         self.router: ToolRouter | None = None  # tool calls by meaning (tool_router.py)
         self.answers: FactAnswerer | None = None  # knowledge answers (fact_answer.py)
         self.off_topic: OffTopicGate | None = None  # refusals (off_topic.py)
+        self._prefix: PromptPrefixCache | None = None  # set at load (a cache the model can crop)
 
     def load(self) -> None:
         """Resolve LLM_MODEL (building a packaged model if needed), then from_pretrained."""
@@ -280,6 +331,8 @@ class LanguageModel:
                                               self.settings.fact_answer_min_score)
         if "cache" in inspect.signature(self.model.forward).parameters:
             self.cache_arg = "cache"
+        if not uses_demo(self.settings.model):
+            self._prefix = PromptPrefixCache()
         self.model_path = source
         config = self.model.config
         self.max_positions = getattr(config, "max_position_embeddings", None) or getattr(
@@ -323,7 +376,12 @@ class LanguageModel:
         import torch
 
         job.admitted = time.perf_counter()
-        job.next_input = torch.tensor([job.prompt.ids], device=self.device)
+        reused = self._prefix.take(job.prompt.ids) if self._prefix is not None else None
+        if reused is not None:
+            count, job.past = reused
+            job.next_input = torch.tensor([job.prompt.ids[count:]], device=self.device)
+        else:
+            job.next_input = torch.tensor([job.prompt.ids], device=self.device)
         job.detokenizer = IncrementalDetokenizer(self.tokenizer)
         job.stop_filter = StopStringFilter([*job.params.stop, *job.prompt.stop])
         job.sentence_limit = SentenceLimit(self.hygiene.max_sentences)
@@ -356,6 +414,8 @@ class LanguageModel:
             out = self.model(input_ids=job.next_input, use_cache=True,
                              **{self.cache_arg: job.past})
         job.past = out[self.cache_arg]
+        if job.first_token_at is None and self._prefix is not None:
+            self._prefix.keep(job.prompt.ids, job.past)  # the prompt's KV, before any reply
         token = self._choose(out.logits[0, -1], job)
         job.next_input = torch.tensor([[token]], device=self.device)
         job.generated.append(token)

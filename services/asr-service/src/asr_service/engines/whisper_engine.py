@@ -30,6 +30,7 @@ from __future__ import annotations
 import logging
 import math
 from collections import deque
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -44,8 +45,9 @@ from asr_service.engines.base import (
     StreamOptions,
     Word,
 )
-from asr_service.engines.end_of_turn import SmartTurn
+from asr_service.engines.end_of_turn import TEXT_COMPLETE_THRESHOLD, SmartTurn, text_ends_turn
 from asr_service.engines.silero import FRAME_S, FRAME_SAMPLES, RATE, SileroStream, load_session
+from asr_service.engines.whisper_decode import WINDOW_S, DecodeOptions, WindowedWhisper
 from asr_service.engines.whisper_model import max_new_tokens, prompt_tokens
 
 log = logging.getLogger("asr_service.engines.whisper")
@@ -60,6 +62,10 @@ SILENCE_MARGIN = 0.15
 # back in ~50 ms batches (up to ~100 ms late: SPEECH_START and the PAUSE come later) and
 # heard the evaluation set no better (within a point or two, either way).
 RESAMPLE_QUALITY = "QQ"
+# The decode starts after this much silence (two VAD frames), not at the PAUSE: most of
+# it is done by the time the PAUSE is due. Speech before the PAUSE drops it (a decode
+# costs ~0.2 CPU-s; gaps between words rarely reach the silence threshold for 64 ms).
+SPECULATE_S = 0.064
 
 
 @dataclass(frozen=True)
@@ -73,6 +79,10 @@ class WhisperConfig:
     max_utterance_s: float = 20.0
     vad_threshold: float = 0.5
     beam_size: int = 5
+    # The encoder's window for an utterance that fits it (whisper_decode.py); 0: 30 s.
+    window_s: float = WINDOW_S
+    # Silence after which the utterance is decoded speculatively, before the PAUSE.
+    speculate_s: float = SPECULATE_S
     # Domain hints (faster-whisper's initial_prompt and hotwords): they make the bot's
     # words likelier, they do not restrict what can be heard.
     prompt: str = ""
@@ -101,7 +111,8 @@ class WhisperEngine(Engine):
 
     def __init__(self, config: WhisperConfig) -> None:
         self.config = config
-        self.model: Any = None
+        self.model: WindowedWhisper | None = None
+        self.pool: ThreadPoolExecutor | None = None
         self.vad_session: Any = None
         self.turn: SmartTurn | None = None
         self.multilingual = False
@@ -121,17 +132,17 @@ class WhisperEngine(Engine):
         loads once to report a corrupt model before the service starts)."""
         if self.model is not None:
             return
-        from faster_whisper import WhisperModel
-
-        model = WhisperModel(str(self.config.model_path), device="cpu", compute_type="int8",
-                             cpu_threads=self.config.threads,
-                             num_workers=self.config.parallel, local_files_only=True)
-        self.multilingual = bool(model.model.is_multilingual)
-        self.prompt_length = prompt_tokens(model.hf_tokenizer, self.config.prompt,
+        model = WindowedWhisper(self.config.model_path, self.config.threads,
+                                self.config.parallel, self.config.window_s)
+        self.multilingual = model.multilingual
+        self.prompt_length = prompt_tokens(model.model.hf_tokenizer, self.config.prompt,
                                            self.config.hotwords)
         self.vad_session = load_session()
         if self.config.turn_model_path is not None:
             self.turn = SmartTurn(self.config.turn_model_path)
+        # Speculative decodes and smart-turn run here, beside the streams' own threads.
+        self.pool = ThreadPoolExecutor(max_workers=2 * self.config.parallel + 2,
+                                       thread_name_prefix="whisper-decode")
         self.model = model
         # One decode of silence: CTranslate2's first call allocates its buffers.
         self.decode(np.zeros(RATE // 2, dtype=np.float32), "", False, 0.0)
@@ -143,33 +154,20 @@ class WhisperEngine(Engine):
                offset_s: float) -> Hypothesis:
         """The transcript of float32 16 kHz `audio`; word times are shifted by `offset_s`."""
         lang = (language.partition("-")[0].lower() or None) if self.multilingual else "en"
-        segments, _ = self.model.transcribe(
-            audio, language=lang, beam_size=self.config.beam_size, best_of=1,
-            temperature=0.0, condition_on_previous_text=False,
-            without_timestamps=not want_words, word_timestamps=want_words, vad_filter=False,
-            initial_prompt=self.config.prompt or None, hotwords=self.config.hotwords or None,
-            max_new_tokens=max_new_tokens(len(audio) / RATE, self.prompt_length))
-        texts: list[str] = []
-        logprobs: list[float] = []
-        words: list[Word] = []
-        for segment in segments:
-            if segment.seek != 0:
-                # An utterance (at most 28 s) fits Whisper's first 30 s window. With word
-                # timestamps faster-whisper goes back to the last word's end and decodes
-                # the rest again: a second decode of silence, where it invents words
-                # ("Thank you.", more so with hints). The generator stops here, unrun.
-                break
-            if segment.text.strip():
-                texts.append(segment.text.strip())
-                logprobs.append(segment.avg_logprob)
-            for word in segment.words or ():
-                if word.word.strip():
-                    words.append(Word(word.word.strip(), offset_s + word.start,
-                                      offset_s + word.end, float(word.probability)))
+        assert self.model is not None, "decode before load"
+        decoded = self.model.decode(audio, DecodeOptions(
+            lang, self.config.beam_size, self.config.prompt, self.config.hotwords, want_words,
+            max_new_tokens(len(audio) / RATE, self.prompt_length)))
+        logprobs = decoded.avg_logprobs
         confidence = math.exp(sum(logprobs) / len(logprobs)) if logprobs else 0.0
-        return Hypothesis(" ".join(texts).strip(), confidence, tuple(words))
+        words = tuple(Word(w.text, offset_s + w.start_s, offset_s + w.end_s, w.probability)
+                      for w in decoded.words)
+        return Hypothesis(decoded.text, confidence, words)
 
     def close(self) -> None:
+        if self.pool is not None:
+            self.pool.shutdown(wait=False, cancel_futures=True)
+        self.pool = None
         self.model = None
         self.turn = None
         self.vad_session = None
@@ -191,6 +189,8 @@ class WhisperStream(EngineStream):
         self._speech_threshold = config.vad_threshold
         self._silence_threshold = config.vad_threshold - SILENCE_MARGIN
         self._pause_frames = frames(config.pause_s)
+        self._speculate_frames = (min(frames(config.speculate_s), self._pause_frames)
+                                  if config.speculate_s > 0 else 0)
         self._default_end_frames = frames(config.endpoint_silence_s)
         self._complete_end_frames = frames(max(config.turn_complete_silence_s, config.pause_s))
         self._incomplete_end_frames = frames(config.turn_incomplete_silence_s)
@@ -207,6 +207,7 @@ class WhisperStream(EngineStream):
         self._silent_run = 0
         self._paused = False
         self._hypothesis: Hypothesis | None = None
+        self._speculation: Future[Hypothesis] | None = None
         self._end_frames = self._default_end_frames
         self._next_partial = 0
         self._last_partial = ""
@@ -231,6 +232,9 @@ class WhisperStream(EngineStream):
             self._end(events)
         self._pending = np.zeros(0, dtype=np.int16)
         return events
+
+    def close(self) -> None:
+        self._drop_speculation()
 
     def _to_model_rate(self, pcm: bytes, last: bool = False) -> np.ndarray:
         samples = np.frombuffer(pcm, dtype="<i2")
@@ -263,8 +267,12 @@ class WhisperStream(EngineStream):
         self._utterance.append(frame)
         if probability < self._silence_threshold:
             self._silent_run += 1
+            if (not self._paused and self._silent_run == self._speculate_frames
+                    and self._speculation is None):
+                self._speculation = self._submit_decode()
         else:
             self._silent_run = 0
+            self._drop_speculation()
             if self._paused:
                 # Speech after the PAUSE: its decode no longer covers the utterance.
                 self._paused = False
@@ -293,37 +301,63 @@ class WhisperStream(EngineStream):
         self._silent_run = 0
         self._paused = False
         self._hypothesis = None
+        self._drop_speculation()
         self._end_frames = self._default_end_frames
         self._next_partial = len(self._utterance) + self._partial_frames
         self._last_partial = ""
         events.append(RecognitionEvent(EventKind.SPEECH_START, start_s=self._speech_start_s,
                                        end_s=self._speech_start_s))
 
-    def _decode(self) -> Hypothesis:
+    def _audio(self) -> np.ndarray:
         assert self._utterance is not None
-        audio = np.concatenate(self._utterance).astype(np.float32) / 32768.0
-        return self.engine.decode(audio, self.options.language, self.options.show_words,
-                                  self._utterance_offset_s())
+        return np.concatenate(self._utterance).astype(np.float32) / 32768.0
+
+    def _decode(self) -> Hypothesis:
+        return self.engine.decode(self._audio(), self.options.language,
+                                  self.options.show_words, self._utterance_offset_s())
+
+    def _submit_decode(self) -> Future[Hypothesis] | None:
+        """The utterance so far decoded on the engine's pool (None: no pool)."""
+        pool = self.engine.pool
+        if pool is None:
+            return None
+        return pool.submit(self.engine.decode, self._audio(), self.options.language,
+                           self.options.show_words, self._utterance_offset_s())
+
+    def _drop_speculation(self) -> None:
+        if self._speculation is not None:
+            self._speculation.cancel()  # a decode already running finishes, unused
+            self._speculation = None
 
     def _pause(self, events: list[RecognitionEvent]) -> None:
         self._paused = True
-        self._hypothesis = self._decode()
+        turn, pool = self.engine.turn, self.engine.pool
+        # smart-turn hears the same audio as before (the PAUSE's silence included) and
+        # runs beside the decode, which started at the speculation.
+        judged = (pool.submit(turn.complete_probability, self._audio())
+                  if turn is not None and pool is not None else None)
+        speculation, self._speculation = self._speculation, None
+        self._hypothesis = speculation.result() if speculation is not None else self._decode()
         if not self._hypothesis.text:
+            if judged is not None:
+                judged.cancel()
             return  # nothing was said (a cough, a click): the fixed endpoint ends it
         events.append(RecognitionEvent(EventKind.PAUSE, text=self._hypothesis.text,
                                        start_s=self._speech_start_s, end_s=self._now_s()))
-        turn = self.engine.turn
         if turn is not None:
-            assert self._utterance is not None
-            audio = np.concatenate(self._utterance).astype(np.float32) / 32768.0
-            complete = turn.complete_probability(audio)
-            finished = complete >= self.engine.config.turn_complete_threshold
+            complete = (judged.result() if judged is not None
+                        else turn.complete_probability(self._audio()))
+            threshold = self.engine.config.turn_complete_threshold
+            if text_ends_turn(self._hypothesis.text):
+                threshold = min(threshold, TEXT_COMPLETE_THRESHOLD)
+            finished = complete >= threshold
             self._end_frames = self._complete_end_frames if finished else \
                 self._incomplete_end_frames
             log.debug("end of turn: P(complete) %.2f for %r: end after %.2f s of silence",
                       complete, self._hypothesis.text, self._end_frames * FRAME_S)
 
     def _end(self, events: list[RecognitionEvent]) -> None:
+        self._drop_speculation()
         hypothesis = self._hypothesis or self._decode()
         end_s = self._now_s() - self._silent_run * FRAME_S
         if hypothesis.text:
