@@ -15,17 +15,17 @@ from __future__ import annotations
 
 import re
 
-from voice_common.sentences import SentenceChunker, split_first_clause
+from voice_common.sentences import (
+    CLAUSE_BOUNDARY,
+    MIN_REST_WORDS,
+    SentenceChunker,
+    split_first_clause,
+)
 
 __all__ = ["FIRST_CLAUSE_MIN_WORDS", "ReplyChunker", "SentenceChunker"]
 
 FIRST_CLAUSE_MIN_WORDS = 3
-# A clause boundary, as voice_common.sentences cuts long sentences: a comma, colon or dash,
-# then white space (the space must have arrived: "1,250" is no boundary).
-_CLAUSE = re.compile(r"[,:\u2013\u2014-]\s+")
 _SENTENCE_END = re.compile(r"[.!?…][\"'”’)\]]*$")
-# split_first_clause's default: fewer words after the clause are not cut off.
-MIN_REST_WORDS = 3
 
 
 class ReplyChunker:
@@ -66,7 +66,8 @@ class ReplyChunker:
         """Where the first clause of `text` ends (after its boundary's space), or None:
         no boundary yet, or the clause is shorter than `min_words`. Only a clause whose
         next word has begun is cut, so a reply that ends at the comma stays whole."""
-        for match in _CLAUSE.finditer(text):
+        # CLAUSE_BOUNDARY needs the space after the comma: "1,250" is no boundary.
+        for match in CLAUSE_BOUNDARY.finditer(text):
             tail = text[match.end():].strip()
             if len(text[:match.start()].split()) < self.min_words or not tail:
                 continue

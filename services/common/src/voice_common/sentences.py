@@ -33,7 +33,9 @@ _BOUNDARY = re.compile(r"([.!?;…]+[\"'”’)\]]*)(\s+)")
 _WORD_BEFORE = re.compile(r"(\S+)$")
 _SPEAKABLE = re.compile(r"\w")
 # Where a long sentence may be cut: after a comma, colon or dash followed by a space.
-_CLAUSE = re.compile(r"[,:\u2013\u2014-]\s+")
+CLAUSE_BOUNDARY = re.compile(r"[,:\u2013\u2014-]\s+")
+# split_first_clause does not cut off a rest shorter than this.
+MIN_REST_WORDS = 3
 
 MAX_SENTENCE_CHARS = 250
 
@@ -75,7 +77,7 @@ def _cut_long(sentence: str, limit: int) -> list[str]:
     rest = sentence
     while len(rest) > limit:
         window = rest[: limit + 1]
-        cut = max((m.end() for m in _CLAUSE.finditer(window)), default=0)
+        cut = max((m.end() for m in CLAUSE_BOUNDARY.finditer(window)), default=0)
         if cut < limit // 3:
             space = window.rfind(" ")
             cut = space + 1 if space > limit // 3 else limit
@@ -102,14 +104,15 @@ def split_sentences(text: str, max_chars: int = MAX_SENTENCE_CHARS) -> list[str]
     return sentences
 
 
-def split_first_clause(sentence: str, min_words: int = 2, min_rest_words: int = 3) -> list[str]:
+def split_first_clause(sentence: str, min_words: int = 2,
+                       min_rest_words: int = MIN_REST_WORDS) -> list[str]:
     """Cut the first clause off a sentence so its audio can start sooner.
 
     Used on a request's first sentence only: the time to first audio is the
     synthesis time of what is synthesized first, which grows with its length.
     The cut is made only at a comma, colon or dash, where a pause is natural.
     """
-    for match in _CLAUSE.finditer(sentence):
+    for match in CLAUSE_BOUNDARY.finditer(sentence):
         head, tail = sentence[: match.end()].strip(), sentence[match.end():].strip()
         if len(head.split()) >= min_words and len(tail.split()) >= min_rest_words:
             return [head, tail] if has_speakable(head) and has_speakable(tail) else [sentence]
@@ -161,7 +164,7 @@ class SentenceChunker:
         self._buffer = self._buffer[start:]
         if len(self._buffer) > MAX_CHUNK_CHARS:
             window = self._buffer[:MAX_CHUNK_CHARS]
-            cut = max((m.end() for m in _CLAUSE.finditer(window)), default=0)
+            cut = max((m.end() for m in CLAUSE_BOUNDARY.finditer(window)), default=0)
             if cut > MIN_CHUNK_CHARS:
                 out.append(self._buffer[:cut].strip())
                 self._buffer = self._buffer[cut:]
