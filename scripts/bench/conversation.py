@@ -388,6 +388,7 @@ def replies(mix: MixResult, heard: list[Heard], stub: llm_pb2_grpc.LanguageModel
     """Each transcript to the LLM; the reply scored and timed into `mix`."""
     for utterance, h in zip(mix.utterances, heard, strict=True):
         outcome = Outcome(utterance, h)
+        timing = ""
         if h.error or not h.text:
             outcome.verdict = "lost"
         else:
@@ -398,10 +399,12 @@ def replies(mix: MixResult, heard: list[Heard], stub: llm_pb2_grpc.LanguageModel
                 notes.append(f"{mix.asr}/{mix.llm}: LLM error {err.code().name}")
             outcome.verdict = verdict(utterance, outcome.reply)
             if outcome.reply:
-                outcome.latency_ms = (h.asr_ms + llm_ms
-                                      + first_audio_ms(tts_target, first_chunk))
+                tts_ms = first_audio_ms(tts_target, first_chunk)
+                outcome.latency_ms = h.asr_ms + llm_ms + tts_ms
+                timing = (f" {outcome.latency_ms:.0f} ms (asr {h.asr_ms:.0f}, "
+                          f"llm {llm_ms:.0f}, tts {tts_ms:.0f})")
         mix.outcomes.append(outcome)
-        print(f"[{mix.asr}/{mix.llm}] {outcome.verdict:6} {h.text!r} -> "
+        print(f"[{mix.asr}/{mix.llm}] {outcome.verdict:6}{timing} {h.text!r} -> "
               f"{outcome.reply!r}", flush=True)
 
 
@@ -421,7 +424,8 @@ def run(args: argparse.Namespace) -> tuple[list[MixResult], list[str]]:
     notes: list[str] = []
     results: list[MixResult] = []
     with tempfile.TemporaryDirectory() as tmp, ExitStack() as stack:
-        logs = Path(tmp)
+        logs = args.logs or Path(tmp)
+        logs.mkdir(parents=True, exist_ok=True)
         cache = os.environ.get("VOICE_CACHE_DIR", "")
         cache_env = {"VOICE_CACHE_DIR": cache} if cache else {}
         tts = stack.enter_context(service("tts", logs))
@@ -537,6 +541,8 @@ def main() -> int:
                              "under the speaker and line conditions), espeak (the espeak-ng "
                              "voices, a stress test), or one speaker's name, comma-separated")
     parser.add_argument("--no-write", action="store_true")
+    parser.add_argument("--logs", type=Path, default=None,
+                        help="keep the services' logs in this folder (default: dropped)")
     args = parser.parse_args()
     # SIGTERM unwinds like an error: the services started here are stopped on the way out.
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
