@@ -18,11 +18,17 @@ docs/benchmarks.md, per mix:
 - honest: "I can't help with that here" (or "didn't catch that") where a fact was
   expected; confidently wrong: the rest;
 - lost turns: an ASR or LLM error, an empty transcript or an empty reply;
-- turn latency p50/p95, service level (no SIP call): ASR final after the end of the
-  caller's speech + LLM time to the reply's first chunk for TTS (the core's
-  ReplyChunker: its first clause, else its first sentence) + TTS time to the first
-  audio of that chunk, one after the other as the core chains them
-  (the core starts at the ASR's PAUSE, so a call can be faster).
+- turn latency p50/p95, service level (no SIP call), from the end of the caller's
+  speech to the reply's first audio, by the core's own rule (pipeline/replies.py,
+  the bot's `prepare_on_pause`): the reply to the PAUSE's words starts at the PAUSE,
+  held, and plays when the final says the same words, so its first audio is due at
+  the later of the ASR final and PAUSE + LLM time to the reply's first chunk for TTS
+  (the core's ReplyChunker: its first clause, else its first sentence) + TTS time to
+  that chunk's first audio; a final that differs (or a turn the ASR split in two)
+  waits for LLM and TTS after it. The LLM and TTS are timed after the ASR pass, one
+  request at a time, so the prepared reply shares no CPU with the ASR's last
+  silence here (smart-turn and the VAD run there in a call). Beside it, the same
+  turns not prepared at the PAUSE: ASR final, then LLM, then TTS, in sequence.
 
     .venv/bin/python scripts/bench/conversation.py
         [--asr text,pocketsphinx+phrases,pocketsphinx,whisper,vosk] [--llm demo,smollm2]
@@ -93,6 +99,7 @@ from report import write_section
 from opensips_ai_core.config import BotConfig, load_bot_config
 from opensips_ai_core.grpc_clients.llm import build_request
 from opensips_ai_core.media.g711 import ulaw_decode, ulaw_encode
+from opensips_ai_core.pipeline.replies import same_utterance
 from opensips_ai_core.pipeline.sentences import ReplyChunker
 from opensips_ai_core.pipeline.tools import offered_tools
 from voice_testkit.eval_set import (
@@ -142,6 +149,9 @@ class Heard:
     text: str = ""
     asr_ms: float = 0.0  # end of speech -> last final
     error: str = ""
+    # end of speech -> the PAUSE the core prepares its reply at (replies.py `prepare`):
+    # the last PAUSE before a single final that says the same words; None: no such PAUSE.
+    pause_ms: float | None = None
 
 
 @dataclass
@@ -150,7 +160,20 @@ class Outcome:
     heard: Heard
     reply: str = ""
     verdict: str = ""  # right | honest | wrong | lost
-    latency_ms: float | None = None
+    latency_ms: float | None = None  # as the core answers (prepared at the PAUSE)
+    sequential_ms: float | None = None  # ASR final, then LLM, then TTS
+
+
+def turn_latency(heard: Heard, llm_ms: float, tts_ms: float, prepare_on_pause: bool
+                 ) -> float:
+    """End of speech -> the reply's first audio, by the core's rule (pipeline/replies.py):
+    with `prepare_on_pause` the reply to the PAUSE's words starts there, held, and plays
+    when the final says the same words, so the first audio is due at the later of the
+    final and the prepared reply's first audio; otherwise LLM and TTS follow the final."""
+    sequential = heard.asr_ms + llm_ms + tts_ms
+    if not prepare_on_pause or heard.pause_ms is None:
+        return sequential
+    return min(sequential, max(heard.asr_ms, heard.pause_ms + llm_ms + tts_ms))
 
 
 @dataclass
@@ -255,18 +278,31 @@ def recognise(target: str, pcm: bytes, speech_end_s: float, phrases: list[str]) 
 
     texts: list[str] = []
     last_final = 0.0
+    pause: tuple[float, str] | None = None  # the last PAUSE: when, and what it heard
+    prepared_at: float | None = None  # ... when the final that followed said the same
     try:
         with grpc.insecure_channel(target) as channel:
             stub = asr_pb2_grpc.RecognizerStub(channel)
             for response in stub.StreamingRecognize(requests(), timeout=120):
-                if response.WhichOneof("result") == "final":
+                kind = response.WhichOneof("result")
+                if (kind == "speech" and response.speech.kind == asr_pb2.SpeechEvent.PAUSE
+                        and response.speech.text.strip()):
+                    pause = (time.perf_counter(), response.speech.text)
+                elif kind == "final":
                     last_final = time.perf_counter()
                     if response.final.text:
                         texts.append(response.final.text)
+                        prepared_at = (pause[0] if pause is not None
+                                       and same_utterance(pause[1], response.final.text)
+                                       else None)
+                    pause = None
     except grpc.RpcError as err:
         return Heard(" ".join(texts), 0.0, f"{err.code().name}: {err.details()}")
     asr_ms = (last_final - sent_end[0]) * 1000 if sent_end and last_final else 0.0
-    return Heard(" ".join(texts).strip(), max(asr_ms, 0.0))
+    # One final only: with two, the core answers the second alone, the bench both joined.
+    pause_ms = (max((prepared_at - sent_end[0]) * 1000, 0.0)
+                if sent_end and prepared_at is not None and len(texts) == 1 else None)
+    return Heard(" ".join(texts).strip(), max(asr_ms, 0.0), pause_ms=pause_ms)
 
 
 def ask(stub: llm_pb2_grpc.LanguageModelStub, bot: BotConfig,
@@ -400,9 +436,11 @@ def replies(mix: MixResult, heard: list[Heard], stub: llm_pb2_grpc.LanguageModel
             outcome.verdict = verdict(utterance, outcome.reply)
             if outcome.reply:
                 tts_ms = first_audio_ms(tts_target, first_chunk)
-                outcome.latency_ms = h.asr_ms + llm_ms + tts_ms
+                outcome.sequential_ms = h.asr_ms + llm_ms + tts_ms
+                outcome.latency_ms = turn_latency(h, llm_ms, tts_ms, bot.prepare_on_pause)
+                pause = "-" if h.pause_ms is None else f"{h.pause_ms:.0f}"
                 timing = (f" {outcome.latency_ms:.0f} ms (asr {h.asr_ms:.0f}, "
-                          f"llm {llm_ms:.0f}, tts {tts_ms:.0f})")
+                          f"pause {pause}, llm {llm_ms:.0f}, tts {tts_ms:.0f})")
         mix.outcomes.append(outcome)
         print(f"[{mix.asr}/{mix.llm}] {outcome.verdict:6}{timing} {h.text!r} -> "
               f"{outcome.reply!r}", flush=True)
@@ -492,21 +530,23 @@ def wer_by_speaker(utterances: list[Utterance], heard: list[Heard],
 
 def table(results: list[MixResult], n: int) -> str:
     rows = ["| ASR | LLM | WER | right | honest \"can't help\" | confidently wrong | "
-            "off-topic refused | lost turns | turn latency p50 / p95 (ms) |",
-            "|---|---|---|---|---|---|---|---|---|"]
+            "off-topic refused | lost turns | turn latency p50 / p95 (ms) | "
+            "not prepared at the PAUSE p50 / p95 (ms) |",
+            "|---|---|---|---|---|---|---|---|---|---|"]
     for mix in results:
         count = {k: sum(o.verdict == k for o in mix.outcomes) for k in
                  ("right", "honest", "wrong", "lost")}
         off = [o for o in mix.outcomes if o.utterance.kind == "refuse"]
         refused = sum(o.verdict == "right" for o in off)
-        latencies = [o.latency_ms for o in mix.outcomes if o.latency_ms is not None]
-        lat = (f"{percentile(latencies, 0.5):.0f} / {percentile(latencies, 0.95):.0f}"
-               if latencies else "-")
+        lat, seq = (
+            f"{percentile(v, 0.5):.0f} / {percentile(v, 0.95):.0f}" if v else "-"
+            for v in ([o.latency_ms for o in mix.outcomes if o.latency_ms is not None],
+                      [o.sequential_ms for o in mix.outcomes if o.sequential_ms is not None]))
         wer = "-" if mix.asr == TEXT else f"{mix.wer:.1%}"
         rows.append(
             f"| {mix.asr} | {mix.llm} | {wer} | {count['right']}/{n} | "
             f"{count['honest']} | {count['wrong']} | {refused}/{len(off)} | {count['lost']} | "
-            f"{lat} |")
+            f"{lat} | {seq} |")
     return "\n".join(rows)
 
 
@@ -557,9 +597,13 @@ def main() -> int:
         f"(ASR_ENABLE_DEBUG=1, VOSK_SHOW_WORDS=1); replies from the LLM service with "
         f"core/bot.toml's system prompt, knowledge and tools (a tool call is scored as "
         f"the text `[tool NAME ARGS]`, not run). Turn latency is service level, "
-        f"not a SIP call: ASR final after the end of speech + LLM to the reply's first "
-        f"chunk (the core's: its first clause, else its first sentence) + TTS to its first "
-        f"audio, in sequence. ASR `text`: no recogniser, the "
+        f"not a SIP call, from the end of speech to the reply's first audio by the core's "
+        f"rule (`prepare_on_pause`): the reply to the PAUSE's words starts at the PAUSE and "
+        f"plays when the final says the same words, so its first audio is due at the later "
+        f"of the final and PAUSE + LLM to the reply's first chunk (the core's: its first "
+        f"clause, else its first sentence) + TTS to that chunk's first audio; LLM and TTS "
+        f"are timed after the ASR pass, alone. Not prepared at the PAUSE: ASR final + LLM + "
+        f"TTS in sequence. ASR `text`: no recogniser, the "
         f"utterance's own words (the LLM alone; its latency has no ASR share).",
         "",
         table(results, n),
