@@ -63,6 +63,7 @@ let
       ps.pyyaml
       ps.tenacity  # the post-call webhook's retries
       ps.jsonschema  # tool call arguments against the tools' schemas
+      ps.cachetools  # the TTS client's cache of synthesised sentences
     ];
   };
 

@@ -11,7 +11,8 @@ from __future__ import annotations
 import asyncio
 
 from opensips_ai_core.signalling.errors import SignallingError
-from opensips_ai_core.signalling.opensips import OpenSipsBackend
+from opensips_ai_core.signalling.opensips import MiClient, OpenSipsBackend
+from opensips_ai_core.signalling.opensips.gate import CallGate, Unrenewed
 from tests.core.signalling.conftest import RecordingHandler, eventually
 from voice_testkit.opensips_peer import OpenSipsPeer
 from voice_testkit.procs import LOOPBACK
@@ -217,3 +218,38 @@ async def test_a_core_that_drains_leaves_the_gate_another_core_opened(
         if goes is not None:
             await goes.stop()
         await stays.stop()
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 100.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+async def test_a_gate_found_closed_tells_a_lapse_from_a_restart(peer: OpenSipsPeer) -> None:
+    """The gate found closed: after lease writes a second apart it is a restart (None);
+    after a gap of `lease - 1` s or more between them it is a lapse of this core's,
+    even when a renewal came after the gap (it reopens nothing, and is confirmed)."""
+    clock = Clock()
+    mi = MiClient(LOOPBACK, peer.mi_port, timeout=1.0)
+    gate = CallGate(mi, lease_s=3, clock=clock)
+    try:
+        assert await gate.open()
+        for _ in range(3):
+            clock.now += 1.0
+            assert await gate.renew() and not await gate.forgotten()
+        peer.shared["ai_core"] = 0  # a new run's gate (uptime could not tell)
+        assert await gate.forgotten() and gate.unrenewed() is None
+
+        assert await gate.open() and not await gate.forgotten()
+        stalled_at = clock.now
+        clock.now += 5.0  # stalled past the lease...
+        assert await gate.renew()  # ...then renewed, after the script closed it
+        peer.shared["ai_core"] = 0
+        clock.now += 1.0
+        assert await gate.forgotten()
+        assert gate.unrenewed() == Unrenewed(5.0, stalled_at)
+    finally:
+        await mi.close()

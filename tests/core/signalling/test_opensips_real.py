@@ -562,6 +562,41 @@ async def test_a_killed_core_process_is_replaced_by_the_scripts_503(
 
 
 @pytest.mark.skipif(shutil.which("sipp") is None, reason="sipp is not installed")
+async def test_a_stalled_core_process_is_not_taken_for_a_restart(
+        opensips: RealOpenSips, logdir: Path) -> None:
+    """The real core (CORE_OPENSIPS_GATE_LEASE_S=3) stopped with SIGSTOP: the script's
+    lease timer closes the gate (SIPp's INVITE gets `503 (no core)`). Resumed with
+    SIGCONT, the core logs that the gate lapsed because it stalled, counts no OpenSIPS
+    restart, opens the gate again and answers the next caller."""
+    nowhere = f"{LOOPBACK}:{free_port()}"
+    settings = dict(CORE_SIGNALLING="opensips", OPENSIPS_MI_PORT=str(opensips.mi_port),
+                    CORE_OPENSIPS_GATE_LEASE_S="3")
+    stalled = core(logdir, nowhere, nowhere, nowhere, **settings)
+    running = await asyncio.to_thread(stalled.__enter__)
+    try:
+        await wait_for_gate(opensips, 1, "the gate open")
+        running.proc.signal(signal.SIGSTOP)
+        try:
+            await wait_for_gate(opensips, 0, "the lease to run out")
+            assert await sipp_reply("gate_invite", opensips.sip_port, logdir) == NO_CORE
+        finally:
+            running.proc.signal(signal.SIGCONT)
+        await wait_for_gate(opensips, 1, "the gate open again")
+        await eventually(lambda: "the gate lapsed: this core stalled" in running.proc.output(),
+                         30, "the lapse logged")
+        output = running.proc.output()
+        assert "OpenSIPS restarted" not in output, output[-3000:]
+        metrics = await asyncio.to_thread(running.metrics)
+        assert "voice_opensips_restarts_total 0.0" in metrics
+        assert "voice_opensips_gate_lapses_total 1.0" in metrics
+        assert (await sipp_reply("gate_invite", opensips.sip_port, logdir))[0] == 200
+    finally:
+        await asyncio.to_thread(stalled.__exit__, None, None, None)
+    assert opensips.proc is not None
+    assert "no core renewed the gate's lease" in opensips.proc.output()  # the script's log
+
+
+@pytest.mark.skipif(shutil.which("sipp") is None, reason="sipp is not installed")
 async def test_a_draining_core_that_dies_lapses_to_no_core(
         opensips: RealOpenSips, handler: RecordingHandler, logdir: Path) -> None:
     """Draining, the gate answers OPTIONS `503 (draining)` with the drain's Retry-After

@@ -140,6 +140,7 @@ let
   pythonPackageNames = [
     "aiohttp"
     "accelerate"
+    "cachetools"
     "cffi"
     "colorlog"
     "faster-whisper"

@@ -7,16 +7,25 @@ play at once: with the default stack at 6 simultaneous calls, TTS was as much CP
 speech recognition, most of it on such repeats (docs/benchmarks.md, the core's
 benchmark). Bounded in bytes (least recently used out first); an entry expires after
 `ttl_s`, so a TTS service restarted with another voice is heard within that time.
+The bound, the order and the expiry are cachetools' TTLCache, sized by the audio's bytes.
 """
 
 from __future__ import annotations
 
 import time
-from collections import OrderedDict
 from collections.abc import Callable
+
+from cachetools import TTLCache
 
 # (text, voice, sample rate): what a synthesis depends on, as far as the core knows.
 Key = tuple[str, str, int]
+# One synthesis: its PCM chunks in order (named apart from AudioCache.bytes, the size).
+Pcm = bytes
+Chunks = tuple[Pcm, ...]
+
+
+def _audio_bytes(chunks: Chunks) -> int:
+    return sum(len(c) for c in chunks)
 
 
 class AudioCache:
@@ -24,37 +33,25 @@ class AudioCache:
                  clock: Callable[[], float] = time.monotonic) -> None:
         self.max_bytes = max_bytes
         self.ttl_s = ttl_s
-        self._clock = clock
-        self._entries: OrderedDict[Key, tuple[float, tuple[bytes, ...]]] = OrderedDict()
-        self.bytes = 0
+        self._entries: TTLCache[Key, Chunks] = TTLCache(
+            maxsize=max_bytes, ttl=ttl_s, timer=clock, getsizeof=_audio_bytes)
 
     def __len__(self) -> int:
         return len(self._entries)
 
-    def get(self, key: Key) -> tuple[bytes, ...] | None:
-        """The chunks of a complete earlier synthesis, or None."""
-        found = self._entries.get(key)
-        if found is None:
-            return None
-        expires, chunks = found
-        if self._clock() >= expires:
-            self._drop(key)
-            return None
-        self._entries.move_to_end(key)
-        return chunks
+    @property
+    def bytes(self) -> int:
+        """The audio kept, in bytes (expired entries no longer counted)."""
+        return int(self._entries.currsize)
 
-    def put(self, key: Key, chunks: list[bytes]) -> None:
+    def get(self, key: Key) -> Chunks | None:
+        """The chunks of a complete earlier synthesis, or None."""
+        return self._entries.get(key)
+
+    def put(self, key: Key, chunks: list[Pcm]) -> None:
         """Keep a complete synthesis (one larger than the whole cache is not kept)."""
-        size = sum(len(c) for c in chunks)
+        kept = tuple(chunks)
+        size = _audio_bytes(kept)
         if size == 0 or size > self.max_bytes:
             return
-        if key in self._entries:
-            self._drop(key)
-        self._entries[key] = (self._clock() + self.ttl_s, tuple(chunks))
-        self.bytes += size
-        while self.bytes > self.max_bytes:
-            self._drop(next(iter(self._entries)))
-
-    def _drop(self, key: Key) -> None:
-        _, chunks = self._entries.pop(key)
-        self.bytes -= sum(len(c) for c in chunks)
+        self._entries[key] = kept

@@ -17,6 +17,7 @@ import grpc
 
 from asr_service.engines import Engine, EventKind, RecognitionEvent, StreamOptions
 from asr_service.settings import AsrSettings
+from asr_service.stream_summary import StreamSummary
 from asr_service.validation import (
     InvalidRequestError,
     check_audio,
@@ -109,6 +110,8 @@ class RecognizerServicer(asr_pb2_grpc.RecognizerServicer):
                 f"too many concurrent streams: limit {limit} (ASR_MAX_CONCURRENT_STREAMS)",
             )
         hold = StreamHold(self)
+        summary: StreamSummary | None = None
+        how = "finished"
         try:
             requests = aiter(request_iterator)
             try:
@@ -146,11 +149,13 @@ class RecognizerServicer(asr_pb2_grpc.RecognizerServicer):
                 await hold.abort(context, grpc.StatusCode.INVALID_ARGUMENT,
                                  f"the phrase list cannot be compiled by {self.engine.name}: "
                                  f"{err}")
-            async for audio in self._audio_batches(requests, context, options, hold):
+            summary = StreamSummary(results_log, options.sample_rate_hz)
+            async for audio in self._audio_batches(requests, context, options, hold, summary):
                 try:
                     events, processing_ms = await session.accept(audio)
                 except WorkerUnavailableError as err:
                     await hold.abort(context, grpc.StatusCode.UNAVAILABLE, str(err))
+                summary.engine_call(processing_ms)
                 for response in self._responses(events, processing_ms):
                     yield response
             # The client half-closed: flush the utterance in progress before ending the RPC.
@@ -158,20 +163,29 @@ class RecognizerServicer(asr_pb2_grpc.RecognizerServicer):
                 events, processing_ms = await session.finish()
             except WorkerUnavailableError as err:
                 await hold.abort(context, grpc.StatusCode.UNAVAILABLE, str(err))
+            summary.engine_call(processing_ms)
             for response in self._responses(events, processing_ms):
                 yield response
+        except (asyncio.CancelledError, GeneratorExit):
+            how = "cancelled"
+            raise
+        except BaseException as err:
+            how = f"ended by {type(err).__name__}"
+            raise
         finally:
+            if summary is not None:
+                summary.end(how)
             hold.release()
 
     async def _audio_batches(self, requests: AsyncIterator[asr_pb2.RecognizeRequest],
                              context: grpc.aio.ServicerContext, options: StreamOptions,
-                             hold: StreamHold) -> AsyncIterator[bytes]:
+                             hold: StreamHold, summary: StreamSummary) -> AsyncIterator[bytes]:
         """The stream's audio, each request validated, in arrival order and never cut:
         framing is the engine's job (engines/base.py). Chunks that arrived while the
         engine was busy are joined into one engine call (up to MAX_BATCH_S): one worker
         round trip instead of one per chunk, which cost as much CPU as the decoding
         itself for a client sending faster than real time. A live call's chunks arrive
-        one at a time and pass through unchanged."""
+        one at a time and pass through unchanged. `summary` counts the batches."""
         queue: asyncio.Queue[bytes | BaseException | None] = asyncio.Queue(QUEUED_CHUNKS)
 
         async def read() -> None:
@@ -202,6 +216,7 @@ class RecognizerServicer(asr_pb2_grpc.RecognizerServicer):
                 if isinstance(item, BaseException):
                     raise item
                 batch = bytearray(item)
+                joined = 1
                 item = None
                 while len(batch) < limit and not queue.empty():
                     following = queue.get_nowait()
@@ -209,9 +224,12 @@ class RecognizerServicer(asr_pb2_grpc.RecognizerServicer):
                         item = following  # the end, or an error: after this batch
                         break
                     batch += following
+                    joined += 1
                 else:
                     item = b""  # nothing left over: wait for the next chunk below
-                yield bytes(batch)
+                audio = bytes(batch)
+                summary.batch(joined, audio, queue.qsize())
+                yield audio
                 if item == b"":
                     item = await queue.get()
         finally:

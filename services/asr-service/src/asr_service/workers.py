@@ -44,11 +44,9 @@ from asr_service.engines import (
     create_engine,
 )
 from asr_service.settings import AsrSettings
-from voice_common.devlogger import get_development_logger
 from voice_common.logs import call_id_var, configure_logging
 
 log = logging.getLogger("asr_service.workers")
-results_log = get_development_logger("asr_service.results")
 
 T = TypeVar("T")
 Timed = tuple[list[RecognitionEvent], float]
@@ -75,13 +73,12 @@ def worker_count(settings: AsrSettings, engine: Engine) -> int:
     return min(os.cpu_count() or 1, settings.max_concurrent_streams)
 
 
-def timed_call(work: Callable[[], T], call_id: str) -> tuple[T, float]:
-    """Run one engine call; its result and the milliseconds it took."""
+def timed_call(work: Callable[[], T]) -> tuple[T, float]:
+    """Run one engine call; its result and the milliseconds it took (the servicer's
+    stream summary logs them, stream_summary.py: a line per call was one per chunk)."""
     started = time.perf_counter()
     result = work()
-    ended = time.perf_counter()
-    results_log.debug_performance(f"asr_engine[{call_id}]", started, ended)
-    return result, (ended - started) * 1000.0
+    return result, (time.perf_counter() - started) * 1000.0
 
 
 class RecognizerStream(Protocol):
@@ -145,11 +142,14 @@ class ThreadStream:
                 self._stream = self.engine.open_stream(self.options)
 
     def _timed_locked(self, work: Callable[[EngineStream], list[RecognitionEvent]]) -> Timed:
+        # run_in_executor does not carry the stream's context: the engine's own log lines
+        # (end of turn) name the call as the process workers' do.
+        call_id_var.set(self.options.call_id or None)
         with self._lock:
             stream = self._stream
             if stream is None:
                 raise RuntimeError("recognizer is closed")
-            return timed_call(lambda: work(stream), self.options.call_id)
+            return timed_call(lambda: work(stream))
 
     def _close_locked(self) -> None:
         with self._lock:
@@ -254,13 +254,13 @@ def worker_open(stream_id: str, options: StreamOptions) -> None:
 def worker_accept(stream_id: str, pcm: bytes) -> Timed:
     stream, options = _stream_entry(stream_id)
     call_id_var.set(options.call_id or None)
-    return timed_call(lambda: stream.accept(pcm), options.call_id)
+    return timed_call(lambda: stream.accept(pcm))
 
 
 def worker_finish(stream_id: str) -> Timed:
     stream, options = _stream_entry(stream_id)
     call_id_var.set(options.call_id or None)
-    return timed_call(stream.finish, options.call_id)
+    return timed_call(stream.finish)
 
 
 def worker_close(stream_id: str) -> None:

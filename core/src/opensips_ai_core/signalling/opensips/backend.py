@@ -34,6 +34,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -47,7 +48,11 @@ from opensips_ai_core.signalling.opensips import metrics
 from opensips_ai_core.signalling.opensips.audit import sessions_gone
 from opensips_ai_core.signalling.opensips.control import OpenSipsCallControl, Progress
 from opensips_ai_core.signalling.opensips.events import EVENT_NAME, EventListener, UaSessionEvent
-from opensips_ai_core.signalling.opensips.gate import STOPPED_RETRY_AFTER_S, CallGate
+from opensips_ai_core.signalling.opensips.gate import (
+    STOPPED_RETRY_AFTER_S,
+    CallGate,
+    Unrenewed,
+)
 from opensips_ai_core.signalling.opensips.liveness import OpenSipsRun
 from opensips_ai_core.signalling.opensips.mi import MiClient, MiError, MiTimeoutError
 from opensips_ai_core.signalling.opensips.orphans import OrphanSweeper, listed_sessions
@@ -109,6 +114,11 @@ class OpenSipsBackend:
         self.subscribed = asyncio.Event()
         self.subscriptions = 0           # successful event_subscribe calls (renewals included)
         self.restarts = 0                # new OpenSIPS runs noticed
+        self.lapses = 0                  # gate leases that ran out while this core stalled
+        # The longest this core's polls stalled since the gate was last read open: the
+        # gap between two polls' starts, or the current poll's time so far.
+        self._stall = 0.0
+        self._poll_began = 0.0
         self.run: OpenSipsRun | None = None
         self._state = "not subscribed yet: OpenSIPS MI has not answered"
         self._handler: CallHandler | None = None
@@ -222,14 +232,21 @@ class OpenSipsBackend:
         loop = asyncio.get_running_loop()
         misses = 0
         renew_at = 0.0
+        previous: float | None = None
         while True:
-            began = loop.time()
+            began = self._poll_began = loop.time()
+            if previous is not None:  # a long gap: the event loop stalled (_lapsed)
+                self._stall = max(self._stall, began - previous)
+            previous = began
+            seen_open = self.gate.seen_open
             try:
                 renew_at, misses = await self._supervise_once(renew_at, misses)
             except asyncio.CancelledError:
                 raise
             except Exception:
                 log.exception("OpenSIPS supervision failed; trying again")
+            if self.gate.seen_open > seen_open:
+                self._stall = 0.0
             await asyncio.sleep(max(0.0, self.poll_interval - (loop.time() - began)))
 
     async def _supervise_once(self, renew_at: float, misses: int) -> tuple[float, int]:
@@ -252,9 +269,14 @@ class OpenSipsBackend:
         wait = min(self.mi.timeout, self.poll_interval)
         if refusal is None and self.gate.is_open and self.subscribed.is_set() \
                 and await self.gate.forgotten(wait):
-            self._restarted("the gate it opened is closed: a new run started within the "
-                            "same second, which uptime cannot tell, or its lease ran out "
-                            "while this core could not renew it")
+            unrenewed = self.gate.unrenewed()
+            if unrenewed is None:
+                self._restarted("the gate it opened is closed and this core renewed its "
+                                "lease in time: a new run started within the same second, "
+                                "which uptime cannot tell")
+            else:
+                self._lapsed(unrenewed)
+                renew_at = 0.0  # subscribe again at this poll: a restart may hide in it
         was_subscribed = self.subscribed.is_set()
         due = not was_subscribed or loop.time() >= renew_at
         if refusal is not None and self.gate.is_open is not False:
@@ -311,6 +333,26 @@ class OpenSipsBackend:
         self._set_subscribed(False, "OpenSIPS restarted: re-subscribing")
         self.gate.forget()
         self._reconcile = (self._reconcile or set()) | self._known_keys()
+
+    def _lapsed(self, unrenewed: Unrenewed) -> None:
+        """The gate's lease ran out because this core renewed it too late: OpenSIPS did
+        not restart. The gate opens again at this poll; the subscription is renewed and
+        the answered calls audited at once, which is right whichever it was (a restart
+        within the lapse that uptime cannot tell would have forgotten both)."""
+        self.lapses += 1
+        metrics.GATE_LAPSES.inc()
+        ago = time.monotonic() - unrenewed.since
+        since = time.strftime("%H:%M:%S", time.localtime(time.time() - ago))
+        stall = max(self._stall, asyncio.get_running_loop().time() - self._poll_began)
+        self._stall = 0.0
+        why = (f"this core stalled {stall:.1f} s" if stall >= self.gate.lease_s - 1
+               else "OpenSIPS MI did not confirm its renewals")
+        log.warning("the gate lapsed: %s (no lease renewal for %.1f s, since %s; lease "
+                    "%d s); OpenSIPS did not restart: opening the gate again, renewing the "
+                    "subscription, checking %d call(s)", why, unrenewed.seconds, since,
+                    self.gate.lease_s, len(self._sessions))
+        self.gate.forget()
+        self._audit_at = 0.0
 
     async def _subscribe(self) -> bool:
         try:

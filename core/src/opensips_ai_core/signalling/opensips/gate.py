@@ -25,8 +25,16 @@ handed to nobody; a restarted core opens it again.
 While it believes the gate open the core reads it back at each poll (`shv_get`): a
 closed one means a new OpenSIPS run that `uptime` could not tell apart (two starts
 within one second print the same "Up since"), or a lease that ran out while the core
-could not renew it; both are handled as a restart (the core opens it again,
-re-subscribes and checks its calls).
+could not renew it: its event loop stalled (a long GC pause, a blocking call, the
+process stopped) or MI did not answer. The core tells the two apart on its own
+monotonic clock (`unrenewed`): a lease can only have run out if, since the gate was
+last read open, `lease_s - 1` seconds or more passed between two of its confirmed lease
+writes (or since the last one): the script's timer takes the first second off within a
+second of a write. (Since the last read, not the last write: a renewal that comes after
+the lapse is confirmed but reopens nothing.) Then the core says so, opens the gate
+again, renews its subscription and checks its calls, without counting an OpenSIPS
+restart; otherwise it is a restart (it opens the gate, re-subscribes and releases the
+calls the new run does not hold).
 
 The gate records which core opened it last (`$shv(ai_owner)`, a random id per core
 process). A core closes it (drain, stop) only when it is its own or nobody's, and a
@@ -40,6 +48,9 @@ from __future__ import annotations
 
 import logging
 import secrets
+import time
+from collections.abc import Callable
+from typing import NamedTuple
 
 from opensips_ai_core.signalling.opensips.mi import MiClient, MiError
 
@@ -60,23 +71,55 @@ LEASE_VAR = "ai_lease"              # $shv(ai_lease): seconds left before the sc
 MIN_LEASE_S = 3
 
 
+class Unrenewed(NamedTuple):
+    """The longest time no lease write of this core was confirmed, and when it began
+    (both on the gate's monotonic clock)."""
+    seconds: float
+    since: float
+
+
 class CallGate:
-    def __init__(self, mi: MiClient, lease_s: int = 10) -> None:
+    def __init__(self, mi: MiClient, lease_s: int = 10,
+                 clock: Callable[[], float] = time.monotonic) -> None:
         if lease_s < MIN_LEASE_S:
             raise ValueError(f"the gate's lease must be >= {MIN_LEASE_S} s, got {lease_s}")
         self.mi = mi
         self.lease_s = lease_s
         self.owner_id = secrets.randbelow(2**31 - 2) + 1  # this core, in $shv(ai_owner)
         self.renewals = 0    # lease renewals confirmed by OpenSIPS
+        self._clock = clock
+        self.renewed_at: float | None = None  # `clock` at the last confirmed lease write
+        # The longest gap between confirmed lease writes since the gate was read open.
+        self._longest_gap = Unrenewed(0.0, 0.0)
+        self.seen_open = 0   # reads of the gate (shv_get) that found it open
         self.is_open: bool | None = None  # what OpenSIPS was last told; None: not known
         self.retry_after: int | None = None
         self.writes = 0      # confirmed by OpenSIPS
         self.tried = False   # written at least once (perhaps unconfirmed: it may be open)
         self._failing = False
 
+    def unrenewed(self) -> Unrenewed | None:
+        """The longest time since the gate was last read open that no lease write of
+        this core was confirmed, when it was long enough for the script to close the gate
+        (`lease_s - 1` s or more); else None."""
+        if self.renewed_at is None:
+            return None
+        current = Unrenewed(self._clock() - self.renewed_at, self.renewed_at)
+        longest = max(self._longest_gap, current)
+        return longest if longest.seconds >= self.lease_s - 1 else None
+
+    def _renewed(self) -> None:
+        now = self._clock()
+        if self.renewed_at is not None:
+            self._longest_gap = max(self._longest_gap,
+                                    Unrenewed(now - self.renewed_at, self.renewed_at))
+        self.renewed_at = now
+
     def forget(self) -> None:
-        """OpenSIPS restarted: its gate is closed again, whatever we wrote before."""
+        """OpenSIPS restarted (or the lease lapsed): its gate is closed, whatever we wrote
+        before."""
         self.is_open = None
+        self._longest_gap = Unrenewed(0.0, 0.0)
 
     async def forgotten(self, timeout: float | None = None) -> bool:
         """True when OpenSIPS says the gate we opened is not open (a new run); False
@@ -89,6 +132,8 @@ class CallGate:
             result = None
         value = result.get("VAR", {}).get("value") if isinstance(result, dict) else None
         if value == OPEN:
+            self._longest_gap = Unrenewed(0.0, 0.0)
+            self.seen_open += 1
             return False
         self.is_open = None
         owner = await self._owner(timeout)
@@ -120,6 +165,7 @@ class CallGate:
             log.debug("renewing the gate's lease failed (%s); trying again", error)
             return False
         self.renewals += 1
+        self._renewed()
         return True
 
     async def open(self, timeout: float | None = None) -> bool:
@@ -168,6 +214,8 @@ class CallGate:
                      else "closed: OpenSIPS answers new callers 503",
                      "" if retry_after is None else f" (Retry-After {retry_after})")
         self._failing = False
+        if is_open or closed_as == DRAINING:
+            self._renewed()
         self.is_open = is_open
         if retry_after is not None:
             self.retry_after = retry_after

@@ -14,6 +14,11 @@ RESTARTS = Counter(
     "voice_opensips_restarts_total",
     "OpenSIPS restarts noticed (MI uptime answered with a new 'Up since')",
     registry=REGISTRY)
+GATE_LAPSES = Counter(
+    "voice_opensips_gate_lapses_total",
+    "Times the script closed the gate because this core renewed its lease too late (its "
+    "event loop stalled, or MI did not answer); not OpenSIPS restarts",
+    registry=REGISTRY)
 RECONCILED_CALLS = Counter(
     "voice_opensips_reconciled_calls_total",
     "Calls released locally because OpenSIPS no longer holds their session (a restart, "
