@@ -34,7 +34,7 @@ from opensips_ai_core.grpc_clients.llm import LlmClient, build_request
 from opensips_ai_core.pipeline.history import History
 from opensips_ai_core.pipeline.tools import request_tools
 from voice_common import get_development_logger
-from voiceai.llm.v1 import llm_pb2
+from voiceai.llm.v1 import llm_pb2, llm_pb2_grpc
 
 log = get_development_logger("core.llm_prime")
 
@@ -56,6 +56,17 @@ def prime_request(bot: BotConfig) -> llm_pb2.GenerateRequest:
                             call_id=CALL_ID, max_new_tokens=1, temperature=bot.temperature)
     request.prime = True
     return request
+
+
+def prime_blocking(stub: llm_pb2_grpc.LanguageModelStub, bot: BotConfig,
+                   timeout_s: float = 300.0) -> llm_pb2.GenerationTimings | None:
+    """The core's prime for `bot` over a blocking stub, waited for (benchmarks that
+    start their own LLM service prime it as the core would); its `done`, if any."""
+    done = None
+    for response in stub.Generate(prime_request(bot), wait_for_ready=True, timeout=timeout_s):
+        if response.HasField("done"):
+            done = response.done
+    return done
 
 
 class LlmPrimer:
