@@ -97,6 +97,21 @@ def core_for(tmp_path: Path, llm_target: str, asr: str | None = None,
         yield running
 
 
+def assert_clean_exit(running: Core) -> None:
+    """The core stopped (SIGTERM) with 0 and no traceback: the primer's watch, or a prime
+    in flight, was cancelled with it."""
+    log = running.proc.log_path.read_text(errors="replace")
+    assert running.proc.popen.returncode == 0, log[-2000:]
+    assert "Traceback" not in log and "Task was destroyed" not in log, log[-2000:]
+
+
+def test_a_core_whose_llm_service_is_down_starts_and_stops_cleanly(tmp_path: Path) -> None:
+    with core_for(tmp_path, f"127.0.0.1:{free_port()}") as running:
+        assert core_primes(running) == []  # waiting for the channel, not failing
+        assert running.get_json("/health")  # up and answering
+    assert_clean_exit(running)
+
+
 def test_the_prime_is_the_bots_first_turn_with_its_prompt_and_tools(bot: BotConfig) -> None:
     request = prime_request(bot)
     assert request.prime and request.call_id == CALL_ID
@@ -141,10 +156,12 @@ def test_the_core_primes_the_llm_service_before_any_call_and_again_after_a_resta
         assert instructions in prime_prompts(llm)[-1]
         wait_until(lambda: len(core_primes(running)) >= 2, WAIT_S, 0.1,
                    "the core's second prime log line")
-        assert "(the service is back)" in core_primes(running)[-1]
+        assert "(the LLM channel is ready again)" in core_primes(running)[-1]
         assert running.proc.popen.poll() is None
         assert running.calls() == []
         assert "| ERROR" not in running.proc.output()
+    # The stop cancels the primer's watch: a clean exit, nothing left pending.
+    assert_clean_exit(running)
 
 
 def test_an_llm_service_down_at_start_is_primed_once_it_serves(
@@ -157,6 +174,7 @@ def test_an_llm_service_down_at_start_is_primed_once_it_serves(
             wait_until(lambda: service_primes(llm) >= 1, WAIT_S, 0.1,
                        "the prime once the LLM service serves")
             wait_until(lambda: core_primes(running), WAIT_S, 0.1, "the core's prime log line")
+        assert_clean_exit(running)
     finally:
         if llm.proc.popen.poll() is not None:
             start(llm, timeout=600)

@@ -75,7 +75,6 @@ class LlmPrimer:
     def __init__(self, client: LlmClient, bot: BotConfig) -> None:
         self.client = client
         self.request = prime_request(bot)
-        self.primed = 0  # primes the service answered
         self._task: asyncio.Task[None] | None = None
 
     def start(self) -> None:
@@ -114,9 +113,12 @@ class LlmPrimer:
                     "a new one follows when the service is back" if gone
                     else "the first call's first turn may answer late")
             return False
+        except Exception as err:  # never the core's end: its calls go on unprimed
+            log.warning("LLM prime failed (%r): the first call's first turn may answer late",
+                        err)
+            return False
         took_ms = (time.perf_counter() - started) * 1000
-        self.primed += 1
-        when = " (the service is back)" if again else ""
+        when = " (the LLM channel is ready again)" if again else ""
         if done is not None and done.finish_reason == FINISH_REASON:
             log.info("LLM primed with the bot's prompt in %.0f ms%s", took_ms, when)
         else:  # a service that predates primes answered it as a turn: warmed all the same
