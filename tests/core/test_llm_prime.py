@@ -20,13 +20,10 @@ import pytest
 from opensips_ai_core.config import BotConfig, load_bot_config
 from opensips_ai_core.devtools.sip_uac import SipCaller, make_sdp, parse_media_address
 from opensips_ai_core.devtools.softphone import RtpPeer
-from opensips_ai_core.grpc_clients.llm_prime import CALL_ID, PRIME_TURN, prime_request
-from opensips_ai_core.pipeline.history import History
-from opensips_ai_core.pipeline.tools import request_tools
+from opensips_ai_core.grpc_clients.llm_prime import CALL_ID, PRIME_TURN
 from tests.conftest import AiServices
 from voice_testkit.procs import ROOT, free_port, wait_until
 from voice_testkit.stack import Core, Service, build_demo_llm, core, restart, service, start
-from voiceai.llm.v1 import llm_pb2
 
 BOT_CONFIG = ROOT / "core" / "bot.toml"
 WAIT_S = 30.0
@@ -112,29 +109,6 @@ def test_a_core_whose_llm_service_is_down_starts_and_stops_cleanly(tmp_path: Pat
     assert_clean_exit(running)
 
 
-def test_the_prime_is_the_bots_first_turn_with_its_prompt_and_tools(bot: BotConfig) -> None:
-    request = prime_request(bot)
-    assert request.prime and request.call_id == CALL_ID
-    assert request.params.max_new_tokens == 1
-    system = request.messages[0]
-    assert system.role == llm_pb2.ChatMessage.SYSTEM
-    assert system.content == bot.llm_system_prompt()
-    assert "\n\nFacts:\n- " in system.content  # the knowledge goes with it
-    # What a call's first turn sends: the history with the greeting, then the caller.
-    history = History(bot.llm_system_prompt(), bot.max_history_turns)
-    history.add_assistant(bot.greeting)
-    sent = [(m.role, m.content) for m in request.messages]
-    roles = {"system": llm_pb2.ChatMessage.SYSTEM, "assistant": llm_pb2.ChatMessage.ASSISTANT,
-             "user": llm_pb2.ChatMessage.USER}
-    assert sent == [(roles[r], c) for r, c in history.for_llm(extra_user=PRIME_TURN)]
-    # The tools a call's turns offer (pipeline/generation.py), the built-ins included.
-    offered = [(t.name, t.description, t.parameters_json) for t in request.tools]
-    assert offered == [(t.name, t.description, t.parameters_json) for t in request_tools(bot)]
-    names = [t.name for t in request.tools]
-    assert {tool.name for tool in bot.tools} <= set(names)
-    assert {"transfer", "hang_up"} <= set(names)
-
-
 def test_the_core_primes_the_llm_service_before_any_call_and_again_after_a_restart(
         llm: Service, bot: BotConfig, tmp_path: Path) -> None:
     instructions = bot.system_prompt.split(". ")[0]  # "You are Ava, the telephone ..."
@@ -202,7 +176,7 @@ async def test_a_failing_prime_leaves_the_core_up_and_its_calls_answered(
             assert answer.status == 200, answer
             ip, port, _ = parse_media_address(answer.body)
             rtp.start((ip, port))
-            await asyncio.to_thread(wait_until, running.greeted_call, 60, 0.1,
+            await asyncio.to_thread(wait_until, running.greeted_call, WAIT_S, 0.1,
                                     "the call's greeting played out")
             assert await rtp.wait_for_speech(0.0, WAIT_S) is not None, "no greeting heard"
         finally:
