@@ -16,7 +16,7 @@ import grpc
 import pytest
 
 from llm_service.engine import PromptPrefixCache
-from opensips_ai_core.grpc_clients.llm import build_request
+from opensips_ai_core.grpc_clients.llm import ToolCall, ToolExchange, build_request
 from opensips_ai_core.grpc_clients.llm_prime import CALL_ID, PRIME_TURN, prime_request
 from opensips_ai_core.pipeline.tools import request_tools
 from tests.llm.bank_bot import BOT, needs_encoder
@@ -82,10 +82,13 @@ def test_a_prime_runs_every_gate_and_the_first_model_turn_reuses_its_prompt(
     assert any(m.startswith(f"fact answer scores for {PRIME_TURN!r}") for m in said), said
     assert any(m.startswith(f"off-topic check for {PRIME_TURN!r}") for m in said), said
 
-    # A turn only the model answers (small talk no knowledge line has) starts from the
-    # prime's KV cache: the instructions at least were run by the prime.
+    # A turn only the model answers whatever the knowledge (it speaks a tool's result:
+    # no gate looks at it) starts from the prime's KV cache, the instructions at least.
+    balance = ToolExchange(ToolCall("call-1", "get_balance", '{"account": "12345678"}'),
+                           '{"balance": "1,250.40 dollars"}')
     turn = build_request(
-        [("system", BOT.llm_system_prompt()), ("assistant", BOT.greeting), ("user", "okay")],
+        [("system", BOT.llm_system_prompt()), ("assistant", BOT.greeting),
+         ("user", "My account number is one two three four five six seven eight."), balance],
         tools=request_tools(BOT), call_id="after-prime", max_new_tokens=4)
     got = responses(smollm2_server, turn)
     assert got[-1].done.finish_reason in ("stop", "length"), got
