@@ -98,6 +98,7 @@ from report import write_section
 
 from opensips_ai_core.config import BotConfig, load_bot_config
 from opensips_ai_core.grpc_clients.llm import build_request
+from opensips_ai_core.grpc_clients.llm_prime import prime_blocking
 from opensips_ai_core.media.g711 import ulaw_decode, ulaw_encode
 from opensips_ai_core.pipeline.replies import same_utterance
 from opensips_ai_core.pipeline.sentences import ReplyChunker
@@ -493,6 +494,7 @@ def run(args: argparse.Namespace) -> tuple[list[MixResult], list[str]]:
             svc = stack.enter_context(service("llm", logs, timeout=600, **cache_env, **env))
             channel = stack.enter_context(grpc.insecure_channel(svc.target))
             llms.append((name, llm_pb2_grpc.LanguageModelStub(channel)))
+            prime_blocking(llms[-1][1], bot)  # as the core primes a service it sees start
         for engine in args.asr.split(","):
             env, why = asr_available(engine, bot)
             if env is None:

@@ -17,6 +17,7 @@ from opensips_ai_core.calls import CallManager
 from opensips_ai_core.config import BotConfig, CoreSettings
 from opensips_ai_core.grpc_clients.asr import AsrClient
 from opensips_ai_core.grpc_clients.llm import LlmClient
+from opensips_ai_core.grpc_clients.llm_prime import LlmPrimer
 from opensips_ai_core.grpc_clients.tts import TtsClient
 from opensips_ai_core.http import HttpServer
 from opensips_ai_core.http_calls import CallApi
@@ -60,6 +61,8 @@ class CoreApp:
         self.clients: dict[str, AsrClient | LlmClient | TtsClient] = {
             "asr": asr, "llm": llm, "tts": tts}
         self.services = Services(asr, llm, tts)
+        # The bot's prompt sent ahead of any call whenever the LLM channel becomes ready.
+        self.llm_primer = LlmPrimer(llm, bot)
         self.manager = CallManager(settings, bot, self.services,
                                    RtpPortAllocator(settings.rtp_port_min, settings.rtp_port_max))
         self.backend = make_backend(settings)
@@ -143,6 +146,7 @@ class CoreApp:
 
     async def run(self) -> int:
         on_stop_signals(self.request_stop)
+        self.llm_primer.start()
         await self.http.start()
         await self.backend.start(self.manager)
         self.ready = True
@@ -152,6 +156,7 @@ class CoreApp:
         # development the drain is short (CORE_DRAIN_TIMEOUT_S 0), so a reload stays quick.
         await self._stop.wait()
         log.info("opensips-ai-core stopping (%s)", self.stop_reason)
+        await self.llm_primer.stop()
         await self.manager.drain(self.settings.grace_period_s)
         await self.backend.stop()
         await self.http.stop()

@@ -127,8 +127,19 @@ class LlmClient:
         finally:
             await calls.aclose()  # cancels the call if it is still running
 
+    async def prime(self, request: llm_pb2.GenerateRequest) -> llm_pb2.GenerationTimings | None:
+        """Send a prime (llm_prime.py) and wait for its `done`; any text is dropped (a
+        server that predates primes answers one as a turn). One attempt, as `generate`."""
+        calls: AsyncGenerator[llm_pb2.GenerateResponse, None] = responses(
+            self.stub.Generate(request, wait_for_ready=True, timeout=self.timeout_s))
+        done = None
+        try:
+            async for response in calls:
+                if response.HasField("done"):
+                    done = response.done
+        finally:
+            await calls.aclose()
+        return done
+
     async def close(self) -> None:
         await self.channel.close()
-
-
-

@@ -27,8 +27,8 @@ from opensips_ai_core.pipeline.tools import (
     ToolFailure,
     ToolRunner,
     fit_exchanges,
-    offered_tools,
     parse_arguments,
+    request_tools,
 )
 from opensips_ai_core.pipeline.transfer import strip_transfer_marker
 from opensips_ai_core.pipeline.turn import Turn
@@ -49,9 +49,7 @@ class Generation:
         self.tts = tts
         self.bot = bot
         self.tool_runner = ToolRunner(call_id, bot.tools, bot.tools_base_url)
-        # Built-ins only alongside configured tools: a bot without tools sends no tool
-        # list, so models whose template renders tools see the prompt they always did.
-        self.tools = offered_tools(bot) if bot.tools else []
+        self.tools = request_tools(bot)
 
     async def say(self, turn: Turn, text: str) -> None:
         """A fixed text (greeting, prompt, goodbye) as the turn's reply."""

@@ -55,6 +55,13 @@ def offered_tools(bot: BotConfig) -> list[ToolSpec]:
     return specs
 
 
+def request_tools(bot: BotConfig) -> list[ToolSpec]:
+    """The tools a turn's LLM request offers: the built-ins only alongside configured
+    tools, so a bot without tools sends no tool list, and a model whose template renders
+    tools sees the prompt it always did."""
+    return offered_tools(bot) if bot.tools else []
+
+
 def parse_arguments(call: ToolCall, schema: dict[str, Any]) -> dict[str, Any] | ToolFailure:
     """The call's arguments, checked against `schema`."""
     try:

@@ -380,6 +380,8 @@ class LanguageModel:
         if reused is not None:
             count, job.past = reused
             job.next_input = torch.tensor([job.prompt.ids[count:]], device=self.device)
+            log.debug("prompt prefix reused (%s): %d of %d tokens", job.call_id or "-", count,
+                      len(job.prompt.ids))
         else:
             job.next_input = torch.tensor([job.prompt.ids], device=self.device)
         job.detokenizer = IncrementalDetokenizer(self.tokenizer)

@@ -156,9 +156,11 @@ class OffTopicGate:
             return None
         return said
 
-    def check(self, messages: Sequence[Message], tools: Sequence[ToolSpec] = ()
-              ) -> Refusal | None:
-        """The refusal for the caller's last turn, or None: the model answers it."""
+    def check(self, messages: Sequence[Message], tools: Sequence[ToolSpec] = (), *,
+              every_step: bool = False) -> Refusal | None:
+        """The refusal for the caller's last turn, or None: the model answers it.
+        `every_step`: go on past a turn a fact answers, for a prime (prime.py), whose
+        only purpose is to encode what each step compares with."""
         asked = asked_with_facts(messages)
         if asked is None:
             return None  # no caller's turn, or no knowledge to be off the topic of
@@ -167,7 +169,7 @@ class OffTopicGate:
         refusal = self.refusal_line(parsed.facts)
         known = parsed if refusal is None else parsed.without(refusal)
         _, fact = self._fact(known, self.encoder.encode_turn(turn)) if known.facts else (0, -1.0)
-        if fact >= self.fact_min_score or self._follows_up(messages, known):
+        if (fact >= self.fact_min_score or self._follows_up(messages, known)) and not every_step:
             return None
         phrases = SMALL_TALK + tuple(p for tool in tools for p in tool_phrases(tool))
         small_talk = self._best(turn, phrases)

@@ -9,6 +9,7 @@ from collections.abc import AsyncIterator
 
 import grpc
 
+from llm_service import prime
 from llm_service.demo_tools import demo_step
 from llm_service.engine import (
     Delta,
@@ -18,6 +19,7 @@ from llm_service.engine import (
     GenerationJob,
     LanguageModel,
     Message,
+    Prompt,
     ToolSpec,
 )
 from llm_service.fact_answer import FINISH_REASON as FACT_FINISH_REASON
@@ -72,6 +74,11 @@ class LanguageModelServicer(llm_pb2_grpc.LanguageModelServicer):
             return
         if tools and self.template_renders_tools is None and not uses_demo(self.settings.model):
             await self._check_template_renders_tools(messages, tools, prompt.text)
+        if request.prime:
+            async for response in self._prime(request.call_id or prime.CALL_ID, messages,
+                                              tools, prompt, arrived=arrived, context=context):
+                yield response
+            return
         if tools and self.template_renders_tools is False and self.model.router is not None:
             routed = await asyncio.to_thread(self.model.router.route, messages, tools)
             if routed is not None:
@@ -189,6 +196,57 @@ class LanguageModelServicer(llm_pb2_grpc.LanguageModelServicer):
             if not job.finished:
                 job.cancel("client cancelled" if context.cancelled() else "stream closed")
 
+    async def _prime(self, call_id: str, messages: list[Message], tools: tuple[ToolSpec, ...],
+                     prompt: Prompt, *, arrived: float, context: grpc.aio.ServicerContext,
+                     ) -> AsyncIterator[llm_pb2.GenerateResponse]:
+        """A prime (prime.py): every gate, then the prompt through the model for one
+        token; no text is sent, only `done` (finish_reason "primed")."""
+        await asyncio.to_thread(prime.run_gates, self.model, messages, tools,
+                                self.template_renders_tools is False)
+        gates_ms = (time.perf_counter() - arrived) * 1000  # the prompt's rendering included
+        limit = self.model.max_positions
+        if limit and len(prompt.ids) >= limit:
+            await context.abort(
+                grpc.StatusCode.INVALID_ARGUMENT,
+                f"the prompt is {len(prompt.ids)} tokens; the model's context is {limit}")
+            return
+        dlog.debug_output("prompt (%s, %d tokens): %r", call_id, len(prompt.ids), prompt.text)
+        loop = asyncio.get_running_loop()
+        done: asyncio.Future[Event] = loop.create_future()
+
+        def emit(event: Event) -> None:  # called on the worker thread; the token is dropped
+            if isinstance(event, Delta):
+                return
+            try:
+                loop.call_soon_threadsafe(_settle, done, event)
+            except RuntimeError:  # the loop is gone (shutdown)
+                job.cancel("event loop closed")
+
+        job = GenerationJob(prompt=prompt, params=prime.PREFILL, emit=emit, call_id=call_id,
+                            arrived=arrived)
+        try:
+            self.scheduler.submit(job)
+        except QueueFullError as err:
+            log.warning("refused prime (%s): %s", call_id, err)
+            await context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, str(err))
+            return
+        try:
+            event = await done
+        finally:
+            if not job.finished:
+                job.cancel("client cancelled" if context.cancelled() else "stream closed")
+        if isinstance(event, Failed):
+            await context.abort(grpc.StatusCode.INTERNAL, event.message)
+            return
+        assert isinstance(event, Finished)
+        log.info("primed (%s): the prompt and every gate in %.0f ms, then its %d tokens "
+                 "through the model in %.0f ms", call_id, gates_ms, event.prompt_tokens,
+                 event.total_ms - gates_ms)
+        yield llm_pb2.GenerateResponse(done=llm_pb2.GenerationTimings(
+            time_to_first_token_ms=event.time_to_first_token_ms,
+            prompt_tokens=event.prompt_tokens, total_ms=event.total_ms,
+            queue_ms=event.queue_ms, finish_reason=prime.FINISH_REASON))
+
     async def _check_template_renders_tools(self, messages: list[Message],
                                             tools: tuple[ToolSpec, ...], prompt: str) -> None:
         """Once: does the chat template render `tools=` at all? SmolLM2's does not: its
@@ -206,6 +264,11 @@ class LanguageModelServicer(llm_pb2_grpc.LanguageModelServicer):
                         "" if self.model.router is None else
                         " (those without required arguments are called by meaning: "
                         "LLM_TOOL_ROUTE_MIN_SCORE)")
+
+
+def _settle(future: asyncio.Future[Event], event: Event) -> None:
+    if not future.done():
+        future.set_result(event)
 
 
 def _bot_line(text: str, arrived: float, finish_reason: str

@@ -24,7 +24,7 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x18voiceai/llm/v1/llm.proto\x12\x0evoiceai.llm.v1\"\xdf\x01\n\x0b\x43hatMessage\x12.\n\x04role\x18\x01 \x01(\x0e\x32 .voiceai.llm.v1.ChatMessage.Role\x12\x0f\n\x07\x63ontent\x18\x02 \x01(\t\x12\x14\n\x0ctool_call_id\x18\x03 \x01(\t\x12,\n\ntool_calls\x18\x04 \x03(\x0b\x32\x18.voiceai.llm.v1.ToolCall\"K\n\x04Role\x12\x14\n\x10ROLE_UNSPECIFIED\x10\x00\x12\n\n\x06SYSTEM\x10\x01\x12\x08\n\x04USER\x10\x02\x12\r\n\tASSISTANT\x10\x03\x12\x08\n\x04TOOL\x10\x04\"B\n\x04Tool\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x13\n\x0b\x64\x65scription\x18\x02 \x01(\t\x12\x17\n\x0fparameters_json\x18\x03 \x01(\t\"<\n\x08ToolCall\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\x12\x16\n\x0e\x61rguments_json\x18\x03 \x01(\t\"j\n\x10GenerationParams\x12\x16\n\x0emax_new_tokens\x18\x01 \x01(\x05\x12\x13\n\x0btemperature\x18\x02 \x01(\x02\x12\r\n\x05top_p\x18\x03 \x01(\x02\x12\x0c\n\x04seed\x18\x04 \x01(\x03\x12\x0c\n\x04stop\x18\x05 \x03(\t\"\xa8\x01\n\x0fGenerateRequest\x12-\n\x08messages\x18\x01 \x03(\x0b\x32\x1b.voiceai.llm.v1.ChatMessage\x12\x30\n\x06params\x18\x02 \x01(\x0b\x32 .voiceai.llm.v1.GenerationParams\x12\x0f\n\x07\x63\x61ll_id\x18\x03 \x01(\t\x12#\n\x05tools\x18\x04 \x03(\x0b\x32\x14.voiceai.llm.v1.Tool\"\xbb\x01\n\x11GenerationTimings\x12\x1e\n\x16time_to_first_token_ms\x18\x01 \x01(\x01\x12\x19\n\x11tokens_per_second\x18\x02 \x01(\x01\x12\x15\n\rprompt_tokens\x18\x03 \x01(\x05\x12\x19\n\x11\x63ompletion_tokens\x18\x04 \x01(\x05\x12\x10\n\x08total_ms\x18\x05 \x01(\x01\x12\x10\n\x08queue_ms\x18\x06 \x01(\x01\x12\x15\n\rfinish_reason\x18\x07 \x01(\t\"\x8e\x01\n\x10GenerateResponse\x12\x0f\n\x05\x64\x65lta\x18\x01 \x01(\tH\x00\x12\x31\n\x04\x64one\x18\x02 \x01(\x0b\x32!.voiceai.llm.v1.GenerationTimingsH\x00\x12-\n\ttool_call\x18\x03 \x01(\x0b\x32\x18.voiceai.llm.v1.ToolCallH\x00\x42\x07\n\x05\x65vent2`\n\rLanguageModel\x12O\n\x08Generate\x12\x1f.voiceai.llm.v1.GenerateRequest\x1a .voiceai.llm.v1.GenerateResponse0\x01\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x18voiceai/llm/v1/llm.proto\x12\x0evoiceai.llm.v1\"\xdf\x01\n\x0b\x43hatMessage\x12.\n\x04role\x18\x01 \x01(\x0e\x32 .voiceai.llm.v1.ChatMessage.Role\x12\x0f\n\x07\x63ontent\x18\x02 \x01(\t\x12\x14\n\x0ctool_call_id\x18\x03 \x01(\t\x12,\n\ntool_calls\x18\x04 \x03(\x0b\x32\x18.voiceai.llm.v1.ToolCall\"K\n\x04Role\x12\x14\n\x10ROLE_UNSPECIFIED\x10\x00\x12\n\n\x06SYSTEM\x10\x01\x12\x08\n\x04USER\x10\x02\x12\r\n\tASSISTANT\x10\x03\x12\x08\n\x04TOOL\x10\x04\"B\n\x04Tool\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x13\n\x0b\x64\x65scription\x18\x02 \x01(\t\x12\x17\n\x0fparameters_json\x18\x03 \x01(\t\"<\n\x08ToolCall\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\x12\x16\n\x0e\x61rguments_json\x18\x03 \x01(\t\"j\n\x10GenerationParams\x12\x16\n\x0emax_new_tokens\x18\x01 \x01(\x05\x12\x13\n\x0btemperature\x18\x02 \x01(\x02\x12\r\n\x05top_p\x18\x03 \x01(\x02\x12\x0c\n\x04seed\x18\x04 \x01(\x03\x12\x0c\n\x04stop\x18\x05 \x03(\t\"\xb7\x01\n\x0fGenerateRequest\x12-\n\x08messages\x18\x01 \x03(\x0b\x32\x1b.voiceai.llm.v1.ChatMessage\x12\x30\n\x06params\x18\x02 \x01(\x0b\x32 .voiceai.llm.v1.GenerationParams\x12\x0f\n\x07\x63\x61ll_id\x18\x03 \x01(\t\x12#\n\x05tools\x18\x04 \x03(\x0b\x32\x14.voiceai.llm.v1.Tool\x12\r\n\x05prime\x18\x05 \x01(\x08\"\xbb\x01\n\x11GenerationTimings\x12\x1e\n\x16time_to_first_token_ms\x18\x01 \x01(\x01\x12\x19\n\x11tokens_per_second\x18\x02 \x01(\x01\x12\x15\n\rprompt_tokens\x18\x03 \x01(\x05\x12\x19\n\x11\x63ompletion_tokens\x18\x04 \x01(\x05\x12\x10\n\x08total_ms\x18\x05 \x01(\x01\x12\x10\n\x08queue_ms\x18\x06 \x01(\x01\x12\x15\n\rfinish_reason\x18\x07 \x01(\t\"\x8e\x01\n\x10GenerateResponse\x12\x0f\n\x05\x64\x65lta\x18\x01 \x01(\tH\x00\x12\x31\n\x04\x64one\x18\x02 \x01(\x0b\x32!.voiceai.llm.v1.GenerationTimingsH\x00\x12-\n\ttool_call\x18\x03 \x01(\x0b\x32\x18.voiceai.llm.v1.ToolCallH\x00\x42\x07\n\x05\x65vent2`\n\rLanguageModel\x12O\n\x08Generate\x12\x1f.voiceai.llm.v1.GenerateRequest\x1a .voiceai.llm.v1.GenerateResponse0\x01\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -42,11 +42,11 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_GENERATIONPARAMS']._serialized_start=400
   _globals['_GENERATIONPARAMS']._serialized_end=506
   _globals['_GENERATEREQUEST']._serialized_start=509
-  _globals['_GENERATEREQUEST']._serialized_end=677
-  _globals['_GENERATIONTIMINGS']._serialized_start=680
-  _globals['_GENERATIONTIMINGS']._serialized_end=867
-  _globals['_GENERATERESPONSE']._serialized_start=870
-  _globals['_GENERATERESPONSE']._serialized_end=1012
-  _globals['_LANGUAGEMODEL']._serialized_start=1014
-  _globals['_LANGUAGEMODEL']._serialized_end=1110
+  _globals['_GENERATEREQUEST']._serialized_end=692
+  _globals['_GENERATIONTIMINGS']._serialized_start=695
+  _globals['_GENERATIONTIMINGS']._serialized_end=882
+  _globals['_GENERATERESPONSE']._serialized_start=885
+  _globals['_GENERATERESPONSE']._serialized_end=1027
+  _globals['_LANGUAGEMODEL']._serialized_start=1029
+  _globals['_LANGUAGEMODEL']._serialized_end=1125
 # @@protoc_insertion_point(module_scope)
