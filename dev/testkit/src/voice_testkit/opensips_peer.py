@@ -41,7 +41,9 @@ one when an `opensips` binary is on PATH). It speaks real UDP on 127.0.0.1:
 - with `sip=True`, a real SIP socket (`sip_port`, sip_script.py) where callers and
   probes (SIPp) get what the script answers: OPTIONS 200 or the gate's 503, the gate's
   503 to an INVITE, or 100 and a session whose `ua_session_reply` replies go back
-  to the caller;
+  to the caller; with the Via's `received`/`rport`, CANCEL (`200 canceling` and
+  TERMINATED, or 481), retransmitted INVITEs absorbed and final replies retransmitted
+  until the ACK, as tm and the core do (sip_script.py says what it does not play);
 - `restart()`: a new run with a new start time that has forgotten every
   subscription, session and shared variable; keys are looked up by their hash and local index only,
   as in b2b_entities, so an old run's key may name a new run's session;

@@ -31,8 +31,8 @@ its wait timer, so there a very late retransmission would be a new call); a CANC
 transaction whose session the core already deleted is answered `200 canceling` without an
 event (not observed on the real one); the To-tags of sl and tm have the real ones' shape
 (`XXXX.<32 hex>`, `XXXX-<32 hex>`, the same for a request's retransmissions and for the
-CANCEL of a refused INVITE) but not their values; TCP, `received` already in the Via,
-and a Via without a port other than 5060 are not played.
+CANCEL of a refused INVITE) but not their values; TCP, and a request whose Via already has
+`received`, are not played.
 """
 
 from __future__ import annotations
