@@ -239,3 +239,45 @@ async def retransmissions(sip_port: int, mi_port: int) -> None:
         bye = await caller.expect(200, timeout=WAIT_S)
         while bye.cseq != (2, "BYE"):  # a copy of the 200 that crossed the ACK
             bye = await caller.expect(200, timeout=WAIT_S)
+
+
+async def cancel_crossing_the_answer(sip_port: int, mi_port: int) -> None:
+    """The CANCEL crosses the engine's 200 (sent on receipt of it, before the ACK):
+    `200 canceling`, TERMINATED/CANCEL to the core, which deletes the session (no BYE
+    from OpenSIPS); the caller ACKs its 200 and hangs up: its BYE is answered 200."""
+    async with core_and_caller(sip_port, mi_port) as (core, caller):
+        invite = caller.request("INVITE", body=OFFER)
+        call_id = parse_message(invite.encode()).call_id
+        caller.send(invite)
+        key = (await core.event("NEW", call_id))["key"]
+        await core.reply(key, 200, "OK", body=OFFER)
+        ok = await caller.expect(200, timeout=WAIT_S)
+        caller.send(caller.request("CANCEL", call_id=call_id, branch=branch_of(invite)))
+        canceling = await caller.expect(200, timeout=WAIT_S)
+        while canceling.cseq != (1, "CANCEL"):  # a copy of the INVITE's 200 first
+            canceling = await caller.expect(200, timeout=WAIT_S)
+        assert canceling.reason == "canceling" and to_tag(canceling) != key
+        terminated = await core.event("TERMINATED", call_id)
+        assert (terminated["key"], terminated["method"]) == (key, "CANCEL")
+        # Deleted without a BYE (state 7), as the core does it.
+        assert await core.mi.call("ua_session_terminate", {"key": key}) == "OK"
+        caller.send(caller.ack_for(ok, invite))
+        caller.send(caller.request("BYE", call_id=call_id, cseq=2, to_tag=key))
+        bye = await caller.recv(WAIT_S)
+        while bye.cseq != (2, "BYE"):  # a copy of the INVITE's 200 that crossed the ACK
+            bye = await caller.recv(WAIT_S)
+        assert (bye.status, bye.reason, to_tag(bye)) == (200, "OK", key)
+
+
+async def bye_of_no_session(sip_port: int) -> None:
+    """A BYE whose To-tag is a B2B key naming no session: b2b_entities' `200 OK`; with
+    another To-tag, or another method with that key, the script's 481."""
+    caller = await RawSipPeer((LOOPBACK, sip_port)).open()
+    try:
+        for method, tag, status in (("BYE", "B2B.1.2.3.4", 200), ("BYE", "abc", 481),
+                                    ("INFO", "B2B.1.2.3.4", 481)):
+            caller.send(caller.request(method, cseq=2, to_tag=tag))
+            answer = await caller.recv(WAIT_S)
+            assert (answer.status, answer.cseq, to_tag(answer)) == (status, (2, method), tag)
+    finally:
+        caller.close()

@@ -672,3 +672,12 @@ async def test_sip_retransmitted_invites_absorbed_and_final_replies_retransmitte
     # One session per call (the retransmitted INVITEs were not processed again): the
     # rejected one, still listed; the answered one ended by its BYE.
     assert [entry["state"] for entry in await listed(opensips)] == [7]
+
+
+async def test_sip_a_cancel_crossing_the_answer_then_the_callers_bye(
+        opensips: RealOpenSips) -> None:
+    await sip_transactions.cancel_crossing_the_answer(opensips.sip_port, opensips.mi_port)
+
+
+async def test_sip_a_bye_of_no_session(opensips: RealOpenSips) -> None:
+    await sip_transactions.bye_of_no_session(opensips.sip_port)

@@ -14,8 +14,9 @@ On a real UDP socket on 127.0.0.1, for requests from outside a dialog:
   sends no 487 (the engine does). Unmatched (no transaction: unknown, another branch,
   or an INVITE the gate refused statelessly): the script's `481`;
 - in a dialog: an ACK is absorbed (and stops its INVITE's retransmissions); a BYE of a
-  session is answered `200 OK` and raises TERMINATED; anything else `481`. Other
-  methods: `405`.
+  session is answered `200 OK` and raises TERMINATED; a BYE whose To-tag is a B2B key
+  of no session (deleted, or an older run's) `200 OK` without an event; anything else
+  `481`. Other methods: `405`.
 
 Like OpenSIPS' core, every reply's top Via gets `;received=<source IP>` and `;rport=<source
 port>` when the request's Via has `;rport` (and the reply goes to the source address);
@@ -54,6 +55,8 @@ if TYPE_CHECKING:
 T1_S, T2_S = 0.5, 4.0
 FINAL_REPLY_WAIT_S = 5.0
 DEFAULT_SIP_PORT = 5060
+# A To-tag b2b_entities takes for one of its keys (b2b_parse_key's format).
+B2B_KEY = re.compile(r"^B2B\.\d+\.\d+\.")
 # The top Via's sent-by ("SIP/2.0/UDP host[:port]") and the parameters after it.
 VIA = re.compile(r"^(?P<name>Via|v)(?P<colon>\s*:\s*)(?P<proto>SIP\s*/\s*2\.0\s*/\s*\S+)\s+"
                  r"(?P<host>\[[^\]]+\]|[^\s:;,]+)(?::(?P<port>\d+))?(?P<params>[^,\r\n]*)"
@@ -150,6 +153,7 @@ class InviteTransaction:
     final: bool = False
     acked: bool = False
     cancelled: bool = False               # a CANCEL has been answered (and reported)
+    final_copies: int = 0                 # how often the final reply went out by itself
     retransmitting: asyncio.Task[None] | None = field(default=None, repr=False)
 
 
@@ -244,6 +248,11 @@ class SipScript:
             self.send(plain_reply(headers, 200, "OK", to_tag), destination)
             self.peer.bye(to_tag)
             return
+        if method == "BYE" and B2B_KEY.match(to_tag):
+            # b2b_entities answers a BYE whose To-tag is a B2B key of no session itself
+            # (one it deleted, or an older run's): 200, no event.
+            self.send(plain_reply(headers, 200, "OK", to_tag), destination)
+            return
         self.send(plain_reply(headers, 481, "Call/Transaction Does Not Exist", to_tag),
                   destination)
 
@@ -298,13 +307,15 @@ class SipScript:
         self.send(reply, transaction.destination)
         if code >= 200:
             transaction.final = True
+            transaction.final_copies = 1
             transaction.retransmitting = asyncio.get_running_loop().create_task(
                 self._retransmit(transaction))
         return True
 
     async def _retransmit(self, transaction: InviteTransaction) -> None:
-        """Timer G: the final reply again at T1, 2*T1, ... (at most T2 apart) until the
-        ACK, for at most FINAL_REPLY_WAIT_S after it went out."""
+        """Timer G: the final reply again after T1, 2*T1, ... (at most T2 apart) until
+        the ACK, for at most FINAL_REPLY_WAIT_S after it went out (counted in nominal
+        intervals, so a late loop never adds a copy: 4 in all without an ACK)."""
         interval, waited = T1_S, 0.0
         while waited + interval <= FINAL_REPLY_WAIT_S:
             await asyncio.sleep(interval)
@@ -312,6 +323,7 @@ class SipScript:
             if transaction.acked:
                 break
             self.send(transaction.last_reply, transaction.destination)
+            transaction.final_copies += 1
             interval = min(2 * interval, T2_S)
         self.peer._notify()  # for waiters on `retransmitting`
 
