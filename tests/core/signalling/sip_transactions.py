@@ -281,3 +281,26 @@ async def bye_of_no_session(sip_port: int) -> None:
             assert (answer.status, answer.cseq, to_tag(answer)) == (status, (2, method), tag)
     finally:
         caller.close()
+
+
+async def after_the_session_is_deleted(sip_port: int, mi_port: int) -> None:
+    """The core answered 486 and deleted the session, the caller ACKed: tm still holds
+    the INVITE (a retransmission gets the 486 again), and a CANCEL gets no answer (the
+    next reply that comes is the OPTIONS' sent after it)."""
+    async with core_and_caller(sip_port, mi_port) as (core, caller):
+        invite = caller.request("INVITE", body=OFFER)
+        call_id = parse_message(invite.encode()).call_id
+        caller.send(invite)
+        key = (await core.event("NEW", call_id))["key"]
+        await core.reply(key, 486, "Busy Here")
+        busy = await caller.expect(486, timeout=WAIT_S)
+        assert await core.mi.call("ua_session_terminate", {"key": key}) == "OK"
+        caller.send(caller.ack_for(busy, invite))
+        caller.send(invite)
+        assert wire(await caller.expect(486, timeout=WAIT_S)) == wire(busy)
+        caller.send(caller.request("CANCEL", call_id=call_id, branch=branch_of(invite)))
+        caller.send(caller.request("OPTIONS", call_id=f"after-{call_id}"))
+        reply = await caller.recv(WAIT_S)
+        while reply.status == 486:  # a copy that crossed the ACK
+            reply = await caller.recv(WAIT_S)
+        assert reply.cseq == (1, "OPTIONS"), (reply.status, reply.reason, reply.cseq)

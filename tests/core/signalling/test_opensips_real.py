@@ -681,3 +681,7 @@ async def test_sip_a_cancel_crossing_the_answer_then_the_callers_bye(
 
 async def test_sip_a_bye_of_no_session(opensips: RealOpenSips) -> None:
     await sip_transactions.bye_of_no_session(opensips.sip_port)
+
+
+async def test_sip_after_the_session_is_deleted(opensips: RealOpenSips) -> None:
+    await sip_transactions.after_the_session_is_deleted(opensips.sip_port, opensips.mi_port)

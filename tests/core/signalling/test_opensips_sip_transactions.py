@@ -101,3 +101,7 @@ async def test_a_cancel_crossing_the_answer_then_the_callers_bye(
 
 async def test_a_bye_of_no_session(opensips: OpenSipsPeer) -> None:
     await sip_transactions.bye_of_no_session(opensips.sip_port)
+
+
+async def test_after_the_session_is_deleted(opensips: OpenSipsPeer) -> None:
+    await sip_transactions.after_the_session_is_deleted(opensips.sip_port, opensips.mi_port)

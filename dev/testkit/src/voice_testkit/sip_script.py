@@ -11,8 +11,9 @@ On a real UDP socket on 127.0.0.1, for requests from outside a dialog:
   session and its NEW event, then the replies the engine sends with `ua_session_reply`;
 - CANCEL: matched to an INVITE transaction by Call-ID and top Via branch. Matched:
   `200 canceling` (tm's To-tag), and the first one raises TERMINATED/CANCEL; OpenSIPS
-  sends no 487 (the engine does). Unmatched (no transaction: unknown, another branch,
-  or an INVITE the gate refused statelessly): the script's `481`;
+  sends no 487 (the engine does); once the core has deleted the session, no answer at
+  all. Unmatched (no transaction: unknown, another branch, or an INVITE the gate
+  refused statelessly): the script's `481`;
 - in a dialog: an ACK is absorbed (and stops its INVITE's retransmissions); a BYE of a
   session is answered `200 OK` and raises TERMINATED; a BYE whose To-tag is a B2B key
   of no session (deleted, or an older run's) `200 OK` without an event; anything else
@@ -28,9 +29,8 @@ doubling up to 4 s, until its ACK or the end of the script's `fr_timeout` (5 s) 
 so 4 copies at most.
 
 Unlike the real one: transactions are kept as long as the socket (tm forgets them after
-its wait timer, so there a very late retransmission would be a new call); a CANCEL of a
-transaction whose session the core already deleted is answered `200 canceling` without an
-event (not observed on the real one); the To-tags of sl and tm have the real ones' shape
+its wait timer: an INVITE retransmitted 9 s after its ACK was a new call there, 0.7 s
+after it got the last reply); the To-tags of sl and tm have the real ones' shape
 (`XXXX.<32 hex>`, `XXXX-<32 hex>`, the same for a request's retransmissions and for the
 CANCEL of a refused INVITE) but not their values; TCP, and a request whose Via already has
 `received`, are not played.
@@ -289,12 +289,15 @@ class SipScript:
             self.send(plain_reply(headers, 481, "Call/Transaction Does Not Exist",
                                   self.sl_tag(headers)), destination)
             return
+        if transaction.key not in self.peer.sessions:
+            # The core deleted the session: tm still has the INVITE, b2b_entities no
+            # entity to cancel, and nothing is sent.
+            return
         self.send(plain_reply(headers, 200, "canceling", self.tm_tag(headers)), destination)
         if not transaction.cancelled:
             transaction.cancelled = True
-            if transaction.key in self.peer.sessions:
-                # TERMINATED/CANCEL carries the CANCEL as it came.
-                self.peer.cancel(transaction.key, raw_headers)
+            # TERMINATED/CANCEL carries the CANCEL as it came.
+            self.peer.cancel(transaction.key, raw_headers)
 
     def reply_to_invite(self, key: str, reply: str, code: int) -> bool:
         """Send a UA session's reply to its caller's INVITE (ua_session_reply) through the
