@@ -26,6 +26,7 @@ from opensips_ai_core.signalling.headers import header_uri
 from opensips_ai_core.signalling.opensips import MiClient, MiError, OpenSipsBackend
 from opensips_ai_core.signalling.opensips.events import UaSessionEvent
 from opensips_ai_core.signalling.sip.message import SipMessage, parse_message
+from tests.core.signalling import sip_transactions
 from tests.core.signalling.conftest import RecordingHandler, eventually
 from tests.core.signalling.gate_sipp import sipp_reply
 from tests.core.signalling.sip_peer import OFFER, RawSipPeer
@@ -645,3 +646,42 @@ async def test_a_second_core_stopping_leaves_the_first_one_serving(
         assert (await phone.expect(200)).cseq == (2, "BYE")
     finally:
         await stays.stop()
+
+
+# The SIP socket's core and tm behaviour, the same checks as the double's
+# (sip_transactions.py, test_opensips_sip_transactions.py).
+
+async def test_sip_replies_carry_the_via_as_the_core_stamps_it(opensips: RealOpenSips) -> None:
+    await sip_transactions.via_stamps(opensips.sip_port)
+
+
+async def test_sip_a_cancel_of_no_transaction_gets_481(opensips: RealOpenSips) -> None:
+    await sip_transactions.cancel_of_nothing(opensips.sip_port)
+
+
+async def test_sip_a_cancel_of_a_pending_invite_gets_200_and_the_cores_487(
+        opensips: RealOpenSips) -> None:
+    await sip_transactions.cancel_of_a_pending_invite(opensips.sip_port, opensips.mi_port)
+    (entry,) = await listed(opensips)
+    assert entry["state"] == 7  # terminated, listed until the core deletes it
+
+
+async def test_sip_retransmitted_invites_absorbed_and_final_replies_retransmitted(
+        opensips: RealOpenSips) -> None:
+    await sip_transactions.retransmissions(opensips.sip_port, opensips.mi_port)
+    # One session per call (the retransmitted INVITEs were not processed again): the
+    # rejected one, still listed; the answered one ended by its BYE.
+    assert [entry["state"] for entry in await listed(opensips)] == [7]
+
+
+async def test_sip_a_cancel_crossing_the_answer_then_the_callers_bye(
+        opensips: RealOpenSips) -> None:
+    await sip_transactions.cancel_crossing_the_answer(opensips.sip_port, opensips.mi_port)
+
+
+async def test_sip_a_bye_of_no_session(opensips: RealOpenSips) -> None:
+    await sip_transactions.bye_of_no_session(opensips.sip_port)
+
+
+async def test_sip_after_the_session_is_deleted(opensips: RealOpenSips) -> None:
+    await sip_transactions.after_the_session_is_deleted(opensips.sip_port, opensips.mi_port)

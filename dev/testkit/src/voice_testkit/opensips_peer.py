@@ -41,7 +41,9 @@ one when an `opensips` binary is on PATH). It speaks real UDP on 127.0.0.1:
 - with `sip=True`, a real SIP socket (`sip_port`, sip_script.py) where callers and
   probes (SIPp) get what the script answers: OPTIONS 200 or the gate's 503, the gate's
   503 to an INVITE, or 100 and a session whose `ua_session_reply` replies go back
-  to the caller;
+  to the caller; with the Via's `received`/`rport`, CANCEL (`200 canceling` and
+  TERMINATED, or 481), retransmitted INVITEs absorbed and final replies retransmitted
+  until the ACK, as tm and the core do (sip_script.py says what it does not play);
 - `restart()`: a new run with a new start time that has forgotten every
   subscription, session and shared variable; keys are looked up by their hash and local index only,
   as in b2b_entities, so an old run's key may name a new run's session;
@@ -252,7 +254,7 @@ class OpenSipsPeer:
             await asyncio.gather(self._lease, return_exceptions=True)
             self._lease = None
         if self._sip is not None:
-            self._sip.close()
+            await self._sip.stop()  # its retransmissions end with it
             self._sip = None
         if self._transport is not None:
             self._transport.close()
@@ -391,13 +393,13 @@ class OpenSipsPeer:
         """The script hands new callers to a core (`$shv(ai_core) == 1`)."""
         return self.shared.get("ai_core") == 1
 
-    def script_refusal(self, headers: str) -> str:
+    def script_refusal(self, headers: str, sl_tag: str = "b298.sl") -> str:
         """The script's route[refuse_no_core] for a request with these headers:
         send_reply 503, stateless, as 3.6.8 sent it: Via, To (with sl's tag), From,
         Call-ID, CSeq, the appended Retry-After, OpenSIPS' Server header."""
         lines = {line.partition(":")[0].strip().lower(): line
                  for line in headers.split("\r\n") if line}
-        to = lines["to"] + ("" if ";tag=" in lines["to"] else ";tag=b298.sl")
+        to = lines["to"] + ("" if ";tag=" in lines["to"] else f";tag={sl_tag}")
         copied = [lines["via"], to, lines["from"], lines["call-id"], lines["cseq"]]
         why = "draining" if self.shared.get("ai_core") == 2 else "no core"
         return (f"SIP/2.0 503 Service Unavailable ({why})\r\n"
@@ -423,7 +425,12 @@ class OpenSipsPeer:
         session.replies.append(dict(params))
         session.sip_replies.append(self._build_reply(session, code, str(reason), params))
         self.sip_sent.setdefault(session.key, []).append(session.sip_replies[-1])
-        if session.caller is not None and self._sip is not None:
+        # A SIP caller's INVITE is answered through its transaction (kept for
+        # retransmitted INVITEs, a final reply retransmitted until the ACK); any other
+        # request's reply goes out as it is.
+        if session.caller is not None and self._sip is not None and not (
+                method == "INVITE"
+                and self._sip.reply_to_invite(session.key, session.sip_replies[-1], code)):
             self._sip.send(session.sip_replies[-1], session.caller)
         if code >= 200:
             session.pending = None
@@ -657,10 +664,12 @@ class OpenSipsPeer:
         return key
 
     def answer_caller(self, key: str, call_id: str, headers: str, body: str,
-                      caller: tuple[str, int]) -> None:
+                      caller: tuple[str, int], *, reply_headers: str | None = None) -> None:
         """A real SIP caller's INVITE passed the gate (sip_script.py): a UA session
-        whose replies go back to the caller, and its NEW."""
-        self.sessions[key] = PeerSession(key, call_id, headers, caller=caller)
+        whose replies go back to the caller, and its NEW (with the INVITE's headers as
+        they came; the replies copy `reply_headers`, the Via stamped by the core)."""
+        self.sessions[key] = PeerSession(key, call_id, reply_headers or headers,
+                                         caller=caller)
         self.send_event(key, "NEW", "INVITE", body, headers)
 
     def reinvite(self, key: str, body: str) -> None:
@@ -684,7 +693,7 @@ class OpenSipsPeer:
         self.timed_out.append(key)
         self._notify()
 
-    def cancel(self, key: str) -> None:
+    def cancel(self, key: str, headers: str | None = None) -> None:
         """The caller cancels: OpenSIPS answers "200 canceling" but sends no 487.
 
         The session turns terminated (7). While the INVITE waits for the engine, its
@@ -695,7 +704,7 @@ class OpenSipsPeer:
         session = self.sessions[key]
         session.state = STATE_TERMINATED
         self.send_event(key, "TERMINATED", "CANCEL", "",
-                        self.call_headers(session.call_id, 1, "CANCEL"))
+                        headers or self.call_headers(session.call_id, 1, "CANCEL"))
 
     # ---- transfer (REFER) and outbound calls -----------------------------------------------
 
