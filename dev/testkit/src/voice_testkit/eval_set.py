@@ -26,8 +26,10 @@ HELDOUT_SET = ROOT / "tests" / "data" / "eval" / "conversation-heldout.toml"
 HELDOUT2_SET = ROOT / "tests" / "data" / "eval" / "conversation-heldout2.toml"
 # A third, written before the example questions and small-talk replies: the honest check.
 HELDOUT3_SET = ROOT / "tests" / "data" / "eval" / "conversation-heldout3.toml"
+# A fourth, written before the disfluency normaliser and the wrong-fact guard.
+HELDOUT4_SET = ROOT / "tests" / "data" / "eval" / "conversation-heldout4.toml"
 EVAL_SETS = {"calibration": EVAL_SET, "heldout": HELDOUT_SET, "heldout2": HELDOUT2_SET,
-             "heldout3": HELDOUT3_SET}
+             "heldout3": HELDOUT3_SET, "heldout4": HELDOUT4_SET}
 # "I can't help with that here", "I'm unable to assist with tax returns", "I'm not able to
 # book a table", "sorry, I didn't catch that": the bot declines rather than makes it up.
 REFUSAL = re.compile(
