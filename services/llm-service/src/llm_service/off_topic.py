@@ -113,7 +113,7 @@ class OffTopicGate:
         turns = [m.content for m in messages if m.role == "user" and m.content.strip()]
         if len(turns) < 2:
             return False
-        line, before = self._fact(facts, self.encoder.encode([turns[-2]]))
+        line, before = self._fact(facts, self.encoder.encode_earlier_turn(turns[-2]))
         if before < self.fact_min_score:
             return False
         vectors = self.encoder.encode_fixed(facts.facts)

@@ -49,10 +49,17 @@ EXAMPLES: dict[str, tuple[str, ...]] = {
         # Staff, not "human": a person asked for by their job.
         "connect me to a member of staff", "can I talk to an employee",
         "is there someone I can talk to",
+        # A person asked for by the group they belong to, or fetched: "get me ...".
+        "can I speak to someone in customer services", "put me on to someone on the team",
+        "get me somebody I can talk to", "could you find me someone to speak with",
+        "can someone from your team help me", "could you get me one of your colleagues",
     ),
     "hang_up": (
         "that's all, goodbye", "thanks, bye", "goodbye", "that's everything, thank you, bye",
         "bye now", "see you later", "thanks for your help, goodbye",
+        # Closings that say no "bye": done, and a good wish.
+        "that's all I needed, have a nice day", "I think that's everything, thanks",
+        "nothing else, thank you, take care",
     ),
 }
 # What the bot says with a routed call (the model wrote no sentence of its own).
