@@ -39,7 +39,8 @@ FILLERS = frozenset({
 # Fillers of two words, dropped only where they are set off (see _drop_set_off).
 SET_OFF_FILLERS: tuple[tuple[str, ...], ...] = (("you", "know"), ("i", "mean"))
 # Words a spoken turn (or a recognizer's guess at a breath) starts with, adding nothing.
-LEAD_INS = frozenset({"or", "so", "well", "okay", "ok", "right", "alright", "oh", "anyway"})
+# Not "oh": it may start a number ("oh seven seven ...").
+LEAD_INS = frozenset({"or", "so", "well", "okay", "ok", "right", "alright", "anyway"})
 # Number words: an account number said digit by digit repeats them on purpose.
 NUMBER_WORDS = frozenset({
     "zero", "oh", "nought", "one", "two", "three", "four", "five", "six", "seven", "eight",
@@ -49,9 +50,10 @@ NUMBER_WORDS = frozenset({
 })
 # The longest run of words a restart repeats.
 MAX_REPEAT = 3
-# A number (with its thousands or decimal separators), a word (with an apostrophe, or a
-# hyphen cut-off: "wh-"), or one punctuation mark.
-TOKEN = re.compile(r"\d+(?:[.,:]\d+)*\w*|\w+(?:['\u2019]\w+)*-?|[^\w\s]")
+# A number (with its thousands or decimal separators), a word (with its apostrophes and
+# hyphens, "twenty-five", and a hyphen where it was cut off: "wh- what's"), or one
+# punctuation mark.
+TOKEN = re.compile(r"\d+(?:[.,:]\d+)*\w*|\w+(?:['\u2019-]\w+)*(?:-(?=\s|$))?|[^\w\s]")
 PAUSE_MARKS = frozenset({",", ".", "!", "?", ";", ":", "-", "\u2026"})
 # Marks that set a filler off inside a sentence (not its end).
 SOFT_MARKS = frozenset({",", "-", "\u2026"})
@@ -68,7 +70,7 @@ def _key(token: str) -> str:
 
 
 def _is_number(token: str) -> bool:
-    return token[0].isdigit() or _key(token) in NUMBER_WORDS
+    return token[0].isdigit() or any(part in NUMBER_WORDS for part in _key(token).split("-"))
 
 
 def _drop_fillers(tokens: list[str]) -> list[str]:
@@ -111,7 +113,7 @@ def _drop_set_off(tokens: list[str]) -> list[str]:
 def _drop_cut_offs(tokens: list[str]) -> list[str]:
     """A word broken off by a restart ("wh-"), when a word follows it."""
     return [t for i, t in enumerate(tokens)
-            if not (_is_word(t) and t.endswith("-") and len(t) > 1
+            if not (_is_word(t) and t.endswith("-") and len(t) > 1 and not _is_number(t)
                     and any(_is_word(u) for u in tokens[i + 1:]))]
 
 
@@ -168,7 +170,10 @@ def _join(tokens: list[str]) -> str:
     text = ""
     for at, token in enumerate(tokens):
         opened = at > 0 and tokens[at - 1] in OPENING_MARKS
-        if text and not opened and (_is_word(token) or token in OPENING_MARKS):
+        # A dash stands apart ("bye - alright"): "bye-" would read as a word cut off.
+        # ... and a word cut off keeps its space after it ("wh- ?").
+        if text and not opened and (_is_word(token) or token in OPENING_MARKS or token == "-"
+                                    or text.endswith("-")):
             text += " "
         text += token
     return text
@@ -177,9 +182,15 @@ def _join(tokens: list[str]) -> str:
 def clean_turn(text: str) -> str:
     """The turn with its fillers, restarts and lead-ins taken out; as it was (stripped)
     when nothing of meaning would be left."""
-    tokens = TOKEN.findall(re.sub(r"\.{2,}", "\u2026", text))
-    cleaned = _tidy(_strip_lead_ins(_collapse_repeats(_drop_cut_offs(
-        _drop_set_off(_tidy(_drop_fillers(tokens)))))))
+    cleaned = TOKEN.findall(re.sub(r"\.{2,}", "\u2026", text))
+    # Each step may uncover work for another ("you, you know": the repeat, then the
+    # set-off filler); every pass only removes tokens, so this ends.
+    while True:
+        before = len(cleaned)
+        cleaned = _tidy(_strip_lead_ins(_collapse_repeats(_drop_cut_offs(
+            _drop_set_off(_tidy(_drop_fillers(cleaned)))))))
+        if len(cleaned) == before:
+            break
     if not any(_is_word(t) for t in cleaned):
         return text.strip()
     return _join(cleaned)

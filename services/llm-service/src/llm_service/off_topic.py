@@ -41,7 +41,7 @@ FINISH_REASON = "off_topic"
 # Asking the bot to say its last line again: it does, word for word (OffTopicGate.repeat).
 REPEAT_REQUESTS: tuple[str, ...] = (
     "can you repeat that?", "pardon?", "sorry?", "what was that?", "what did you say?",
-    "sorry, I didn't catch that", "say it again please",
+    "sorry, I didn't catch that", "say it again please", "could you say that again?",
 )
 REPEAT_FINISH_REASON = "repeat"
 # Turns a small model answers well without knowledge, by kind. Not the bank's
