@@ -4,7 +4,8 @@ Shared by scripts/bench/conversation.py and the LLM tests. conversation.toml (45
 utterances) calibrated the LLM service's thresholds; conversation-heldout.toml was
 written afterwards, before anything was scored on it, to check them;
 conversation-heldout2.toml likewise for the off-topic refusal, and
-conversation-heldout3.toml for the example questions and small-talk replies. Scoring: a reply
+conversation-heldout3.toml for the example questions and small-talk replies,
+conversation-heldout4.toml for the disfluency normaliser and the wrong-fact guard. Scoring: a reply
 "carries" the expected fact when every group of alternatives has one in it, as whole
 words; a refusal is the bot declining ("I can't help with that here") instead of
 making something up.

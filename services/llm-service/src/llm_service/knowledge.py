@@ -122,7 +122,11 @@ def line_scores(encoder: SentenceEncoder, facts: FactList, query: Any,
     example questions, a question's less `question_handicap` (None: lines only). Two
     questions are more alike than a question and its answer ("How do I reset my email
     password?" is 0.47 like "How do I open an account?", 0.16 like the line that answers
-    it), so a question must be nearer to count as much as the line."""
+    it), so a question must be nearer to count as much as the line. And where the line
+    most like `query` is not the fact whose questions are most like it, that line counts
+    by its questions only: "What ID will you want to see when I open an account?" was
+    0.49 like the balance line's words ("say your account number"), 0.33 like its
+    questions, and 0.52 like "What do I need to bring to open an account?"."""
     asked = () if question_handicap is None else tuple(
         q for i in range(len(facts.facts)) for q in facts.asked_for(i))
     scores = (query @ encoder.encode_fixed(facts.facts + asked).T)[0].tolist()
