@@ -110,6 +110,7 @@ def test_a_hesitant_question_gets_its_fact(gates: Gates, heard: str, fact: str):
     "Which ID should I bring to open a savings account?",
     "What do you need to see from me to open an account?",
     "I want to open an account, what do I bring?",
+    "What number do I key in to open an account?",
 ])
 def test_opening_an_account_never_gets_the_balance_line(gates: Gates, heard: str):
     """"account" is in the balance line's words too ("say your account number")."""
@@ -120,30 +121,45 @@ def test_the_balance_is_still_the_balance(gates: Gates):
     assert gates.decide("What's the balance on my account?") == ("fact", BALANCE)
 
 
-def test_a_line_alone_does_not_pick_a_fact_its_questions_point_away_from(gates: Gates):
+def test_a_question_far_from_every_example_does_not_overrule_the_line(gates: Gates):
+    """Its nearest example questions are all under the line threshold: noise, no vote."""
+    assert gates.decide("Do you have a branch anywhere in Bristol?") == ("fact", FINDER)
+
+
+@pytest.mark.parametrize(("heard", "overruled"), [
+    ("What number do I key in to open an account?", True),  # words: the balance line
+    ("Is the bank open now?", True),  # words: the line on opening an account
+    ("Do you have a branch anywhere in Bristol?", False),  # questions all far: no vote
+    ("What's the balance on my account?", False),  # words and questions agree
+])
+def test_a_line_alone_does_not_pick_a_fact_its_questions_point_away_from(
+        gates: Gates, heard: str, overruled: bool):
     """line_scores: where the turn is most like one line's words but most like another
-    fact's example questions, the first line counts by its own questions only."""
+    fact's example questions (one at least LLM_FACT_ANSWER_MIN_SCORE like it: a vote),
+    the first line counts by its own questions only."""
     encoder = gates.answers.encoder
     facts = split_facts(SYSTEM)
     assert isinstance(facts, FactList)
     handicap = question_handicap(gates.answers.min_score)
     assert handicap is not None
-    query = encoder.encode_turn("Which documents do you need to see when I open one?")
+    query = encoder.encode_turn(heard)
     by_line = line_scores(encoder, facts, query, None)
     scores = line_scores(encoder, facts, query, handicap)
     by_words = max(range(len(FACTS)), key=lambda i: by_line[i])
     asked = [max((float((query @ encoder.encode_fixed((q,)).T)[0, 0])
                   for q in facts.asked_for(i)), default=-1.0) for i in range(len(FACTS))]
     by_questions = max(range(len(FACTS)), key=lambda i: asked[i])
-    if by_words != by_questions:
-        assert scores[by_words] == pytest.approx(asked[by_words] - handicap)
+    assert (by_words != by_questions
+            and asked[by_questions] >= gates.answers.min_score) == overruled
+    if overruled:
+        assert scores[by_words] == pytest.approx(asked[by_words] - handicap, abs=1e-4)
     else:
         assert scores[by_words] == pytest.approx(max(by_line[by_words],
-                                                     asked[by_words] - handicap))
+                                                     asked[by_words] - handicap), abs=1e-4)
     # Elsewhere: the best of the line and its questions, as before.
     for i in range(len(FACTS)):
         if i != by_words:
-            assert scores[i] == pytest.approx(max(by_line[i], asked[i] - handicap))
+            assert scores[i] == pytest.approx(max(by_line[i], asked[i] - handicap), abs=1e-4)
 
 
 @pytest.mark.parametrize("heard", [

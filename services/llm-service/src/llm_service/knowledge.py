@@ -126,7 +126,9 @@ def line_scores(encoder: SentenceEncoder, facts: FactList, query: Any,
     most like `query` is not the fact whose questions are most like it, that line counts
     by its questions only: "What ID will you want to see when I open an account?" was
     0.49 like the balance line's words ("say your account number"), 0.33 like its
-    questions, and 0.52 like "What do I need to bring to open an account?"."""
+    questions, and 0.52 like "What do I need to bring to open an account?". Only a
+    question at least as like the turn as a line must be (LLM_FACT_ANSWER_MIN_SCORE)
+    overrules the line's words."""
     asked = () if question_handicap is None else tuple(
         q for i in range(len(facts.facts)) for q in facts.asked_for(i))
     scores = (query @ encoder.encode_fixed(facts.facts + asked).T)[0].tolist()
@@ -141,10 +143,15 @@ def line_scores(encoder: SentenceEncoder, facts: FactList, query: Any,
             at += 1
     by_line = max(range(len(best)), key=lambda i: best[i])
     asked_most = max(range(len(best)), key=lambda i: by_question[i])
-    if facts.asked_for(by_line) and asked_most != by_line:
+    # The line threshold the handicap was made from (question_handicap).
+    line_min = knowledge_settings().fact_question_min_score - question_handicap
+    if facts.asked_for(by_line) and asked_most != by_line \
+            and by_question[asked_most] >= line_min:
         # The line's words and the questions callers ask disagree: the words are shared
         # across lines ("account" in "say your account number" and "open an account"),
-        # the questions are what is asked, so the line alone does not pick its fact.
+        # the questions are what is asked, so the line alone does not pick its fact. A
+        # question less like the turn than a line must be is no vote ("Is there an
+        # Example Bank near Camden?" is 0.34 like its nearest, about a restaurant).
         best[by_line] = by_question[by_line] - question_handicap
     return [max(line, asked - question_handicap) if asked > -1.0 else line
             for line, asked in zip(best, by_question, strict=True)]
