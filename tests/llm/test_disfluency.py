@@ -35,6 +35,8 @@ from llm_service.disfluency import FILLERS, LEAD_INS, NUMBER_WORDS, TOKEN, clean
     ("Well, okay, so how do I open an account?", "how do I open an account?"),
     ("Right, thanks for your help.", "thanks for your help."),
     ("Alright then.", "Alright then."),
+    ("All right. So where's my nearest branch?", "where's my nearest branch?"),
+    ("All right then.", "All right then."),
     ("ok. then.", "ok. then."),
     ("Well, thanks", "Well, thanks"),
     # words that only look like fillers stay

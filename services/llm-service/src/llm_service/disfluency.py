@@ -143,11 +143,12 @@ def _collapse_repeats(tokens: list[str]) -> list[str]:
 
 def _strip_lead_ins(tokens: list[str]) -> list[str]:
     while tokens:
-        words = [t for t in tokens if _is_word(t)]
-        if len(words) < 3 or _key(words[0]) not in LEAD_INS:
+        words = [i for i, t in enumerate(tokens) if _is_word(t)]
+        first = tuple(_key(tokens[i]) for i in words[:2])
+        size = 2 if first == ("all", "right") else 1  # Whisper's "All right." is "alright"
+        if len(words) < size + 2 or (size == 1 and first[0] not in LEAD_INS):
             break
-        at = tokens.index(words[0])
-        tokens = tokens[at + 1:]
+        tokens = tokens[words[size - 1] + 1:]
     return tokens
 
 
