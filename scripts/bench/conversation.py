@@ -571,8 +571,9 @@ def main() -> int:
     parser.add_argument("--set", choices=sorted(EVAL_SETS), default="calibration",
                         help="the evaluation set: calibration (conversation.toml, 45), "
                              "heldout (conversation-heldout.toml), heldout2 "
-                             "(conversation-heldout2.toml) or heldout3 "
-                             "(conversation-heldout3.toml): never calibrated on")
+                             "(conversation-heldout2.toml), heldout3 "
+                             "(conversation-heldout3.toml) or heldout4 "
+                             "(conversation-heldout4.toml): never calibrated on")
     parser.add_argument("--limit", type=int, default=0, help="the first N utterances only")
     parser.add_argument("--voices", default="",
                         help="TTS voices to speak the set as they are, round-robin, instead "

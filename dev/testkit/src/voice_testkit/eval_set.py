@@ -4,7 +4,8 @@ Shared by scripts/bench/conversation.py and the LLM tests. conversation.toml (45
 utterances) calibrated the LLM service's thresholds; conversation-heldout.toml was
 written afterwards, before anything was scored on it, to check them;
 conversation-heldout2.toml likewise for the off-topic refusal, and
-conversation-heldout3.toml for the example questions and small-talk replies. Scoring: a reply
+conversation-heldout3.toml for the example questions and small-talk replies,
+conversation-heldout4.toml for the disfluency normaliser and the wrong-fact guard. Scoring: a reply
 "carries" the expected fact when every group of alternatives has one in it, as whole
 words; a refusal is the bot declining ("I can't help with that here") instead of
 making something up.
@@ -26,8 +27,10 @@ HELDOUT_SET = ROOT / "tests" / "data" / "eval" / "conversation-heldout.toml"
 HELDOUT2_SET = ROOT / "tests" / "data" / "eval" / "conversation-heldout2.toml"
 # A third, written before the example questions and small-talk replies: the honest check.
 HELDOUT3_SET = ROOT / "tests" / "data" / "eval" / "conversation-heldout3.toml"
+# A fourth, written before the disfluency normaliser and the wrong-fact guard.
+HELDOUT4_SET = ROOT / "tests" / "data" / "eval" / "conversation-heldout4.toml"
 EVAL_SETS = {"calibration": EVAL_SET, "heldout": HELDOUT_SET, "heldout2": HELDOUT2_SET,
-             "heldout3": HELDOUT3_SET}
+             "heldout3": HELDOUT3_SET, "heldout4": HELDOUT4_SET}
 # "I can't help with that here", "I'm unable to assist with tax returns", "I'm not able to
 # book a table", "sorry, I didn't catch that": the bot declines rather than makes it up.
 REFUSAL = re.compile(

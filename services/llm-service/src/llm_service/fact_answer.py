@@ -22,6 +22,8 @@ Those figures are the lines' alone. A line's example questions ("Q:" lines, know
 now count too, at LLM_FACT_QUESTION_MIN_SCORE: terse turns no answer's words reach
 ("Hours?" 0.23 for the line) reach a question; with them every fact answer of the
 calibration and first held-out sets carries the expected fact (docs/architecture.md).
+The turn is compared as meant (disfluency.clean_turn: no fillers, restarts or lead-ins),
+and a line's words alone never pick a fact its questions point away from (line_scores).
 """
 
 from __future__ import annotations

@@ -35,6 +35,7 @@ from typing import Any
 from pydantic import Field, field_validator
 from pydantic_settings import SettingsConfigDict
 
+from llm_service.disfluency import clean_turn
 from llm_service.engine import Message
 from llm_service.settings import SERVICE_NAME, LlmSettings
 from voice_common.config import ProcessSettings, load_settings
@@ -121,19 +122,39 @@ def line_scores(encoder: SentenceEncoder, facts: FactList, query: Any,
     example questions, a question's less `question_handicap` (None: lines only). Two
     questions are more alike than a question and its answer ("How do I reset my email
     password?" is 0.47 like "How do I open an account?", 0.16 like the line that answers
-    it), so a question must be nearer to count as much as the line."""
+    it), so a question must be nearer to count as much as the line. And where the line
+    most like `query` is not the fact whose questions are most like it, that line counts
+    by its questions only: "What ID will you want to see when I open an account?" was
+    0.49 like the balance line's words ("say your account number"), 0.33 like its
+    questions, and 0.52 like "What do I need to bring to open an account?". Only a
+    question at least as like the turn as a line must be (LLM_FACT_ANSWER_MIN_SCORE)
+    overrules the line's words."""
     asked = () if question_handicap is None else tuple(
         q for i in range(len(facts.facts)) for q in facts.asked_for(i))
     scores = (query @ encoder.encode_fixed(facts.facts + asked).T)[0].tolist()
     best = [float(s) for s in scores[:len(facts.facts)]]
     if question_handicap is None:
         return best
+    by_question = [-1.0] * len(facts.facts)
     at = len(facts.facts)
     for index in range(len(facts.facts)):
         for _ in facts.asked_for(index):
-            best[index] = max(best[index], float(scores[at]) - question_handicap)
+            by_question[index] = max(by_question[index], float(scores[at]))
             at += 1
-    return best
+    by_line = max(range(len(best)), key=lambda i: best[i])
+    asked_most = max(range(len(best)), key=lambda i: by_question[i])
+    # The line threshold the handicap was made from (question_handicap).
+    line_min = knowledge_settings().fact_question_min_score - question_handicap
+    if facts.asked_for(by_line) and asked_most != by_line \
+            and by_question[asked_most] >= line_min:
+        # The line's words and the questions callers ask disagree: the words are shared
+        # across lines ("account" in "say your account number" and "open an account"),
+        # the questions are what is asked, so the line alone does not pick its fact. A
+        # question less like the turn than a line must be is no vote ("Is there an
+        # Example Bank near Camden?" is 0.34 like its nearest, about a restaurant).
+        best[by_line] = by_question[by_line] - question_handicap
+    return [max(line, asked - question_handicap) if asked > -1.0 else line
+            for line, asked in zip(best, by_question, strict=True)]
 
 
 class KnowledgeSettings(ProcessSettings):
@@ -215,13 +236,18 @@ class SentenceEncoder:
         return self._fixed(texts)
 
     def encode_turn(self, text: str) -> Any:
-        """The vector (1 x dim) of a caller's turn; the last one asked for is kept."""
+        """The vector (1 x dim) of a caller's turn, as meant: without its fillers, restarts
+        and lead-ins (disfluency.clean_turn); the last one asked for is kept."""
         last = self._last_turn
         if last is not None and last[0] == text:
             return last[1]
-        vector = self.encode([text])
+        vector = self.encode([clean_turn(text)])
         self._last_turn = (text, vector)
         return vector
+
+    def encode_earlier_turn(self, text: str) -> Any:
+        """The vector of a caller's earlier turn, cleaned as encode_turn's, not kept."""
+        return self.encode([clean_turn(text)])
 
     def encode(self, texts: list[str]) -> Any:
         import torch
@@ -251,7 +277,7 @@ class FactSelector:
         best = line_scores(self.encoder, facts, self.encoder.encode_turn(turns[-1]),
                            self.question_handicap)
         if len(turns) >= 2:
-            before = line_scores(self.encoder, facts, self.encoder.encode([turns[-2]]),
+            before = line_scores(self.encoder, facts, self.encoder.encode_earlier_turn(turns[-2]),
                                  self.question_handicap)
             best = [max(s, PREVIOUS_TURN_WEIGHT * p) for s, p in zip(best, before, strict=True)]
         return best

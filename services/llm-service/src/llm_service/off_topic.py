@@ -41,7 +41,7 @@ FINISH_REASON = "off_topic"
 # Asking the bot to say its last line again: it does, word for word (OffTopicGate.repeat).
 REPEAT_REQUESTS: tuple[str, ...] = (
     "can you repeat that?", "pardon?", "sorry?", "what was that?", "what did you say?",
-    "sorry, I didn't catch that", "say it again please",
+    "sorry, I didn't catch that", "say it again please", "could you say that again?",
 )
 REPEAT_FINISH_REASON = "repeat"
 # Turns a small model answers well without knowledge, by kind. Not the bank's
@@ -113,7 +113,7 @@ class OffTopicGate:
         turns = [m.content for m in messages if m.role == "user" and m.content.strip()]
         if len(turns) < 2:
             return False
-        line, before = self._fact(facts, self.encoder.encode([turns[-2]]))
+        line, before = self._fact(facts, self.encoder.encode_earlier_turn(turns[-2]))
         if before < self.fact_min_score:
             return False
         vectors = self.encoder.encode_fixed(facts.facts)
