@@ -479,6 +479,8 @@ def main() -> int:
     said = caller_speech(args.stack)
     # SIGTERM unwinds like an error: the services started here are stopped on the way out.
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
+    if args.logs:
+        Path(args.logs).mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory() as tmp, \
             started(args.stack, Path(args.logs or tmp), not args.no_tts_cache) as (ai, running):
         tts = ai.tts.target
