@@ -241,7 +241,9 @@ async def call(view: CoreView, sip_port: int, script: list[tuple[Said, np.ndarra
             ended += len(new)
             speech = rtp.speech_frames_after(end)
             latency = ((speech[0].at - end + quiet_tail_s(pcm)) * 1000 if speech else None)
-            last = new[-1]
+            # The reply to this utterance: a line the core says after it (a transfer this
+            # caller refuses: "I couldn't put you through") is not the reply.
+            last = next((t for t in reversed(new) if t["kind"] == "reply"), new[-1])
             turns.append(TurnOutcome(
                 said, latency, heard=" ".join(t["heard"] for t in new if t.get("heard")),
                 reply=last.get("said") or "" if last["kind"] == "reply" else "",
