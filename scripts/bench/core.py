@@ -587,10 +587,11 @@ def report(args: argparse.Namespace, single: Level, timing_lines: list[dict[str,
     if not demo:
         lines += ["", "Where the time goes as calls are added: `asr_final` (the end of speech "
                   "to the recognizer's final) grows with the calls that finish speaking "
-                  "together: each Whisper decode costs about 0.6 CPU-s whatever the "
-                  "utterance's length (30 s of padded audio; beam 5 or 1 alike) plus 0.1 for "
-                  "smart-turn, and the decodes run one at a time (ASR_WHISPER_PARALLEL=1, "
-                  "2 threads each). A reply the LLM generates (small talk; a knowledge "
+                  "together: each Whisper decode costs about 0.2 CPU-s (a 12 s window for an "
+                  "utterance that fits it, 30 s otherwise) plus 0.1-0.2 for smart-turn, and "
+                  "the decodes run one at a time (ASR_WHISPER_PARALLEL=1, 2 threads each); "
+                  "the ASR's CPU-s also count Silero on every 32 ms of every call's audio. "
+                  "A reply the LLM generates (small talk; a knowledge "
                   "answer or a refusal needs none) waits for SmolLM2's prefill of the whole "
                   "history. TTS costs little once the bot's fixed lines are in the core's "
                   "cache.", "",
