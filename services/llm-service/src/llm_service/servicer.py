@@ -120,11 +120,7 @@ class LanguageModelServicer(llm_pb2_grpc.LanguageModelServicer):
                 for response in _bot_line(refusal.text, arrived, OFF_TOPIC_FINISH_REASON):
                     yield response
                 return
-        limit = self.model.max_positions
-        if limit and len(prompt.ids) >= limit:
-            await context.abort(
-                grpc.StatusCode.INVALID_ARGUMENT,
-                f"the prompt is {len(prompt.ids)} tokens; the model's context is {limit}")
+        if not await self._fits_context(prompt, context):
             return
         dlog.debug_output("prompt (%s, %d tokens): %r", request.call_id or "-",
                           len(prompt.ids), prompt.text)
@@ -196,6 +192,16 @@ class LanguageModelServicer(llm_pb2_grpc.LanguageModelServicer):
             if not job.finished:
                 job.cancel("client cancelled" if context.cancelled() else "stream closed")
 
+    async def _fits_context(self, prompt: Prompt, context: grpc.aio.ServicerContext) -> bool:
+        """Whether the prompt fits the model's context; if not, the RPC is aborted."""
+        limit = self.model.max_positions
+        if limit and len(prompt.ids) >= limit:
+            await context.abort(
+                grpc.StatusCode.INVALID_ARGUMENT,
+                f"the prompt is {len(prompt.ids)} tokens; the model's context is {limit}")
+            return False
+        return True
+
     async def _prime(self, call_id: str, messages: list[Message], tools: tuple[ToolSpec, ...],
                      prompt: Prompt, *, arrived: float, context: grpc.aio.ServicerContext,
                      ) -> AsyncIterator[llm_pb2.GenerateResponse]:
@@ -204,11 +210,7 @@ class LanguageModelServicer(llm_pb2_grpc.LanguageModelServicer):
         await asyncio.to_thread(prime.run_gates, self.model, messages, tools,
                                 self.template_renders_tools is False)
         gates_ms = (time.perf_counter() - arrived) * 1000  # the prompt's rendering included
-        limit = self.model.max_positions
-        if limit and len(prompt.ids) >= limit:
-            await context.abort(
-                grpc.StatusCode.INVALID_ARGUMENT,
-                f"the prompt is {len(prompt.ids)} tokens; the model's context is {limit}")
+        if not await self._fits_context(prompt, context):
             return
         dlog.debug_output("prompt (%s, %d tokens): %r", call_id, len(prompt.ids), prompt.text)
         loop = asyncio.get_running_loop()
